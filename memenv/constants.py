@@ -1,0 +1,20 @@
+"""Named constants for rewards, penalties and defaults, in one place."""
+
+# Reward given for an action that cannot be parsed or is invalid (it changes nothing).
+INVALID_ACTION_PENALTY = 0.1
+
+# Memory-R2 compression penalty: lambda * max(0, mem_tokens - RATIO * seen_tokens) / seen_tokens.
+# The paper's sweet spot is lambda = 0.3; its official code defaults to 0.2.
+DEFAULT_LAMBDA_COMP = 0.2
+COMPRESSION_RATIO = 0.7
+
+# Retrieval defaults from the official Memory-R2 / Memory-R1 settings.
+DEFAULT_MANAGE_TOP_K = 25  # related memories shown per extracted fact
+DEFAULT_ANSWER_TOP_K = 30  # memories shown per speaker when answering
+DEFAULT_EXTRACT_TOP_K = 0  # related memories shown to the extractor
+
+# Observations longer than this are outside the observation space (LoCoMo sessions with a
+# full answer context stay far below it).
+MAX_OBSERVATION_CHARS = 2_000_000
+
+QA_SCHEDULES = ("after_evidence", "end")

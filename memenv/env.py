@@ -1,0 +1,536 @@
+"""MemorySession-v0: multi-session dialogue with an editable memory bank.
+
+Implements the episode protocol of the Memory-R2 paper (arXiv 2605.21768): per session a
+fact-extraction turn and a memory-management turn, then question answering from the
+memory, with rewards from answer scores and a memory compression penalty.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+
+from memenv import constants as C
+from memenv.memory import MemoryBank, count_tokens
+from memenv.parsing import MAX_ACTION_CHARS, Fact, Operation, parse_answer, parse_facts, parse_operations
+from memenv.retrieval import Retriever, make_retriever
+from memenv.scoring import get_metric
+from memenv.sources import ConversationSource, make_source
+from memenv.spaces import UnicodeText
+from memenv.types import Conversation, Question
+
+EXTRACT, MANAGE, ANSWER = "extract", "manage", "answer"
+
+
+@dataclass(frozen=True)
+class _ConvStats:
+    """Per-conversation values computed once and shared by every fork."""
+
+    session_tokens: tuple[int, ...]
+    due: tuple[tuple[int, ...], ...]  # per session: indices of questions asked after it
+    has_gold: bool
+
+
+class MemorySessionEnv(gym.Env[str, str]):
+    """A multi-session conversation whose facts the agent must remember to answer questions.
+
+    ## Description
+    One episode is one conversation between two speakers: sessions 1..N in time order,
+    each with a date and turns. For every session the agent acts twice — it *extracts*
+    the facts worth keeping, then *manages* the memory bank with ADD / UPDATE / DELETE /
+    NOOP operations — and then *answers* the questions that are due, from the memories
+    the environment retrieves for it. Conversations come from a seeded synthetic world
+    generator (default), LoCoMo, or LongMemEval. ``fork()`` returns an independent copy
+    of the whole state in constant time.
+
+    ## Action Space
+    ``UnicodeText``: the agent's raw text. By role:
+
+    * ``extract``: ``{"facts": ["Alice moved to Lyon on 2 May 2023.", ...]}`` (items may
+      be ``{"text": ..., "speaker": ...}``; a bare list is accepted).
+    * ``manage``: ``{"operations": [{"op": "ADD", "text": ...}, {"op": "UPDATE", "id": "m7",
+      "text": ...}, {"op": "DELETE", "id": "m2"}, {"op": "NOOP"}]}``, applied atomically.
+    * ``answer``: the answer text, ``{"answer": ...}``, or text ending in an ``Answer:`` line.
+
+    Code fences, prose around the JSON and trailing commas are tolerated. An action that
+    cannot be parsed, or an operation list with any invalid operation (unknown or deleted
+    id, UPDATE without text, ...), changes nothing, earns ``-INVALID_ACTION_PENALTY``, and
+    ``info["error"]`` says what was wrong. No string raises an exception.
+
+    ## Observation Space
+    ``UnicodeText``: a JSON object (structured content, not a prompt) with ``role``,
+    ``session``, ``num_sessions``, ``date``, ``speakers`` and, by role: ``turns``
+    (extract); ``facts`` with the ids of ``related`` memories (manage); ``question``
+    (answer); plus ``memories``, a list of ``{id, text, speaker, session, date}`` records
+    (related memories for manage and extract, top-k per speaker for answer, best first).
+
+    ## Rewards
+    ``extract`` and ``manage`` turns: 0, or ``-INVALID_ACTION_PENALTY`` for an invalid
+    action. ``answer`` turns: ``score(answer, gold) - lambda_comp * max(0, memory_tokens -
+    0.7 * seen_tokens) / seen_tokens`` where ``score`` is token F1 (``metric="f1"``), exact
+    match (``"em"``) or BLEU-1 (``"bleu1"``), and tokens are whitespace tokens.
+
+    ## Starting State
+    The first session's ``extract`` turn of a conversation drawn from the source with the
+    environment's RNG, or the one named by ``reset(options={"conversation": key})`` (a
+    world seed for synthetic worlds, a ``sample_id`` for LoCoMo). The memory is empty.
+
+    ## Episode End
+    Terminates after the last question (or the last session's ``manage`` turn when no
+    question is left). There is no truncation inside the environment: an episode has
+    exactly ``2 * num_sessions + num_questions`` steps.
+
+    ## Arguments
+    ``gym.make("MemorySession-v0", num_sessions=16, qa_schedule="end", metric="f1",
+    lambda_comp=0.2, retriever="bm25")``; ``source="locomo", data_path=..., conversations=[...]``
+    for LoCoMo. See ``__init__`` for every argument.
+
+    ## Information
+    Every step: ``role`` (of the returned observation), ``session``, ``turn``,
+    ``memory_size``, ``memory_tokens``, ``seen_tokens``, ``conversation``. After an action:
+    ``action_role``, ``valid``, ``error`` (or None), ``applied`` (manage: the operations
+    applied), and for answers ``question_id``, ``question_kind``, ``prediction``,
+    ``gold_answer``, ``score``, ``compression_penalty``. At extract and manage turns of a
+    source with gold annotations, ``gold`` holds ``facts``, ``operations`` (resolved to
+    ids of the current memory) and ``memory`` (the gold memory after the session) — for
+    diagnostics and scripted agents, never in the observation. On the last step:
+    ``session_credit`` (Memory-R2's per-session credit: the mean score of the questions
+    whose evidence lies in each session; None where there are none) and ``episode``
+    (mean score overall and per question kind).
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        source: str | ConversationSource = "synthetic",
+        *,
+        num_sessions: int | None = None,
+        world_seeds: list[int] | None = None,
+        data_path: str | None = None,
+        conversations: list[str] | None = None,
+        split: str | None = None,
+        part: str | None = None,
+        source_options: dict[str, Any] | None = None,
+        qa_schedule: str = "after_evidence",
+        metric: str = "f1",
+        lambda_comp: float = C.DEFAULT_LAMBDA_COMP,
+        retriever: str | Retriever | Callable[[], Retriever] = "bm25",
+        manage_top_k: int = C.DEFAULT_MANAGE_TOP_K,
+        answer_top_k: int = C.DEFAULT_ANSWER_TOP_K,
+        extract_top_k: int = C.DEFAULT_EXTRACT_TOP_K,
+        render_mode: str | None = None,
+    ) -> None:
+        """Build the environment.
+
+        Args:
+            source: ``"synthetic"`` (default), ``"locomo"``, ``"longmemeval"`` or a
+                :class:`~memenv.sources.ConversationSource`.
+            num_sessions: sessions per synthetic world (default 8).
+            world_seeds: synthetic worlds to draw from (default: any seed).
+            data_path, conversations, split, part: LoCoMo / LongMemEval file and selection.
+            source_options: any further options of the source.
+            qa_schedule: ``"after_evidence"`` (questions right after their last evidence
+                session; for training) or ``"end"`` (all after the last session; benchmarks).
+            metric: answer score, ``"f1"``, ``"em"`` or ``"bleu1"``.
+            lambda_comp: weight of the compression penalty (0 disables it).
+            retriever: ``"bm25"``, ``"embedding"``, a Retriever or a factory of one.
+            manage_top_k: related memories shown per fact in ``manage``.
+            answer_top_k: memories shown per speaker in ``answer``.
+            extract_top_k: related memories shown in ``extract``.
+            render_mode: None or ``"ansi"``.
+        """
+        if qa_schedule not in C.QA_SCHEDULES:
+            raise ValueError(f"qa_schedule must be one of {C.QA_SCHEDULES}, got {qa_schedule!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        if not lambda_comp >= 0:
+            raise ValueError(f"lambda_comp must be >= 0, got {lambda_comp}")
+        for name, value in (("manage_top_k", manage_top_k), ("answer_top_k", answer_top_k), ("extract_top_k", extract_top_k)):
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        options = dict(source_options or {})
+        given = {"num_sessions": num_sessions, "world_seeds": world_seeds, "data_path": data_path,
+                 "conversations": conversations, "split": split, "part": part}
+        options.update({k: v for k, v in given.items() if v is not None})
+        if source == "synthetic":
+            options.setdefault("num_sessions", 8)
+        self.source = make_source(source, **options)
+        self.qa_schedule = qa_schedule
+        self.metric_name = metric
+        self._metric = get_metric(metric)
+        self.lambda_comp = float(lambda_comp)
+        self._empty_index = make_retriever(retriever)
+        self.manage_top_k = manage_top_k
+        self.answer_top_k = answer_top_k
+        self.extract_top_k = extract_top_k
+        self.render_mode = render_mode
+        self.observation_space = UnicodeText(C.MAX_OBSERVATION_CHARS)
+        self.action_space = UnicodeText(MAX_ACTION_CHARS)
+        self._stats_cache: dict[int, tuple[Conversation, _ConvStats]] = {}
+        self._conv: Conversation | None = None
+        self._bank, self._index = MemoryBank(), self._empty_index
+        self._phase, self._session, self._done = EXTRACT, 0, False
+
+    # ------------------------------------------------------------------ public state --
+    @property
+    def memory(self) -> MemoryBank:
+        """The current memory bank (an immutable value)."""
+        return self._bank
+
+    @property
+    def conversation(self) -> Conversation:
+        """The conversation of the current episode."""
+        self._require_reset()
+        return self._conv
+
+    @property
+    def role(self) -> str:
+        """The role the agent acts as next: ``extract``, ``manage`` or ``answer``."""
+        return self._phase
+
+    @property
+    def session_index(self) -> int:
+        return self._session
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def set_memory(self, bank: MemoryBank) -> None:
+        """Replace the memory bank (e.g. one loaded with ``MemoryBank.load``); reindexes it."""
+        if not isinstance(bank, MemoryBank):
+            raise TypeError(f"set_memory needs a MemoryBank, got {type(bank).__name__}")
+        index = self._empty_index
+        for entry in bank:
+            index = index.add(entry.id, entry.text)
+        self._bank, self._index = bank, index
+
+    def fork(self) -> "MemorySessionEnv":
+        """An independent environment with an identical state, in constant time.
+
+        Memory bank, retrieval index, conversation and question queue are immutable
+        values shared with the fork; only the RNG and the spaces are copied.
+        """
+        new = copy.copy(self)
+        new._np_random = copy.deepcopy(self._np_random)
+        new.observation_space = copy.deepcopy(self.observation_space)
+        new.action_space = copy.deepcopy(self.action_space)
+        return new
+
+    # ------------------------------------------------------------------ gym API -------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = dict(options or {})
+        key = options.pop("conversation", None)
+        if "world_seed" in options:
+            key = options.pop("world_seed")
+        if options:
+            raise ValueError(f"unknown reset options {sorted(options)}; expected 'conversation' or 'world_seed'")
+        conv = self.source.get(key) if key is not None else self.source.sample(self.np_random)
+        self._conv, self._stats = self._conversation_stats(conv)
+        self._session = 0
+        self._phase = EXTRACT
+        self._facts: tuple[Fact, ...] = ()
+        self._queue: tuple[int, ...] = ()
+        self._bank = MemoryBank()
+        self._index = self._empty_index
+        self._turn = 0
+        self._seen_tokens = 0
+        self._scores: tuple[tuple[int, float], ...] = ()
+        self._done = False
+        return self._observation(), self._info()
+
+    def step(self, action: str):
+        self._require_reset()
+        if self._done:
+            raise RuntimeError("the episode is over; call reset() before step()")
+        role = self._phase
+        info: dict[str, Any] = {"action_role": role}
+        if role == EXTRACT:
+            reward = self._step_extract(action, info)
+        elif role == MANAGE:
+            reward = self._step_manage(action, info)
+        else:
+            reward = self._step_answer(action, info)
+        self._turn += 1
+        obs = "" if self._done else self._observation()
+        info.update(self._info())
+        if self._done:
+            info.update(self._episode_summary())
+        return obs, reward, self._done, False, info
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi" or self._conv is None:
+            return None
+        lines = [f"{self._conv.conv_id} session {self._session + 1}/{self._conv.num_sessions} role={self._phase} "
+                 f"memories={len(self._bank)} tokens={self._bank.tokens}"]
+        lines += [f"  {e.id}: {e.text}" for e in self._bank]
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ transitions ---
+    def _step_extract(self, action: Any, info: dict) -> float:
+        facts, error = parse_facts(action)
+        info["valid"], info["error"] = error is None, error
+        self._facts = tuple(facts) if error is None else ()
+        info["facts"] = [f.text for f in self._facts]
+        self._seen_tokens += self._stats.session_tokens[self._session]
+        self._phase = MANAGE
+        return 0.0 if error is None else -C.INVALID_ACTION_PENALTY
+
+    def _step_manage(self, action: Any, info: dict) -> float:
+        ops, error = parse_operations(action)
+        applied: list[dict] = []
+        if error is None:
+            error = self._validate(ops)
+        if error is None:
+            applied = self._apply(ops)
+        info["valid"], info["error"], info["applied"] = error is None, error, applied
+        self._facts = ()
+        self._after_session()
+        return 0.0 if error is None else -C.INVALID_ACTION_PENALTY
+
+    def _step_answer(self, action: Any, info: dict) -> float:
+        qi, self._queue = self._queue[0], self._queue[1:]
+        question = self._conv.questions[qi]
+        prediction = parse_answer(action)
+        score = float(self._metric(prediction, question.answer))
+        penalty = self._compression_penalty()
+        self._scores += ((qi, score),)
+        info.update(valid=True, error=None, question_id=question.qid, question_kind=question.kind,
+                    prediction=prediction, gold_answer=question.answer, score=score,
+                    compression_penalty=penalty)
+        if not self._queue:
+            self._advance()
+        return score - penalty
+
+    def _after_session(self) -> None:
+        last = self._session == self._conv.num_sessions - 1
+        if self.qa_schedule == "end":
+            self._queue = tuple(range(len(self._conv.questions))) if last else ()
+            if last:
+                self._queue = tuple(sorted(self._queue, key=lambda i: self._conv.questions[i].due_after))
+        else:
+            self._queue = self._stats.due[self._session]
+        if self._queue:
+            self._phase = ANSWER
+        else:
+            self._advance()
+
+    def _advance(self) -> None:
+        if self._session >= self._conv.num_sessions - 1:
+            self._done = True
+            return
+        self._session += 1
+        self._phase = EXTRACT
+
+    def _compression_penalty(self) -> float:
+        if self.lambda_comp == 0 or self._seen_tokens == 0:
+            return 0.0
+        excess = max(0.0, self._bank.tokens - C.COMPRESSION_RATIO * self._seen_tokens)
+        return self.lambda_comp * excess / self._seen_tokens
+
+    # ------------------------------------------------------------------ memory ops ----
+    def _validate(self, ops: list[Operation]) -> str | None:
+        """None if the whole list can be applied in order, else what is wrong."""
+        deleted: set[str] = set()
+        for i, op in enumerate(ops):
+            if op.op == "NOOP":
+                continue
+            if op.op in ("ADD", "UPDATE") and not op.text:
+                return f"operations[{i}]: {op.op} needs a non-empty text"
+            if op.op in ("UPDATE", "DELETE"):
+                if not op.id:
+                    return f"operations[{i}]: {op.op} needs the id of an existing memory"
+                if op.id in deleted:
+                    return f"operations[{i}]: memory {op.id} was deleted earlier in this list"
+                if op.id not in self._bank:
+                    return f"operations[{i}]: no memory with id {op.id[:40]!r}"
+                if op.op == "DELETE":
+                    deleted.add(op.id)
+        return None
+
+    def _apply(self, ops: list[Operation]) -> list[dict]:
+        bank, index = self._bank, self._index
+        session, date, turn = self._session, self._conv.sessions[self._session].date, self._turn
+        applied = []
+        for op in ops:
+            if op.op == "ADD":
+                speaker = self._speaker_of(op.text, op.speaker)
+                bank, memory_id = bank.add(op.text, speaker=speaker, session=session, date=date, turn=turn)
+                index = index.add(memory_id, op.text)
+                applied.append({"op": "ADD", "id": memory_id, "text": op.text})
+            elif op.op == "UPDATE":
+                bank = bank.update(op.id, op.text, session=session, date=date, turn=turn,
+                                   speaker=self._speaker_of(op.text, op.speaker))
+                index = index.update(op.id, op.text)
+                applied.append({"op": "UPDATE", "id": op.id, "text": op.text})
+            elif op.op == "DELETE":
+                bank = bank.delete(op.id, session=session, turn=turn)
+                index = index.remove(op.id)
+                applied.append({"op": "DELETE", "id": op.id})
+        self._bank, self._index = bank, index
+        return applied
+
+    def _speaker_of(self, text: str, given: str | None) -> str | None:
+        """The speaker a memory is about: as given if it is one of them, else the first named."""
+        speakers = self._conv.speakers
+        if given in speakers:
+            return given
+        lowered = text.lower()
+        positions = [(lowered.find(s.lower()), s) for s in speakers if s and s.lower() in lowered]
+        return min(positions)[1] if positions else None
+
+    # ------------------------------------------------------------------ observations --
+    def _base(self) -> dict:
+        session = self._conv.sessions[self._session]
+        return {"role": self._phase, "session": self._session, "num_sessions": self._conv.num_sessions,
+                "date": session.date, "speakers": list(self._conv.speakers)}
+
+    def _observation(self) -> str:
+        obs = self._base()
+        session = self._conv.sessions[self._session]
+        if self._phase == EXTRACT:
+            obs["turns"] = [{"speaker": t.speaker, "text": t.text, "dia_id": t.dia_id} for t in session.turns]
+            ids = []
+            if self.extract_top_k and len(self._bank):
+                query = " ".join(t.text for t in session.turns)
+                ids = [d for d, _ in self._index.search(query, self.extract_top_k)]
+            obs["memories"] = [self._bank[i].record() for i in ids]
+        elif self._phase == MANAGE:
+            facts, seen = [], {}
+            for j, fact in enumerate(self._facts):
+                related = [d for d, _ in self._index.search(fact.text, self.manage_top_k)] if self.manage_top_k else []
+                for d in related:
+                    seen.setdefault(d, None)
+                facts.append({"index": j, "text": fact.text, "speaker": fact.speaker, "related": related})
+            obs["facts"] = facts
+            obs["memories"] = [self._bank[i].record() for i in seen]
+            obs["memory_size"] = len(self._bank)
+        else:
+            question = self._conv.questions[self._queue[0]]
+            obs["question_id"] = question.qid
+            obs["question"] = question.question
+            obs["memories"] = [self._bank[i].record() for i in self._answer_memories(question.question)]
+            obs["memory_size"] = len(self._bank)
+        return json.dumps(obs, ensure_ascii=False)
+
+    def _answer_memories(self, query: str) -> list[str]:
+        """Top-k memories per speaker (and k for memories about neither), padded with recent ones."""
+        k = self.answer_top_k
+        if k == 0 or not len(self._bank):
+            return []
+        bank = self._bank
+        groups = list(self._conv.speakers) + [None]
+        chosen: list[str] = []
+        for speaker in groups:
+            def allowed(d: str, speaker=speaker) -> bool:
+                return bank[d].speaker == speaker
+            hits = [d for d, _ in self._index.search(query, k, allowed=allowed)]
+            if len(hits) < k:
+                # BM25 only scores memories sharing a word with the question; the rest of
+                # the budget goes to the most recently written memories of that speaker.
+                taken = set(hits)
+                rest = [e for e in bank if e.speaker == speaker and e.id not in taken]
+                rest.sort(key=lambda e: e.updated_turn, reverse=True)
+                hits += [e.id for e in rest[: k - len(hits)]]
+            chosen += hits
+        return chosen
+
+    def _info(self) -> dict:
+        info = {"role": self._phase if not self._done else None, "session": self._session, "turn": self._turn,
+                "memory_size": len(self._bank), "memory_tokens": self._bank.tokens,
+                "seen_tokens": self._seen_tokens, "conversation": self._conv.conv_id}
+        if not self._done and self._phase in (EXTRACT, MANAGE) and self._stats.has_gold:
+            info["gold"] = self._gold()
+        if not self._done and self._phase == ANSWER:
+            question = self._conv.questions[self._queue[0]]
+            info["question_kind"] = question.kind
+            info["gold_answer"] = question.answer
+        return info
+
+    def _gold(self) -> dict:
+        """Gold facts, gold operations resolved against the current bank, gold memory."""
+        session = self._conv.sessions[self._session]
+        ops: list[dict] = []
+        text_to_id: dict[str, str | None] = {}
+        next_id = int(self._bank.next_id[1:])
+
+        def find(text: str) -> str | None:
+            if text in text_to_id:
+                return text_to_id[text]
+            ids = self._bank.ids_with_text(text)
+            return ids[-1] if ids else None
+
+        for fact in session.gold_facts:
+            target = find(fact.old_text) if fact.op in ("UPDATE", "DELETE") else None
+            if fact.op == "DELETE":
+                if target is not None:
+                    ops.append({"op": "DELETE", "id": target})
+                    text_to_id[fact.old_text] = None
+            elif fact.op == "UPDATE" and target is not None:
+                ops.append({"op": "UPDATE", "id": target, "text": fact.text})
+                text_to_id[fact.old_text] = None
+                text_to_id[fact.text] = target
+            else:
+                ops.append({"op": "ADD", "text": fact.text, "speaker": fact.speaker})
+                text_to_id[fact.text] = f"m{next_id}"
+                next_id += 1
+        return {
+            "facts": [{"text": f.text, "speaker": f.speaker} for f in session.gold_facts],
+            "operations": ops or [{"op": "NOOP"}],
+            "memory": list(session.gold_memory) if session.gold_memory is not None else None,
+        }
+
+    def _episode_summary(self) -> dict:
+        questions = self._conv.questions
+        by_session: list[list[float]] = [[] for _ in range(self._conv.num_sessions)]
+        by_kind: dict[str, list[float]] = {}
+        for qi, score in self._scores:
+            q = questions[qi]
+            for s in set(q.evidence):
+                if 0 <= s < len(by_session):
+                    by_session[s].append(score)
+            by_kind.setdefault(q.kind, []).append(score)
+        scores = [s for _, s in self._scores]
+        return {
+            "session_credit": [float(np.mean(v)) if v else None for v in by_session],
+            "episode": {
+                "mean_score": float(np.mean(scores)) if scores else None,
+                "num_questions": len(scores),
+                "score_by_kind": {k: float(np.mean(v)) for k, v in sorted(by_kind.items())},
+                "memory_size": len(self._bank),
+                "memory_tokens": self._bank.tokens,
+            },
+        }
+
+    # ------------------------------------------------------------------ helpers -------
+    def _conversation_stats(self, conv: Conversation) -> tuple[Conversation, _ConvStats]:
+        cached = self._stats_cache.get(id(conv))
+        if cached is not None and cached[0] is conv:
+            return cached
+        n = conv.num_sessions
+        due: list[list[int]] = [[] for _ in range(n)]
+        for i, q in enumerate(conv.questions):
+            due[min(max(q.due_after, 0), n - 1)].append(i)
+        stats = _ConvStats(
+            session_tokens=tuple(sum(count_tokens(t.text) for t in s.turns) for s in conv.sessions),
+            due=tuple(tuple(d) for d in due),
+            has_gold=any(s.gold_facts or s.gold_memory is not None for s in conv.sessions),
+        )
+        if len(self._stats_cache) > 64:
+            self._stats_cache.clear()
+        self._stats_cache[id(conv)] = (conv, stats)
+        return conv, stats
+
+    def _require_reset(self) -> None:
+        if self._conv is None:
+            raise RuntimeError("call reset() before using the environment")

@@ -1,0 +1,261 @@
+"""The memory bank: a persistent (immutable) map of memory entries with an audit trail.
+
+Every edit returns a *new* bank that shares almost all of its structure with the old
+one (hash array mapped tries from the ``immutables`` package), so copying a bank — and
+therefore forking an environment — costs the same at 10 or 10,000 memories.
+
+Entries have short stable ids (``m0``, ``m1``, ...) that are never reused, even after a
+DELETE, so an id in an agent's output always means one entry. Every change is recorded
+as an :class:`OpRecord` (op, id, text before, text after, session, turn).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import immutables
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryEntry:
+    """One memory: its text, who it is about, and when it was last written."""
+
+    id: str
+    text: str
+    speaker: str | None
+    session: int
+    date: str
+    created_turn: int
+    updated_turn: int
+
+    def record(self) -> dict:
+        """The entry as it appears in observations."""
+        return {"id": self.id, "text": self.text, "speaker": self.speaker, "session": self.session, "date": self.date}
+
+
+@dataclass(frozen=True, slots=True)
+class OpRecord:
+    """One applied change: ``before`` is None for ADD, ``after`` is None for DELETE."""
+
+    op: str
+    id: str
+    before: str | None
+    after: str | None
+    session: int
+    turn: int
+
+
+def count_tokens(text: str) -> int:
+    """Whitespace tokens, the unit of the compression penalty."""
+    return len(text.split())
+
+
+class MemoryBank:
+    """An immutable memory bank; ``add``, ``update`` and ``delete`` return new banks.
+
+    Supports ``len(bank)``, iteration over :class:`MemoryEntry` in id order,
+    ``bank["m3"]``, ``"m3" in bank``, :attr:`history`, :meth:`save` and :meth:`load`.
+    """
+
+    __slots__ = ("_entries", "_by_text", "_history", "_history_len", "_next_id", "_tokens")
+
+    def __init__(self) -> None:
+        self._entries: immutables.Map = immutables.Map()  # id -> MemoryEntry
+        self._by_text: immutables.Map = immutables.Map()  # text -> tuple of ids
+        self._history: tuple | None = None  # cons list: (OpRecord, previous) or None
+        self._history_len = 0
+        self._next_id = 0
+        self._tokens = 0
+
+    # -- reading ---------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, memory_id: object) -> bool:
+        return memory_id in self._entries
+
+    def __getitem__(self, memory_id: str) -> MemoryEntry:
+        try:
+            return self._entries[memory_id]
+        except KeyError:
+            raise KeyError(f"no memory with id {memory_id!r}") from None
+
+    def get(self, memory_id: str) -> MemoryEntry | None:
+        return self._entries.get(memory_id)
+
+    def __iter__(self) -> Iterator[MemoryEntry]:
+        return iter(sorted(self._entries.values(), key=_id_order))
+
+    def __repr__(self) -> str:
+        return f"MemoryBank({len(self)} entries, {self._tokens} tokens, {self._history_len} ops)"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MemoryBank):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def tokens(self) -> int:
+        """Total whitespace tokens over all entry texts."""
+        return self._tokens
+
+    @property
+    def next_id(self) -> str:
+        """The id the next ADD will receive."""
+        return f"m{self._next_id}"
+
+    def ids_with_text(self, text: str) -> tuple[str, ...]:
+        """Ids of the live entries whose text is exactly ``text`` (oldest first)."""
+        return self._by_text.get(text, ())
+
+    @property
+    def history(self) -> list[OpRecord]:
+        """Every change ever applied, oldest first."""
+        out: list[OpRecord] = []
+        node = self._history
+        while node is not None:
+            out.append(node[0])
+            node = node[1]
+        out.reverse()
+        return out
+
+    def texts(self) -> list[str]:
+        return [e.text for e in self]
+
+    # -- writing (each returns a new bank) -------------------------------------------
+    def _evolve(self, entries, by_text, record: OpRecord, tokens: int, next_id: int) -> "MemoryBank":
+        new = MemoryBank.__new__(MemoryBank)
+        new._entries = entries
+        new._by_text = by_text
+        new._history = (record, self._history)
+        new._history_len = self._history_len + 1
+        new._next_id = next_id
+        new._tokens = tokens
+        return new
+
+    def add(
+        self, text: str, *, speaker: str | None = None, session: int = 0, date: str = "", turn: int = 0
+    ) -> tuple["MemoryBank", str]:
+        """A new bank with one more entry, and the new entry's id."""
+        memory_id = f"m{self._next_id}"
+        entry = MemoryEntry(memory_id, text, speaker, session, date, turn, turn)
+        record = OpRecord("ADD", memory_id, None, text, session, turn)
+        bank = self._evolve(
+            self._entries.set(memory_id, entry),
+            _index_text(self._by_text, text, memory_id),
+            record,
+            self._tokens + count_tokens(text),
+            self._next_id + 1,
+        )
+        return bank, memory_id
+
+    def update(
+        self, memory_id: str, text: str, *, session: int = 0, date: str = "", turn: int = 0, speaker: str | None = None
+    ) -> "MemoryBank":
+        """A new bank where entry ``memory_id`` holds ``text`` (KeyError if absent)."""
+        old = self[memory_id]
+        entry = MemoryEntry(memory_id, text, speaker or old.speaker, session, date, old.created_turn, turn)
+        by_text = _index_text(_unindex_text(self._by_text, old.text, memory_id), text, memory_id)
+        record = OpRecord("UPDATE", memory_id, old.text, text, session, turn)
+        tokens = self._tokens - count_tokens(old.text) + count_tokens(text)
+        return self._evolve(self._entries.set(memory_id, entry), by_text, record, tokens, self._next_id)
+
+    def delete(self, memory_id: str, *, session: int = 0, turn: int = 0) -> "MemoryBank":
+        """A new bank without entry ``memory_id`` (KeyError if absent)."""
+        old = self[memory_id]
+        record = OpRecord("DELETE", memory_id, old.text, None, session, turn)
+        return self._evolve(
+            self._entries.delete(memory_id),
+            _unindex_text(self._by_text, old.text, memory_id),
+            record,
+            self._tokens - count_tokens(old.text),
+            self._next_id,
+        )
+
+    # -- persistence -----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Everything the bank holds, as JSON-ready data."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "next_id": self._next_id,
+            "entries": [asdict(e) for e in self],
+            "history": [asdict(r) for r in self.history],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MemoryBank":
+        """Rebuild a bank written by :meth:`to_dict`; ValueError naming the bad key."""
+        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"not a memory bank of format version {FORMAT_VERSION}: {str(data)[:80]!r}")
+        try:
+            entries = [MemoryEntry(**e) for e in data["entries"]]
+            history = [OpRecord(**r) for r in data["history"]]
+            next_id = int(data["next_id"])
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"malformed memory bank data: {err}") from None
+        bank = cls()
+        by_text: immutables.Map = immutables.Map()
+        with bank._entries.mutate() as m:
+            for e in entries:
+                m[e.id] = e
+            bank._entries = m.finish()
+        for e in entries:
+            by_text = _index_text(by_text, e.text, e.id)
+        bank._by_text = by_text
+        node = None
+        for r in history:
+            node = (r, node)
+        bank._history = node
+        bank._history_len = len(history)
+        bank._next_id = next_id
+        bank._tokens = sum(count_tokens(e.text) for e in entries)
+        return bank
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the bank to a JSON file atomically (a crash never leaves half a file)."""
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".memory-", suffix=".json.tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, ensure_ascii=False)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "MemoryBank":
+        """Read a bank written by :meth:`save`."""
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{os.fspath(path)}: not valid JSON ({err})") from None
+        try:
+            return cls.from_dict(data)
+        except ValueError as err:
+            raise ValueError(f"{os.fspath(path)}: {err}") from None
+
+
+def _id_order(entry: MemoryEntry) -> tuple[int, str]:
+    digits = entry.id[1:]
+    return (int(digits), entry.id) if digits.isdigit() else (1 << 62, entry.id)
+
+
+def _index_text(by_text: immutables.Map, text: str, memory_id: str) -> immutables.Map:
+    return by_text.set(text, by_text.get(text, ()) + (memory_id,))
+
+
+def _unindex_text(by_text: immutables.Map, text: str, memory_id: str) -> immutables.Map:
+    ids = tuple(i for i in by_text.get(text, ()) if i != memory_id)
+    return by_text.set(text, ids) if ids else by_text.delete(text)
