@@ -63,13 +63,14 @@ class MemoryBank:
     ``bank["m3"]``, ``"m3" in bank``, :attr:`history`, :meth:`save` and :meth:`load`.
     """
 
-    __slots__ = ("_entries", "_by_text", "_history", "_history_len", "_next_id", "_tokens")
+    __slots__ = ("_entries", "_by_text", "_history", "_next_id", "_tokens")
 
     def __init__(self) -> None:
         self._entries: immutables.Map = immutables.Map()  # id -> MemoryEntry
         self._by_text: immutables.Map = immutables.Map()  # text -> tuple of ids
-        self._history: tuple | None = None  # cons list: (OpRecord, previous) or None
-        self._history_len = 0
+        # position -> OpRecord; a map rather than a linked list keeps pickling and
+        # deepcopy shallow at any history length
+        self._history: immutables.Map = immutables.Map()
         self._next_id = 0
         self._tokens = 0
 
@@ -93,7 +94,7 @@ class MemoryBank:
         return iter(sorted(self._entries.values(), key=_id_order))
 
     def __repr__(self) -> str:
-        return f"MemoryBank({len(self)} entries, {self._tokens} tokens, {self._history_len} ops)"
+        return f"MemoryBank({len(self)} entries, {self._tokens} tokens, {len(self._history)} ops)"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MemoryBank):
@@ -119,13 +120,7 @@ class MemoryBank:
     @property
     def history(self) -> list[OpRecord]:
         """Every change ever applied, oldest first."""
-        out: list[OpRecord] = []
-        node = self._history
-        while node is not None:
-            out.append(node[0])
-            node = node[1]
-        out.reverse()
-        return out
+        return [self._history[i] for i in range(len(self._history))]
 
     def texts(self) -> list[str]:
         return [e.text for e in self]
@@ -135,8 +130,7 @@ class MemoryBank:
         new = MemoryBank.__new__(MemoryBank)
         new._entries = entries
         new._by_text = by_text
-        new._history = (record, self._history)
-        new._history_len = self._history_len + 1
+        new._history = self._history.set(len(self._history), record)
         new._next_id = next_id
         new._tokens = tokens
         return new
@@ -210,11 +204,7 @@ class MemoryBank:
         for e in entries:
             by_text = _index_text(by_text, e.text, e.id)
         bank._by_text = by_text
-        node = None
-        for r in history:
-            node = (r, node)
-        bank._history = node
-        bank._history_len = len(history)
+        bank._history = immutables.Map(enumerate(history))
         bank._next_id = next_id
         bank._tokens = sum(count_tokens(e.text) for e in entries)
         return bank

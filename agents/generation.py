@@ -1,0 +1,375 @@
+"""Batched sampling with per-token log-probs, and their recomputation for training.
+
+``generate`` is a hand-written decoding loop (forward with KV cache, logits processing,
+sample, append) rather than ``model.generate``, so that the log-probs and masks it returns
+are exactly the ones the trainer recomputes with :func:`sequence_logprobs`.
+
+Which distribution the log-probs refer to: at temperature ``tau > 0`` a token is sampled
+from softmax(logits / tau) restricted by top-k / top-p, but its recorded log-prob is
+log softmax(logits / tau) -- the temperature-scaled distribution WITHOUT the top-k / top-p
+truncation (as TRL does). That is the distribution ``sequence_logprobs(temperature=tau)``
+recomputes, so importance ratios in PPO are exactly 1 on the first epoch. Greedy decoding
+(``temperature=0``) records log softmax(logits), the untempered distribution.
+
+Shapes: B prompts, n samples per prompt, N = B * n sequences, P the padded prompt length,
+T the longest completion. Sample ``i`` belongs to prompt ``i // n`` (``prompt_index``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from agents.lora import use_adapter
+
+GREEDY = 0.0
+
+
+@dataclass
+class Rollout:
+    """The result of :func:`generate` (all tensors on the model's device).
+
+    Attributes:
+        prompt_ids: (B, P) prompt tokens, left-padded with the pad id.
+        prompt_mask: (B, P) 1 on real prompt tokens, 0 on padding.
+        completion_ids: (N, T) sampled tokens, right-padded with the pad id after the
+            stop token (or after ``max_new_tokens``).
+        completion_mask: (N, T) 1 up to and including the stop token, 0 after it.
+        logprobs: (N, T) log-prob of each sampled token under log softmax(logits /
+            temperature) (see the module docstring); 0 where the mask is 0.
+        texts: N decoded completions, special tokens (the stop token) removed.
+        prompt_index: (N,) index of each sample's prompt (``i // num_samples``).
+        num_samples: samples per prompt (n).
+        temperature: the temperature the log-probs refer to (1.0 for greedy decoding).
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    logprobs: torch.Tensor
+    texts: list[str]
+    prompt_index: torch.Tensor
+    num_samples: int
+    temperature: float
+
+    def sample_prompts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt ids and mask repeated per sample: two (N, P) tensors."""
+        return self.prompt_ids[self.prompt_index], self.prompt_mask[self.prompt_index]
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
+    """Token ids of fully rendered prompts (no special tokens added: the chat template has them)."""
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or len(prompts) == 0:
+        raise ValueError(f"prompts must be a non-empty list of strings or of token-id lists, got {prompts!r:.80}")
+    if all(isinstance(p, str) for p in prompts):
+        encoded = [list(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    elif all(isinstance(p, Sequence) and not isinstance(p, str) for p in prompts):
+        encoded = [[int(t) for t in p] for p in prompts]
+    else:
+        raise TypeError("prompts must be all strings or all token-id lists")
+    empty = [i for i, ids in enumerate(encoded) if not ids]
+    if empty:
+        raise ValueError(f"prompts {empty} are empty")
+    return encoded
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token-id lists to one length: (ids, mask), both (B, P) long tensors."""
+    length = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if seq:
+            ids[row, length - len(seq) :] = torch.as_tensor(seq, dtype=torch.long)
+            mask[row, length - len(seq) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids counting only real tokens, so left padding does not shift positions."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set logits outside the top-k / top-p (nucleus) set to -inf; (N, V) -> (N, V).
+
+    The most likely token always survives, so the result is never all -inf.
+    """
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # Drop a token when the mass strictly before it already reaches top_p.
+        drop_sorted = (probs.cumsum(-1) - probs) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def _pad_id(tokenizer) -> int:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise ValueError("tokenizer has neither a pad token nor an eos token")
+    return int(pad)
+
+
+def default_stop_ids(model, tokenizer) -> list[int]:
+    """The tokenizer's eos id plus the model's generation-config eos id(s)."""
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if config_eos is not None:
+        ids.update(int(i) for i in (config_eos if isinstance(config_eos, (list, tuple)) else [config_eos]))
+    return sorted(ids)
+
+
+def _check_sampling(num_samples: int, max_new_tokens: int, temperature: float, top_p: float, top_k: int) -> None:
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
+
+
+def _next_tokens(
+    logits: torch.Tensor, temperature: float, top_p: float, top_k: int, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick one token per row from (N, V) float logits; return (tokens (N,), log-probs (N,))."""
+    if temperature == GREEDY:
+        tokens = logits.argmax(-1)
+        logp = logits.log_softmax(-1)
+    else:
+        scaled = logits / temperature
+        logp = scaled.log_softmax(-1)
+        probs = filter_logits(scaled, top_k=top_k, top_p=top_p).softmax(-1)
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str] | Sequence[Sequence[int]],
+    *,
+    num_samples: int = 1,
+    max_new_tokens: int = 128,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    stop_token_ids: Sequence[int] | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    share_prompt: bool = True,
+) -> Rollout:
+    """Sample ``num_samples`` completions for each prompt, batched, with their log-probs.
+
+    ``prompts`` are fully rendered prompt strings (encoded without adding special tokens)
+    or token-id lists. ``temperature=0`` is greedy. Decoding of a sequence stops at the
+    first token in ``stop_token_ids`` (default: :func:`default_stop_ids`) and the whole
+    batch stops when every sequence has stopped or after ``max_new_tokens``. Randomness
+    comes from ``generator``, else a fresh one seeded with ``seed``, else torch's global RNG.
+
+    With ``share_prompt`` (default) each prompt is run through the model once and its KV
+    cache is repeated ``num_samples`` times for decoding; ``share_prompt=False`` repeats
+    the prompts instead (the naive path, same results up to float noise). The model's
+    train/eval mode is left as it is (use eval mode, or no dropout, for exact log-probs).
+    """
+    _check_sampling(num_samples, max_new_tokens, temperature, top_p, top_k)
+    if generator is not None and seed is not None:
+        raise ValueError("give seed or generator, not both")
+    device = next(model.parameters()).device
+    if generator is None and seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    pad_id = _pad_id(tokenizer)
+    stop_ids = torch.as_tensor(
+        list(stop_token_ids) if stop_token_ids is not None else default_stop_ids(model, tokenizer),
+        dtype=torch.long,
+        device=device,
+    )
+
+    prompt_ids, prompt_mask = left_pad(encode_prompts(tokenizer, prompts), pad_id, device)
+    n = num_samples
+    if share_prompt or n == 1:
+        out = model(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            position_ids=positions_from_mask(prompt_mask),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = out.past_key_values
+        logits = out.logits[:, -1].float()
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+            logits = logits.repeat_interleave(n, dim=0)
+    else:
+        out = model(
+            input_ids=prompt_ids.repeat_interleave(n, dim=0),
+            attention_mask=prompt_mask.repeat_interleave(n, dim=0),
+            position_ids=positions_from_mask(prompt_mask).repeat_interleave(n, dim=0),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = out.past_key_values
+        logits = out.logits[:, -1].float()
+    mask = prompt_mask.repeat_interleave(n, dim=0)  # (N, P + t)
+    next_position = mask.sum(-1, keepdim=True)  # (N, 1) position of the first new token
+    num_seqs = mask.shape[0]
+
+    finished = torch.zeros(num_seqs, dtype=torch.bool, device=device)
+    tokens, logprobs, valid = [], [], []
+    for step in range(max_new_tokens):
+        token, logp = _next_tokens(logits, temperature, top_p, top_k, generator)
+        token = token.masked_fill(finished, pad_id)
+        valid.append(~finished)
+        logprobs.append(logp.masked_fill(finished, 0.0))
+        tokens.append(token)
+        finished = finished | torch.isin(token, stop_ids)
+        if bool(finished.all()) or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, mask.new_ones(num_seqs, 1)], dim=1)
+        out = model(
+            input_ids=token[:, None],
+            attention_mask=mask,
+            position_ids=next_position + step,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        logits = out.logits[:, -1].float()
+
+    completion_ids = torch.stack(tokens, dim=1)  # (N, T)
+    completion_mask = torch.stack(valid, dim=1).long()  # (N, T)
+    texts = tokenizer.batch_decode(
+        [ids[m.bool()].tolist() for ids, m in zip(completion_ids, completion_mask)], skip_special_tokens=True
+    )
+    return Rollout(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        completion_ids=completion_ids,
+        completion_mask=completion_mask,
+        logprobs=torch.stack(logprobs, dim=1),
+        texts=list(texts),
+        prompt_index=torch.arange(len(prompt_ids), device=device).repeat_interleave(n),
+        num_samples=n,
+        temperature=1.0 if temperature == GREEDY else float(temperature),
+    )
+
+
+def _chunk_logprobs(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    temperature: float,
+    with_entropy: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (b, P + T)
+    mask = torch.cat([prompt_mask, completion_mask], dim=1)
+    num_new = completion_ids.shape[1]
+    # Logits at positions P-1 .. P+T-2 predict completion tokens 0 .. T-1.
+    logits = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions_from_mask(mask),
+        use_cache=False,
+        logits_to_keep=num_new + 1,
+    ).logits[:, :-1].float()  # (b, T, V)
+    logits = logits / temperature
+    chosen = logits.gather(-1, completion_ids[..., None]).squeeze(-1)  # (b, T)
+    logprobs = (chosen - torch.logsumexp(logits, dim=-1)) * completion_mask
+    entropy = None
+    if with_entropy:
+        logp = logits.log_softmax(-1)
+        entropy = -(logp.exp() * logp).sum(-1) * completion_mask  # (b, T)
+    return logprobs, entropy
+
+
+def sequence_logprobs(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+    return_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs (N, T) of completions under the model as it is now (with grad).
+
+    ``prompt_ids``/``prompt_mask`` are (N, P) left-padded (``Rollout.sample_prompts()``),
+    ``completion_ids``/``completion_mask`` (N, T) right-padded. The distribution is
+    log softmax(logits / temperature) (temperature 0 means 1, as for greedy rollouts).
+    Masked positions hold 0. ``chunk_size`` bounds how many sequences go through the
+    model at once (the (rows, T, vocab) logits are the memory peak). With
+    ``return_entropy`` also returns the (N, T) entropy of that distribution (0 where masked).
+    """
+    if prompt_ids.shape != prompt_mask.shape or completion_ids.shape != completion_mask.shape:
+        raise ValueError(
+            f"ids and masks must match: prompt {tuple(prompt_ids.shape)} vs {tuple(prompt_mask.shape)}, "
+            f"completion {tuple(completion_ids.shape)} vs {tuple(completion_mask.shape)}"
+        )
+    if prompt_ids.shape[0] != completion_ids.shape[0]:
+        raise ValueError(
+            f"one prompt row per completion needed: {prompt_ids.shape[0]} vs {completion_ids.shape[0]} "
+            "(use Rollout.sample_prompts())"
+        )
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    tau = 1.0 if temperature <= GREEDY else float(temperature)
+    rows = prompt_ids.shape[0]
+    step = chunk_size or rows
+    parts = [
+        _chunk_logprobs(
+            model,
+            prompt_ids[i : i + step],
+            prompt_mask[i : i + step],
+            completion_ids[i : i + step],
+            completion_mask[i : i + step],
+            tau,
+            return_entropy,
+        )
+        for i in range(0, rows, step)
+    ]
+    logprobs = torch.cat([p[0] for p in parts], dim=0)
+    if return_entropy:
+        return logprobs, torch.cat([p[1] for p in parts], dim=0)
+    return logprobs
+
+
+@torch.no_grad()
+def reference_logprobs(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """:func:`sequence_logprobs` under the reference policy: adapters disabled, no grad."""
+    with use_adapter(model, None):
+        return sequence_logprobs(
+            model,
+            prompt_ids,
+            prompt_mask,
+            completion_ids,
+            completion_mask,
+            temperature=temperature,
+            chunk_size=chunk_size,
+        )

@@ -1,0 +1,216 @@
+"""LoRA adapters for the memory agents (peft), in one of two layouts.
+
+* shared (default): one adapter ``"policy"`` used by both the fact extractor and the memory
+  manager -- Memory-R2's shared-parameter co-learning, where the two roles differ only by
+  their prompt.
+* per-role (``per_role=True``): adapters ``"extract"`` and ``"manage"``.
+
+The answer agent uses the frozen base model unless an ``"answer"`` adapter exists.
+:func:`role_adapter` reads the layout off the model, so callers never hard-code it.
+
+The reference policy for the KL penalty is the same model with its adapter disabled
+(``with model.disable_adapter():``), never a second copy of the weights.
+
+Adapters are saved in the standard PEFT format (``adapter_config.json`` +
+``adapter_model.safetensors`` directly in the given directory), so
+``PeftModel.from_pretrained(base, path)`` reads them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from agents.backbone import Backbone
+from agents.prompts import ANSWER, EXTRACT, MANAGE, ROLES
+POLICY_ADAPTER = "policy"
+# Every linear layer of a Llama-like block: attention and MLP (the usual "all-linear" LoRA).
+LLAMA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def _is_peft(model: torch.nn.Module) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def adapter_names(model: torch.nn.Module) -> tuple[str, ...]:
+    """The names of the adapters a model holds (empty for a plain model)."""
+    return tuple(model.peft_config) if _is_peft(model) else ()
+
+
+def add_lora(
+    backbone: Backbone,
+    *,
+    r: int = 16,
+    alpha: int = 32,
+    dropout: float = 0.0,
+    target_modules: Sequence[str] | None = None,
+    per_role: bool = False,
+    answer_adapter: bool = False,
+    names: Sequence[str] | None = None,
+):
+    """Wrap the backbone's model in trainable LoRA adapters and return the ``PeftModel``.
+
+    Layout: ``("policy",)`` by default, ``("extract", "manage")`` with ``per_role``, plus
+    ``"answer"`` with ``answer_adapter``; or exactly ``names`` (not combinable with the
+    two flags). The first adapter is active. Base weights are frozen; every adapter's
+    weights are trainable. peft injects the LoRA layers into ``backbone.model`` in place.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    if names is not None and (per_role or answer_adapter):
+        raise ValueError("give either names or per_role/answer_adapter, not both")
+    if names is None:
+        names = (EXTRACT, MANAGE) if per_role else (POLICY_ADAPTER,)
+        names = (*names, ANSWER) if answer_adapter else names
+    names = tuple(names)
+    if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"adapter names must be distinct non-empty strings, got {names!r}")
+    if r <= 0:
+        raise ValueError(f"LoRA rank r must be positive, got {r}")
+    if _is_peft(backbone.model):
+        raise ValueError(f"backbone {backbone.name!r} already holds adapters {adapter_names(backbone.model)}")
+
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(target_modules or LLAMA_TARGET_MODULES),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(backbone.model, config, adapter_name=names[0])
+    for name in names[1:]:
+        model.add_adapter(name, copy.deepcopy(config))
+    model.set_adapter(names[0])
+    for name in names:
+        for param in adapter_parameters(model, name):
+            param.requires_grad_(True)
+    return model
+
+
+def adapter_parameters(model: torch.nn.Module, adapter_name: str) -> list[torch.nn.Parameter]:
+    """The LoRA parameters of one adapter (what an optimizer for that adapter should get)."""
+    if adapter_name not in adapter_names(model):
+        raise ValueError(f"model has no adapter {adapter_name!r}; it has {adapter_names(model)}")
+    marker = f".{adapter_name}."
+    return [p for n, p in model.named_parameters() if "lora_" in n and marker in n]
+
+
+def role_adapter(model: torch.nn.Module, role: str) -> str | None:
+    """The adapter a role uses on this model, or None for the frozen base model.
+
+    extract/manage: their own adapter if present (per-role layout), else ``"policy"``
+    (shared layout), else the base. answer: ``"answer"`` if present, else the base.
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; choose one of {ROLES}")
+    names = adapter_names(model)
+    if role in names:
+        return role
+    if role != ANSWER and POLICY_ADAPTER in names:
+        return POLICY_ADAPTER
+    return None
+
+
+@contextlib.contextmanager
+def use_adapter(model: torch.nn.Module, name: str | None) -> Iterator[torch.nn.Module]:
+    """Within the block, run ``model`` with adapter ``name`` active (None: adapters disabled).
+
+    The previously active adapter is restored on exit. Unlike peft's ``set_adapter``,
+    switching never changes which parameters are trainable.
+    """
+    if name is None:
+        if _is_peft(model):
+            with model.disable_adapter():
+                yield model
+        else:
+            yield model
+        return
+    if name not in adapter_names(model):
+        raise ValueError(f"model has no adapter {name!r}; it has {adapter_names(model)}")
+    previous = model.active_adapter
+    flags = {p: p.requires_grad for n, p in model.named_parameters() if "lora_" in n}
+    model.set_adapter(name)
+    for param, flag in flags.items():
+        param.requires_grad_(flag)
+    try:
+        yield model
+    finally:
+        model.set_adapter(previous)
+        for param, flag in flags.items():
+            param.requires_grad_(flag)
+
+
+def save_adapter(model: torch.nn.Module, path: str | Path, adapter_name: str) -> Path:
+    """Save one adapter in PEFT format directly into ``path`` (created; files replaced).
+
+    peft itself puts non-default adapters in a sub-folder named after them; here the files
+    land in ``path`` so that ``PeftModel.from_pretrained(base, path)`` reads them.
+    """
+    if adapter_name not in adapter_names(model):
+        raise ValueError(f"model has no adapter {adapter_name!r}; it has {adapter_names(model)}")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path) as tmp:
+        model.save_pretrained(tmp, selected_adapters=[adapter_name])
+        source = Path(tmp) if adapter_name == "default" else Path(tmp) / adapter_name
+        for file in ADAPTER_FILES:
+            shutil.move(str(source / file), str(path / file))
+    return path
+
+
+def load_adapter(
+    target: Backbone | torch.nn.Module,
+    path: str | Path,
+    *,
+    adapter_name: str = POLICY_ADAPTER,
+    is_trainable: bool = False,
+):
+    """Load a PEFT adapter saved at ``path`` and return the ``PeftModel``.
+
+    ``target`` is a Backbone (its model gets wrapped; the adapter becomes active) or a
+    ``PeftModel`` that already holds other adapters (the adapter is added, not activated).
+    ``is_trainable=False`` loads it frozen.
+    """
+    from peft import PeftModel
+
+    path = Path(path)
+    if not (path / ADAPTER_FILES[0]).is_file():
+        raise FileNotFoundError(f"no PEFT adapter at {path} (missing {ADAPTER_FILES[0]})")
+    if isinstance(target, Backbone):
+        if _is_peft(target.model):
+            target = target.model
+        else:
+            return PeftModel.from_pretrained(
+                target.model, str(path), adapter_name=adapter_name, is_trainable=is_trainable
+            )
+    if not _is_peft(target):
+        raise TypeError(f"target must be a Backbone or a PeftModel, got {type(target).__name__}")
+    if adapter_name in adapter_names(target):
+        raise ValueError(f"model already holds an adapter named {adapter_name!r}")
+    target.load_adapter(str(path), adapter_name=adapter_name, is_trainable=is_trainable)
+    return target
+
+
+def merge_for_inference(model: torch.nn.Module, *, adapter_name: str | None = None, copy_model: bool = True):
+    """A plain (non-peft) model with ``adapter_name`` (default: the active one) merged in.
+
+    With ``copy_model`` (default) the input is left untouched -- merging in place would
+    also change the base weights that serve as the reference policy.
+    """
+    if not _is_peft(model):
+        raise TypeError(f"expected a PeftModel, got {type(model).__name__}")
+    name = adapter_name or model.active_adapter
+    if name not in adapter_names(model):
+        raise ValueError(f"model has no adapter {name!r}; it has {adapter_names(model)}")
+    work = copy.deepcopy(model) if copy_model else model
+    return work.merge_and_unload(adapter_names=[name])

@@ -1,0 +1,310 @@
+"""Role prompts for the memory agents, rendered from the environment's JSON observations.
+
+One backbone plays three roles told apart only by their prompt (Memory-R2's
+shared-parameter co-learning): the fact extractor (``extract``), the memory manager
+(``manage``) and the answer agent (``answer``). The answer prompt asks for memory
+distillation as in Memory-R1: first the ids of the relevant memories, then a short answer::
+
+    Relevant: m3, m7
+    Answer: Lyon
+
+Prompts that would exceed ``max_prompt_tokens`` are trimmed by relevance, whole records at
+a time (a record is never cut in the middle):
+
+1. memories, least relevant first. Relevance: answer -- the rank of a memory within its
+   speaker's list (the environment retrieves top-k per speaker, best first, and
+   concatenates the lists), so speakers lose memories evenly; manage -- the best rank the
+   memory has in any fact's ``related`` list; extract -- the position in the list.
+2. then, as a last resort, manage drops facts from the end and extract drops the oldest
+   dialogue turns. The answer prompt keeps its question.
+
+This module needs no torch; any tokenizer with a chat template and ``__call__`` works.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+EXTRACT = "extract"
+MANAGE = "manage"
+ANSWER = "answer"
+ROLES = (EXTRACT, MANAGE, ANSWER)
+# The synthetic worlds' gold answer for unanswerable questions (memenv.synthetic.UNKNOWN).
+UNKNOWN_ANSWER = "unknown"
+
+EXTRACT_SYSTEM = """You extract facts for a long-term memory about the people in a conversation.
+Read the dialogue session and write down every fact worth remembering about the speakers: personal details, where they live and work, events, plans, preferences, relationships, possessions, and changes to earlier facts.
+Rules:
+- One short, self-contained sentence per fact, in the third person, naming the person (never "I", "you" or "we").
+- Turn relative dates ("yesterday", "last week", "on Monday", "next month") into absolute dates using the session date.
+- Skip greetings and small talk, and facts the known memories already hold unchanged.
+Reply with JSON only, in this format:
+{"facts": ["Alice moved to Lyon on 3 May 2023.", "Bob has a dog named Max."]}
+If nothing is worth keeping, reply {"facts": []}."""
+
+MANAGE_SYSTEM = """You maintain a long-term memory bank about the people in a conversation.
+You get newly extracted facts, each with the ids of the existing memories related to it. For each fact choose one operation:
+- ADD: the fact is new. {"op": "ADD", "text": "<the fact>"}
+- UPDATE: the fact changes or adds detail to an existing memory; give that memory's id and its new full text. {"op": "UPDATE", "id": "m7", "text": "<new text>"}
+- DELETE: the fact says an existing memory is no longer true. {"op": "DELETE", "id": "m2"}
+- NOOP: the memory bank already holds the fact. {"op": "NOOP"}
+Keep memories short, self-contained, in the third person, with absolute dates.
+Reply with JSON only, one operation per fact, in the order of the facts:
+{"operations": [{"op": "ADD", "text": "Alice moved to Lyon on 3 May 2023."}]}"""
+
+ANSWER_SYSTEM_DISTILL = f"""You answer a question about the people in a conversation from their memory bank.
+The memories retrieved for the question are listed below, each with its id and the date it was written.
+First list the ids of the memories that help answer the question. Then give the answer in a few words (a name, a date, a place or a short phrase), not a full sentence. Use absolute dates. If the memories do not hold the answer, answer {UNKNOWN_ANSWER}.
+Reply in exactly this format:
+Relevant: m3, m7
+Answer: Lyon"""
+
+ANSWER_SYSTEM_DIRECT = f"""You answer a question about the people in a conversation from their memory bank.
+The memories retrieved for the question are listed below, each with its id and the date it was written.
+Give the answer in a few words (a name, a date, a place or a short phrase), not a full sentence. Use absolute dates. If the memories do not hold the answer, answer {UNKNOWN_ANSWER}.
+Reply in exactly this format:
+Answer: Lyon"""
+
+_ANSWER_RE = re.compile(r"answer\s*[:：]\s*([^\n]*)", re.IGNORECASE)
+_RELEVANT_RE = re.compile(r"^\s*\W*relevant(?: memories)?\W*\s*[:：]\s*([^\n]*)", re.IGNORECASE | re.MULTILINE)
+_MEMORY_ID_RE = re.compile(r"\bm\d+\b")
+_STRIP_CHARS = " \t\r\n\"'`*"
+
+
+# ---------------------------------------------------------------------------- records
+
+
+def _memory_line(record: dict) -> str:
+    date = record.get("date")
+    when = f" ({date})" if date else ""
+    return f"[{record.get('id', '?')}]{when} {record.get('text', '')}"
+
+
+def _header(obs: dict) -> str:
+    session = obs.get("session")
+    total = obs.get("num_sessions")
+    where = f"Session {session + 1} of {total}" if isinstance(session, int) and total else "Session"
+    parts = [f"{where}, date: {obs.get('date', 'unknown')}."]
+    speakers = obs.get("speakers") or []
+    if speakers:
+        parts.append(f"Speakers: {', '.join(map(str, speakers))}.")
+    return " ".join(parts)
+
+
+def _memory_block(title: str, memories: list[dict]) -> str:
+    if not memories:
+        return f"{title}: none."
+    return f"{title}:\n" + "\n".join(_memory_line(m) for m in memories)
+
+
+def _extract_user(obs: dict) -> str:
+    turns = obs.get("turns") or []
+    dialogue = "\n".join(f"{t.get('speaker', '?')}: {t.get('text', '')}" for t in turns) or "(no turns shown)"
+    return (
+        f"{_header(obs)}\n\n{_memory_block('Known memories', obs.get('memories') or [])}\n\n"
+        f"Dialogue:\n{dialogue}\n\nList the facts worth remembering as JSON."
+    )
+
+
+def _manage_user(obs: dict) -> str:
+    memories = obs.get("memories") or []
+    shown = {m.get("id") for m in memories}
+    lines = []
+    for n, fact in enumerate(obs.get("facts") or [], start=1):
+        related = [r for r in fact.get("related") or [] if r in shown]
+        lines.append(f"{n}. {fact.get('text', '')} (related: {', '.join(related) or 'none'})")
+    size = obs.get("memory_size")
+    size_note = f" The memory bank holds {size} memories." if size is not None else ""
+    return (
+        f"{_header(obs)}{size_note}\n\n{_memory_block('Existing related memories', memories)}\n\n"
+        f"New facts:\n" + ("\n".join(lines) or "(none)") + "\n\nReply with the operations as JSON."
+    )
+
+
+def _answer_user(obs: dict) -> str:
+    return (
+        f"{_header(obs)}\n\n{_memory_block('Memories', obs.get('memories') or [])}\n\n"
+        f"Question: {obs.get('question', '')}"
+    )
+
+
+_USER_BUILDERS: dict[str, Callable[[dict], str]] = {
+    EXTRACT: _extract_user,
+    MANAGE: _manage_user,
+    ANSWER: _answer_user,
+}
+
+
+def system_prompt(role: str, *, distill: bool = True) -> str:
+    """The system prompt of a role (``distill`` only matters for ``answer``)."""
+    if role == EXTRACT:
+        return EXTRACT_SYSTEM
+    if role == MANAGE:
+        return MANAGE_SYSTEM
+    if role == ANSWER:
+        return ANSWER_SYSTEM_DISTILL if distill else ANSWER_SYSTEM_DIRECT
+    raise ValueError(f"unknown role {role!r}; choose one of {ROLES}")
+
+
+# --------------------------------------------------------------------------- trimming
+
+
+def memory_drop_order(obs: dict, role: str) -> list[int]:
+    """Indices of ``obs["memories"]``, least relevant first (the order trimming drops them)."""
+    memories = obs.get("memories") or []
+    if role == ANSWER:
+        seen_per_speaker: dict[Any, int] = {}
+        ranks = []
+        for memory in memories:
+            speaker = memory.get("speaker")
+            ranks.append(seen_per_speaker.get(speaker, 0))
+            seen_per_speaker[speaker] = ranks[-1] + 1
+    elif role == MANAGE:
+        best: dict[Any, int] = {}
+        for fact in obs.get("facts") or []:
+            for rank, memory_id in enumerate(fact.get("related") or []):
+                best[memory_id] = min(rank, best.get(memory_id, rank))
+        ranks = [best.get(m.get("id"), len(memories)) for m in memories]
+    else:
+        ranks = list(range(len(memories)))
+    return sorted(range(len(memories)), key=lambda i: (ranks[i], i), reverse=True)
+
+
+def drop_order(obs: dict, role: str) -> list[tuple[str, int]]:
+    """Every droppable record as ``(field, index)``, in the order trimming drops them."""
+    order = [("memories", i) for i in memory_drop_order(obs, role)]
+    if role == MANAGE:
+        order += [("facts", i) for i in reversed(range(len(obs.get("facts") or [])))]
+    elif role == EXTRACT:
+        order += [("turns", i) for i in range(len(obs.get("turns") or []))]
+    return order
+
+
+def _without(obs: dict, dropped: list[tuple[str, int]]) -> dict:
+    """A copy of ``obs`` with the given records removed (order of the rest kept)."""
+    gone: dict[str, set[int]] = {}
+    for field, index in dropped:
+        gone.setdefault(field, set()).add(index)
+    trimmed = dict(obs)
+    for field, indices in gone.items():
+        trimmed[field] = [r for i, r in enumerate(obs.get(field) or []) if i not in indices]
+    return trimmed
+
+
+def count_tokens(tokenizer, text: str) -> int:
+    """Tokens of a rendered prompt, counted as generation encodes it (no added specials)."""
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _render(tokenizer, obs: dict, role: str, distill: bool) -> str:
+    messages = [
+        {"role": "system", "content": system_prompt(role, distill=distill)},
+        {"role": "user", "content": _USER_BUILDERS[role](obs)},
+    ]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def parse_observation(obs_json: str) -> dict:
+    """The observation dict; ``ValueError`` when it is not a JSON object."""
+    try:
+        obs = json.loads(obs_json)
+    except (TypeError, json.JSONDecodeError) as error:
+        raise ValueError(f"observation is not valid JSON ({error}): {str(obs_json)[:80]!r}") from None
+    if not isinstance(obs, dict):
+        raise ValueError(f"observation must be a JSON object, got {type(obs).__name__}")
+    return obs
+
+
+def render_prompt(
+    tokenizer,
+    obs_json: str,
+    *,
+    max_prompt_tokens: int,
+    role: str | None = None,
+    distill: bool = True,
+) -> str:
+    """The chat-templated prompt for one observation, at most ``max_prompt_tokens`` long.
+
+    ``role`` defaults to ``obs["role"]``. Records are dropped by relevance until the prompt
+    fits (see the module docstring); ``ValueError`` when even the minimal prompt (system
+    prompt, header and, for answer, the question) does not fit.
+    """
+    obs = parse_observation(obs_json)
+    role = role if role is not None else obs.get("role")
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; choose one of {ROLES}")
+    if max_prompt_tokens < 1:
+        raise ValueError(f"max_prompt_tokens must be >= 1, got {max_prompt_tokens}")
+
+    order = drop_order(obs, role)
+
+    def render(num_dropped: int) -> tuple[str, int]:
+        text = _render(tokenizer, _without(obs, order[:num_dropped]), role, distill)
+        return text, count_tokens(tokenizer, text)
+
+    text, length = render(0)
+    if length <= max_prompt_tokens:
+        return text
+    minimal, minimal_length = render(len(order))
+    if minimal_length > max_prompt_tokens:
+        raise ValueError(
+            f"the {role} prompt needs {minimal_length} tokens even with every droppable record "
+            f"removed, more than max_prompt_tokens={max_prompt_tokens}"
+        )
+    # Binary search for the fewest drops that fit: length falls as records are dropped.
+    low, high, best = 0, len(order), minimal
+    while high - low > 1:
+        mid = (low + high) // 2
+        candidate, candidate_length = render(mid)
+        if candidate_length <= max_prompt_tokens:
+            high, best = mid, candidate
+        else:
+            low = mid
+    return best
+
+
+# ---------------------------------------------------------------------------- parsing
+
+
+def _clean(text: str) -> str:
+    return text.strip(_STRIP_CHARS)
+
+
+def parse_answer(text: str) -> str:
+    """The final short answer in an answer-agent output.
+
+    Accepts ``{"answer": ...}`` JSON, text with an ``Answer:`` marker (the last one wins,
+    also on the same line as ``Relevant:``), or plain text (its first line that is not a
+    ``Relevant:`` line). Returns ``""`` when there is no answer.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}")
+    stripped = text.strip()
+    unfenced = re.sub(r"^```(?:json)?\s*|\s*```$", "", stripped)
+    if unfenced.startswith("{"):
+        try:
+            value = json.loads(unfenced)
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, dict) and "answer" in value:
+            return _clean(str(value["answer"]))
+    matches = _ANSWER_RE.findall(stripped)
+    if matches:
+        return _clean(matches[-1])
+    for line in stripped.splitlines():
+        if line.strip() and not _RELEVANT_RE.match(line):
+            return _clean(line)
+    return ""
+
+
+def parse_relevant_ids(text: str) -> list[str]:
+    """Memory ids listed on the ``Relevant:`` line of a distilled answer (empty if none)."""
+    match = _RELEVANT_RE.search(text or "")
+    if not match:
+        return []
+    before_answer = re.split(r"answer\s*[:：]", match.group(1), maxsplit=1, flags=re.IGNORECASE)[0]
+    ids = _MEMORY_ID_RE.findall(before_answer)
+    return list(dict.fromkeys(ids))

@@ -1,0 +1,159 @@
+"""Speed of MemorySession-v0: fork latency against deepcopy and pickle snapshots, and
+oracle-agent throughput.
+
+    python -m benchmarks.env_speed [--sizes 10 100 1000 10000] [--episodes 20] [--out FILE]
+
+Fork, ``copy.deepcopy`` and the pickle-to-disk snapshot of the official Memory-R2 code
+are timed side by side in one run on the same environment state, so the printed ratios
+hold even on a noisy machine. Targets: fork at 10,000 memories within 2x of fork at 10;
+fork at least 100x faster than deepcopy at 1,000 memories; at least 1,000 env steps per
+second with the oracle agent at 32 sessions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import pickle
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium as gym
+
+import memenv  # noqa: F401  (registers the environments)
+from memenv.memory import MemoryBank
+from memenv.scripted import OracleAgent
+
+
+def _time(fn, *, min_repeats: int = 5, budget_s: float = 0.5) -> float:
+    """Median seconds of ``fn()`` over at least ``min_repeats`` calls or ``budget_s`` seconds."""
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_repeats or (time.perf_counter() - start < budget_s and len(times) < 10_000):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def env_with_memories(n: int):
+    """A MemorySession-v0 env mid-episode whose memory holds ``n`` entries."""
+    env = gym.make("MemorySession-v0")
+    env.reset(seed=0)
+    bank = MemoryBank()
+    for i in range(n):
+        bank, _ = bank.add(f"Fact number {i}: speaker {i % 2} likes item {i * 7 % 1000} in city {i % 97}.",
+                           speaker="x", session=i % 8, turn=i)
+    env.unwrapped.set_memory(bank)
+    return env
+
+
+def pickle_snapshot(env, directory: str) -> None:
+    """The official code's snapshot: pickle the state to a file and load it back."""
+    path = os.path.join(directory, "snapshot.pkl")
+    with open(path, "wb") as f:
+        pickle.dump(env.unwrapped, f, protocol=pickle.HIGHEST_PROTOCOL)
+    with open(path, "rb") as f:
+        pickle.load(f)
+
+
+def fork_table(sizes: list[int]) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            env = env_with_memories(n)
+            base = env.unwrapped
+            fork_s = _time(base.fork)
+            wrapped_fork_s = _time(env.fork)
+            deepcopy_s = _time(lambda: copy.deepcopy(base), min_repeats=3, budget_s=0.3)
+            pickle_s = _time(lambda: pickle_snapshot(env, tmp), min_repeats=3, budget_s=0.3)
+            rows.append({"memories": n, "fork_us": fork_s * 1e6, "fork_gym_make_us": wrapped_fork_s * 1e6,
+                         "deepcopy_us": deepcopy_s * 1e6, "pickle_disk_us": pickle_s * 1e6,
+                         "deepcopy_over_fork": deepcopy_s / fork_s, "pickle_over_fork": pickle_s / fork_s})
+    return rows
+
+
+def throughput(num_sessions: int, episodes: int) -> dict:
+    env = gym.make("MemorySession-v0", num_sessions=num_sessions)
+    agent = OracleAgent()
+    steps = 0
+    scores = []
+    start = time.perf_counter()
+    for episode in range(episodes):
+        obs, info = env.reset(seed=episode)
+        done = False
+        while not done:
+            obs, _, done, _, info = env.step(agent.act(obs, info))
+            steps += 1
+        scores.append(info["episode"]["mean_score"])
+    elapsed = time.perf_counter() - start
+    return {"num_sessions": num_sessions, "episodes": episodes, "steps": steps,
+            "steps_per_s": steps / elapsed, "oracle_mean_f1": statistics.mean(s for s in scores if s is not None)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000, 10000],
+                        help="memory sizes at which to time fork, deepcopy and pickle (default: %(default)s)")
+    parser.add_argument("--horizons", type=int, nargs="+", default=[8, 16, 32],
+                        help="sessions per world for the oracle throughput (default: %(default)s)")
+    parser.add_argument("--episodes", type=int, default=20, help="oracle episodes per horizon (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/env_speed.json"),
+                        help="where to write the JSON results (default: %(default)s)")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    with console.status("timing fork / deepcopy / pickle..."):
+        forks = fork_table(args.sizes)
+    table = Table(title="fork latency (median, microseconds)")
+    for col in ("memories", "fork()", "gym.make fork()", "deepcopy", "pickle to disk", "deepcopy/fork", "pickle/fork"):
+        table.add_column(col, justify="right")
+    for r in forks:
+        table.add_row(str(r["memories"]), f"{r['fork_us']:.1f}", f"{r['fork_gym_make_us']:.1f}", f"{r['deepcopy_us']:.0f}",
+                      f"{r['pickle_disk_us']:.0f}", f"{r['deepcopy_over_fork']:.0f}x", f"{r['pickle_over_fork']:.0f}x")
+    console.print(table)
+
+    with console.status("oracle throughput..."):
+        speeds = [throughput(h, args.episodes) for h in args.horizons]
+    table = Table(title="oracle agent throughput (reset + steps, gym.make stack)")
+    for col in ("sessions", "episodes", "steps", "steps/s", "oracle F1"):
+        table.add_column(col, justify="right")
+    for r in speeds:
+        table.add_row(str(r["num_sessions"]), str(r["episodes"]), str(r["steps"]), f"{r['steps_per_s']:.0f}",
+                      f"{r['oracle_mean_f1']:.3f}")
+    console.print(table)
+
+    by_size = {r["memories"]: r for r in forks}
+    checks = {}
+    if 10 in by_size and 10000 in by_size:
+        checks["fork_10000_over_fork_10"] = by_size[10000]["fork_us"] / by_size[10]["fork_us"]
+        console.print(f"fork at 10,000 / fork at 10 = {checks['fork_10000_over_fork_10']:.2f}x (target <= 2x)")
+    if 1000 in by_size:
+        checks["deepcopy_over_fork_at_1000"] = by_size[1000]["deepcopy_over_fork"]
+        console.print(f"deepcopy / fork at 1,000 memories = {checks['deepcopy_over_fork_at_1000']:.0f}x (target >= 100x)")
+    for r in speeds:
+        if r["num_sessions"] == 32:
+            checks["steps_per_s_at_32"] = r["steps_per_s"]
+            console.print(f"oracle steps/s at 32 sessions = {r['steps_per_s']:.0f} (target >= 1000)")
+    result = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
+                          "cpus": os.cpu_count()},
+              "command": " ".join(["python -m benchmarks.env_speed", *argv]),
+              "fork": forks, "throughput": speeds, "checks": checks}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    console.print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

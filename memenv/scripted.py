@@ -1,0 +1,174 @@
+"""Scripted agents: reference policies that need no model.
+
+They act on the environment's JSON observations (see ``memenv.env``) and read the gold
+annotations the environment puts in ``info["gold"]`` on synthetic worlds:
+
+- :class:`OracleAgent` extracts the gold facts and applies the gold operations, so its
+  memory equals the gold memory; its scores are the ceiling of the scripted reader.
+- :class:`AddAllAgent` extracts the gold facts but only ever ADDs, so stale values stay
+  in memory and knowledge-update questions get partial credit.
+- :class:`NoopAgent` remembers nothing.
+
+All three answer with :func:`scripted_answer`, a rule-based reader of the synthetic
+world's canonical fact and question templates (``memenv.synthetic``). Without gold in
+``info`` (real data) the oracle and add-all agents extract nothing. No agent ever raises
+on a malformed observation: it falls back to the empty action of the role.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from memenv.synthetic import UNKNOWN, ParsedFact, parse_fact, parse_question
+
+NOOP_OPERATIONS = [{"op": "NOOP"}]
+ANSWER_JOINER = " and "
+
+
+def _dedup(values: Sequence[str]) -> list[str]:
+    seen: set[str] = set()
+    return [v for v in values if not (v in seen or seen.add(v))]
+
+
+def scripted_answer(question: str, memories: Sequence[str]) -> str:
+    """Answer a synthetic-world question from memory texts, by rules.
+
+    Slot questions get every value of that speaker's slot found in "current state" texts
+    (intro, change, join, buy, adopt, ...), in memory order without repeats, joined with
+    " and ". Retraction texts (break-ups, quitting, selling, giving away) are not read, so
+    a memory that keeps stale entries answers with several values. "When" questions get
+    the date of the event's text; multi-hop questions the city of whoever works as the
+    job. Nothing found, or a question it does not understand: ``"unknown"``.
+    """
+    parsed = parse_question(question)
+    if parsed is None:
+        return UNKNOWN
+    facts: list[ParsedFact] = []
+    for text in () if isinstance(memories, (str, bytes)) else memories:
+        fact = parse_fact(text)
+        if fact is not None and fact.is_state:
+            facts.append(fact)
+    if parsed.qtype == "slot":
+        values = [f.value for f in facts
+                  if f.speaker == parsed.speaker and f.slot == parsed.slot
+                  and (not parsed.detail or f.detail == parsed.detail)]
+    elif parsed.qtype == "when":
+        values = [f.date for f in facts
+                  if f.speaker == parsed.speaker and f.slot == parsed.slot and f.date
+                  and f.value.lower() == parsed.value.lower()
+                  and (not parsed.detail or f.detail == parsed.detail)]
+    else:  # multi-hop: the job names the person, then read that person's slot
+        holders = {f.speaker for f in facts if f.slot == "job" and f.value.lower() == parsed.value.lower()}
+        values = [f.value for f in facts if f.speaker in holders and f.slot == parsed.slot]
+    values = _dedup(values)
+    return ANSWER_JOINER.join(values) if values else UNKNOWN
+
+
+def _load_obs(obs: Any) -> dict:
+    """The observation as a dict ({} when it is not JSON of an object)."""
+    if isinstance(obs, dict):
+        return obs
+    try:
+        data = json.loads(obs)
+    except (TypeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _role(obs: dict, info: Any) -> str:
+    role = obs.get("role")
+    if not isinstance(role, str) and isinstance(info, dict):
+        role = info.get("role")
+    return role if isinstance(role, str) else ""
+
+
+def _gold(info: Any) -> dict:
+    gold = info.get("gold") if isinstance(info, dict) else None
+    return gold if isinstance(gold, dict) else {}
+
+
+def _gold_facts(info: Any) -> list:
+    facts = _gold(info).get("facts")
+    return [f for f in facts if isinstance(f, (str, dict))] if isinstance(facts, list) else []
+
+
+def _answer_action(obs: dict) -> str:
+    question = obs.get("question")
+    records = obs.get("memories")
+    texts = [r.get("text") for r in records if isinstance(r, dict) and isinstance(r.get("text"), str)] \
+        if isinstance(records, list) else []
+    answer = scripted_answer(question, texts) if isinstance(question, str) else UNKNOWN
+    return json.dumps({"answer": answer})
+
+
+def _empty_action(role: str) -> str:
+    """The do-nothing action of a role."""
+    if role == "extract":
+        return json.dumps({"facts": []})
+    if role == "manage":
+        return json.dumps({"operations": NOOP_OPERATIONS})
+    return json.dumps({"answer": UNKNOWN})
+
+
+class NoopAgent:
+    """Extracts nothing, never edits memory, answers from its (empty) memory."""
+
+    name = "noop"
+
+    def act(self, obs: str, info: dict) -> str:
+        """The action for this observation (JSON text)."""
+        data = _load_obs(obs)
+        role = _role(data, info)
+        return _answer_action(data) if role == "answer" else _empty_action(role)
+
+
+class OracleAgent:
+    """Extracts the gold facts and applies the gold operations (needs ``info["gold"]``)."""
+
+    name = "oracle"
+
+    def act(self, obs: str, info: dict) -> str:
+        """The action for this observation (JSON text)."""
+        data = _load_obs(obs)
+        role = _role(data, info)
+        if role == "extract":
+            return json.dumps({"facts": _gold_facts(info)})
+        if role == "manage":
+            ops = _gold(info).get("operations")
+            ops = [op for op in ops if isinstance(op, dict)] if isinstance(ops, list) else []
+            return json.dumps({"operations": ops or NOOP_OPERATIONS})
+        if role == "answer":
+            return _answer_action(data)
+        return _empty_action(role)
+
+
+class AddAllAgent:
+    """Extracts the gold facts (when ``info`` has them) and ADDs every fact, never
+    updating or deleting: the memory keeps stale values."""
+
+    name = "add-all"
+
+    def act(self, obs: str, info: dict) -> str:
+        """The action for this observation (JSON text)."""
+        data = _load_obs(obs)
+        role = _role(data, info)
+        if role == "extract":
+            return json.dumps({"facts": _gold_facts(info)})
+        if role == "manage":
+            ops = []
+            facts = data.get("facts")
+            for fact in facts if isinstance(facts, list) else ():
+                if not isinstance(fact, dict) or not isinstance(fact.get("text"), str):
+                    continue
+                op = {"op": "ADD", "text": fact["text"]}
+                if isinstance(fact.get("speaker"), str):
+                    op["speaker"] = fact["speaker"]
+                ops.append(op)
+            return json.dumps({"operations": ops or NOOP_OPERATIONS})
+        if role == "answer":
+            return _answer_action(data)
+        return _empty_action(role)
+
+
+SCRIPTED_AGENTS = {"oracle": OracleAgent, "noop": NoopAgent, "add-all": AddAllAgent}

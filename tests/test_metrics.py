@@ -1,0 +1,266 @@
+"""Tests of memenv.metrics: BLEU-1 against hand arithmetic and nltk, LoCoMo's F1, the
+LLM judge protocol with fake generators, and summaries."""
+
+from __future__ import annotations
+
+import math
+import random
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from memenv import metrics, scoring
+from memenv.metrics import (
+    CORRECT,
+    WRONG,
+    bleu1,
+    judge_answers,
+    locomo_f1,
+    locomo_normalize,
+    parse_judgement,
+    summarize,
+)
+
+
+def test_reexports_are_the_scoring_functions():
+    assert metrics.token_f1 is scoring.token_f1
+    assert metrics.exact_match is scoring.exact_match
+    assert metrics.bleu1 is scoring.bleu1
+
+
+def test_importing_metrics_pulls_in_no_torch():
+    code = "import sys, memenv.metrics; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+# --- BLEU-1 -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prediction, gold, expected",
+    [
+        # hyp the:2 cat sat on mat (6 tokens); clipped matches 2+1+0+1+1 = 5; equal lengths -> BP 1
+        ("the cat sat on the mat", "the cat is on the mat", 5 / 6),
+        # 2 of 2 match; hyp 2 tokens vs ref 6 -> BP = exp(1 - 6/2) = exp(-2)
+        ("cat mat", "the cat is on the mat", math.exp(-2)),
+        # "the" x3 clipped to its 1 reference count -> 1/3; hyp longer than ref -> BP 1
+        ("the the the", "the cat", 1 / 3),
+        # 1 of 3 matches, 3 vs 4 tokens -> (1/3) * exp(1 - 4/3)
+        ("Paris in spring", "she visited paris twice", (1 / 3) * math.exp(1 - 4 / 3)),
+        ("Paris", "paris", 1.0),  # lowercased
+        ("nothing shared", "entirely different", 0.0),
+        ("", "anything", 0.0),
+    ],
+)
+def test_bleu1_by_hand(prediction, gold, expected):
+    assert bleu1(prediction, gold) == pytest.approx(expected, abs=1e-12)
+
+
+def test_bleu1_equals_nltk_sentence_bleu_on_random_pairs():
+    bleu_score = pytest.importorskip("nltk.translate.bleu_score")
+    smoothing = bleu_score.SmoothingFunction().method1
+    rng = random.Random(1234)
+    vocab = ["the", "The", "cat", "cat.", "mat", "on", "a", "Paris", "paris,", "2023", "May"]
+    for _ in range(1500):
+        hyp = " ".join(rng.choice(vocab) for _ in range(rng.randint(0, 9)))
+        ref = " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 9)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = bleu_score.sentence_bleu(
+                [ref.lower().split()], hyp.lower().split(), weights=(1, 0, 0, 0), smoothing_function=smoothing
+            )
+        assert bleu1(hyp, ref) == pytest.approx(expected, rel=1e-9, abs=1e-12), (hyp, ref)
+
+
+# --- LoCoMo's F1 ------------------------------------------------------------------------
+
+
+def test_locomo_normalize():
+    assert locomo_normalize("The Cat, and a dog-house!  An apple.") == "cat doghouse apple"
+    assert locomo_normalize("Andrew and Anna") == "andrew anna"  # only whole words go
+
+
+def test_locomo_f1_by_hand():
+    pytest.importorskip("nltk")
+    # pred -> she adopt two dog cat (5 stems), gold -> two cat: 2 shared; P 2/5, R 1 -> 4/7
+    assert locomo_f1("She adopted two dogs and a cat", "two cats") == pytest.approx(4 / 7)
+    # multisets, not sets: "very" twice in the prediction counts once; P 2/3, R 1 -> 0.8
+    assert locomo_f1("very very good", "very good") == pytest.approx(0.8)
+    assert metrics.token_f1("very very good", "very good") == pytest.approx(1.0)
+    # stemming makes "paintings" match "painting"
+    assert locomo_f1("Paintings", "painting") == 1.0
+    assert locomo_f1("", "painting") == 0.0
+
+
+def test_locomo_f1_multi_hop_splits_on_commas():
+    pytest.importorskip("nltk")
+    gold = "hiking, chess, painting"
+    # each gold part takes its best prediction part: hiking 1, chess 1, painting 0 -> 2/3
+    assert locomo_f1("chess, hiking", gold, "multi-hop") == pytest.approx(2 / 3)
+    assert locomo_f1("chess, hiking", gold, 1) == pytest.approx(2 / 3)
+    # without the multi-hop rule: pred {chess hike} vs gold {hike chess paint}: P 1, R 2/3 -> 0.8
+    assert locomo_f1("chess, hiking", gold) == pytest.approx(0.8)
+    # one prediction part against each gold part, e.g. "hike chess paint" vs "hike":
+    # P 1/3, R 1 -> 0.5; the same for every gold part -> mean 0.5
+    assert locomo_f1("hiking chess painting", gold, "multi-hop") == pytest.approx(0.5)
+
+
+def test_locomo_f1_open_domain_and_adversarial_rules():
+    pytest.importorskip("nltk")
+    assert locomo_f1("teacher", "teacher; tutor", "open-domain") == 1.0
+    assert locomo_f1("tutor", "teacher; tutor", 3) == 0.0
+    assert locomo_f1("That is not mentioned anywhere.", "anything", "adversarial") == 1.0
+    assert locomo_f1("No information available", "x", 5) == 1.0
+    assert locomo_f1("Lisbon", "Lisbon", "adversarial") == 0.0
+    # kinds outside LoCoMo get the plain F1
+    assert locomo_f1("tutor", "teacher; tutor", "knowledge-update") == pytest.approx(2 / 3)
+
+
+def test_locomo_f1_rejects_unknown_categories():
+    with pytest.raises(ValueError, match="category 7"):
+        locomo_f1("a", "b", 7)
+    with pytest.raises(TypeError):
+        locomo_f1("a", "b", 1.0)
+
+
+def test_locomo_f1_without_nltk_says_how_to_install(monkeypatch):
+    metrics._porter_stemmer.cache_clear()
+    metrics._stem.cache_clear()
+    monkeypatch.setitem(sys.modules, "nltk", None)
+    monkeypatch.setitem(sys.modules, "nltk.stem", None)
+    try:
+        with pytest.raises(ImportError, match="pip install nltk"):
+            locomo_f1("some words", "other words")
+    finally:
+        metrics._porter_stemmer.cache_clear()
+        metrics._stem.cache_clear()
+
+
+# --- LLM-as-a-Judge ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "completion, label",
+    [
+        ('{"label": "CORRECT"}', CORRECT),
+        ('The answer matches the date. {"label": "WRONG"}', WRONG),
+        ("```json\n{'label': 'correct'}\n```", CORRECT),
+        ("label: Wrong", WRONG),
+        ("It refers to the same month, so it is not wrong. CORRECT", CORRECT),
+        ("INCORRECT", WRONG),
+        ("Correct.", CORRECT),
+        ("wrong", WRONG),
+        ("The answer is correct in spirit", None),  # lower-case prose is not a label
+        ("I cannot tell.", None),
+        ("", None),
+    ],
+)
+def test_parse_judgement(completion, label):
+    assert parse_judgement(completion) == label
+
+
+ITEMS = [
+    ("Where does Oskar live?", "Lisbon", "He lives in Lisbon now."),
+    ("When did Mira buy the cottage?", "2019", "In 2021."),
+    ("What hobby did Mira start?", "pottery", "A pottery class."),
+    ("What is the parrot called?", "Pip", "Polly"),
+]
+
+
+def test_judge_answers_with_a_fake_judge():
+    seen: list[list[str]] = []
+
+    def fake_generate(prompts: list[str]) -> list[str]:
+        seen.append(prompts)
+        # judges by whether the gold answer occurs in the generated answer
+        out = []
+        for prompt in prompts:
+            gold = prompt.split("Gold answer: ")[1].split("\n")[0]
+            generated = prompt.split("Generated answer: ")[1].split("\n")[0]
+            out.append('{"label": "CORRECT"}' if gold.lower() in generated.lower() else "Reasoning... WRONG")
+        return out
+
+    result = judge_answers(ITEMS, fake_generate, judge_name="fake-substring-judge")
+    assert result.labels == (CORRECT, WRONG, CORRECT, WRONG)
+    assert result.accuracy == 0.5
+    assert result.num_unparseable == 0
+    assert result.judge_name == "fake-substring-judge"
+    assert len(seen) == 1 and len(seen[0]) == 4
+    prompt = seen[0][0]
+    assert "Where does Oskar live?" in prompt and "CORRECT" in prompt and '"label"' in prompt
+    assert "same topic" in prompt and "time" in prompt  # the generous protocol
+
+
+def test_judge_answers_counts_unparseable_as_wrong_and_batches():
+    calls: list[int] = []
+    replies = iter(["CORRECT", "no idea", "WRONG", "???"])
+
+    def fake_generate(prompts: list[str]) -> list[str]:
+        calls.append(len(prompts))
+        return [next(replies) for _ in prompts]
+
+    result = judge_answers(ITEMS, fake_generate, judge_name="fake", batch_size=3)
+    assert calls == [3, 1]
+    assert result.labels == (CORRECT, WRONG, WRONG, WRONG)
+    assert result.num_unparseable == 2
+    assert result.accuracy == 0.25
+    assert result.completions[1] == "no idea"
+
+
+def test_judge_answers_rejects_bad_inputs():
+    echo = lambda prompts: ["CORRECT"] * len(prompts)  # noqa: E731
+    with pytest.raises(ValueError, match="judge_name"):
+        judge_answers(ITEMS, echo, judge_name="")
+    with pytest.raises(ValueError, match="no items"):
+        judge_answers([], echo, judge_name="j")
+    with pytest.raises(ValueError, match="item 0"):
+        judge_answers([("only two", "parts")], echo, judge_name="j")
+    with pytest.raises(ValueError, match="2 completions for 4 prompts"):
+        judge_answers(ITEMS, lambda prompts: ["CORRECT"] * 2, judge_name="j")
+    with pytest.raises(ValueError, match="batch_size"):
+        judge_answers(ITEMS, echo, judge_name="j", batch_size=0)
+
+
+# --- summaries --------------------------------------------------------------------------
+
+
+def test_summarize_overall_and_per_kind():
+    pytest.importorskip("nltk")
+    records = [
+        ("single-hop", "Lisbon", "Lisbon"),  # f1 1, bleu 1, em 1
+        ("single-hop", "Porto", "Lisbon"),  # all 0
+        ("multi-hop", "chess, hiking", "hiking, chess, painting"),
+    ]
+    summary = summarize(records, judge_labels=[CORRECT, WRONG, CORRECT])
+    single = summary["per_kind"]["single-hop"]
+    assert single == {"count": 2, "f1": 0.5, "bleu1": 0.5, "em": 0.5, "locomo_f1": 0.5, "j": 0.5}
+    multi = summary["per_kind"]["multi-hop"]
+    # token F1 over sets: {chess hiking} vs {hiking chess painting}: P 1, R 2/3 -> 0.8
+    assert multi["f1"] == pytest.approx(0.8)
+    # BLEU-1: tokens "chess," "hiking" vs "hiking," "chess," "painting": only "chess," matches
+    # -> 1/2, BP exp(1 - 3/2)
+    assert multi["bleu1"] == pytest.approx(0.5 * math.exp(-0.5))
+    assert multi["locomo_f1"] == pytest.approx(2 / 3)  # multi-hop rule applies by kind
+    overall = summary["overall"]
+    assert overall["count"] == 3
+    assert overall["f1"] == pytest.approx((1 + 0 + 0.8) / 3)
+    assert overall["j"] == pytest.approx(2 / 3)
+    # LoCoMo kinds come in category order
+    assert list(summary["per_kind"]) == ["multi-hop", "single-hop"]
+
+
+def test_summarize_without_locomo_or_judge_and_bad_inputs():
+    summary = summarize([("temporal", "May 2023", "7 May 2023")], locomo=False)
+    assert set(summary["overall"]) == {"count", "f1", "bleu1", "em"}
+    assert summary["overall"]["f1"] == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="no records"):
+        summarize([])
+    with pytest.raises(ValueError, match="1 judge labels for 2 records"):
+        summarize([("a", "x", "x"), ("a", "y", "y")], judge_labels=[CORRECT], locomo=False)
+    with pytest.raises(ValueError, match="maybe"):
+        summarize([("a", "x", "x")], judge_labels=["maybe"], locomo=False)
+    with pytest.raises(ValueError, match="record 0"):
+        summarize([("a", "x")], locomo=False)
