@@ -154,6 +154,7 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is meant to be shared
         try:
             os.rename(tmp, target)
         except OSError:

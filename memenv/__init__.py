@@ -28,7 +28,14 @@ _VARIANTS = {
 }
 ENV_IDS = tuple(_VARIANTS)
 
-for _env_id, _kwargs in _VARIANTS.items():
+# LoCoMo: the benchmark protocol (questions at the end); the file comes from data_path=...
+# or $MEMENV_LOCOMO_PATH.
+_DATA_VARIANTS = {
+    "MemorySessionLoCoMo-v0": {"source": "locomo", "qa_schedule": "end"},
+    "MemorySessionLoCoMoTrain-v0": {"source": "locomo", "qa_schedule": "after_evidence"},
+}
+
+for _env_id, _kwargs in {**_VARIANTS, **_DATA_VARIANTS}.items():
     if _env_id not in registry:
         register(id=_env_id, entry_point="memenv.env:MemorySessionEnv", kwargs=_kwargs,
                  additional_wrappers=_FORKABLE)

@@ -28,8 +28,17 @@ Gold annotations: each session's ``gold_facts`` (ADD for a new value, UPDATE of 
 current text of a scalar slot, DELETE of the current text for a retraction — the
 retraction's own text, e.g. "Alice quit the chess club on 9 June 2023.", is the fact to
 extract) and ``gold_memory`` (the gold bank after applying them in order, see
-:func:`apply_gold_facts`). Questions are made from the final state, so each answer holds
-from its last evidence session to the end of the conversation.
+:func:`apply_gold_facts`). ``Conversation.extra["fact_turns"]`` links each fact to the turn
+that states it.
+
+Questions are made from the final state, so each answer holds from its last evidence
+session to the end of the conversation: single-hop (a slot set and never changed),
+knowledge-update (a slot that was updated or retracted: its final value), temporal (the
+date of an event whose text is still in the final gold memory), multi-hop (the city of
+the person working as a given job) and unanswerable (a slot never mentioned: "unknown").
+Lists are answered as items joined with " and ". Short worlds keep at most
+``MAX_QUESTIONS_PER_SESSION`` questions per session; long ones have fewer per session,
+since only the final state is asked about. ``Question.meta`` names speaker and slot.
 """
 
 from __future__ import annotations
@@ -993,6 +1002,8 @@ class SyntheticSource(ConversationSource):
     def get(self, key: Any) -> Conversation:
         """The world of seed ``key``; ``ValueError`` when it is not one of ``world_seeds``."""
         try:
+            if isinstance(key, bool):
+                raise TypeError(key)
             seed = int(key)
         except (TypeError, ValueError):
             raise ValueError(f"synthetic world key must be an int seed, got {key!r}") from None

@@ -339,7 +339,7 @@ def test_source_validates_arguments(kwargs, error):
 
 def test_source_get_rejects_bad_keys_and_generate_world_bad_args():
     source = SyntheticSource(world_seeds=[1, 2])
-    for key in (3, -1, "x", None, 1.5):
+    for key in (3, -1, "x", None, 1.5, True):
         with pytest.raises(ValueError):
             source.get(key)
     with pytest.raises(ValueError):

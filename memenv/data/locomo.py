@@ -172,6 +172,10 @@ def question_counts(conversations: Iterable[Conversation]) -> dict[str, int]:
     return {kind: counts[kind] for kind in order if counts[kind]}
 
 
+# Read when no data_path is given, so registered ids work without arguments.
+LOCOMO_PATH_VARIABLE = "MEMENV_LOCOMO_PATH"
+
+
 class LoCoMoSource(ConversationSource):
     """LoCoMo conversations for ``MemorySession-v0``, keyed by sample_id.
 
@@ -188,7 +192,9 @@ class LoCoMoSource(ConversationSource):
         include_adversarial: bool = False,
     ) -> None:
         if data_path is None:
-            raise ValueError(f"the LoCoMo source needs data_path: {DOWNLOAD_HINT}")
+            data_path = os.environ.get(LOCOMO_PATH_VARIABLE) or None
+        if data_path is None:
+            raise ValueError(f"the LoCoMo source needs data_path (or ${LOCOMO_PATH_VARIABLE}): {DOWNLOAD_HINT}")
         self.data_path = os.fspath(data_path)
         self._conversations = {
             conv.conv_id: conv

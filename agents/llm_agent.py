@@ -1,0 +1,175 @@
+"""An LLM agent for MemorySession-v0: one backbone, three roles, batched across envs.
+
+``LLMAgent.from_spec("smollm2-135m")`` (or ``"llm:smollm2-135m"``, ``"tiny"``,
+``"/path/to/hf_dir:/path/to/adapter"``) builds the agent the registry names ``llm:...``.
+Each observation is rendered into its role's prompt (:mod:`agents.prompts`), prompts of
+one role are generated together (:func:`agents.generation.generate`) with that role's
+adapter (:func:`agents.lora.role_adapter`), and answer outputs are reduced to the short
+answer (:func:`agents.prompts.parse_answer`). Decoding is greedy by default (evaluation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from agents.backbone import Backbone, load_backbone
+from agents.generation import Rollout, generate
+from agents.lora import POLICY_ADAPTER, load_adapter, role_adapter, use_adapter
+from agents.prompts import ANSWER, EXTRACT, MANAGE, ROLES, parse_answer, parse_observation, render_prompt
+
+SPEC_PREFIX = "llm:"
+# Room for a session's facts / operations as JSON; a distilled answer is ids + a few words.
+DEFAULT_MAX_NEW_TOKENS = {EXTRACT: 256, MANAGE: 256, ANSWER: 64}
+DEFAULT_MAX_PROMPT_TOKENS = 2048
+DEFAULT_BATCH_SIZE = 16
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``"[llm:]<model>[:<adapter dir>]"`` -> (model alias or path, adapter dir or None)."""
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be a string, got {type(spec).__name__}")
+    rest = spec[len(SPEC_PREFIX) :] if spec.startswith(SPEC_PREFIX) else spec
+    model, _, adapter = rest.partition(":")
+    if not model:
+        raise ValueError(f"agent spec {spec!r} names no model; expected 'llm:<model alias or path>[:<adapter dir>]'")
+    return model, adapter or None
+
+
+class LLMAgent:
+    """Acts in MemorySession-v0 with a causal LM: extract, manage and answer by prompt.
+
+    Args:
+        backbone: the model and tokenizer (its model may already hold LoRA adapters).
+        adapter_path: a PEFT adapter directory to load (frozen) as ``adapter_name``.
+        adapter_name: the name the loaded adapter gets; ``"policy"`` serves extract and
+            manage, ``"answer"`` the answer role (see :func:`agents.lora.role_adapter`).
+        max_prompt_tokens: prompts longer than this are trimmed by relevance.
+        max_new_tokens: per-role generation budget (missing roles use the defaults).
+        temperature: 0 (default) decodes greedily; > 0 samples.
+        top_p, top_k: sampling filters (only used when temperature > 0).
+        distill: answer prompts ask for the relevant memory ids before the answer.
+        seed: seeds the sampling generator (ignored for greedy decoding).
+        batch_size: at most this many prompts per generation call.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        adapter_path: str | Path | None = None,
+        adapter_name: str = POLICY_ADAPTER,
+        max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
+        max_new_tokens: Mapping[str, int] | None = None,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        distill: bool = True,
+        seed: int = 0,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        unknown = set(max_new_tokens or {}) - set(ROLES)
+        if unknown:
+            raise ValueError(f"max_new_tokens has unknown roles {sorted(unknown)}; roles are {ROLES}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        self.backbone = backbone
+        self.model = (
+            load_adapter(backbone, adapter_path, adapter_name=adapter_name, is_trainable=False)
+            if adapter_path is not None
+            else backbone.model
+        )
+        self.tokenizer = backbone.tokenizer
+        self.max_prompt_tokens = max_prompt_tokens
+        self.max_new_tokens = {**DEFAULT_MAX_NEW_TOKENS, **(max_new_tokens or {})}
+        self.temperature = temperature
+        self.top_p = top_p
+        self.top_k = top_k
+        self.distill = distill
+        self.batch_size = batch_size
+        device = next(self.model.parameters()).device
+        self._generator = torch.Generator(device=device).manual_seed(seed)
+        suffix = f":{adapter_path}" if adapter_path is not None else ""
+        self.name = f"{SPEC_PREFIX}{backbone.name}{suffix}"
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: str,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+    ) -> LLMAgent:
+        """Build from ``"[llm:]<model alias or path>[:<adapter dir>]"`` with default settings."""
+        model, adapter = parse_spec(spec)
+        return cls(load_backbone(model, device=device, dtype=dtype), adapter_path=adapter)
+
+    def prompt(self, obs: str, role: str | None = None) -> str:
+        """The rendered prompt for one observation."""
+        return render_prompt(
+            self.tokenizer, obs, max_prompt_tokens=self.max_prompt_tokens, role=role, distill=self.distill
+        )
+
+    def sample(
+        self,
+        observations: Sequence[str],
+        *,
+        num_samples: int = 1,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Rollout:
+        """Generate for observations of ONE role with its adapter; the full :class:`Rollout`.
+
+        For trainers: the rollout holds token ids, masks and sampling log-probs. Settings
+        not given come from the agent.
+        """
+        roles = {parse_observation(obs).get("role") for obs in observations}
+        if len(roles) != 1 or not roles <= set(ROLES):
+            raise ValueError(f"sample() needs observations of one known role, got roles {sorted(map(str, roles))}")
+        role = roles.pop()
+        prompts = [self.prompt(obs, role) for obs in observations]
+        with use_adapter(self.model, role_adapter(self.model, role)):
+            return generate(
+                self.model,
+                self.tokenizer,
+                prompts,
+                num_samples=num_samples,
+                max_new_tokens=self.max_new_tokens[role],
+                temperature=self.temperature if temperature is None else temperature,
+                top_p=self.top_p if top_p is None else top_p,
+                top_k=self.top_k,
+                generator=generator if generator is not None else self._generator,
+            )
+
+    @staticmethod
+    def postprocess(role: str, text: str) -> str:
+        """The action for a role's generated text: the short answer for ``answer``, else the text."""
+        return parse_answer(text) if role == ANSWER else text.strip()
+
+    def act_batch(self, observations: list[str], infos: list[dict]) -> list[str]:
+        """One action per observation; observations of a role are generated together."""
+        if len(observations) != len(infos):
+            raise ValueError(f"got {len(observations)} observations but {len(infos)} infos")
+        by_role: dict[str, list[int]] = {}
+        for i, obs in enumerate(observations):
+            role = parse_observation(obs).get("role")
+            if role not in ROLES:
+                raise ValueError(f"observation {i} has unknown role {role!r}; roles are {ROLES}")
+            by_role.setdefault(role, []).append(i)
+        actions: list[str] = [""] * len(observations)
+        for role, indices in by_role.items():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                rollout = self.sample([observations[i] for i in chunk])
+                for i, text in zip(chunk, rollout.texts):
+                    actions[i] = self.postprocess(role, text)
+        return actions
+
+    def act(self, obs: str, info: dict) -> str:
+        """The action for one observation."""
+        return self.act_batch([obs], [info])[0]
