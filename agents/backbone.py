@@ -129,8 +129,8 @@ def _require_gguf_package() -> None:
         raise ImportError(f"loading a .gguf file needs the gguf package; install it with: {SMOLLM2_INSTALL_HINT}")
 
 
-def _convert_gguf(gguf_path: Path, target: Path) -> None:
-    """De-quantise a GGUF checkpoint into a safetensors HF directory, written atomically."""
+def _dequantise_gguf(gguf_path: Path):
+    """Load a GGUF checkpoint as a plain float32 model + tokenizer (the slow step)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     _require_gguf_package()
@@ -148,7 +148,15 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
     if quantizer is not None:
         quantizer.remove_quantization_config(model)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file, local_files_only=True)
+    return model, tokenizer
 
+
+def _save_atomically(model, tokenizer, target: Path) -> None:
+    """Write model + tokenizer as an HF directory: into a temp dir, then one rename.
+
+    Readers never see a half-written cache, and two processes converting at once both
+    end with a complete copy.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -170,7 +178,8 @@ def _cached_gguf_dir(gguf_path: Path, name: str) -> Path:
     """The cached HF directory for a GGUF file, converting it on first use."""
     target = cache_root() / "models" / name
     if not (target / "config.json").is_file():
-        _convert_gguf(gguf_path, target)
+        model, tokenizer = _dequantise_gguf(gguf_path)
+        _save_atomically(model, tokenizer, target)
     return target
 
 
@@ -207,9 +216,10 @@ def load_backbone(
         backbone.device = dev
         return backbone
     if name_or_path == SMOLLM2_ALIAS:
-        gguf_path = smollm2_gguf_path()
-        _require_gguf_package()
-        return _load_hf_dir(_cached_gguf_dir(gguf_path, SMOLLM2_ALIAS), SMOLLM2_ALIAS, dev, torch_dtype)
+        cached = cache_root() / "models" / SMOLLM2_ALIAS
+        if not (cached / "config.json").is_file():
+            cached = _cached_gguf_dir(smollm2_gguf_path(), SMOLLM2_ALIAS)
+        return _load_hf_dir(cached, SMOLLM2_ALIAS, dev, torch_dtype)
 
     path = Path(name_or_path).expanduser()
     if path.is_file() and path.suffix == ".gguf":

@@ -110,8 +110,10 @@ class MemorySessionEnv(gym.Env[str, str]):
     Every step: ``role`` (of the returned observation), ``session``, ``turn``,
     ``memory_size``, ``memory_tokens``, ``seen_tokens``, ``conversation``. After an action:
     ``action_role``, ``valid``, ``error`` (or None), ``applied`` (manage: the operations
-    applied), and for answers ``question_id``, ``question_kind``, ``prediction``,
-    ``gold_answer``, ``score``, ``compression_penalty``. At extract and manage turns of a
+    applied), and for answers ``score``, ``compression_penalty`` and ``answered`` (the
+    answered question's ``question_id``, ``kind``, ``question``, ``prediction``,
+    ``gold_answer``). When the returned observation is a question, ``question_kind`` and
+    ``gold_answer`` describe it. At extract and manage turns of a
     source with gold annotations, ``gold`` holds ``facts``, ``operations`` (resolved to
     ids of the current memory) and ``memory`` (the gold memory after the session) — for
     diagnostics and scripted agents, never in the observation. On the last step:
@@ -321,9 +323,11 @@ class MemorySessionEnv(gym.Env[str, str]):
         score = float(self._metric(prediction, question.answer))
         penalty = self._compression_penalty()
         self._scores += ((qi, score),)
-        info.update(valid=True, error=None, question_id=question.qid, question_kind=question.kind,
-                    prediction=prediction, gold_answer=question.answer, score=score,
-                    compression_penalty=penalty)
+        # the answered question goes under "answered": top-level question_kind and
+        # gold_answer describe the *next* observation's question
+        info.update(valid=True, error=None, score=score, compression_penalty=penalty,
+                    answered={"question_id": question.qid, "kind": question.kind, "question": question.question,
+                              "prediction": prediction, "gold_answer": question.answer, "score": score})
         if not self._queue:
             self._advance()
         return score - penalty

@@ -245,3 +245,14 @@ def test_questions_without_evidence_are_asked_at_the_end():
             asked.append((env.session_index, json.loads(obs)["question_id"]))
         obs, _, done, _, info = env.step("[]")
     assert asked == [(0, "q0"), (1, "q1"), (1, "q2")]
+
+
+def test_step_info_separates_the_answered_question_from_the_next_one():
+    env = make(qa_schedule="end")
+    env.reset(seed=0)
+    for _ in range(4):
+        env.step("[]")
+    _, _, _, _, info = env.step("nurse")
+    assert info["answered"]["question_id"] == "q0" and info["answered"]["kind"] == "single-hop"
+    assert info["answered"]["score"] == info["score"] == 1.0
+    assert info["question_kind"] == "knowledge-update" and info["gold_answer"] == "Lyon"  # the next question

@@ -57,7 +57,7 @@ def mean_scores(env_id, name, seeds, kind=None):
         done = False
         while not done:
             obs, _, done, _, step_info = env.step(agent.act(obs, info))
-            if "score" in step_info and (kind is None or step_info["question_kind"] == kind):
+            if "answered" in step_info and (kind is None or step_info["answered"]["kind"] == kind):
                 scores.append(step_info["score"])
             info = step_info
     return statistics.mean(scores), len(scores)
