@@ -71,6 +71,8 @@ class MemorySessionEnv(gym.Env[str, str]):
       be ``{"text": ..., "speaker": ...}``; a bare list is accepted).
     * ``manage``: ``{"operations": [{"op": "ADD", "text": ...}, {"op": "UPDATE", "id": "m7",
       "text": ...}, {"op": "DELETE", "id": "m2"}, {"op": "NOOP"}]}``, applied atomically.
+      ``{"op": "ADD", "fact": 0}`` (or UPDATE with ``"fact"``) takes the text of extracted
+      fact 0, so small models need not copy it.
     * ``answer``: the answer text, ``{"answer": ...}``, or text ending in an ``Answer:`` line.
 
     Code fences, prose around the JSON and trailing commas are tolerated. An action that
@@ -244,6 +246,34 @@ class MemorySessionEnv(gym.Env[str, str]):
         new.action_space = _copy_space(self.action_space)
         return new
 
+    def probe(self, question_index: int) -> str:
+        """The answer observation for any question of the conversation, on the current memory.
+
+        Changes nothing: LoGo-GRPO scores a local rerollout at once on the questions due so
+        far with it. Score the answer with :meth:`score_answer`.
+        """
+        self._require_reset()
+        questions = self._conv.questions
+        if not 0 <= question_index < len(questions):
+            raise IndexError(f"question index {question_index} out of range (0..{len(questions) - 1})")
+        question = questions[question_index]
+        obs = self._base()
+        obs["role"] = ANSWER
+        obs["question_id"] = question.qid
+        obs["question"] = question.question
+        obs["memories"] = [self._bank[i].record() for i in self._answer_memories(question.question)]
+        obs["memory_size"] = len(self._bank)
+        return json.dumps(obs, ensure_ascii=False)
+
+    def score_answer(self, question_index: int, action: str) -> float:
+        """The metric score of an answer action for one question (no penalty, no state change)."""
+        question = self._conv.questions[question_index]
+        return float(self._metric(parse_answer(action), question.answer))
+
+    def questions_due_by(self, session: int) -> list[int]:
+        """Indices of the questions whose evidence lies in sessions up to ``session``."""
+        return [i for i, q in enumerate(self._conv.questions) if q.evidence and q.due_after <= session]
+
     # ------------------------------------------------------------------ gym API -------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -308,6 +338,8 @@ class MemorySessionEnv(gym.Env[str, str]):
         ops, error = parse_operations(action)
         applied: list[dict] = []
         if error is None:
+            ops, error = self._resolve_facts(ops)
+        if error is None:
             error = self._validate(ops)
         if error is None:
             applied = self._apply(ops)
@@ -321,7 +353,7 @@ class MemorySessionEnv(gym.Env[str, str]):
         question = self._conv.questions[qi]
         prediction = parse_answer(action)
         score = float(self._metric(prediction, question.answer))
-        penalty = self._compression_penalty()
+        penalty = self.compression_penalty()
         self._scores += ((qi, score),)
         # the answered question goes under "answered": top-level question_kind and
         # gold_answer describe the *next* observation's question
@@ -352,13 +384,28 @@ class MemorySessionEnv(gym.Env[str, str]):
         self._session += 1
         self._phase = EXTRACT
 
-    def _compression_penalty(self) -> float:
+    def compression_penalty(self) -> float:
+        """Memory-R2's compression penalty for the current memory and the sessions seen."""
         if self.lambda_comp == 0 or self._seen_tokens == 0:
             return 0.0
         excess = max(0.0, self._bank.tokens - C.COMPRESSION_RATIO * self._seen_tokens)
         return self.lambda_comp * excess / self._seen_tokens
 
     # ------------------------------------------------------------------ memory ops ----
+    def _resolve_facts(self, ops: list[Operation]) -> tuple[list[Operation], str | None]:
+        """Replace ``{"fact": i}`` references by the text (and speaker) of extracted fact i."""
+        out = []
+        for i, op in enumerate(ops):
+            if op.fact is not None and op.op in ("ADD", "UPDATE"):
+                if op.text:
+                    return [], f"operations[{i}]: give either text or fact, not both"
+                if not 0 <= op.fact < len(self._facts):
+                    return [], f"operations[{i}]: fact {op.fact} does not exist ({len(self._facts)} facts were extracted)"
+                fact = self._facts[op.fact]
+                op = Operation(op.op, op.id, fact.text, op.speaker or fact.speaker)
+            out.append(op)
+        return out, None
+
     def _validate(self, ops: list[Operation]) -> str | None:
         """None if the whole list can be applied in order, else what is wrong."""
         deleted: set[str] = set()
@@ -436,11 +483,7 @@ class MemorySessionEnv(gym.Env[str, str]):
             obs["memories"] = [self._bank[i].record() for i in seen]
             obs["memory_size"] = len(self._bank)
         else:
-            question = self._conv.questions[self._queue[0]]
-            obs["question_id"] = question.qid
-            obs["question"] = question.question
-            obs["memories"] = [self._bank[i].record() for i in self._answer_memories(question.question)]
-            obs["memory_size"] = len(self._bank)
+            return self.probe(self._queue[0])
         return json.dumps(obs, ensure_ascii=False)
 
     def _answer_memories(self, query: str) -> list[str]:

@@ -24,6 +24,7 @@ _OP_ALIASES = {"NONE": "NOOP", "NO_OP": "NOOP", "NO-OP": "NOOP", "SKIP": "NOOP",
 _OP_KEYS = ("op", "event", "operation", "action", "type")
 _ID_KEYS = ("id", "memory_id", "mem_id", "memoryid")
 _TEXT_KEYS = ("text", "memory", "content", "new_text", "fact")
+_OP_TEXT_KEYS = ("text", "memory", "content", "new_text")
 _FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*([\]}])")
 _ANSWER_LINE = re.compile(r"(?im)^\s*(?:final\s+)?answer\s*[:：]\s*(.+?)\s*$")
@@ -45,6 +46,9 @@ class Operation:
     id: str | None = None
     text: str | None = None
     speaker: str | None = None
+    # ``{"op": "ADD", "fact": 0}``: take the text of extracted fact 0 (saves small models
+    # from copying it token by token)
+    fact: int | None = None
 
 
 def _loads(text: str) -> Any:
@@ -173,13 +177,20 @@ def parse_operations(text: Any) -> tuple[list[Operation], str | None]:
                 return [], f"operations[{i}].id must be a string"
             if memory_id.isdigit():
                 memory_id = f"m{memory_id}"
-        body = _pick(item, _TEXT_KEYS)
+        body = _pick(item, _OP_TEXT_KEYS)
+        fact = _pick(item, ("fact", "fact_index"))
+        if isinstance(fact, str) and body is None and not fact.strip().isdigit():
+            body, fact = fact, None  # {"fact": "<text>"} is a text
+        if fact is not None:
+            if isinstance(fact, bool) or not isinstance(fact, (int, str)) or not str(fact).strip().isdigit():
+                return [], f"operations[{i}].fact must be the index of an extracted fact"
+            fact = int(str(fact).strip())
         if body is not None:
             body, error = _clean_text(body, f"operations[{i}].text")
             if error:
                 return [], error
         speaker = _pick(item, ("speaker",))
-        ops.append(Operation(name, memory_id, body, speaker if isinstance(speaker, str) else None))
+        ops.append(Operation(name, memory_id, body, speaker if isinstance(speaker, str) else None, fact))
     return ops, None
 
 

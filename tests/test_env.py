@@ -256,3 +256,40 @@ def test_step_info_separates_the_answered_question_from_the_next_one():
     assert info["answered"]["question_id"] == "q0" and info["answered"]["kind"] == "single-hop"
     assert info["answered"]["score"] == info["score"] == 1.0
     assert info["question_kind"] == "knowledge-update" and info["gold_answer"] == "Lyon"  # the next question
+
+
+def test_operations_may_reference_extracted_facts_by_index():
+    env = make()
+    env.reset(seed=0)
+    env.step('{"facts": [{"text": "Alice lives in Paris.", "speaker": "Alice"}, "Bob works as a nurse."]}')
+    _, reward, _, _, info = env.step('{"operations": [{"op": "ADD", "fact": 1}, {"op": "ADD", "fact": "0"}]}')
+    assert info["valid"] and reward == 0.0
+    assert [(e.text, e.speaker) for e in env.memory] == [("Bob works as a nurse.", "Bob"), ("Alice lives in Paris.", "Alice")]
+
+
+@pytest.mark.parametrize("ops,fragment", [
+    ('[{"op": "ADD", "fact": 2}]', "fact 2 does not exist"),
+    ('[{"op": "ADD", "fact": 0, "text": "x"}]', "either text or fact"),
+    ('[{"op": "ADD", "fact": -1}]', "index of an extracted fact"),
+])
+def test_bad_fact_references_are_invalid(ops, fragment):
+    env = make()
+    env.reset(seed=0)
+    env.step('{"facts": ["Alice lives in Paris.", "Bob works as a nurse."]}')
+    _, reward, _, _, info = env.step(ops)
+    assert not info["valid"] and fragment in info["error"] and len(env.memory) == 0
+
+
+def test_probe_scores_any_question_without_changing_state():
+    env = make()
+    env.reset(seed=0)
+    env.step("[]")
+    env.step(ADD_PARIS)
+    assert env.questions_due_by(0) == [0] and env.questions_due_by(1) == [0, 1]
+    before = (env.role, env.memory, env._queue, env._turn)
+    obs = json.loads(env.probe(1))
+    assert obs["role"] == "answer" and obs["question"] == "Where does Alice live?"
+    assert env.score_answer(1, "Paris") == 0.0 and env.score_answer(0, "Answer: nurse") == 1.0
+    assert (env.role, env.memory, env._queue, env._turn) == before
+    with pytest.raises(IndexError):
+        env.probe(5)

@@ -1,0 +1,218 @@
+"""Tests for agents.generation: sampling log-probs, masks, shared prompts, recomputation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agents.generation import (
+    filter_logits,
+    generate,
+    left_pad,
+    reference_logprobs,
+    sequence_logprobs,
+)
+from agents.lora import add_lora, adapter_parameters
+
+PROMPTS = [
+    "<|im_start|>user\nWhere does Alice live?<|im_end|>\n<|im_start|>assistant\n",
+    "Hi",
+    "A noticeably longer prompt, so that the batch needs real left padding: {\"facts\": []}",
+]
+ATOL = 1e-4  # fp32: sampling (incremental, KV cache) vs recomputation (one full forward)
+
+
+def _stop_ids(tokenizer, count=24):
+    """Stop tokens frequent enough that random-model samples end at different steps."""
+    return [tokenizer.eos_token_id] + list(range(60, 60 + count))
+
+
+def _perturb(params, scale=0.05, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in params:
+            p.copy_(torch.randn(p.shape, generator=gen) * scale)
+
+
+def test_left_pad_shapes_and_masks():
+    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_filter_logits_top_k_and_top_p_by_hand():
+    logits = torch.log(torch.tensor([[0.5, 0.2, 0.2, 0.1]]))
+    inf = float("-inf")
+    kept_k = filter_logits(logits, top_k=2)
+    assert torch.isinf(kept_k).tolist() == [[False, False, False, True]]  # ties at the k-th value stay
+    kept_p = filter_logits(logits, top_p=0.6)  # 0.5 < 0.6, so the next token is needed too
+    assert (kept_p == inf).sum().item() == 2 and kept_p[0, 0] == logits[0, 0]
+    assert torch.equal(filter_logits(logits, top_p=0.4), torch.tensor([[logits[0, 0], inf, inf, inf]]))
+    assert torch.equal(filter_logits(logits), logits)
+
+
+def test_sampling_logprobs_equal_recomputed_ones(tiny_backbone):
+    model, tok = tiny_backbone.model, tiny_backbone.tokenizer
+    rollout = generate(
+        model, tok, PROMPTS, num_samples=3, max_new_tokens=24, temperature=0.7, top_p=0.9, seed=0,
+        stop_token_ids=_stop_ids(tok),
+    )
+    n_seq = len(PROMPTS) * 3
+    assert rollout.prompt_ids.shape[0] == len(PROMPTS)
+    assert rollout.completion_ids.shape == rollout.completion_mask.shape == rollout.logprobs.shape
+    assert rollout.completion_ids.shape[0] == n_seq
+    assert rollout.prompt_index.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert rollout.prompt_mask.sum(-1).tolist() == [len(tok(p, add_special_tokens=False)["input_ids"]) for p in PROMPTS]
+    lengths = rollout.completion_mask.sum(-1)
+    assert len(set(lengths.tolist())) > 1  # sequences really stop at different steps
+
+    recomputed = sequence_logprobs(
+        model, *rollout.sample_prompts(), rollout.completion_ids, rollout.completion_mask, temperature=0.7
+    )
+    assert torch.allclose(recomputed, rollout.logprobs, atol=ATOL)
+    assert (rollout.logprobs[rollout.completion_mask.bool()] < 0).all()
+    # Recorded log-probs are under the temperature-scaled distribution, not another one.
+    other = sequence_logprobs(model, *rollout.sample_prompts(), rollout.completion_ids, rollout.completion_mask)
+    assert not torch.allclose(other, rollout.logprobs, atol=ATOL)
+
+
+def test_masks_stop_at_the_stop_token(tiny_backbone):
+    model, tok = tiny_backbone.model, tiny_backbone.tokenizer
+    stop = _stop_ids(tok)
+    rollout = generate(model, tok, PROMPTS, num_samples=4, max_new_tokens=30, seed=1, stop_token_ids=stop)
+    for ids, mask, logp, text in zip(rollout.completion_ids, rollout.completion_mask, rollout.logprobs, rollout.texts):
+        length = int(mask.sum())
+        assert mask[:length].all() and not mask[length:].any()  # 1 ... 1 0 ... 0
+        stops = [i for i, t in enumerate(ids.tolist()) if t in stop]
+        if stops and stops[0] < length:
+            assert stops[0] == length - 1  # the mask includes the stop token and nothing after
+        else:
+            assert length == rollout.completion_ids.shape[1]  # ran to the length limit
+        assert (ids[length:] == tok.pad_token_id).all()
+        assert (logp[length:] == 0).all()
+        assert text == tok.decode(ids[:length].tolist(), skip_special_tokens=True)
+    # The batch stops as soon as every sequence has stopped.
+    assert rollout.completion_ids.shape[1] == int(rollout.completion_mask.sum(-1).max())
+
+
+def test_greedy_batched_equals_one_prompt_at_a_time(tiny_backbone):
+    model, tok = tiny_backbone.model, tiny_backbone.tokenizer
+    batched = generate(model, tok, PROMPTS, max_new_tokens=12, temperature=0)
+    assert batched.temperature == 1.0
+    for i, prompt in enumerate(PROMPTS):
+        single = generate(model, tok, [prompt], max_new_tokens=12, temperature=0)
+        length = single.completion_ids.shape[1]
+        assert torch.equal(single.completion_ids[0], batched.completion_ids[i, :length])
+        assert torch.allclose(single.logprobs[0], batched.logprobs[i, :length], atol=ATOL)
+        assert single.texts[0] == batched.texts[i]
+    top1 = generate(model, tok, PROMPTS, num_samples=2, max_new_tokens=12, temperature=1.0, top_k=1, seed=3)
+    assert torch.equal(top1.completion_ids, batched.completion_ids.repeat_interleave(2, dim=0))
+
+
+def test_token_id_prompts_and_seeds(tiny_backbone):
+    model, tok = tiny_backbone.model, tiny_backbone.tokenizer
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    kwargs = dict(num_samples=2, max_new_tokens=10, stop_token_ids=[])
+    a = generate(model, tok, PROMPTS, seed=7, **kwargs)
+    b = generate(model, tok, ids, seed=7, **kwargs)
+    c = generate(model, tok, PROMPTS, generator=torch.Generator().manual_seed(8), **kwargs)
+    assert torch.equal(a.completion_ids, b.completion_ids)
+    assert not torch.equal(a.completion_ids, c.completion_ids)
+
+
+def test_shared_prompt_runs_each_prompt_once(tiny_backbone):
+    model, tok = tiny_backbone.model, tiny_backbone.tokenizer
+    shapes = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, inp, out: shapes.append(tuple(inp[0].shape)))
+    n = 4
+    try:
+        shared = generate(model, tok, PROMPTS, num_samples=n, max_new_tokens=8, seed=5, stop_token_ids=[])
+        calls_shared = list(shapes)
+        shapes.clear()
+        naive = generate(
+            model, tok, PROMPTS, num_samples=n, max_new_tokens=8, seed=5, stop_token_ids=[], share_prompt=False
+        )
+        calls_naive = list(shapes)
+    finally:
+        hook.remove()
+    prompt_len = shared.prompt_ids.shape[1]
+    assert calls_shared[0] == (len(PROMPTS), prompt_len)  # one prompt forward, B rows
+    assert calls_shared[1:] == [(len(PROMPTS) * n, 1)] * 7  # then one token per sample per step
+    assert calls_naive[0] == (len(PROMPTS) * n, prompt_len)
+    # Same seed, same distributions: the same samples and log-probs as the naive path.
+    assert torch.equal(shared.completion_ids, naive.completion_ids)
+    assert torch.allclose(shared.logprobs, naive.logprobs, atol=ATOL)
+
+
+def test_gradients_reach_only_lora_parameters(tiny_backbone):
+    model = add_lora(tiny_backbone, r=4, per_role=True)
+    tok = tiny_backbone.tokenizer
+    _perturb(adapter_parameters(model, "extract"))  # B = 0 at init would hide A's gradient
+    rollout = generate(model, tok, PROMPTS, num_samples=2, max_new_tokens=6, seed=0)
+    logprobs, entropy = sequence_logprobs(
+        model, *rollout.sample_prompts(), rollout.completion_ids, rollout.completion_mask, return_entropy=True
+    )
+    (-(logprobs.sum()) - 0.01 * entropy.sum()).backward()
+    for name, param in model.named_parameters():
+        if "lora_" not in name:
+            assert param.grad is None, name
+    active = adapter_parameters(model, "extract")
+    assert active and all(p.grad is not None and p.grad.abs().sum() > 0 for p in active)
+    assert all(p.grad is None for p in adapter_parameters(model, "manage"))  # inactive adapter
+
+
+def test_entropy_matches_the_distribution(tiny_backbone):
+    model, tok = tiny_backbone.model, tiny_backbone.tokenizer
+    rollout = generate(model, tok, PROMPTS[:1], max_new_tokens=5, stop_token_ids=[], seed=0)
+    full = torch.cat([rollout.prompt_ids, rollout.completion_ids], dim=1)
+    with torch.no_grad():
+        logits = model(input_ids=full).logits[0, rollout.prompt_ids.shape[1] - 1 : -1] / 0.5
+        _, entropy = sequence_logprobs(
+            model, rollout.prompt_ids, rollout.prompt_mask, rollout.completion_ids, rollout.completion_mask,
+            temperature=0.5, return_entropy=True,
+        )
+    expected = torch.distributions.Categorical(logits=logits).entropy()
+    assert torch.allclose(entropy[0], expected, atol=ATOL)
+
+
+def test_chunking_and_reference_policy(tiny_backbone):
+    tok = tiny_backbone.tokenizer
+    base_rollout_logprobs = None
+    model = add_lora(tiny_backbone, r=4)
+    rollout = generate(model, tok, PROMPTS, num_samples=2, max_new_tokens=8, seed=2, stop_token_ids=_stop_ids(tok))
+    args = (*rollout.sample_prompts(), rollout.completion_ids, rollout.completion_mask)
+    with torch.no_grad():
+        base_rollout_logprobs = sequence_logprobs(model, *args)  # LoRA B = 0: policy == base
+    _perturb(adapter_parameters(model, "policy"))
+    policy = sequence_logprobs(model, *args)
+    chunked = sequence_logprobs(model, *args, chunk_size=4)
+    reference = reference_logprobs(model, *args, chunk_size=5)
+    assert torch.allclose(policy, chunked, atol=1e-5)
+    assert not reference.requires_grad and policy.requires_grad
+    assert torch.allclose(reference, base_rollout_logprobs, atol=1e-5)
+    assert not torch.allclose(policy, reference, atol=1e-3)
+    assert model.active_adapter == "policy"  # the adapter is back on after the reference pass
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_samples": 0}, "num_samples"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"seed": 1, "generator": torch.Generator()}, "seed or generator"),
+    ],
+)
+def test_bad_settings_raise(tiny_backbone, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        generate(tiny_backbone.model, tiny_backbone.tokenizer, ["x"], **kwargs)
+
+
+def test_bad_prompts_raise(tiny_backbone):
+    with pytest.raises(ValueError):
+        generate(tiny_backbone.model, tiny_backbone.tokenizer, [])
+    with pytest.raises(ValueError):
+        generate(tiny_backbone.model, tiny_backbone.tokenizer, "a bare string")
+    with pytest.raises(ValueError, match="empty"):
+        generate(tiny_backbone.model, tiny_backbone.tokenizer, ["ok", ""])
