@@ -42,7 +42,8 @@ class LLMAgent:
     """Acts in MemorySession-v0 with a causal LM: extract, manage and answer by prompt.
 
     Args:
-        backbone: the model and tokenizer (its model may already hold LoRA adapters).
+        backbone: the model and tokenizer; its model may hold LoRA adapters already
+            (after :func:`agents.lora.add_lora` or :func:`agents.lora.load_adapter`).
         adapter_path: a PEFT adapter directory to load (frozen) as ``adapter_name``.
         adapter_name: the name the loaded adapter gets; ``"policy"`` serves extract and
             manage, ``"answer"`` the answer role (see :func:`agents.lora.role_adapter`).

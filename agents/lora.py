@@ -62,7 +62,8 @@ def add_lora(
     Layout: ``("policy",)`` by default, ``("extract", "manage")`` with ``per_role``, plus
     ``"answer"`` with ``answer_adapter``; or exactly ``names`` (not combinable with the
     two flags). The first adapter is active. Base weights are frozen; every adapter's
-    weights are trainable. peft injects the LoRA layers into ``backbone.model`` in place.
+    weights are trainable. peft injects the LoRA layers into the model in place, and
+    ``backbone.model`` becomes the returned ``PeftModel`` so the backbone stays coherent.
     """
     from peft import LoraConfig, get_peft_model
 
@@ -94,6 +95,7 @@ def add_lora(
     for name in names:
         for param in adapter_parameters(model, name):
             param.requires_grad_(True)
+    backbone.model = model
     return model
 
 
@@ -125,29 +127,38 @@ def role_adapter(model: torch.nn.Module, role: str) -> str | None:
 def use_adapter(model: torch.nn.Module, name: str | None) -> Iterator[torch.nn.Module]:
     """Within the block, run ``model`` with adapter ``name`` active (None: adapters disabled).
 
-    The previously active adapter is restored on exit. Unlike peft's ``set_adapter``,
-    switching never changes which parameters are trainable.
+    The previously active adapter is restored on exit. Unlike peft's ``set_adapter`` and
+    ``disable_adapter`` (which both mark the active adapter trainable), switching never
+    changes which parameters are trainable: a frozen adapter stays frozen.
     """
+    if not _is_peft(model):
+        if name is not None:
+            raise ValueError(f"model has no adapters, so it cannot use adapter {name!r}")
+        yield model
+        return
+    if name is not None and name not in adapter_names(model):
+        raise ValueError(f"model has no adapter {name!r}; it has {adapter_names(model)}")
+    flags = {p: p.requires_grad for n, p in model.named_parameters() if "lora_" in n}
+
+    def restore_flags() -> None:
+        for param, flag in flags.items():
+            param.requires_grad_(flag)
+
     if name is None:
-        if _is_peft(model):
+        try:
             with model.disable_adapter():
                 yield model
-        else:
-            yield model
+        finally:
+            restore_flags()
         return
-    if name not in adapter_names(model):
-        raise ValueError(f"model has no adapter {name!r}; it has {adapter_names(model)}")
     previous = model.active_adapter
-    flags = {p: p.requires_grad for n, p in model.named_parameters() if "lora_" in n}
     model.set_adapter(name)
-    for param, flag in flags.items():
-        param.requires_grad_(flag)
+    restore_flags()
     try:
         yield model
     finally:
         model.set_adapter(previous)
-        for param, flag in flags.items():
-            param.requires_grad_(flag)
+        restore_flags()
 
 
 def save_adapter(model: torch.nn.Module, path: str | Path, adapter_name: str) -> Path:
@@ -177,9 +188,9 @@ def load_adapter(
 ):
     """Load a PEFT adapter saved at ``path`` and return the ``PeftModel``.
 
-    ``target`` is a Backbone (its model gets wrapped; the adapter becomes active) or a
-    ``PeftModel`` that already holds other adapters (the adapter is added, not activated).
-    ``is_trainable=False`` loads it frozen.
+    ``target`` is a Backbone (a plain model gets wrapped, becomes ``backbone.model`` and
+    has the adapter active; a wrapped one gets the adapter added) or a ``PeftModel``
+    (the adapter is added, not activated). ``is_trainable=False`` loads it frozen.
     """
     from peft import PeftModel
 
@@ -190,9 +201,10 @@ def load_adapter(
         if _is_peft(target.model):
             target = target.model
         else:
-            return PeftModel.from_pretrained(
+            target.model = PeftModel.from_pretrained(
                 target.model, str(path), adapter_name=adapter_name, is_trainable=is_trainable
             )
+            return target.model
     if not _is_peft(target):
         raise TypeError(f"target must be a Backbone or a PeftModel, got {type(target).__name__}")
     if adapter_name in adapter_names(target):

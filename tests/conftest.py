@@ -27,3 +27,19 @@ def tiny_tokenizer():
     from agents.backbone import tiny_tokenizer as build
 
     return build()
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """Run a test module with one torch thread, restoring the count afterwards.
+
+    Tiny models gain nothing from more threads, and on a busy 2-core machine two
+    threads spin against each other (the agent tests ran 7x slower that way).
+    Use with ``pytestmark = pytest.mark.usefixtures("single_torch_thread")``.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,4 +1,4 @@
-"""Tests for agents.backbone: the tiny test model, dtype/device handling, offline loading."""
+"""Tests for agents.backbone (tiny model, dtypes, offline loading, cache) and agents.lora."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import pytest
 import torch
 
 from agents import backbone as bb
+from agents import lora
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _logits(backbone, text="Hello, memory!"):
@@ -160,3 +163,107 @@ def test_real_smollm2_loads():
 
     rollout = generate(backbone.model, backbone.tokenizer, [prompt], max_new_tokens=12, temperature=0)
     assert "Paris" in rollout.texts[0]
+
+
+# ------------------------------------------------------------------------------ LoRA
+
+
+def _perturb_adapter(model, name, seed, scale=0.2):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in lora.adapter_parameters(model, name):
+            p.copy_(torch.randn(p.shape, generator=gen) * scale)
+
+
+def test_add_lora_layouts_and_role_adapters(tiny_backbone):
+    assert [lora.role_adapter(tiny_backbone.model, r) for r in lora.ROLES] == [None, None, None]
+    shared = lora.add_lora(tiny_backbone)
+    assert tiny_backbone.model is shared and lora.adapter_names(shared) == ("policy",)
+    with pytest.raises(ValueError, match="already holds adapters"):
+        lora.add_lora(tiny_backbone)
+    assert [lora.role_adapter(shared, r) for r in lora.ROLES] == ["policy", "policy", None]
+    trainable = {n for n, p in shared.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n and ".policy." in n for n in trainable)
+    targets = {n.split(".")[-4] for n in trainable}
+    assert targets == set(lora.LLAMA_TARGET_MODULES)
+
+    per_role = lora.add_lora(bb.tiny_backbone(), per_role=True, answer_adapter=True)
+    assert lora.adapter_names(per_role) == ("extract", "manage", "answer")
+    assert [lora.role_adapter(per_role, r) for r in lora.ROLES] == ["extract", "manage", "answer"]
+    for name in ("extract", "manage", "answer"):
+        assert all(p.requires_grad for p in lora.adapter_parameters(per_role, name))
+    with pytest.raises(ValueError, match="not both"):
+        lora.add_lora(bb.tiny_backbone(), names=("a",), per_role=True)
+    with pytest.raises(ValueError, match="unknown role"):
+        lora.role_adapter(shared, "judge")
+
+
+def test_use_adapter_switches_and_keeps_trainability(tiny_backbone):
+    base_logits = _logits(tiny_backbone)
+    model = lora.add_lora(tiny_backbone, r=4, per_role=True)
+    _perturb_adapter(model, "extract", seed=1)
+    _perturb_adapter(model, "manage", seed=2)
+    for p in lora.adapter_parameters(model, "manage"):
+        p.requires_grad_(False)  # a frozen adapter must stay frozen through any switch
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    view = bb.Backbone(model, tiny_backbone.tokenizer, "tiny", tiny_backbone.device)
+    extract_logits = _logits(view)  # "extract" is active after add_lora
+    with lora.use_adapter(model, "manage"):
+        manage_logits = _logits(view)
+        assert model.active_adapter == "manage"
+    with lora.use_adapter(model, None):
+        reference_logits = _logits(view)
+    assert model.active_adapter == "extract"
+    assert torch.equal(_logits(view), extract_logits)
+    assert torch.allclose(reference_logits, base_logits, atol=1e-6)  # reference = base, no copy
+    assert not torch.allclose(manage_logits, extract_logits, atol=1e-3)
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    with pytest.raises(ValueError, match="no adapter 'answer'"):
+        with lora.use_adapter(model, "answer"):
+            pass
+
+
+def test_adapter_save_load_round_trip_is_exact(tmp_path, tiny_backbone):
+    from peft import PeftModel
+
+    model = lora.add_lora(tiny_backbone, r=4, per_role=True)
+    _perturb_adapter(model, "manage", seed=3)
+    path = lora.save_adapter(model, tmp_path / "manage", "manage")
+    assert sorted(p.name for p in path.iterdir()) == sorted(lora.ADAPTER_FILES)
+    view = bb.Backbone(model, tiny_backbone.tokenizer, "tiny", tiny_backbone.device)
+    with lora.use_adapter(model, "manage"):
+        expected = _logits(view)
+        saved = {n.replace(".manage.", "."): p for n, p in model.named_parameters() if ".manage." in n}
+
+    fresh = bb.tiny_backbone()
+    reread = PeftModel.from_pretrained(fresh.model, str(path))  # the standard reader
+    loaded = {n.replace(".default.", "."): p for n, p in reread.named_parameters() if "lora_" in n}
+    assert saved.keys() == loaded.keys() and all(torch.equal(saved[k], loaded[k]) for k in saved)
+    assert torch.equal(_logits(bb.Backbone(reread, fresh.tokenizer, "tiny", fresh.device)), expected)
+
+    other = bb.tiny_backbone()
+    frozen = lora.load_adapter(other, path, adapter_name="manage")
+    assert not any(p.requires_grad for p in frozen.parameters())
+    assert lora.role_adapter(frozen, "manage") == "manage"
+    trainable = lora.load_adapter(frozen, path, adapter_name="answer", is_trainable=True)
+    assert trainable is frozen and lora.adapter_names(frozen) == ("manage", "answer")
+    assert all(p.requires_grad for p in lora.adapter_parameters(frozen, "answer"))
+    with pytest.raises(ValueError, match="already holds"):
+        lora.load_adapter(frozen, path, adapter_name="answer")
+    with pytest.raises(FileNotFoundError):
+        lora.load_adapter(bb.tiny_backbone(), tmp_path / "missing")
+
+
+def test_merge_for_inference_leaves_the_policy_untouched(tiny_backbone):
+    base_logits = _logits(tiny_backbone)
+    model = lora.add_lora(tiny_backbone, r=4)
+    _perturb_adapter(model, "policy", seed=4)
+    view = bb.Backbone(model, tiny_backbone.tokenizer, "tiny", tiny_backbone.device)
+    adapted = _logits(view)
+    merged = lora.merge_for_inference(model)
+    assert type(merged).__name__ == "LlamaForCausalLM" and not lora.adapter_names(merged)
+    merged_view = bb.Backbone(merged, tiny_backbone.tokenizer, "merged", torch.device("cpu"))
+    assert torch.allclose(_logits(merged_view), adapted, atol=1e-5)
+    assert torch.equal(_logits(view), adapted)
+    with lora.use_adapter(model, None):
+        assert torch.allclose(_logits(view), base_logits, atol=1e-6)

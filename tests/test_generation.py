@@ -14,6 +14,8 @@ from agents.generation import (
 )
 from agents.lora import add_lora, adapter_parameters
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 PROMPTS = [
     "<|im_start|>user\nWhere does Alice live?<|im_end|>\n<|im_start|>assistant\n",
     "Hi",
@@ -177,7 +179,6 @@ def test_entropy_matches_the_distribution(tiny_backbone):
 
 def test_chunking_and_reference_policy(tiny_backbone):
     tok = tiny_backbone.tokenizer
-    base_rollout_logprobs = None
     model = add_lora(tiny_backbone, r=4)
     rollout = generate(model, tok, PROMPTS, num_samples=2, max_new_tokens=8, seed=2, stop_token_ids=_stop_ids(tok))
     args = (*rollout.sample_prompts(), rollout.completion_ids, rollout.completion_mask)

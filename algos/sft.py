@@ -1,0 +1,205 @@
+"""Supervised warm start from demonstrations (the Memory-SFT baseline of Memory-R2).
+
+Demonstrations are (observation, action) pairs: by default the synthetic world's gold
+facts (extract turns) and gold operations (manage turns), recorded by running the oracle
+agent; any agent's trajectories work the same (``record_demonstrations(agent=...)``).
+Training is next-token cross-entropy on the action tokens only, through the same role
+prompts the RL policy uses, into the same LoRA adapter.
+
+    python -m algos.sft --env MemorySession-v0 --model tiny --steps 200 --output-dir runs/sft
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from algos.cli import parse_args
+
+COMPACT = (",", ":")
+
+
+def _fact_index_ops(obs: str, action: str) -> str:
+    """Rewrite ADD/UPDATE texts that repeat an extracted fact as ``{"fact": i}`` references."""
+    facts = [f["text"] for f in json.loads(obs).get("facts", [])]
+    ops = json.loads(action)["operations"]
+    out = []
+    for op in ops:
+        op = {k: v for k, v in op.items() if k != "speaker"}
+        if op.get("op") in ("ADD", "UPDATE") and op.get("text") in facts:
+            op["fact"] = facts.index(op.pop("text"))
+        out.append(op)
+    return json.dumps({"operations": out}, separators=COMPACT)
+
+
+def record_demonstrations(
+    make_env: Callable[[], Any],
+    conversations: Sequence[Any],
+    *,
+    agent: Any | None = None,
+    roles: Sequence[str] = ("extract", "manage"),
+    fact_indices: bool = True,
+) -> list[tuple[str, str]]:
+    """(observation, action) pairs of ``agent`` (default: the oracle) on the given conversations.
+
+    With ``fact_indices``, manage actions refer to extracted facts by index (shorter targets).
+    """
+    if agent is None:
+        from memenv.scripted import OracleAgent
+
+        agent = OracleAgent()
+    pairs = []
+    for key in conversations:
+        env = make_env()
+        obs, info = env.reset(options={"conversation": key})
+        done = False
+        while not done:
+            action = agent.act(obs, info)
+            role = info["role"]
+            if role in roles:
+                target = action
+                if role == "manage" and fact_indices:
+                    target = _fact_index_ops(obs, action)
+                elif role == "extract":
+                    target = json.dumps({"facts": [f["text"] if isinstance(f, dict) else f
+                                                   for f in json.loads(action)["facts"]]}, separators=(", ", ": "))
+                pairs.append((obs, target))
+            obs, _, done, _, info = env.step(action)
+    return pairs
+
+
+def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], *, max_prompt_tokens: int) -> list[tuple[list[int], list[int]]]:
+    """Token ids of (role prompt, target + end-of-turn) for each pair."""
+    from agents.prompts import render_prompt
+
+    eos = tokenizer.eos_token or ""
+    out = []
+    for obs, target in pairs:
+        prompt = render_prompt(tokenizer, obs, max_prompt_tokens=max_prompt_tokens)
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        t = tokenizer(target + eos, add_special_tokens=False)["input_ids"]
+        out.append((p, t))
+    return out
+
+
+def sft_loss(model, batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> torch.Tensor:
+    """Mean cross-entropy of the target tokens given their prompts (prompt tokens are not scored)."""
+    device = next(model.parameters()).device
+    length = max(len(p) + len(t) for p, t in batch)
+    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), length), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), length), dtype=torch.long)
+    for i, (p, t) in enumerate(batch):
+        seq = p + t
+        ids[i, : len(seq)] = torch.tensor(seq)
+        labels[i, len(p): len(seq)] = torch.tensor(t)
+        mask[i, : len(seq)] = 1
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+    return out.loss
+
+
+def train_sft(
+    model,
+    tokenizer,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    steps: int,
+    batch_size: int = 8,
+    learning_rate: float = 1e-3,
+    max_prompt_tokens: int = 2048,
+    seed: int = 0,
+    on_step: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Train the model's trainable (LoRA) parameters on the pairs; returns the loss per step."""
+    if steps < 0 or batch_size < 1:
+        raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {steps}, {batch_size}")
+    if not pairs:
+        raise ValueError("no demonstrations to train on")
+    encoded = encode_pairs(tokenizer, pairs, max_prompt_tokens=max_prompt_tokens)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (add a LoRA adapter first)")
+    optimizer = torch.optim.AdamW(params, lr=learning_rate)
+    rng = np.random.default_rng(seed)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    losses = []
+    for step in range(steps):
+        idx = rng.choice(len(encoded), size=min(batch_size, len(encoded)), replace=False)
+        loss = sft_loss(model, [encoded[i] for i in idx], pad_id)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        losses.append(float(loss))
+        if on_step is not None:
+            on_step(step, losses[-1])
+    return losses
+
+
+@dataclass
+class SFTArgs:
+    env: str = field(default="MemorySession-v0", metadata={"help": "environment id whose gold annotations give the demonstrations"})
+    num_sessions: int | None = field(default=None, metadata={"help": "sessions per synthetic world (none: the env's default)"})
+    model: str = field(default="tiny", metadata={"help": "backbone: 'tiny', 'smollm2-135m', a HF directory or a .gguf file"})
+    output_dir: str = field(default="runs/sft", metadata={"help": "where the adapter (PEFT format) and losses are written"})
+    num_worlds: int = field(default=32, metadata={"help": "training worlds (seeds from the training range)"})
+    roles: tuple[str, ...] = field(default=("extract", "manage"), metadata={"help": "roles to imitate"})
+    steps: int = field(default=200, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=8, metadata={"help": "demonstrations per step"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    max_prompt_tokens: int = field(default=2048, metadata={"help": "prompts are trimmed by relevance to this many tokens"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+
+    def __post_init__(self) -> None:
+        bad = set(self.roles) - {"extract", "manage"}
+        if bad:
+            raise ValueError(f"--roles takes extract and/or manage, got {sorted(bad)}")
+        if self.steps < 1 or self.batch_size < 1 or self.num_worlds < 1:
+            raise ValueError("--steps, --batch-size and --num-worlds must be >= 1")
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    import gymnasium as gym
+    from rich.progress import Progress
+
+    import memenv  # noqa: F401
+    from agents.backbone import load_backbone
+    from agents.lora import POLICY_ADAPTER, add_lora, save_adapter
+    from algos.logo_grpo import TRAIN_SEED_OFFSET
+
+    args = parse_args(SFTArgs, argv, description=__doc__, prog="python -m algos.sft")
+    torch.manual_seed(args.seed)
+    kwargs = {} if args.num_sessions is None else {"num_sessions": args.num_sessions}
+    worlds = [TRAIN_SEED_OFFSET + i for i in range(args.num_worlds)]
+    pairs = record_demonstrations(lambda: gym.make(args.env, **kwargs), worlds, roles=args.roles)
+    backbone = load_backbone(args.model)
+    model = add_lora(backbone, r=args.lora_r, alpha=2 * args.lora_r)
+    start = time.perf_counter()
+    with Progress() as progress:
+        task = progress.add_task("SFT", total=args.steps)
+
+        def on_step(step: int, loss: float) -> None:
+            progress.update(task, advance=1, description=f"SFT loss {loss:.3f}")
+
+        losses = train_sft(model, backbone.tokenizer, pairs, steps=args.steps, batch_size=args.batch_size,
+                           learning_rate=args.learning_rate, max_prompt_tokens=args.max_prompt_tokens,
+                           seed=args.seed, on_step=on_step)
+    out = Path(args.output_dir)
+    save_adapter(model, out / "adapter", POLICY_ADAPTER)
+    (out / "sft_losses.json").write_text(json.dumps({"losses": losses, "demonstrations": len(pairs),
+                                                      "seconds": time.perf_counter() - start}))
+    print(f"{len(pairs)} demonstrations, loss {losses[0]:.3f} -> {losses[-1]:.3f}; adapter in {out / 'adapter'}")
+    return out / "adapter"
+
+
+if __name__ == "__main__":
+    main()

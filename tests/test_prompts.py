@@ -1,0 +1,207 @@
+"""Tests for agents.prompts: role prompts, relevance trimming, answer parsing."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from agents.prompts import (
+    ANSWER_SYSTEM_DIRECT,
+    ANSWER_SYSTEM_DISTILL,
+    EXTRACT_SYSTEM,
+    MANAGE_SYSTEM,
+    count_tokens,
+    memory_drop_order,
+    parse_answer,
+    parse_relevant_ids,
+    render_prompt,
+)
+
+BIG = 100_000
+
+
+def _memory(i, speaker):
+    return {"id": f"m{i}", "text": f"{speaker} fact number {i} is here.", "speaker": speaker, "session": 0,
+            "date": "8 May 2023"}
+
+
+def _base(role):
+    return {"role": role, "session": 2, "num_sessions": 8, "date": "8 May 2023", "speakers": ["Alice", "Bob"]}
+
+
+def answer_obs(per_speaker=10):
+    alice = [_memory(i, "Alice") for i in range(per_speaker)]
+    bob = [_memory(100 + i, "Bob") for i in range(per_speaker)]
+    # As the environment builds it: top-k for each speaker, best first, concatenated.
+    return {**_base("answer"), "question_id": "q1", "question": "Where does Alice live?",
+            "memories": alice + bob, "memory_size": 2 * per_speaker}
+
+
+def manage_obs():
+    memories = [_memory(i, "Alice") for i in range(8)]
+    facts = [
+        {"index": 0, "text": "Alice moved to Lyon on 3 May 2023.", "speaker": "Alice", "related": ["m5", "m1", "m7"]},
+        {"index": 1, "text": "Alice adopted a cat.", "speaker": "Alice", "related": ["m2", "m5", "m0"]},
+        {"index": 2, "text": "Bob plays chess.", "speaker": "Bob", "related": []},
+    ]
+    return {**_base("manage"), "facts": facts, "memories": memories, "memory_size": 8}
+
+
+def extract_obs(num_turns=12):
+    turns = [{"speaker": "Alice" if i % 2 == 0 else "Bob", "text": f"Turn {i}: I went hiking yesterday.",
+              "dia_id": f"D3:{i + 1}"} for i in range(num_turns)]
+    return {**_base("extract"), "turns": turns, "memories": [_memory(i, "Alice") for i in range(4)]}
+
+
+def _lines(prompt):
+    return prompt.split("\n")
+
+
+def _kept_memory_ids(prompt):
+    return [line.split("]")[0][1:] for line in _lines(prompt) if line.startswith("[m")]
+
+
+@pytest.mark.parametrize(
+    "obs, system",
+    [(extract_obs(), EXTRACT_SYSTEM), (manage_obs(), MANAGE_SYSTEM), (answer_obs(), ANSWER_SYSTEM_DISTILL)],
+)
+def test_full_prompt_holds_every_record(tiny_tokenizer, obs, system):
+    prompt = render_prompt(tiny_tokenizer, json.dumps(obs), max_prompt_tokens=BIG)
+    assert prompt.startswith(f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n")
+    assert prompt.endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert "Session 3 of 8, date: 8 May 2023." in prompt
+    for memory in obs["memories"]:
+        assert f"[{memory['id']}] (8 May 2023) {memory['text']}" in _lines(prompt)
+    for turn in obs.get("turns", []):
+        assert f"{turn['speaker']}: {turn['text']}" in _lines(prompt)
+
+
+def test_manage_prompt_lists_facts_with_related_ids(tiny_tokenizer):
+    prompt = render_prompt(tiny_tokenizer, json.dumps(manage_obs()), max_prompt_tokens=BIG)
+    assert "1. Alice moved to Lyon on 3 May 2023. (related: m5, m1, m7)" in _lines(prompt)
+    assert "3. Bob plays chess. (related: none)" in _lines(prompt)
+    assert '{"operations": [' in prompt
+
+
+def test_answer_prompt_distill_option_and_role_override(tiny_tokenizer):
+    obs = json.dumps(answer_obs(2))
+    direct = render_prompt(tiny_tokenizer, obs, max_prompt_tokens=BIG, distill=False)
+    assert ANSWER_SYSTEM_DIRECT in direct and "Relevant:" not in direct
+    assert "Question: Where does Alice live?" in direct
+    as_extract = render_prompt(tiny_tokenizer, obs, max_prompt_tokens=BIG, role="extract")
+    assert EXTRACT_SYSTEM in as_extract
+
+
+def test_answer_trimming_drops_lowest_ranks_evenly_per_speaker(tiny_tokenizer):
+    obs = answer_obs(10)
+    full = render_prompt(tiny_tokenizer, json.dumps(obs), max_prompt_tokens=BIG)
+    line_tokens = count_tokens(tiny_tokenizer, "\n" + "[m0] (8 May 2023) Alice fact number 0 is here.")
+    budget = count_tokens(tiny_tokenizer, full) - 7 * line_tokens
+    prompt = render_prompt(tiny_tokenizer, json.dumps(obs), max_prompt_tokens=budget)
+    assert count_tokens(tiny_tokenizer, prompt) <= budget
+    kept = _kept_memory_ids(prompt)
+    # Dropped: ranks 9, 8, 7 of both speakers and rank 6 of the later one (Bob), by relevance.
+    assert kept == [f"m{i}" for i in range(7)] + [f"m{100 + i}" for i in range(6)]
+    assert "Question: Where does Alice live?" in prompt
+
+
+def test_trimmed_prompts_fit_and_keep_whole_records(tiny_tokenizer):
+    for obs in (answer_obs(6), manage_obs(), extract_obs()):
+        full = render_prompt(tiny_tokenizer, json.dumps(obs), max_prompt_tokens=BIG)
+        full_length = count_tokens(tiny_tokenizer, full)
+        memories = {f"[{m['id']}] (8 May 2023) {m['text']}" for m in obs["memories"]}
+        turns = {f"{t['speaker']}: {t['text']}" for t in obs.get("turns", [])}
+        facts = {f["text"] for f in obs.get("facts", [])}
+        fitted = 0
+        for budget in range(full_length, 0, -37):
+            try:
+                prompt = render_prompt(tiny_tokenizer, json.dumps(obs), max_prompt_tokens=budget)
+            except ValueError:
+                continue
+            fitted += 1
+            assert count_tokens(tiny_tokenizer, prompt) <= budget
+            # Every record line is a whole record: never cut in the middle.
+            for line in _lines(prompt):
+                if line.startswith("[m"):
+                    assert line in memories
+                elif line.startswith(("Alice: ", "Bob: ")):
+                    assert line in turns
+                elif re.match(r"\d+\. ", line):
+                    assert line.split(". ", 1)[1].split(" (related:")[0] in facts
+        assert fitted > 3
+
+
+def test_manage_trimming_drops_memories_then_facts(tiny_tokenizer):
+    obs = manage_obs()
+    assert memory_drop_order(obs, "manage")[:4] == [6, 4, 3, 7]  # unreferenced first, then worst rank
+    full = render_prompt(tiny_tokenizer, json.dumps(obs), max_prompt_tokens=BIG)
+    budget = count_tokens(tiny_tokenizer, full) - 5 * 45
+    prompt = render_prompt(tiny_tokenizer, json.dumps(obs), max_prompt_tokens=budget)
+    kept = _kept_memory_ids(prompt)
+    assert set(kept) <= {"m5", "m1", "m2", "m7", "m0"} and "m5" in kept and "m2" in kept
+    for fact in obs["facts"]:
+        assert fact["text"] in prompt  # facts go only after every memory
+    for line in _lines(prompt):
+        if "(related:" in line:  # related ids point only at memories still shown
+            ids = line.split("(related:")[1].strip(" )").split(", ")
+            assert ids == ["none"] or set(ids) <= set(kept)
+    # The budget of a prompt with no memories and only the first fact keeps exactly that.
+    first_fact_only = {**obs, "memories": [], "facts": obs["facts"][:1]}
+    first_fact_prompt = render_prompt(tiny_tokenizer, json.dumps(first_fact_only), max_prompt_tokens=BIG)
+    budget = count_tokens(tiny_tokenizer, first_fact_prompt)
+    minimal = render_prompt(tiny_tokenizer, json.dumps(obs), max_prompt_tokens=budget)
+    assert _kept_memory_ids(minimal) == []
+    assert "1. Alice moved to Lyon on 3 May 2023. (related: none)" in _lines(minimal)
+    assert "Alice adopted a cat" not in minimal and "Bob plays chess" not in minimal
+
+
+def test_extract_trimming_drops_memories_then_oldest_turns(tiny_tokenizer):
+    obs = extract_obs(12)
+    full = render_prompt(tiny_tokenizer, json.dumps(obs), max_prompt_tokens=BIG)
+    budget = count_tokens(tiny_tokenizer, full) - 250
+    prompt = render_prompt(tiny_tokenizer, json.dumps(obs), max_prompt_tokens=budget)
+    assert _kept_memory_ids(prompt) == [] and "Known memories: none." in prompt
+    turn_lines = [line for line in _lines(prompt) if line.startswith(("Alice: Turn", "Bob: Turn"))]
+    kept_turns = [int(line.split("Turn ")[1].split(":")[0]) for line in turn_lines]
+    assert kept_turns == list(range(12 - len(kept_turns), 12)) and 0 < len(kept_turns) < 12
+
+
+def test_prompt_too_small_or_bad_input_raises(tiny_tokenizer):
+    with pytest.raises(ValueError, match="max_prompt_tokens=50"):
+        render_prompt(tiny_tokenizer, json.dumps(answer_obs(2)), max_prompt_tokens=50)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        render_prompt(tiny_tokenizer, "{oops", max_prompt_tokens=BIG)
+    with pytest.raises(ValueError, match="unknown role 'judge'"):
+        render_prompt(tiny_tokenizer, json.dumps({"role": "judge"}), max_prompt_tokens=BIG)
+    with pytest.raises(ValueError, match="JSON object"):
+        render_prompt(tiny_tokenizer, "[1, 2]", max_prompt_tokens=BIG)
+
+
+@pytest.mark.parametrize(
+    "text, answer",
+    [
+        ("Relevant: m3, m7\nAnswer: Lyon", "Lyon"),
+        ("Relevant: m3\nAnswer: 3 May 2023.\n", "3 May 2023."),
+        ("Relevant: m1, m2 Answer: Paris", "Paris"),
+        ("**Answer:** \"Lyon\"", "Lyon"),
+        ('{"answer": "Lyon"}', "Lyon"),
+        ('```json\n{"answer": "Lyon"}\n```', "Lyon"),
+        ("Lyon\nbecause of m3", "Lyon"),
+        ("Relevant: m1\nLyon", "Lyon"),
+        ("answer: first\nanswer: second", "second"),
+        ("Relevant: m1", ""),
+        ("", ""),
+    ],
+)
+def test_parse_answer(text, answer):
+    assert parse_answer(text) == answer
+
+
+def test_parse_relevant_ids():
+    assert parse_relevant_ids("Relevant: m3, m7, m3\nAnswer: Lyon") == ["m3", "m7"]
+    assert parse_relevant_ids("Relevant: m1 Answer: m2") == ["m1"]
+    assert parse_relevant_ids("Answer: Lyon") == []
+    with pytest.raises(TypeError):
+        parse_answer(None)
