@@ -18,6 +18,11 @@ a time (a record is never cut in the middle):
 2. then, as a last resort, manage drops facts from the end and extract drops the oldest
    dialogue turns. The answer prompt keeps its question.
 
+Two prompt styles render the same observation: ``"default"`` (full instructions, for real
+instruct models) and ``"compact"`` (one-line system prompts and terse records, for tiny
+byte-level test models where every character is a token). Compact manage prompts number
+the facts from 0, as the ``{"op": "ADD", "fact": 0}`` shorthand refers to them.
+
 This module needs no torch; any tokenizer with a chat template and ``__call__`` works.
 """
 
@@ -32,6 +37,9 @@ EXTRACT = "extract"
 MANAGE = "manage"
 ANSWER = "answer"
 ROLES = (EXTRACT, MANAGE, ANSWER)
+DEFAULT_STYLE = "default"
+COMPACT_STYLE = "compact"
+STYLES = (DEFAULT_STYLE, COMPACT_STYLE)
 # The synthetic worlds' gold answer for unanswerable questions (memenv.synthetic.UNKNOWN).
 UNKNOWN_ANSWER = "unknown"
 
@@ -67,6 +75,13 @@ The memories retrieved for the question are listed below, each with its id and t
 Give the answer in a few words (a name, a date, a place or a short phrase), not a full sentence. Use absolute dates. If the memories do not hold the answer, answer {UNKNOWN_ANSWER}.
 Reply in exactly this format:
 Answer: Lyon"""
+
+# Compact style: a few dozen bytes per system prompt, so a byte-level tiny model spends its
+# context (and CPU time) on the records rather than on instructions it cannot read.
+COMPACT_EXTRACT_SYSTEM = 'Extract facts. Reply JSON: {"facts": ["..."]}'
+COMPACT_MANAGE_SYSTEM = 'Memory manager. Per fact: ADD, UPDATE id, DELETE id or NOOP. Reply JSON: {"operations": [{"op": "ADD", "fact": 0}]}'
+COMPACT_ANSWER_SYSTEM_DISTILL = f"Answer from memories, or {UNKNOWN_ANSWER}. Reply:\nRelevant: m3\nAnswer: Lyon"
+COMPACT_ANSWER_SYSTEM_DIRECT = f"Answer from memories, or {UNKNOWN_ANSWER}. Reply:\nAnswer: Lyon"
 
 _ANSWER_RE = re.compile(r"answer\s*[:：]\s*([^\n]*)", re.IGNORECASE)
 _RELEVANT_RE = re.compile(r"^\s*\W*relevant(?: memories)?\W*\s*[:：]\s*([^\n]*)", re.IGNORECASE | re.MULTILINE)
@@ -131,20 +146,52 @@ def _answer_user(obs: dict) -> str:
     )
 
 
-_USER_BUILDERS: dict[str, Callable[[dict], str]] = {
-    EXTRACT: _extract_user,
-    MANAGE: _manage_user,
-    ANSWER: _answer_user,
+def _compact_memories(memories: list[dict]) -> str:
+    return "\n".join(f"[{m.get('id', '?')}] {m.get('text', '')}" for m in memories) or "none"
+
+
+def _compact_extract_user(obs: dict) -> str:
+    turns = obs.get("turns") or []
+    dialogue = "\n".join(f"{t.get('speaker', '?')}: {t.get('text', '')}" for t in turns) or "(no turns shown)"
+    return f"Date: {obs.get('date', 'unknown')}\nMemories:\n{_compact_memories(obs.get('memories') or [])}\nDialogue:\n{dialogue}"
+
+
+def _compact_manage_user(obs: dict) -> str:
+    memories = obs.get("memories") or []
+    shown = {m.get("id") for m in memories}
+    lines = []
+    for n, fact in enumerate(obs.get("facts") or []):
+        related = [r for r in fact.get("related") or [] if r in shown]
+        lines.append(f"{n}: {fact.get('text', '')} [{' '.join(related)}]")
+    return f"Memories:\n{_compact_memories(memories)}\nFacts:\n" + ("\n".join(lines) or "none")
+
+
+def _compact_answer_user(obs: dict) -> str:
+    return f"Memories:\n{_compact_memories(obs.get('memories') or [])}\nQuestion: {obs.get('question', '')}"
+
+
+_USER_BUILDERS: dict[str, dict[str, Callable[[dict], str]]] = {
+    DEFAULT_STYLE: {EXTRACT: _extract_user, MANAGE: _manage_user, ANSWER: _answer_user},
+    COMPACT_STYLE: {EXTRACT: _compact_extract_user, MANAGE: _compact_manage_user, ANSWER: _compact_answer_user},
 }
 
 
-def system_prompt(role: str, *, distill: bool = True) -> str:
-    """The system prompt of a role (``distill`` only matters for ``answer``)."""
+def _check_style(style: str) -> None:
+    if style not in STYLES:
+        raise ValueError(f"unknown prompt style {style!r}; choose one of {STYLES}")
+
+
+def system_prompt(role: str, *, distill: bool = True, style: str = DEFAULT_STYLE) -> str:
+    """The system prompt of a role in a style (``distill`` only matters for ``answer``)."""
+    _check_style(style)
+    compact = style == COMPACT_STYLE
     if role == EXTRACT:
-        return EXTRACT_SYSTEM
+        return COMPACT_EXTRACT_SYSTEM if compact else EXTRACT_SYSTEM
     if role == MANAGE:
-        return MANAGE_SYSTEM
+        return COMPACT_MANAGE_SYSTEM if compact else MANAGE_SYSTEM
     if role == ANSWER:
+        if compact:
+            return COMPACT_ANSWER_SYSTEM_DISTILL if distill else COMPACT_ANSWER_SYSTEM_DIRECT
         return ANSWER_SYSTEM_DISTILL if distill else ANSWER_SYSTEM_DIRECT
     raise ValueError(f"unknown role {role!r}; choose one of {ROLES}")
 
@@ -199,10 +246,10 @@ def count_tokens(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _render(tokenizer, obs: dict, role: str, distill: bool) -> str:
+def _render(tokenizer, obs: dict, role: str, distill: bool, style: str) -> str:
     messages = [
-        {"role": "system", "content": system_prompt(role, distill=distill)},
-        {"role": "user", "content": _USER_BUILDERS[role](obs)},
+        {"role": "system", "content": system_prompt(role, distill=distill, style=style)},
+        {"role": "user", "content": _USER_BUILDERS[style][role](obs)},
     ]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
@@ -225,13 +272,16 @@ def render_prompt(
     max_prompt_tokens: int,
     role: str | None = None,
     distill: bool = True,
+    style: str = DEFAULT_STYLE,
 ) -> str:
     """The chat-templated prompt for one observation, at most ``max_prompt_tokens`` long.
 
-    ``role`` defaults to ``obs["role"]``. Records are dropped by relevance until the prompt
-    fits (see the module docstring); ``ValueError`` when even the minimal prompt (system
-    prompt, header and, for answer, the question) does not fit.
+    ``role`` defaults to ``obs["role"]``; ``style`` is ``"default"`` or ``"compact"`` (see
+    the module docstring). Records are dropped by relevance until the prompt fits (see
+    the module docstring); ``ValueError`` when even the minimal prompt (system prompt,
+    header and, for answer, the question) does not fit.
     """
+    _check_style(style)
     obs = parse_observation(obs_json)
     role = role if role is not None else obs.get("role")
     if role not in ROLES:
@@ -242,7 +292,7 @@ def render_prompt(
     order = drop_order(obs, role)
 
     def render(num_dropped: int) -> tuple[str, int]:
-        text = _render(tokenizer, _without(obs, order[:num_dropped]), role, distill)
+        text = _render(tokenizer, _without(obs, order[:num_dropped]), role, distill, style)
         return text, count_tokens(tokenizer, text)
 
     text, length = render(0)

@@ -83,6 +83,8 @@ class Args:
     sft_warmup_steps: int = field(default=0, metadata={"help": "supervised steps on oracle demonstrations before RL"})
     init_adapter: str | None = field(default=None, metadata={"help": "start from this PEFT adapter (e.g. an SFT result)"})
     checkpoint_every: int = field(default=10, metadata={"help": "checkpoint every K updates (and at the end of each stage)"})
+    keep_checkpoints: int = field(default=3, metadata={"help": "how many of the latest checkpoints to keep"})
+    stop_after: int | None = field(default=None, metadata={"help": "leave after this many updates in this invocation (continue later with --resume)"})
     device: str | None = field(default=None, metadata={"help": "cuda / cpu (none: cuda when available)"})
     dtype: str | None = field(default=None, metadata={"help": "float32 / bfloat16 (none: bf16 on GPU, fp32 on CPU)"})
     demo: bool | None = field(default=None, metadata={"help": "short CPU demo settings (none: on when no GPU and no --model)"})
@@ -99,9 +101,12 @@ class Args:
         if not self.stages or any(s < 1 for s in self.stages):
             raise ValueError(f"--stages needs positive session counts, got {self.stages}")
         for name in ("updates_per_stage", "conversations_per_update", "ppo_epochs", "num_minibatches",
-                     "micro_batch_size", "max_new_tokens", "max_prompt_tokens", "checkpoint_every", "num_train_worlds"):
+                     "micro_batch_size", "max_new_tokens", "max_prompt_tokens", "checkpoint_every", "num_train_worlds",
+                     "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise ValueError(f"--stop-after must be >= 1, got {self.stop_after}")
         if self.local_weight < 0:
             raise ValueError(f"--local-weight must be >= 0, got {self.local_weight}")
         try:
@@ -218,7 +223,8 @@ def _rng_state(np_rng: np.random.Generator, torch_gen: torch.Generator) -> dict[
             "np_rng": np_rng.bit_generator.state, "sampling": torch_gen.get_state()}
 
 
-def save_checkpoint(out: Path, model, optimizer, state: dict, np_rng, torch_gen, adapter_names: Sequence[str]) -> Path:
+def save_checkpoint(out: Path, model, optimizer, state: dict, np_rng, torch_gen, adapter_names: Sequence[str],
+                    keep: int = 3) -> Path:
     """Write a checkpoint directory atomically and point ``checkpoints/latest`` at it."""
     from agents.lora import save_adapter
 
@@ -240,6 +246,8 @@ def save_checkpoint(out: Path, model, optimizer, state: dict, np_rng, torch_gen,
     pointer = root / ".latest.tmp"
     pointer.write_text(name)
     os.replace(pointer, root / "latest")
+    for old in sorted(root.glob("update-*"))[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -372,6 +380,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from algos import rollouts as R
 
     device = args.device or ("cuda" if has_gpu else "cpu")
+    if device == "cpu" and model_name == "tiny":
+        # a tiny model gains nothing from threads, and on a shared CPU they spin against each other
+        torch.set_num_threads(1)
     if device.startswith("cuda") and world > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     backbone = load_backbone(model_name, device=device, dtype=args.dtype)
@@ -428,6 +439,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[live]}"), console=console, disable=not args.progress or rank != 0)
     history = []
+    done_here = 0
     start_time = time.perf_counter()
     with progress:
         task = progress.add_task("LoGo-GRPO", total=total, completed=state["update"], live="")
@@ -471,12 +483,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 if rank == 0 and (state["update"] % args.checkpoint_every == 0 or end_of_stage):
                     if end_of_stage:
                         state = {"update": state["update"], "stage": stage_idx + 1, "update_in_stage": 0}
-                    save_checkpoint(out, model, optimizer, state, np_rng, sampling_gen, trained_adapters)
+                    save_checkpoint(out, model, optimizer, state, np_rng, sampling_gen, trained_adapters,
+                                    keep=args.keep_checkpoints)
                     if end_of_stage:
                         for adapter in trained_adapters:
                             save_adapter(model, out / f"stage-{horizon}" / adapter, adapter)
                 elif end_of_stage:
                     state = {"update": state["update"], "stage": stage_idx + 1, "update_in_stage": 0}
+                done_here += 1
+                if args.stop_after is not None and done_here >= args.stop_after:
+                    break
+            if args.stop_after is not None and done_here >= args.stop_after:
+                console.print(f"stopping after {done_here} updates (--stop-after); continue with --resume {out}")
+                break
     digest = adapter_digest(model)
     (out / f"adapter-digest-rank{rank}.txt").write_text(digest)
     if rank == 0:

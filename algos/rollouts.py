@@ -34,6 +34,7 @@ class Sample:
     session: int
     local: bool
     advantage: float = 0.0
+    group: tuple = ()  # ("global", conversation) or ("local", conversation, session)
     ref_logprobs: list[float] | None = None  # filled by the update
 
 
@@ -228,6 +229,7 @@ def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, loc
         for g, slot in enumerate(members):
             for sample in slot.samples:
                 sample.advantage = float(adv[g, sample.session])
+                sample.group = slot.group
                 samples.append(sample)
             episode = (slot.final_info or {}).get("episode", {})
             stats["charts/episode_score"].append(episode.get("mean_score") or 0.0)
@@ -243,6 +245,7 @@ def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, loc
         for slot, a in zip(group, adv.tolist()):
             for sample in slot.samples:
                 sample.advantage = local_weight * a
+                sample.group = slot.group
                 samples.append(sample)
             stats["charts/local_reward"].append(float(slot.reward))
     policy_samples = samples

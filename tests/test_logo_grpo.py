@@ -1,0 +1,128 @@
+"""The LoGo-GRPO command: argument checks, checkpoints and exact resume, data parallel, parameters."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from algos import logo_grpo
+from algos.cli import parse_args
+from algos.logo_grpo import Args
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+TINY = ("--model tiny --stages 2 3 --updates-per-stage 2 --group-size 2 --conversations-per-update 1 --inner-n 2 "
+        "--inner-fraction 1.0 --max-new-tokens 8 --max-prompt-tokens 1024 --ppo-epochs 1 --num-minibatches 2 "
+        "--micro-batch-size 8 --answerer scripted --checkpoint-every 1 --learning-rate 1e-3 --no-progress "
+        "--no-tensorboard").split()
+TIMING = ("charts/rollout_seconds", "charts/update_seconds", "charts/updates_per_s", "charts/tokens_per_s", "charts/elapsed_s")
+
+
+@pytest.mark.parametrize("flags,fragment", [
+    (["--inner-fraction", "1.5"], "--inner-fraction"),
+    (["--inner-n", "1"], "--inner-n"),
+    (["--group-size", "1"], "--group-size"),
+    (["--stages", "8", "0"], "--stages"),
+    (["--env-kwargs", "[1]"], "--env-kwargs"),
+    (["--micro-batch-size", "0"], "--micro-batch-size"),
+])
+def test_inconsistent_flags_fail_at_parse_time(flags, fragment, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(Args, flags)
+    assert fragment in capsys.readouterr().err
+
+
+def test_every_hyper_parameter_is_a_flag_with_help():
+    out = subprocess.run([sys.executable, "-m", "algos.logo_grpo", "--help"], capture_output=True, text=True, check=True).stdout
+    for name in Args.__dataclass_fields__:
+        assert "--" + name.replace("_", "-") in out
+    assert "plain GRPO" in out and "(default: 8 16 32)" in out
+
+
+def test_inner_fraction_zero_is_accepted_and_means_no_local_groups():
+    args = parse_args(Args, ["--inner-fraction", "0", "--inner-n", "1"])
+    assert args.inner_fraction == 0.0
+
+
+def test_an_env_without_fork_fails_at_once():
+    with pytest.raises(SystemExit, match="no fork"):
+        logo_grpo.main(["--env", "CartPole-v1", *TINY, "--output-dir", "/tmp/unused"])
+
+
+def strip_timing(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
+    full = logo_grpo.main([*TINY, "--output-dir", str(tmp_path / "full")])
+    part = logo_grpo.main([*TINY, "--output-dir", str(tmp_path / "cut"), "--stop-after", "3"])
+    assert part["state"]["update"] == 3
+    assert (tmp_path / "cut" / "checkpoints" / "latest").read_text() == "update-000003"
+    rest = logo_grpo.main([*TINY, "--resume", str(tmp_path / "cut")])
+    assert rest["state"]["update"] == 4 and len(rest["history"]) == 1
+    assert rest["digest"] == full["digest"]
+    assert strip_timing(part["history"] + rest["history"]) == strip_timing(full["history"])
+    # outputs: metrics as namespaced JSON lines, per-stage and final adapters in PEFT format
+    lines = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["update"] for line in lines] == [1, 2, 3, 4]
+    assert all(k == "update" or "/" in k for line in lines for k in line)
+    for folder in ("adapter", "stage-2/policy", "stage-3/policy"):
+        assert (tmp_path / "full" / folder / "adapter_config.json").is_file()
+    assert len(list((tmp_path / "full" / "checkpoints").glob("update-*"))) == 3  # --keep-checkpoints
+
+
+def test_final_adapter_loads_with_peft(tmp_path):
+    from peft import PeftModel
+
+    from agents.backbone import tiny_backbone
+
+    logo_grpo.main([*TINY, "--output-dir", str(tmp_path), "--stages", "2", "--updates-per-stage", "1"])
+    model = PeftModel.from_pretrained(tiny_backbone(seed=0).model, str(tmp_path / "adapter"))
+    assert any("lora_A" in n for n, _ in model.named_parameters())
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_end_with_identical_adapters(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "algos.logo_grpo", *TINY,
+           "--stages", "2", "--conversations-per-update", "2", "--output-dir", str(tmp_path)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    digests = [(tmp_path / f"adapter-digest-rank{r}.txt").read_text() for r in (0, 1)]
+    assert digests[0] == digests[1]
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 2 and all(m["losses/grad_norm"] > 0 for m in metrics)
+    # each process rolled out its own conversation, and the update used both
+    assert all(m["charts/samples"] > 0 for m in metrics)
+
+
+def test_update_changes_every_lora_parameter_and_no_base_parameter():
+    import gymnasium as gym
+
+    import memenv  # noqa: F401
+    from agents.backbone import tiny_backbone
+    from agents.lora import add_lora
+    from algos import rollouts as R
+    from memenv.scripted import OracleAgent
+
+    backbone = tiny_backbone(seed=0)
+    model = add_lora(backbone)
+    model.eval()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    args = parse_args(Args, ["--ppo-epochs", "2", "--num-minibatches", "2", "--learning-rate", "1e-2", "--temperature", "1.0"])
+    policy = R.LLMPolicy(model, backbone.tokenizer, max_prompt_tokens=1024, max_new_tokens=8, temperature=1.0,
+                         top_p=1.0, generator=torch.Generator().manual_seed(0))
+    make = lambda: gym.make("MemorySession-v0", num_sessions=3, disable_env_checker=True)  # noqa: E731
+    rng = np.random.default_rng(0)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):
+        batch = R.collect(policy, R.ScriptedAnswerer(), make, [1_000_000], group_size=3, inner_fraction=1.0, inner_n=2,
+                          max_local_questions=16, local_weight=1.0, rng=rng, extractor=OracleAgent())
+        logo_grpo.ppo_update(model, batch.samples, optimizer, args, pad_id=backbone.tokenizer.pad_token_id, rng=rng, world=1)
+    lora = [n for n in before if "lora_" in n]
+    base = [n for n in before if "lora_" not in n]
+    assert lora and base
+    unchanged_lora = [n for n in lora if torch.equal(before[n], dict(model.named_parameters())[n])]
+    changed_base = [n for n in base if not torch.equal(before[n], dict(model.named_parameters())[n])]
+    assert unchanged_lora == [] and changed_base == []
