@@ -97,6 +97,25 @@ def throughput(num_sessions: int, episodes: int) -> dict:
             "steps_per_s": steps / elapsed, "oracle_mean_f1": statistics.mean(s for s in scores if s is not None)}
 
 
+def markdown(result: dict) -> str:
+    """The results as a markdown page."""
+    m = result["machine"]
+    lines = ["# MemorySession-v0 speed", "", f"Command: `{result['command']}`", "",
+             f"Machine: {m['platform']}, Python {m['python']}, {m['cpus']} CPUs.", "",
+             "## fork latency (median microseconds)", "",
+             "| memories | fork() | gym.make fork() | deepcopy | pickle to disk + load | deepcopy / fork | pickle / fork |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in result["fork"]:
+        lines.append(f"| {r['memories']} | {r['fork_us']:.1f} | {r['fork_gym_make_us']:.1f} | {r['deepcopy_us']:.0f} | "
+                     f"{r['pickle_disk_us']:.0f} | {r['deepcopy_over_fork']:.0f}x | {r['pickle_over_fork']:.0f}x |")
+    lines += ["", "## oracle agent throughput (resets included)", "", "| sessions | episodes | steps | steps/s | oracle F1 |",
+              "| ---: | ---: | ---: | ---: | ---: |"]
+    for r in result["throughput"]:
+        lines.append(f"| {r['num_sessions']} | {r['episodes']} | {r['steps']} | {r['steps_per_s']:.0f} | {r['oracle_mean_f1']:.3f} |")
+    lines += ["", "## targets", ""] + [f"- {k}: {v:.2f}" for k, v in result["checks"].items()]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000, 10000],
@@ -151,7 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
               "fork": forks, "throughput": speeds, "checks": checks}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    console.print(f"wrote {args.out}")
+    args.out.with_suffix(".md").write_text(markdown(result))
+    console.print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
     return result
 
 

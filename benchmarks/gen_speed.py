@@ -1,0 +1,106 @@
+"""Generation throughput: one prompt at a time versus batched with shared prompts.
+
+    python -m benchmarks.gen_speed [--model smollm2-135m] [--groups 4 8 16] [--new-tokens 64]
+
+For each group size n (the n rollouts of one memory state in LoGo-GRPO), the same n
+completions are produced twice, side by side in one run: *naive* calls ``generate`` once
+per sample, each running the whole prompt; *batched* calls it once with
+``num_samples=n``, which runs the prompt once and shares its KV cache. Both use real
+extract-turn prompts from MemorySession-v0 and stop at ``--new-tokens`` (EOS is ignored so
+both produce the same number of tokens). Prints tokens per second and the ratio, and
+writes JSON. Defaults: SmolLM2-135M-Instruct on a GPU, the tiny backbone on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="backbone (default: smollm2-135m on GPU, tiny on CPU)")
+    parser.add_argument("--groups", type=int, nargs="+", default=[4, 8, 16], help="samples per prompt (default: %(default)s)")
+    parser.add_argument("--prompts", type=int, default=2, help="distinct prompts per call (default: %(default)s)")
+    parser.add_argument("--new-tokens", type=int, default=64, help="tokens generated per sample (default: %(default)s)")
+    parser.add_argument("--max-prompt-tokens", type=int, default=1024, help="prompt budget (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed repeats, best kept (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gen_speed.json"), help="JSON output (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    import gymnasium as gym
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    import memenv  # noqa: F401
+    from agents.backbone import load_backbone
+    from agents.generation import generate
+    from agents.prompts import render_prompt
+
+    has_gpu = torch.cuda.is_available()
+    name = args.model or ("smollm2-135m" if has_gpu else "tiny")
+    if not has_gpu:
+        torch.set_num_threads(1)
+    backbone = load_backbone(name)
+    model, tokenizer = backbone.model.eval(), backbone.tokenizer
+    env = gym.make("MemorySession-v0")
+    prompts = []
+    for seed in range(args.prompts):
+        obs, _ = env.reset(seed=seed)
+        prompts.append(render_prompt(tokenizer, obs, max_prompt_tokens=args.max_prompt_tokens))
+    no_stop: list[int] = []  # fixed-length completions, so both paths make the same tokens
+
+    def sync() -> None:
+        if has_gpu:
+            torch.cuda.synchronize()
+
+    def timed(fn) -> float:
+        best = float("inf")
+        for _ in range(args.repeats):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    generate(model, tokenizer, prompts[:1], max_new_tokens=4, stop_token_ids=no_stop, seed=0)  # warm-up
+    rows = []
+    for n in args.groups:
+        tokens = n * len(prompts) * args.new_tokens
+
+        def naive() -> None:
+            for prompt in prompts:
+                for i in range(n):
+                    generate(model, tokenizer, [prompt], max_new_tokens=args.new_tokens, stop_token_ids=no_stop, seed=i)
+
+        def batched() -> None:
+            generate(model, tokenizer, prompts, num_samples=n, max_new_tokens=args.new_tokens,
+                     stop_token_ids=no_stop, seed=0)
+
+        t_naive, t_batched = timed(naive), timed(batched)
+        rows.append({"group": n, "prompts": len(prompts), "tokens": tokens, "naive_tok_s": tokens / t_naive,
+                     "batched_tok_s": tokens / t_batched, "speedup": t_naive / t_batched})
+    device = torch.cuda.get_device_name(0) if has_gpu else f"CPU ({platform.processor() or platform.machine()}, 1 thread)"
+    table = Table(title=f"{name} on {device}: {args.new_tokens} new tokens per sample")
+    for col in ("group n", "prompts", "naive tok/s", "batched + shared prompt tok/s", "speed-up"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["group"]), str(r["prompts"]), f"{r['naive_tok_s']:.0f}", f"{r['batched_tok_s']:.0f}",
+                      f"{r['speedup']:.1f}x")
+    Console().print(table)
+    result = {"model": name, "device": device, "command": " ".join(["python -m benchmarks.gen_speed", *argv]),
+              "prompt_tokens": [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts], "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
