@@ -113,7 +113,6 @@ def collect(
             obs, info = env.reset(options={"conversation": key})
             slots.append(_Slot(env, obs, info, ("global", c), local=False))
     decided: set[tuple[int, int]] = set()
-    locals_done: list[_Slot] = []
     while True:
         active = [s for s in slots if not s.done]
         if not active:
@@ -151,7 +150,6 @@ def collect(
                 finished_locals.append(slot)
         if finished_locals:
             _score_locals(finished_locals, answerer, max_local_questions)
-            locals_done.extend(finished_locals)
     return _advantages(slots, len(conversations), group_size, local_weight)
 
 

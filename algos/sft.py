@@ -12,8 +12,6 @@ prompts the RL policy uses, into the same LoRA adapter.
 from __future__ import annotations
 
 import json
-import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

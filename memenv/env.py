@@ -22,7 +22,7 @@ from memenv.retrieval import Retriever, make_retriever
 from memenv.scoring import get_metric
 from memenv.sources import ConversationSource, make_source
 from memenv.spaces import UnicodeText
-from memenv.types import Conversation, Question
+from memenv.types import Conversation
 
 EXTRACT, MANAGE, ANSWER = "extract", "manage", "answer"
 
