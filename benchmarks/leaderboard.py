@@ -67,9 +67,9 @@ EVAL_SEED_LIMIT = 1_000_000
 DEFAULT_WORLDS = "0-9"
 DEFAULT_SYNTHETIC_ROWS = ("oracle", "add-all", "noop", "rag-turns", "add-only", "full-context")
 DEFAULT_DATA_ROWS = ("rag-turns", "add-only", "full-context")
-# 1024 whitespace tokens of LoCoMo dialogue render to about 1,500 SmolLM2 tokens, which
-# fits the LLM agent's 2,048-token prompt with the system prompt and question.
-DEFAULT_CONTEXT_TOKENS = 1024
+# 900 whitespace tokens of LoCoMo turns (dates counted) render to about 1,900 SmolLM2
+# tokens with ids and dates, so the LLM agent's 2,048-token prompt keeps all of them.
+DEFAULT_CONTEXT_TOKENS = 900
 DEFAULT_ANSWER_TOP_K = 30  # Memory-R1 / Memory-R2: top 30 memories per speaker
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_JUDGE_MAX_NEW_TOKENS = 64

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import inspect
 from typing import Any
 
 import numpy as np
@@ -59,4 +60,8 @@ def make_source(source: str | ConversationSource, **options: Any) -> Conversatio
         raise ValueError(f"unknown data source {source!r}; choose one of {sorted(SOURCES)}")
     module_name, _, attr = SOURCES[source].partition(":")
     factory = getattr(importlib.import_module(module_name), attr)
+    accepted = [p for p in inspect.signature(factory).parameters if p != "self"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TypeError(f"the {source!r} source does not take {unknown}; its options are {accepted}")
     return factory(**options)

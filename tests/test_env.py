@@ -293,3 +293,8 @@ def test_probe_scores_any_question_without_changing_state():
     assert (env.role, env.memory, env._queue, env._turn) == before
     with pytest.raises(IndexError):
         env.probe(5)
+
+
+def test_options_of_another_source_are_rejected_by_name():
+    with pytest.raises(TypeError, match=r"'synthetic' source does not take \['conversations'\]"):
+        MemorySessionEnv(conversations=["conv-26"])
