@@ -17,6 +17,9 @@ import json
 import os
 from typing import Any
 
+from memenv.sources import ConversationSource
+from memenv.types import Conversation
+
 
 class DataFormatError(ValueError):
     """A data file does not follow its benchmark's format (the message says where)."""
@@ -36,7 +39,48 @@ def read_json_file(path: str | os.PathLike) -> Any:
         raise DataFormatError(f"{path}: not UTF-8 text ({err})") from None
 
 
-# The loaders import the two names above from this package, so they are defined first.
+def fail(where: str, message: str) -> DataFormatError:
+    """A DataFormatError whose message starts with where it happened (file, record, key)."""
+    return DataFormatError(f"{where}: {message}")
+
+
+def get_key(mapping: dict, key: str, kinds: type | tuple[type, ...], where: str) -> Any:
+    """``mapping[key]`` checked against ``kinds``; a missing or mistyped key fails loudly."""
+    if key not in mapping:
+        raise fail(where, f"missing key {key!r}")
+    value = mapping[key]
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    # JSON true/false must not pass for a number (bool is a subclass of int).
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        expected = "/".join(k.__name__ for k in kinds)
+        raise fail(where, f"key {key!r} should be {expected}, got {type(value).__name__}")
+    return value
+
+
+class FileSource(ConversationSource):
+    """A source over conversations loaded from one file, keyed by their ``conv_id``."""
+
+    label = "conversation"
+
+    def __init__(self, data_path: str, conversations: list[Conversation]) -> None:
+        self.data_path = data_path
+        self._conversations = {conv.conv_id: conv for conv in conversations}
+
+    def keys(self) -> list[str]:
+        """The ids of the loaded conversations."""
+        return list(self._conversations)
+
+    def get(self, key: str) -> Conversation:
+        """The conversation with this id; ValueError listing the valid ids when unknown."""
+        try:
+            return self._conversations[key]
+        except (KeyError, TypeError):
+            raise ValueError(
+                f"no {self.label} {key!r} loaded from {self.data_path}; valid ids: {self.keys()}"
+            ) from None
+
+
+# The loaders import the names above from this package, so they are defined first.
 from memenv.data.locomo import (  # noqa: E402
     LOCOMO_KINDS,
     SPLITS,

@@ -41,8 +41,7 @@ import re
 from collections import Counter
 from typing import Any, Iterable, Sequence
 
-from memenv.data import DataFormatError, read_json_file
-from memenv.sources import ConversationSource
+from memenv.data import DataFormatError, FileSource, fail, get_key, read_json_file
 from memenv.types import MULTI_HOP, SINGLE_HOP, TEMPORAL, Conversation, Question, Session, Turn
 
 OPEN_DOMAIN = "open-domain"
@@ -176,12 +175,14 @@ def question_counts(conversations: Iterable[Conversation]) -> dict[str, int]:
 LOCOMO_PATH_VARIABLE = "MEMENV_LOCOMO_PATH"
 
 
-class LoCoMoSource(ConversationSource):
+class LoCoMoSource(FileSource):
     """LoCoMo conversations for ``MemorySession-v0``, keyed by sample_id.
 
     ``gym.make("MemorySession-v0", source="locomo", data_path="locomo10.json",
     split="memory-r2", part="train")``. The options are those of :func:`load_locomo`.
     """
+
+    label = "LoCoMo conversation"
 
     def __init__(
         self,
@@ -195,65 +196,29 @@ class LoCoMoSource(ConversationSource):
             data_path = os.environ.get(LOCOMO_PATH_VARIABLE) or None
         if data_path is None:
             raise ValueError(f"the LoCoMo source needs data_path (or ${LOCOMO_PATH_VARIABLE}): {DOWNLOAD_HINT}")
-        self.data_path = os.fspath(data_path)
-        self._conversations = {
-            conv.conv_id: conv
-            for conv in load_locomo(
-                data_path,
-                conversations=conversations,
-                split=split,
-                part=part,
-                include_adversarial=include_adversarial,
-            )
-        }
-
-    def keys(self) -> list[str]:
-        """The sample_ids of the loaded conversations."""
-        return list(self._conversations)
-
-    def get(self, key: str) -> Conversation:
-        """The conversation with sample_id ``key``."""
-        try:
-            return self._conversations[key]
-        except (KeyError, TypeError):
-            raise ValueError(
-                f"no LoCoMo conversation {key!r} loaded from {self.data_path}; valid ids: {self.keys()}"
-            ) from None
+        super().__init__(os.fspath(data_path), load_locomo(
+            data_path, conversations=conversations, split=split, part=part, include_adversarial=include_adversarial,
+        ))
 
 
 # --- parsing ----------------------------------------------------------------------------
 
 
-def _fail(where: str, message: str) -> DataFormatError:
-    return DataFormatError(f"{where}: {message}")
-
-
-def _get(mapping: dict, key: str, kinds: type | tuple[type, ...], where: str) -> Any:
-    """``mapping[key]`` checked against ``kinds``; a missing or mistyped key fails loudly."""
-    if key not in mapping:
-        raise _fail(where, f"missing key {key!r}")
-    value = mapping[key]
-    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    # JSON true/false must not pass for a number (bool is a subclass of int).
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        expected = "/".join(k.__name__ for k in kinds)
-        raise _fail(where, f"key {key!r} should be {expected}, got {type(value).__name__}")
-    return value
 
 
 def _parse_conversation(record: Any, position: int, path: str, include_adversarial: bool) -> Conversation:
     if not isinstance(record, dict):
-        raise _fail(path, f"item {position} should be a JSON object, got {type(record).__name__}")
-    sample_id = _get(record, "sample_id", str, f"{path}: item {position}")
+        raise fail(path, f"item {position} should be a JSON object, got {type(record).__name__}")
+    sample_id = get_key(record, "sample_id", str, f"{path}: item {position}")
     where = f"{path}: conversation {sample_id!r}"
-    body = _get(record, "conversation", dict, where)
+    body = get_key(record, "conversation", dict, where)
     speakers = (
-        _get(body, "speaker_a", str, f"{where}: conversation"),
-        _get(body, "speaker_b", str, f"{where}: conversation"),
+        get_key(body, "speaker_a", str, f"{where}: conversation"),
+        get_key(body, "speaker_b", str, f"{where}: conversation"),
     )
     sessions, numbers = _parse_sessions(body, where)
     index_of = {number: index for index, number in enumerate(numbers)}
-    qa = _get(record, "qa", list, where)
+    qa = get_key(record, "qa", list, where)
     questions, dropped = [], 0
     for q_index, item in enumerate(qa):
         question, q_dropped = _parse_question(item, q_index, sample_id, index_of, where)
@@ -277,10 +242,10 @@ def _parse_sessions(body: dict, where: str) -> tuple[list[Session], list[int]]:
     )
     sessions, numbers = [], []
     for number, key in numbered:
-        raw_turns = _get(body, key, list, f"{where}: conversation")
+        raw_turns = get_key(body, key, list, f"{where}: conversation")
         if not raw_turns:
             continue
-        date = _get(body, f"{key}_date_time", str, f"{where}: conversation")
+        date = get_key(body, f"{key}_date_time", str, f"{where}: conversation")
         turns = tuple(
             _parse_turn(turn, number, t_index, f"{where}: {key}[{t_index}]")
             for t_index, turn in enumerate(raw_turns)
@@ -288,25 +253,25 @@ def _parse_sessions(body: dict, where: str) -> tuple[list[Session], list[int]]:
         sessions.append(Session(index=len(sessions), date=date, turns=turns))
         numbers.append(number)
     if not sessions:
-        raise _fail(where, "no session_N key holds any turn")
+        raise fail(where, "no session_N key holds any turn")
     return sessions, numbers
 
 
 def _parse_turn(turn: Any, number: int, t_index: int, where: str) -> Turn:
     if not isinstance(turn, dict):
-        raise _fail(where, f"a turn should be a JSON object, got {type(turn).__name__}")
-    speaker = _get(turn, "speaker", str, where)
+        raise fail(where, f"a turn should be a JSON object, got {type(turn).__name__}")
+    speaker = get_key(turn, "speaker", str, where)
     if "blip_caption" in turn:
-        caption = _get(turn, "blip_caption", str, where)
+        caption = get_key(turn, "blip_caption", str, where)
         # A turn that only shares a photo may have no text of its own.
-        text = _get(turn, "text", str, where) if "text" in turn else ""
+        text = get_key(turn, "text", str, where) if "text" in turn else ""
         photo = PHOTO_TEMPLATE.format(caption=caption.strip())
         text = f"{text} {photo}" if text else photo
     else:
-        text = _get(turn, "text", str, where)
+        text = get_key(turn, "text", str, where)
     dia_id = turn.get("dia_id", f"D{number}:{t_index + 1}")
     if not isinstance(dia_id, str):
-        raise _fail(where, f"key 'dia_id' should be str, got {type(dia_id).__name__}")
+        raise fail(where, f"key 'dia_id' should be str, got {type(dia_id).__name__}")
     return Turn(speaker=speaker, text=text, dia_id=dia_id)
 
 
@@ -316,7 +281,7 @@ def _answer_text(item: dict, key: str, where: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _fail(where, f"key {key!r} should be text or a number, got {type(value).__name__}")
+        raise fail(where, f"key {key!r} should be text or a number, got {type(value).__name__}")
     return str(value)
 
 
@@ -325,11 +290,11 @@ def _parse_question(
 ) -> tuple[Question, int]:
     where = f"{conv_where}: qa[{q_index}]"
     if not isinstance(item, dict):
-        raise _fail(where, f"should be a JSON object, got {type(item).__name__}")
-    text = _get(item, "question", str, where)
-    category = _get(item, "category", int, where)
+        raise fail(where, f"should be a JSON object, got {type(item).__name__}")
+    text = get_key(item, "question", str, where)
+    category = get_key(item, "category", int, where)
     if category not in LOCOMO_KINDS:
-        raise _fail(where, f"key 'category' is {category}; LoCoMo categories are {sorted(LOCOMO_KINDS)}")
+        raise fail(where, f"key 'category' is {category}; LoCoMo categories are {sorted(LOCOMO_KINDS)}")
     kind = LOCOMO_KINDS[category]
     meta = [("category", str(category))]
     answer = _answer_text(item, "answer", where)
@@ -339,8 +304,8 @@ def _parse_question(
             meta.append(("adversarial_answer", bait))
         answer = ADVERSARIAL_GOLD
     elif answer is None:
-        raise _fail(where, "missing key 'answer'")
-    raw_evidence = _get(item, "evidence", (list, str), where)
+        raise fail(where, "missing key 'answer'")
+    raw_evidence = get_key(item, "evidence", (list, str), where)
     if isinstance(raw_evidence, str):
         raw_evidence = [raw_evidence]
     indices, dropped = set(), 0

@@ -27,8 +27,7 @@ import re
 from datetime import datetime
 from typing import Any, Sequence
 
-from memenv.data import DataFormatError, read_json_file
-from memenv.sources import ConversationSource
+from memenv.data import DataFormatError, FileSource, fail, get_key, read_json_file
 from memenv.types import Conversation, Question, Session, Turn
 
 SOURCE_NAME = "longmemeval"
@@ -88,80 +87,51 @@ def load_longmemeval(
     return [loaded[qid] for qid in question_ids]
 
 
-class LongMemEvalSource(ConversationSource):
+class LongMemEvalSource(FileSource):
     """LongMemEval items for ``MemorySession-v0``, keyed by question_id.
 
     ``gym.make("MemorySession-v0", source="longmemeval", data_path="longmemeval_s.json")``.
     """
+
+    label = "LongMemEval item"
 
     def __init__(
         self, data_path: str | os.PathLike | None = None, question_ids: Sequence[str] | None = None
     ) -> None:
         if data_path is None:
             raise ValueError(f"the LongMemEval source needs data_path: {DOWNLOAD_HINT}")
-        self.data_path = os.fspath(data_path)
-        self._conversations = {
-            conv.conv_id: conv for conv in load_longmemeval(data_path, question_ids=question_ids)
-        }
-
-    def keys(self) -> list[str]:
-        """The question_ids of the loaded items."""
-        return list(self._conversations)
-
-    def get(self, key: str) -> Conversation:
-        """The conversation built from the item with question_id ``key``."""
-        try:
-            return self._conversations[key]
-        except (KeyError, TypeError):
-            raise ValueError(
-                f"no LongMemEval item {key!r} loaded from {self.data_path}; valid ids: {self.keys()}"
-            ) from None
+        super().__init__(os.fspath(data_path), load_longmemeval(data_path, question_ids=question_ids))
 
 
 # --- parsing ----------------------------------------------------------------------------
 
 
-def _fail(where: str, message: str) -> DataFormatError:
-    return DataFormatError(f"{where}: {message}")
-
-
-def _get(mapping: dict, key: str, kinds: type | tuple[type, ...], where: str) -> Any:
-    """``mapping[key]`` checked against ``kinds``; a missing or mistyped key fails loudly."""
-    if key not in mapping:
-        raise _fail(where, f"missing key {key!r}")
-    value = mapping[key]
-    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    # JSON true/false must not pass for a number (bool is a subclass of int).
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        expected = "/".join(k.__name__ for k in kinds)
-        raise _fail(where, f"key {key!r} should be {expected}, got {type(value).__name__}")
-    return value
 
 
 def _get_str_list(mapping: dict, key: str, where: str) -> list[str]:
-    values = _get(mapping, key, list, where)
+    values = get_key(mapping, key, list, where)
     for index, value in enumerate(values):
         if not isinstance(value, str):
-            raise _fail(where, f"{key}[{index}] should be str, got {type(value).__name__}")
+            raise fail(where, f"{key}[{index}] should be str, got {type(value).__name__}")
     return values
 
 
 def _parse_item(item: Any, position: int, path: str) -> Conversation:
     if not isinstance(item, dict):
-        raise _fail(path, f"item {position} should be a JSON object, got {type(item).__name__}")
-    qid = _get(item, "question_id", str, f"{path}: item {position}")
+        raise fail(path, f"item {position} should be a JSON object, got {type(item).__name__}")
+    qid = get_key(item, "question_id", str, f"{path}: item {position}")
     where = f"{path}: item {qid!r}"
-    kind = _get(item, "question_type", str, where)
-    question_text = _get(item, "question", str, where)
-    answer = _get(item, "answer", (str, int, float), where)
-    question_date = _get(item, "question_date", str, where)
+    kind = get_key(item, "question_type", str, where)
+    question_text = get_key(item, "question", str, where)
+    answer = get_key(item, "answer", (str, int, float), where)
+    question_date = get_key(item, "question_date", str, where)
     _checked_date(question_date, "question_date", where)
-    raw_sessions = _get(item, "haystack_sessions", list, where)
+    raw_sessions = get_key(item, "haystack_sessions", list, where)
     dates = _get_str_list(item, "haystack_dates", where)
     session_ids = _get_str_list(item, "haystack_session_ids", where)
     answer_ids = set(_get_str_list(item, "answer_session_ids", where))
     if not len(raw_sessions) == len(dates) == len(session_ids):
-        raise _fail(
+        raise fail(
             where,
             f"haystack_sessions ({len(raw_sessions)}), haystack_dates ({len(dates)}) and "
             f"haystack_session_ids ({len(session_ids)}) differ in length",
@@ -171,22 +141,22 @@ def _parse_item(item: Any, position: int, path: str) -> Conversation:
     for s_index, (raw_turns, date, sid) in enumerate(zip(raw_sessions, dates, session_ids)):
         s_where = f"{where}: haystack_sessions[{s_index}]"
         if not isinstance(raw_turns, list):
-            raise _fail(s_where, f"should be a list of turns, got {type(raw_turns).__name__}")
+            raise fail(s_where, f"should be a list of turns, got {type(raw_turns).__name__}")
         when = _checked_date(date, f"haystack_dates[{s_index}]", where)
         turns, marked = [], False
         for t_index, turn in enumerate(raw_turns):
             t_where = f"{s_where}[{t_index}]"
             if not isinstance(turn, dict):
-                raise _fail(t_where, f"a turn should be a JSON object, got {type(turn).__name__}")
-            role = _get(turn, "role", str, t_where)
-            content = _get(turn, "content", str, t_where)
+                raise fail(t_where, f"a turn should be a JSON object, got {type(turn).__name__}")
+            role = get_key(turn, "role", str, t_where)
+            content = get_key(turn, "content", str, t_where)
             if "has_answer" in turn:
-                marked = _get(turn, "has_answer", bool, t_where) or marked
+                marked = get_key(turn, "has_answer", bool, t_where) or marked
             turns.append(Turn(speaker=role, text=content, dia_id=f"{sid}:{t_index}"))
         if turns:
             parsed.append((when, s_index, sid, date, tuple(turns), marked))
     if not parsed:
-        raise _fail(where, "haystack_sessions holds no turn")
+        raise fail(where, "haystack_sessions holds no turn")
     parsed.sort(key=lambda entry: (entry[0], entry[1]))
 
     sessions = tuple(
@@ -222,7 +192,7 @@ def _checked_date(text: str, key: str, where: str) -> datetime:
     try:
         return parse_date(text)
     except ValueError as err:
-        raise _fail(where, f"key {key!r}: {err}") from None
+        raise fail(where, f"key {key!r}: {err}") from None
 
 
 def _speakers(sessions: Sequence[Session], where: str) -> tuple[str, str]:
@@ -235,7 +205,7 @@ def _speakers(sessions: Sequence[Session], where: str) -> tuple[str, str]:
     if set(roles) <= set(DEFAULT_SPEAKERS):
         return DEFAULT_SPEAKERS
     if len(roles) > 2:
-        raise _fail(where, f"turns use more than two roles: {roles}")
+        raise fail(where, f"turns use more than two roles: {roles}")
     if len(roles) == 1:
         roles.append("assistant" if roles[0] != "assistant" else "user")
     return roles[0], roles[1]
