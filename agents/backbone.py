@@ -274,12 +274,16 @@ def tiny_backbone(
     num_kv_heads: int = 2,
     intermediate_size: int = 128,
     max_position_embeddings: int = 4096,
-    initializer_range: float = 0.02,
+    initializer_range: float = 0.2,
 ) -> Backbone:
     """A randomly initialised (seeded) tiny ``LlamaForCausalLM`` + :func:`tiny_tokenizer`, on CPU.
 
     For tests: same architecture family as SmolLM2 (GQA, RoPE, tied embeddings), builds in
     well under a second, and the same seed always gives the same weights.
+
+    ``initializer_range`` defaults to 0.2 rather than Llama's 0.02: the output layer is tied to
+    the frozen embeddings and the final norm gives hidden states of length sqrt(hidden_size),
+    so with 0.02 no logit can exceed about 1.3 and no LoRA adapter can make any token likely.
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -88,6 +88,7 @@ NEAREST_FEATURES = ("present", "same_speaker", "same_topic", "containment", "jac
                     "is_retraction", "has_date")
 FEATURE_NAMES = FACT_FEATURES + tuple(f"nearest{k}_{name}" for k in range(NUM_NEAREST) for name in NEAREST_FEATURES)
 NUM_FEATURES = len(FEATURE_NAMES)
+_FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 
 # ------------------------------------------------------------------------ text cues --
@@ -132,7 +133,8 @@ def _nearest_block(fact_text: str, fact_tokens: set[str], fact_topics: frozenset
     mem_tokens = set(tokenize(record.get("text", "")))
     shared = fact_tokens & mem_tokens
     union = fact_tokens | mem_tokens
-    age = (session - int(record.get("session", session))) / max(1, num_sessions - 1)
+    written = record.get("session")
+    age = (session - written) / max(1, num_sessions - 1) if isinstance(written, int) else 0.0
     return [
         1.0,
         float(speaker is not None and record.get("speaker") == speaker),
@@ -174,8 +176,8 @@ def fact_features(fact: dict, nearest: Sequence[str], memories: dict[str, dict],
     fact_tokens = set(tokenize(text))
     fact_topics = topics(text)
     kind = change_kind(text)
-    same_topic = sum(1 for m in nearest
-                     if memories[m].get("speaker") == speaker and fact_topics & topics(memories[m].get("text", "")))
+    same_topic = sum(1 for m in nearest if speaker is not None and memories[m].get("speaker") == speaker
+                     and fact_topics & topics(memories[m].get("text", "")))
     values = [
         0.0,
         float(has_date(text)),
@@ -226,7 +228,6 @@ class SessionDecisions:
         self.index = 0
         self.excluded: set[str] = set()
         self.ops: list[dict] = []
-        self.log: list[dict] = []
         self._nearest: list[str] | None = None
 
     @property
@@ -261,9 +262,7 @@ class SessionDecisions:
             raise ValueError(f"decision must be one of 0..3 ({', '.join(DECISIONS)}), got {decision!r}")
         if not self.facts:
             self.index += 1
-            entry = {"fact": None, "decision": "NOOP", "target": None}
-            self.log.append(entry)
-            return entry
+            return {"fact": None, "decision": "NOOP", "target": None}
         fact = self.facts[self.index]
         nearest = self._current_nearest()
         target = nearest[0] if nearest else None
@@ -279,11 +278,9 @@ class SessionDecisions:
             self.excluded.add(target)
         if op is not None:
             self.ops.append(op)
-        entry = {"fact": fact["text"], "decision": DECISIONS[decision], "target": target if op and "id" in op else None}
-        self.log.append(entry)
         self.index += 1
         self._nearest = None
-        return entry
+        return {"fact": fact["text"], "decision": DECISIONS[decision], "target": target if op and "id" in op else None}
 
     def operations(self) -> list[dict]:
         """The ``operations`` of the manage action (``[{"op": "NOOP"}]`` when empty)."""
@@ -302,6 +299,28 @@ def _parse_obs(obs: Any) -> dict:
     except (TypeError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def rule_decision(features: np.ndarray) -> int:
+    """A hand-written reference policy on the same features (not learned).
+
+    NOOP for a placeholder or an exact duplicate of the nearest memory; DELETE the
+    nearest for a retraction and UPDATE it for a change, when the nearest memory is
+    about the same speaker and topic; ADD otherwise. On synthetic worlds with gold
+    extraction it reproduces the gold operations, so it shows what the features allow.
+    """
+    x = np.asarray(features).reshape(-1)
+    if x.shape != (NUM_FEATURES,):
+        raise ValueError(f"features must have {NUM_FEATURES} values, got shape {np.asarray(features).shape}")
+    f = _FEATURE_INDEX
+    if x[f["placeholder"]] or x[f["nearest0_duplicate"]]:
+        return NOOP
+    match = x[f["nearest0_same_speaker"]] and x[f["nearest0_same_topic"]]
+    if match and x[f["cue_retraction"]]:
+        return DELETE
+    if match and x[f["cue_change"]]:
+        return UPDATE
+    return ADD
 
 
 # ------------------------------------------------------------------------ the env ---

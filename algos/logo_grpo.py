@@ -41,9 +41,12 @@ from algos.cli import parse_args
 
 # Training worlds come from seeds >= this offset; evaluation worlds use seeds below it.
 TRAIN_SEED_OFFSET = 1_000_000
-CPU_DEMO = dict(model="tiny", stages=(4, 8), updates_per_stage=3, group_size=4, conversations_per_update=1,
-                inner_n=2, max_new_tokens=48, max_prompt_tokens=1024, learning_rate=1e-3, sft_warmup_steps=40,
-                answerer="scripted", checkpoint_every=2, micro_batch_size=16)
+# The CPU demo: the tiny byte-level model, compact prompts, short worlds, the oracle playing
+# the extract turns, an SFT warm start, then LoGo-GRPO on the manage turns.
+CPU_DEMO = dict(model="tiny", stages=(2, 4), updates_per_stage=4, group_size=8, conversations_per_update=2,
+                num_train_worlds=2, inner_n=4, max_new_tokens=128, max_prompt_tokens=256, learning_rate=1e-3,
+                kl_coef=0.0, sft_warmup_steps=100, sft_learning_rate=1e-2, answerer="scripted", extractor="oracle",
+                prompt_style="compact", lora_lm_head=True, checkpoint_every=4, micro_batch_size=16)
 
 
 @dataclass
@@ -77,10 +80,14 @@ class Args:
     max_prompt_tokens: int = field(default=2048, metadata={"help": "prompts are trimmed by relevance to this many tokens"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    lora_lm_head: bool = field(default=False, metadata={"help": "also put LoRA on the output layer (helps tiny models whose tied embeddings are frozen)"})
+    prompt_style: str = field(default="default", metadata={"help": "role prompts: 'default' (full instructions) or 'compact' (for tiny models)", "choices": ["default", "compact"]})
     per_role_adapters: bool = field(default=False, metadata={"help": "one adapter per role instead of the shared one"})
     answerer: str = field(default="auto", metadata={"help": "frozen answer agent: 'base' (backbone, adapter off), 'scripted' (synthetic worlds' reader) or an agent name (auto: base, scripted for the tiny model)"})
     extractor: str | None = field(default=None, metadata={"help": "a fixed agent (e.g. 'oracle') plays the extract turns; they are then not trained"})
     sft_warmup_steps: int = field(default=0, metadata={"help": "supervised steps on oracle demonstrations before RL"})
+    sft_learning_rate: float = field(default=1e-4, metadata={"help": "learning rate of the SFT warm start"})
+    sft_worlds: int = field(default=16, metadata={"help": "training worlds whose oracle demonstrations the warm start imitates"})
     init_adapter: str | None = field(default=None, metadata={"help": "start from this PEFT adapter (e.g. an SFT result)"})
     checkpoint_every: int = field(default=10, metadata={"help": "checkpoint every K updates (and at the end of each stage)"})
     keep_checkpoints: int = field(default=3, metadata={"help": "how many of the latest checkpoints to keep"})
@@ -335,12 +342,13 @@ def make_env_factory(args: Args, num_sessions: int):
     return make, env
 
 
-def training_pool(env, args: Args) -> list[Any]:
+def training_pool(env, num_worlds: int) -> list[Any]:
+    """The source's conversations, or the first ``num_worlds`` synthetic training seeds."""
     source = getattr(env.unwrapped, "source", None)
     keys = source.keys() if source is not None else None
     if keys:
         return list(keys)
-    return [TRAIN_SEED_OFFSET + i for i in range(args.num_train_worlds)]
+    return [TRAIN_SEED_OFFSET + i for i in range(num_worlds)]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -391,7 +399,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         model = load_adapter(backbone, args.init_adapter, is_trainable=True)
     else:
-        model = add_lora(backbone, r=args.lora_r, alpha=args.lora_alpha, per_role=args.per_role_adapters)
+        from agents.lora import LLAMA_TARGET_MODULES
+
+        targets = [*LLAMA_TARGET_MODULES, "lm_head"] if args.lora_lm_head else None
+        model = add_lora(backbone, r=args.lora_r, alpha=args.lora_alpha, per_role=args.per_role_adapters,
+                         target_modules=targets)
     model.eval()  # no dropout: sampling and training log-probs agree
     tokenizer = backbone.tokenizer
     trained_adapters = [a for a in adapter_names(model) if a != "answer"]
@@ -404,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if answerer_name == "scripted":
         answerer = R.ScriptedAnswerer()
     elif answerer_name == "base":
-        answerer = R.LLMAnswerer(model, tokenizer, max_prompt_tokens=args.max_prompt_tokens)
+        answerer = R.LLMAnswerer(model, tokenizer, max_prompt_tokens=args.max_prompt_tokens, prompt_style=args.prompt_style)
     else:
         from agents.registry import make_agent
 
@@ -415,7 +427,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         extractor = make_agent(args.extractor)
     policy = R.LLMPolicy(model, tokenizer, max_prompt_tokens=args.max_prompt_tokens, max_new_tokens=args.max_new_tokens,
-                         temperature=args.temperature, top_p=args.top_p, generator=sampling_gen)
+                         temperature=args.temperature, top_p=args.top_p, generator=sampling_gen,
+                         prompt_style=args.prompt_style)
 
     state = {"update": 0, "stage": 0, "update_in_stage": 0}
     if args.resume:
@@ -426,9 +439,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         make, env = make_env_factory(args, args.stages[0])
         roles = ("manage",) if extractor is not None else ("extract", "manage")
-        pairs = record_demonstrations(make, training_pool(env, args)[:32], roles=roles)
-        losses = train_sft(model, tokenizer, pairs, steps=args.sft_warmup_steps, learning_rate=args.learning_rate,
-                           max_prompt_tokens=args.max_prompt_tokens, seed=args.seed)
+        pairs = record_demonstrations(make, training_pool(env, args.sft_worlds), roles=roles)
+        losses = train_sft(model, tokenizer, pairs, steps=args.sft_warmup_steps, learning_rate=args.sft_learning_rate,
+                           max_prompt_tokens=args.max_prompt_tokens, seed=args.seed, prompt_style=args.prompt_style)
         console.print(f"SFT warm start: {len(pairs)} demonstrations, loss {losses[0]:.2f} -> {losses[-1]:.2f}")
         optimizer = torch.optim.AdamW(params, lr=args.learning_rate)
 
@@ -446,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for stage_idx in range(state["stage"], len(args.stages)):
             horizon = args.stages[stage_idx]
             make, env = make_env_factory(args, horizon)
-            pool = training_pool(env, args)
+            pool = training_pool(env, args.num_train_worlds)
             first = state["update_in_stage"] if stage_idx == state["stage"] else 0
             for k in range(first, args.updates_per_stage):
                 t0 = time.perf_counter()

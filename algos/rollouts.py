@@ -263,8 +263,9 @@ class LLMPolicy:
     """Samples extract/manage actions from a (LoRA) causal LM with role prompts."""
 
     def __init__(self, model, tokenizer, *, max_prompt_tokens: int, max_new_tokens: int, temperature: float,
-                 top_p: float, generator: torch.Generator) -> None:
+                 top_p: float, generator: torch.Generator, prompt_style: str = "default") -> None:
         self.model, self.tokenizer = model, tokenizer
+        self.prompt_style = prompt_style
         self.max_prompt_tokens, self.max_new_tokens = max_prompt_tokens, max_new_tokens
         self.temperature, self.top_p, self.generator = temperature, top_p, generator
 
@@ -279,7 +280,8 @@ class LLMPolicy:
         by_role: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
         for i, obs in enumerate(observations):
             role = json.loads(obs)["role"]
-            prompt = render_prompt(self.tokenizer, obs, max_prompt_tokens=self.max_prompt_tokens)
+            prompt = render_prompt(self.tokenizer, obs, max_prompt_tokens=self.max_prompt_tokens,
+                                   style=self.prompt_style)
             by_role[role][prompt].append(i)
         for role, prompts in by_role.items():
             by_count: dict[int, list[str]] = defaultdict(list)
@@ -320,8 +322,10 @@ class ScriptedAnswerer:
 class LLMAnswerer:
     """A frozen LLM answer agent: the backbone with adapters disabled, greedy, memory distillation."""
 
-    def __init__(self, model, tokenizer, *, max_prompt_tokens: int, max_new_tokens: int = 48) -> None:
+    def __init__(self, model, tokenizer, *, max_prompt_tokens: int, max_new_tokens: int = 48,
+                 prompt_style: str = "default") -> None:
         self.model, self.tokenizer = model, tokenizer
+        self.prompt_style = prompt_style
         self.max_prompt_tokens, self.max_new_tokens = max_prompt_tokens, max_new_tokens
 
     def answer(self, observations, infos):
@@ -329,7 +333,8 @@ class LLMAnswerer:
         from agents.lora import role_adapter, use_adapter
         from agents.prompts import parse_answer, render_prompt
 
-        prompts = [render_prompt(self.tokenizer, o, max_prompt_tokens=self.max_prompt_tokens) for o in observations]
+        prompts = [render_prompt(self.tokenizer, o, max_prompt_tokens=self.max_prompt_tokens, style=self.prompt_style)
+                   for o in observations]
         with use_adapter(self.model, role_adapter(self.model, "answer")):
             rollout = generate(self.model, self.tokenizer, prompts, max_new_tokens=self.max_new_tokens, temperature=0.0)
         return [parse_answer(t) for t in rollout.texts]

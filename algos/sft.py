@@ -74,14 +74,15 @@ def record_demonstrations(
     return pairs
 
 
-def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], *, max_prompt_tokens: int) -> list[tuple[list[int], list[int]]]:
+def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], *, max_prompt_tokens: int,
+                 prompt_style: str = "default") -> list[tuple[list[int], list[int]]]:
     """Token ids of (role prompt, target + end-of-turn) for each pair."""
     from agents.prompts import render_prompt
 
     eos = tokenizer.eos_token or ""
     out = []
     for obs, target in pairs:
-        prompt = render_prompt(tokenizer, obs, max_prompt_tokens=max_prompt_tokens)
+        prompt = render_prompt(tokenizer, obs, max_prompt_tokens=max_prompt_tokens, style=prompt_style)
         p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         t = tokenizer(target + eos, add_special_tokens=False)["input_ids"]
         out.append((p, t))
@@ -114,6 +115,7 @@ def train_sft(
     learning_rate: float = 1e-3,
     max_prompt_tokens: int = 2048,
     seed: int = 0,
+    prompt_style: str = "default",
     on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     """Train the model's trainable (LoRA) parameters on the pairs; returns the loss per step."""
@@ -121,7 +123,7 @@ def train_sft(
         raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {steps}, {batch_size}")
     if not pairs:
         raise ValueError("no demonstrations to train on")
-    encoded = encode_pairs(tokenizer, pairs, max_prompt_tokens=max_prompt_tokens)
+    encoded = encode_pairs(tokenizer, pairs, max_prompt_tokens=max_prompt_tokens, prompt_style=prompt_style)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (add a LoRA adapter first)")
@@ -136,7 +138,7 @@ def train_sft(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if on_step is not None:
             on_step(step, losses[-1])
     return losses

@@ -211,16 +211,24 @@ class EvalConfig:
 
 
 class Progress:
-    """Conversations and questions done, as a rich progress bar (or nothing when quiet)."""
+    """Conversations and questions done: a rich progress bar on a terminal, one plain line
+    per finished conversation otherwise (so logs show progress), nothing when disabled."""
 
     def __init__(self, total_conversations: int, total_questions: int, enabled: bool) -> None:
+        from rich.console import Console
+
         self._bar = None
-        if enabled:
+        self._plain = enabled and not Console(stderr=True).is_terminal
+        self._totals = (total_conversations, total_questions)
+        self._done = [0, 0]
+        self._text = ""
+        self._start = time.perf_counter()
+        if enabled and not self._plain:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress
             from rich.progress import TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self._bar = RichProgress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+                                     TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
             self._conversations = self._bar.add_task("conversations", total=total_conversations)
             self._questions = self._bar.add_task("questions", total=total_questions)
 
@@ -234,14 +242,20 @@ class Progress:
             self._bar.stop()
 
     def status(self, text: str) -> None:
+        self._text = text
         if self._bar is not None:
             self._bar.update(self._conversations, description=f"conversations [{text}]"[:60])
 
     def conversation_done(self) -> None:
+        self._done[0] += 1
         if self._bar is not None:
             self._bar.advance(self._conversations)
+        elif self._plain:
+            print(f"[{time.perf_counter() - self._start:7.0f} s] conversations {self._done[0]}/{self._totals[0]}, "
+                  f"questions {self._done[1]}/{self._totals[1]} ({self._text})", file=sys.stderr, flush=True)
 
     def questions_done(self, n: int) -> None:
+        self._done[1] += n
         if self._bar is not None:
             self._bar.advance(self._questions, n)
 
@@ -512,14 +526,14 @@ def build_parser() -> argparse.ArgumentParser:
     data = p.add_argument_group("data")
     data.add_argument("--source", choices=SOURCES, default="synthetic", help="data source (default: %(default)s)")
     data.add_argument("--num-sessions", type=int, default=8, help="sessions per synthetic world (default: %(default)s)")
-    data.add_argument("--worlds", nargs="+", default=[DEFAULT_WORLDS],
+    data.add_argument("--worlds", nargs="+", default=[DEFAULT_WORLDS], metavar="SEEDS",
                       help=f"synthetic world seeds: 7, 0-9 or 0,3,5; below {EVAL_SEED_LIMIT:,} (training seeds "
-                           "start there) (default: %(default)s)")
-    data.add_argument("--data-path", help=f"LoCoMo / LongMemEval JSON file (default for LoCoMo: ${LOCOMO_PATH_VARIABLE}, "
+                           f"start there) (default: {DEFAULT_WORLDS})")
+    data.add_argument("--data-path", metavar="FILE", help=f"LoCoMo / LongMemEval JSON file (default for LoCoMo: ${LOCOMO_PATH_VARIABLE}, "
                                           f"else {DEFAULT_LOCOMO_PATHS[0]} when it exists)")
     data.add_argument("--split", help="LoCoMo split preset, e.g. memory-r2 or memory-r1 (with --part)")
     data.add_argument("--part", choices=("train", "val", "test"), help="part of --split")
-    data.add_argument("--conversations", nargs="+", help="explicit conversation ids, e.g. conv-43 conv-44")
+    data.add_argument("--conversations", nargs="+", metavar="ID", help="explicit conversation ids, e.g. conv-43 conv-44")
     data.add_argument("--include-adversarial", action="store_true",
                       help="keep LoCoMo category 5 (adversarial) questions (excluded by default)")
     rows = p.add_argument_group("rows")
@@ -527,25 +541,25 @@ def build_parser() -> argparse.ArgumentParser:
                       help="rows to evaluate, e.g. rag-turns+llm:smollm2-135m; a row without '+' uses --answerer "
                            f"(default: synthetic: {' '.join(DEFAULT_SYNTHETIC_ROWS)}; "
                            f"others: {' '.join(DEFAULT_DATA_ROWS)})")
-    rows.add_argument("--answerer", help=f"answerer of rows without '+' (default: '{SCRIPTED_ANSWERER}' on "
+    rows.add_argument("--answerer", metavar="SPEC", help=f"answerer of rows without '+' (default: '{SCRIPTED_ANSWERER}' on "
                                          f"synthetic worlds, '{DEFAULT_LLM}' otherwise)")
     ev = p.add_argument_group("evaluation")
-    ev.add_argument("--max-questions", type=int, help="ask at most N questions per conversation, evenly spaced over "
+    ev.add_argument("--max-questions", type=int, metavar="N", help="ask at most N questions per conversation, evenly spaced over "
                                                       "its question list (default: all)")
-    ev.add_argument("--context-tokens", type=int, default=DEFAULT_CONTEXT_TOKENS,
+    ev.add_argument("--context-tokens", type=int, default=DEFAULT_CONTEXT_TOKENS, metavar="N",
                     help="full-context: whitespace tokens of the transcript the answerer reads, the most recent "
                          "kept (default: %(default)s)")
-    ev.add_argument("--answer-top-k", type=int, default=DEFAULT_ANSWER_TOP_K,
+    ev.add_argument("--answer-top-k", type=int, default=DEFAULT_ANSWER_TOP_K, metavar="K",
                     help="memories retrieved per speaker for each question (default: %(default)s)")
-    ev.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+    ev.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
                     help="answer observations per answerer call (default: %(default)s)")
     ev.add_argument("--judge", metavar="llm:MODEL", help="LLM-as-a-Judge model (any local causal LM); adds J")
-    ev.add_argument("--judge-max-new-tokens", type=int, default=DEFAULT_JUDGE_MAX_NEW_TOKENS,
+    ev.add_argument("--judge-max-new-tokens", type=int, default=DEFAULT_JUDGE_MAX_NEW_TOKENS, metavar="N",
                     help="judge generation budget (default: %(default)s)")
-    ev.add_argument("--torch-threads", type=int, default=1,
+    ev.add_argument("--torch-threads", type=int, default=1, metavar="N",
                     help="torch CPU threads (default: %(default)s; more only on an idle machine)")
     out = p.add_argument_group("output")
-    out.add_argument("--out", help="output prefix: writes OUT.md and OUT.json "
+    out.add_argument("--out", metavar="PREFIX", help="output prefix: writes OUT.md and OUT.json "
                                    "(default: benchmarks/results/leaderboard_<source>[<sessions>])")
     out.add_argument("--title", help="title of the table (default: from the data)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")

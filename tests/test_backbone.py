@@ -263,7 +263,7 @@ def test_merge_for_inference_leaves_the_policy_untouched(tiny_backbone):
     merged = lora.merge_for_inference(model)
     assert type(merged).__name__ == "LlamaForCausalLM" and not lora.adapter_names(merged)
     merged_view = bb.Backbone(merged, tiny_backbone.tokenizer, "merged", torch.device("cpu"))
-    assert torch.allclose(_logits(merged_view), adapted, atol=1e-5)
+    assert torch.allclose(_logits(merged_view), adapted, rtol=1e-4, atol=1e-4)  # merging reorders float sums
     assert torch.equal(_logits(view), adapted)
     with lora.use_adapter(model, None):
         assert torch.allclose(_logits(view), base_logits, atol=1e-6)

@@ -126,3 +126,75 @@ def test_update_changes_every_lora_parameter_and_no_base_parameter():
     unchanged_lora = [n for n in lora if torch.equal(before[n], dict(model.named_parameters())[n])]
     changed_base = [n for n in base if not torch.equal(before[n], dict(model.named_parameters())[n])]
     assert unchanged_lora == [] and changed_base == []
+
+
+@pytest.mark.slow
+def test_tiny_backbone_learns_with_sft_then_logo_grpo():
+    """Oracle-SFT warm start, then 8 LoGo-GRPO updates raise the mean reward on the training worlds.
+
+    Measured when written (seed 1): session reward 0.279 -> 0.473, valid manage actions 0.58 -> 0.78.
+    The stated margin: +0.1 mean session reward, and more valid actions.
+    """
+    import gymnasium as gym
+
+    import memenv  # noqa: F401
+    from agents.backbone import tiny_backbone
+    from agents.lora import LLAMA_TARGET_MODULES, add_lora
+    from algos import rollouts as R
+    from algos.logo_grpo import TRAIN_SEED_OFFSET, ppo_update
+    from algos.sft import record_demonstrations, train_sft
+    from memenv.scripted import OracleAgent
+
+    seed, max_prompt_tokens, style = 1, 256, "compact"
+    torch.manual_seed(seed)
+
+    def make():
+        return gym.make("MemorySession-v0", num_sessions=2, disable_env_checker=True)
+
+    demo_worlds = [TRAIN_SEED_OFFSET + i for i in range(16)]
+    worlds = demo_worlds[:2]  # RL trains and is measured on the same two worlds
+    pairs = record_demonstrations(make, demo_worlds, roles=("manage",))
+    backbone = tiny_backbone(seed=seed)
+    model = add_lora(backbone, r=16, alpha=32, target_modules=[*LLAMA_TARGET_MODULES, "lm_head"])
+    model.eval()
+    tokenizer = backbone.tokenizer
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    lora = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+    train_sft(model, tokenizer, pairs, steps=100, batch_size=8, learning_rate=1e-2,
+              max_prompt_tokens=max_prompt_tokens, seed=seed, prompt_style=style)
+    generator = torch.Generator().manual_seed(seed)
+    policy = R.LLMPolicy(model, tokenizer, max_prompt_tokens=max_prompt_tokens, max_new_tokens=128,
+                         temperature=1.0, top_p=1.0, generator=generator, prompt_style=style)
+    answerer, oracle = R.ScriptedAnswerer(), OracleAgent()
+
+    def collect(group_size, rng):
+        return R.collect(policy, answerer, make, worlds, group_size=group_size, inner_fraction=0.0, inner_n=2,
+                         max_local_questions=16, local_weight=1.0, rng=rng, extractor=oracle)
+
+    def evaluate():
+        generator.manual_seed(999)  # the same sampling noise before and after RL
+        stats = collect(16, np.random.default_rng(123)).stats
+        return stats["charts/session_reward"], 1.0 - stats["charts/invalid_rate"]
+
+    reward_before, valid_before = evaluate()
+    assert 0.3 <= valid_before <= 0.8  # SFT gives a policy RL can improve on, not a finished one
+
+    args = parse_args(Args, ["--learning-rate", "1e-3", "--group-size", "8", "--inner-fraction", "0",
+                             "--ppo-epochs", "2", "--num-minibatches", "4", "--micro-batch-size", "16",
+                             "--kl-coef", "0"])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate)
+    rng = np.random.default_rng(seed)
+    generator.manual_seed(seed)
+    for _ in range(8):
+        batch = collect(args.group_size, rng)
+        ppo_update(model, batch.samples, optimizer, args, pad_id=tokenizer.pad_token_id, rng=rng, world=1)
+
+    reward_after, valid_after = evaluate()
+    assert reward_after >= reward_before + 0.1, (reward_before, reward_after)
+    assert valid_after > valid_before
+    for name, value in model.named_parameters():
+        if "lora_" in name:
+            assert not torch.equal(value, lora[name]), f"LoRA parameter {name} did not change"
+        else:
+            assert torch.equal(value, base[name]), f"base parameter {name} changed"

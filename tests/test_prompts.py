@@ -10,6 +10,8 @@ import pytest
 from agents.prompts import (
     ANSWER_SYSTEM_DIRECT,
     ANSWER_SYSTEM_DISTILL,
+    COMPACT_ANSWER_SYSTEM_DISTILL,
+    COMPACT_MANAGE_SYSTEM,
     EXTRACT_SYSTEM,
     MANAGE_SYSTEM,
     count_tokens,
@@ -17,6 +19,7 @@ from agents.prompts import (
     parse_answer,
     parse_relevant_ids,
     render_prompt,
+    system_prompt,
 )
 
 BIG = 100_000
@@ -205,3 +208,34 @@ def test_parse_relevant_ids():
     assert parse_relevant_ids("Answer: Lyon") == []
     with pytest.raises(TypeError):
         parse_answer(None)
+
+
+def test_compact_style_is_short_and_keeps_records(tiny_tokenizer):
+    for obs, system in ((manage_obs(), COMPACT_MANAGE_SYSTEM), (answer_obs(2), COMPACT_ANSWER_SYSTEM_DISTILL)):
+        default = render_prompt(tiny_tokenizer, json.dumps(obs), max_prompt_tokens=BIG)
+        compact = render_prompt(tiny_tokenizer, json.dumps(obs), max_prompt_tokens=BIG, style="compact")
+        assert compact.startswith(f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n")
+        assert compact.endswith("<|im_end|>\n<|im_start|>assistant\n")
+        assert count_tokens(tiny_tokenizer, compact) < count_tokens(tiny_tokenizer, default) / 2
+        for memory in obs["memories"]:
+            assert f"[{memory['id']}] {memory['text']}" in _lines(compact)
+    compact = render_prompt(tiny_tokenizer, json.dumps(manage_obs()), max_prompt_tokens=BIG, style="compact")
+    # Facts are numbered from 0, as the {"op": "ADD", "fact": 0} shorthand counts them.
+    assert "0: Alice moved to Lyon on 3 May 2023. [m5 m1 m7]" in _lines(compact)
+    assert "\n2: Bob plays chess. []<|im_end|>" in compact
+    assert len(COMPACT_MANAGE_SYSTEM) < len(MANAGE_SYSTEM) / 4
+
+
+def test_compact_style_trims_by_relevance_and_checks_style(tiny_tokenizer):
+    obs = manage_obs()
+    full = render_prompt(tiny_tokenizer, json.dumps(obs), max_prompt_tokens=BIG, style="compact")
+    budget = count_tokens(tiny_tokenizer, full) - 3 * count_tokens(tiny_tokenizer, "\n[m0] Alice fact number 0 is here.")
+    prompt = render_prompt(tiny_tokenizer, json.dumps(obs), max_prompt_tokens=budget, style="compact")
+    assert count_tokens(tiny_tokenizer, prompt) <= budget
+    assert _kept_memory_ids(prompt) == ["m0", "m1", "m2", "m5", "m7"]  # m6, m4, m3 dropped first
+    assert "[m5 m1 m7]" in prompt
+    with pytest.raises(ValueError, match="unknown prompt style 'tiny'"):
+        render_prompt(tiny_tokenizer, json.dumps(obs), max_prompt_tokens=BIG, style="tiny")
+    with pytest.raises(ValueError, match="unknown prompt style"):
+        system_prompt("manage", style="short")
+    assert system_prompt("manage") == MANAGE_SYSTEM

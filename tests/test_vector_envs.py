@@ -19,7 +19,7 @@ STEPS = 45
 # Info keys compared step by step (all of them except the long per-step diagnostics,
 # which are compared through `gold` and the episode summary).
 COMPARED_KEYS = ("role", "session", "turn", "memory_size", "memory_tokens", "conversation", "gold",
-                 "score", "question_kind", "episode", "session_credit", "valid")
+                 "score", "answered", "question_kind", "episode", "session_credit", "valid")
 
 
 class ManualNextStepVector:

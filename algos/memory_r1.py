@@ -1,0 +1,786 @@
+"""Memory-R1: a memory manager and an answer agent trained separately with outcome rewards.
+
+Memory-R1 (arXiv 2508.19828) trains two agents, one at a time, each by PPO or by GRPO,
+with exact match (EM) of answers as the only reward:
+
+* ``--mode answer``: the answer agent. The memory bank is held FIXED: it is built once per
+  conversation by a given manager (``--manager``: any registry agent; default the
+  ``oracle`` of the synthetic worlds) running the environment with ``qa_schedule="end"``
+  through every extract / manage turn; the answer observations of every question then
+  come from ``env.unwrapped.probe(i)`` (top ``--answer-top-k`` memories per speaker, 30 by
+  default as in the paper). The agent distils the memories (lists the relevant ids) and
+  answers in a few words; reward = EM (or token F1 with ``--metric f1``) of the parsed
+  answer. Trained into a LoRA adapter named ``"answer"`` (the only adapter of the model).
+* ``--mode manager``: the memory manager. Sessions are played in order
+  (``qa_schedule="after_evidence"``); extract turns by a fixed extractor (default
+  ``oracle``; ``policy`` samples them from the same adapter, untrained). At each manage
+  turn the policy samples ``--group-size`` operation lists for the same state; each is
+  applied to a fork of the environment (``env.fork()``) and scored at once by the FROZEN
+  answer agent (``--answerer``) on the questions due so far (``probe``), as LoGo-GRPO's
+  local groups. Reward = mean EM over those questions, minus the environment's penalty for
+  an invalid operation list. The trajectory continues from the first sample's fork.
+  Trained into the LoRA adapter ``"policy"``.
+
+``--algo grpo``: n samples per state, advantages normalised within the group
+(:func:`algos.advantages.group_advantages`), PPO-clip loss with k3 KL to the reference
+(the base model, adapter disabled) -- :func:`algos.logo_grpo.ppo_update`.
+``--algo ppo``: a learned critic (:class:`algos.value.ValueHead`, a linear layer on the
+backbone's last hidden state at the last prompt token, trained alongside the LoRA
+parameters through the shared backbone); one sample per state by default, advantage
+``A = r - V(prompt)``, value loss MSE (``--value-clip`` for the clipped form).
+
+Data: ``--source synthetic`` trains on worlds with seeds >= 1,000,000 and evaluates on
+seeds below; ``--source locomo --data-path locomo10.json --split memory-r1`` trains on
+conv-26, evaluates on conv-30 (152 / 81 / 1307 questions train / val / test on the full
+file, category 5 excluded; the counts are printed at start).
+
+    python -m algos.memory_r1 --mode answer --algo grpo                  # CPU: short tiny demo
+    python -m algos.memory_r1 --mode manager --algo ppo --model smollm2-135m
+
+Outputs in ``--output-dir``: ``metrics.jsonl`` (namespaced metrics per update; ``eval/``
+rows at update 0 and at the end), ``adapter/`` (PEFT format), ``value_head/`` (PPO),
+``args.json``. No checkpoint / resume (runs are short; see ``algos.logo_grpo`` for that).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from algos.cli import parse_args
+from algos.rollouts import Generation, Sample
+
+MODES = ("answer", "manager")
+ALGOS = ("grpo", "ppo")
+METRICS = ("em", "f1")
+SOURCES = ("synthetic", "locomo")
+PROMPT_STYLES = ("auto", "default", "compact")
+EXTRACTOR_POLICY = "policy"
+ANSWER_ADAPTER = "answer"
+GRPO_DEFAULT_GROUP = 8
+PPO_DEFAULT_GROUP = 1
+DEFAULT_NEW_TOKENS = {"answer": 64, "manager": 256}
+# The paper's question counts of its LoCoMo split (full locomo10.json, category 5 excluded).
+PAPER_QUESTION_COUNTS = {"memory-r1": {"train": 152, "val": 81, "test": 1307}}
+CPU_DEMO = dict(model="tiny", updates=4, questions_per_update=8, conversations_per_update=1, num_sessions=4,
+                max_new_tokens=24, max_prompt_tokens=1024, learning_rate=1e-3, sft_warmup_steps=30,
+                micro_batch_size=16, answer_top_k=5, eval_worlds=2)
+
+
+@dataclass
+class Args:
+    mode: str = field(default="answer", metadata={"help": "which agent to train: 'answer' (bank fixed) or 'manager' (answerer frozen)", "choices": MODES})
+    algo: str = field(default="grpo", metadata={"help": "'grpo' (group-relative advantages) or 'ppo' (learned value head)", "choices": ALGOS})
+    env: str = field(default="MemorySession-v0", metadata={"help": "registered env id with fork() and probe()"})
+    env_kwargs: str = field(default="{}", metadata={"help": "JSON object of extra gym.make keyword arguments"})
+    source: str = field(default="synthetic", metadata={"help": "'synthetic' worlds or 'locomo' (needs --data-path)", "choices": SOURCES})
+    data_path: str | None = field(default=None, metadata={"help": "LoCoMo file (locomo10.json) for --source locomo"})
+    split: str = field(default="memory-r1", metadata={"help": "LoCoMo split preset: train on its 'train' part, evaluate on 'val'"})
+    num_sessions: int = field(default=8, metadata={"help": "sessions per synthetic world"})
+    model: str | None = field(default=None, metadata={"help": "backbone: 'smollm2-135m', 'tiny', a HF directory or .gguf (none: smollm2-135m on GPU, tiny on CPU)"})
+    output_dir: str | None = field(default=None, metadata={"help": "where metrics and the adapter go (none: runs/<run name>)"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    updates: int = field(default=50, metadata={"help": "policy updates"})
+    questions_per_update: int = field(default=16, metadata={"help": "answer mode: questions (states) per update"})
+    conversations_per_update: int = field(default=2, metadata={"help": "conversations drawn per update (answer mode: the questions come from them)"})
+    num_train_worlds: int = field(default=512, metadata={"help": "size of the pool of synthetic training worlds"})
+    eval_worlds: int = field(default=0, metadata={"help": "answer mode: greedy evaluation at start and end on this many eval worlds (locomo: the val part; 0: off)"})
+    group_size: int | None = field(default=None, metadata={"help": "samples per state (none: 8 for grpo, 1 for ppo)"})
+    manager: str = field(default="oracle", metadata={"help": "answer mode: the agent that builds the fixed memory banks (registry name, e.g. oracle, add-all, llm:...)"})
+    extractor: str = field(default="oracle", metadata={"help": "manager mode: fixed extractor (registry name) or 'policy' (sampled from the adapter, not trained)"})
+    answerer: str = field(default="auto", metadata={"help": "manager mode: frozen answer agent: 'scripted', 'base' (backbone, adapter off) or an agent name (auto: scripted on synthetic, base on locomo)"})
+    metric: str = field(default="em", metadata={"help": "reward: exact match 'em' (Memory-R1) or token 'f1'", "choices": METRICS})
+    question_kinds: tuple[str, ...] = field(default=(), metadata={"help": "answer mode: train only on questions of these kinds (empty: all)"})
+    max_questions: int = field(default=16, metadata={"help": "manager mode: latest due questions that score one manage action"})
+    answer_top_k: int = field(default=30, metadata={"help": "memories retrieved per speaker for an answer (the paper: 30)"})
+    distill: bool = field(default=True, metadata={"help": "answer prompts ask for the relevant memory ids before the answer (memory distillation)"})
+    prompt_style: str = field(default="auto", metadata={"help": "'default', 'compact' or 'auto' (compact for the tiny model)", "choices": PROMPT_STYLES})
+    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate of the LoRA parameters"})
+    value_learning_rate: float | None = field(default=None, metadata={"help": "AdamW learning rate of the value head (none: --learning-rate)"})
+    vf_coef: float = field(default=0.1, metadata={"help": "ppo: weight of the value loss"})
+    value_clip: float | None = field(default=None, metadata={"help": "ppo: clip range of the value update (none: plain MSE)"})
+    whiten_advantages: bool = field(default=False, metadata={"help": "ppo: normalise r - V over the batch"})
+    ppo_epochs: int = field(default=2, metadata={"help": "passes over each batch"})
+    num_minibatches: int = field(default=2, metadata={"help": "optimizer steps per epoch"})
+    micro_batch_size: int = field(default=8, metadata={"help": "sequences per forward pass (memory bound)"})
+    generation_batch_size: int = field(default=64, metadata={"help": "sequences per generation call"})
+    clip_eps: float = field(default=0.2, metadata={"help": "PPO clip range"})
+    kl_coef: float = field(default=0.001, metadata={"help": "k3 KL penalty to the reference policy (adapter disabled)"})
+    entropy_coef: float = field(default=0.001, metadata={"help": "entropy bonus"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (> 0)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "tokens per action (none: 64 answer, 256 manager)"})
+    max_prompt_tokens: int = field(default=2048, metadata={"help": "prompts are trimmed by relevance to this many tokens"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    sft_warmup_steps: int = field(default=0, metadata={"help": "supervised steps before RL (answer: gold answers; manager: oracle operations)"})
+    sft_batch_size: int = field(default=8, metadata={"help": "demonstrations per supervised step"})
+    device: str | None = field(default=None, metadata={"help": "cuda / cpu (none: cuda when available)"})
+    dtype: str | None = field(default=None, metadata={"help": "float32 / bfloat16 (none: bf16 on GPU, fp32 on CPU)"})
+    demo: bool | None = field(default=None, metadata={"help": "short CPU demo settings (none: on when no GPU and no --model)"})
+    tensorboard: bool = field(default=False, metadata={"help": "also write TensorBoard events when tensorboard is installed"})
+    progress: bool = field(default=True, metadata={"help": "show the rich progress bar"})
+
+    def __post_init__(self) -> None:
+        for name, choices in (("mode", MODES), ("algo", ALGOS), ("metric", METRICS), ("source", SOURCES),
+                              ("prompt_style", PROMPT_STYLES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"--{name.replace('_', '-')} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.group_size is not None:
+            if self.group_size < 1:
+                raise ValueError(f"--group-size must be >= 1, got {self.group_size}")
+            if self.algo == "grpo" and self.group_size < 2:
+                raise ValueError("--group-size must be >= 2 for grpo (a group of one has no advantage)")
+        for name in ("updates", "questions_per_update", "conversations_per_update", "num_train_worlds", "ppo_epochs",
+                     "num_minibatches", "micro_batch_size", "generation_batch_size", "max_questions",
+                     "max_prompt_tokens", "num_sessions", "sft_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_worlds", "sft_warmup_steps", "answer_top_k", "vf_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
+        if not self.temperature > 0:
+            raise ValueError(f"--temperature must be > 0 (training samples), got {self.temperature}")
+        if self.value_clip is not None and not self.value_clip > 0:
+            raise ValueError(f"--value-clip must be > 0 or none, got {self.value_clip}")
+        if self.source == "locomo" and not self.data_path:
+            raise ValueError("--source locomo needs --data-path (the LoCoMo json file)")
+        try:
+            kwargs = json.loads(self.env_kwargs)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--env-kwargs is not JSON: {err}") from None
+        if not isinstance(kwargs, dict):
+            raise ValueError("--env-kwargs must be a JSON object")
+
+    @property
+    def n(self) -> int:
+        """Samples per state."""
+        if self.group_size is not None:
+            return self.group_size
+        return GRPO_DEFAULT_GROUP if self.algo == "grpo" else PPO_DEFAULT_GROUP
+
+    @property
+    def new_tokens(self) -> int:
+        """Generation budget per action."""
+        return self.max_new_tokens or DEFAULT_NEW_TOKENS[self.mode]
+
+
+@dataclass
+class RLSample(Sample):
+    """A :class:`~algos.rollouts.Sample` with its outcome reward and (PPO) the critic's value."""
+
+    reward: float = 0.0
+    value: float = 0.0
+
+
+@dataclass(frozen=True)
+class AnswerItem:
+    """One question on a fixed memory bank: its answer observation and gold answer."""
+
+    obs: str
+    gold: str
+    kind: str
+    conversation: Any
+    question_index: int
+
+
+# ---------------------------------------------------------------------------- pure helpers
+def answer_reward(text: str, gold: str, metric: str = "em") -> float:
+    """The outcome reward of one answer-agent output: EM (or F1) of its parsed short answer."""
+    from agents.prompts import parse_answer
+    from memenv.scoring import get_metric
+
+    return float(get_metric(metric)(parse_answer(text), gold))
+
+
+def assign_group_advantages(samples: Sequence[RLSample]) -> None:
+    """GRPO: normalise rewards within each ``sample.group`` and store them as advantages."""
+    from algos.advantages import group_advantages
+
+    if not samples:
+        return
+    labels: dict[tuple, int] = {}
+    ids = torch.tensor([labels.setdefault(s.group, len(labels)) for s in samples], dtype=torch.long)
+    rewards = torch.tensor([s.reward for s in samples], dtype=torch.float64)
+    for s, a in zip(samples, group_advantages(rewards, ids).tolist()):
+        s.advantage = float(a)
+
+
+def split_question_counts(data_path: str, split: str) -> dict[str, int | None]:
+    """Questions (category 5 excluded) in each part of a LoCoMo split preset; None where the
+    file lacks that part's conversations."""
+    from memenv.data.locomo import SPLITS, load_locomo, question_counts
+
+    if split not in SPLITS:
+        raise ValueError(f"unknown LoCoMo split {split!r}; choose one of {sorted(SPLITS)}")
+    counts: dict[str, int | None] = {}
+    for part in SPLITS[split]:
+        try:
+            counts[part] = sum(question_counts(load_locomo(data_path, split=split, part=part)).values())
+        except ValueError:
+            counts[part] = None
+    return counts
+
+
+def format_split_counts(split: str, counts: dict[str, int | None]) -> str:
+    """One line: ``memory-r1 questions: train 152, val 81, test 1307`` (+ the paper's counts)."""
+    shown = ", ".join(f"{part} {'missing from the file' if n is None else n}" for part, n in counts.items())
+    paper = PAPER_QUESTION_COUNTS.get(split)
+    note = f" (paper: {', '.join(f'{p} {n}' for p, n in paper.items())})" if paper else ""
+    return f"LoCoMo split {split} questions: {shown}{note}"
+
+
+# ---------------------------------------------------------------------------- envs and data
+def make_env_factory(args: Args, *, part: str | None, qa_schedule: str) -> Callable[[], Any]:
+    """A factory of the training (``part="train"``) or evaluation (``"val"``) environment."""
+    import gymnasium as gym
+
+    import memenv  # noqa: F401
+
+    kwargs = json.loads(args.env_kwargs)
+    kwargs.update(qa_schedule=qa_schedule, metric=args.metric, answer_top_k=args.answer_top_k)
+    if args.source == "locomo":
+        kwargs.update(source="locomo", data_path=args.data_path, split=args.split, part=part)
+    else:
+        kwargs.setdefault("num_sessions", args.num_sessions)
+
+    def make():
+        return gym.make(args.env, disable_env_checker=True, **kwargs)
+
+    return make
+
+
+def conversation_pool(args: Args, make_env: Callable[[], Any], *, train: bool) -> list[Any]:
+    """Conversation keys: LoCoMo sample_ids of the part, or synthetic seeds (train >= 1e6, eval < 1e6)."""
+    from algos.logo_grpo import TRAIN_SEED_OFFSET
+
+    if args.source == "locomo":
+        return list(make_env().unwrapped.source.keys())
+    if train:
+        return [TRAIN_SEED_OFFSET + i for i in range(args.num_train_worlds)]
+    return list(range(args.eval_worlds))
+
+
+def _act(agent: Any, obs: str, info: dict) -> str:
+    return agent.act(obs, info)
+
+
+def build_answer_items(make_env: Callable[[], Any], conversation: Any, manager: Any,
+                       kinds: Sequence[str] = ()) -> list[AnswerItem]:
+    """Build one conversation's memory bank with ``manager`` and return its questions' observations.
+
+    The environment must use ``qa_schedule="end"``: the manager plays every extract and
+    manage turn, then each question's answer observation comes from ``probe``.
+    """
+    env = make_env()
+    obs, info = env.reset(options={"conversation": conversation})
+    done = False
+    while not done and info.get("role") in ("extract", "manage"):
+        obs, _, done, _, info = env.step(_act(manager, obs, info))
+    base = env.unwrapped
+    items = []
+    for i, q in enumerate(base.conversation.questions):
+        if kinds and q.kind not in kinds:
+            continue
+        items.append(AnswerItem(base.probe(i), q.answer, q.kind, conversation, i))
+    return items
+
+
+# ---------------------------------------------------------------------------- sampling
+class Sampler:
+    """Samples n completions per observation of one role, with the role's adapter and prompt style."""
+
+    def __init__(self, model, tokenizer, *, style: str, distill: bool, max_prompt_tokens: int, max_new_tokens: int,
+                 temperature: float, top_p: float, generator: torch.Generator, batch_size: int) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.style, self.distill = style, distill
+        self.max_prompt_tokens, self.max_new_tokens = max_prompt_tokens, max_new_tokens
+        self.temperature, self.top_p, self.generator, self.batch_size = temperature, top_p, generator, batch_size
+
+    def prompt(self, obs: str, role: str) -> str:
+        from agents.prompts import render_prompt
+
+        return render_prompt(self.tokenizer, obs, max_prompt_tokens=self.max_prompt_tokens, role=role,
+                             distill=self.distill, style=self.style)
+
+    def sample(self, observations: Sequence[str], role: str, num_samples: int, *,
+               greedy: bool = False) -> list[list[Generation]]:
+        """``num_samples`` generations per observation (prompt encoded once, KV cache shared)."""
+        from agents.generation import generate
+        from agents.lora import role_adapter, use_adapter
+
+        out: list[list[Generation]] = []
+        per_call = max(1, self.batch_size // num_samples)
+        prompts = [self.prompt(o, role) for o in observations]
+        with use_adapter(self.model, role_adapter(self.model, role)):
+            for start in range(0, len(prompts), per_call):
+                rollout = generate(self.model, self.tokenizer, prompts[start: start + per_call],
+                                   num_samples=num_samples, max_new_tokens=self.max_new_tokens,
+                                   temperature=0.0 if greedy else self.temperature, top_p=self.top_p,
+                                   generator=self.generator)
+                for p in range(len(rollout.prompt_ids)):
+                    mask_p = rollout.prompt_mask[p].bool()
+                    group = []
+                    for j in range(p * num_samples, (p + 1) * num_samples):
+                        mask_c = rollout.completion_mask[j].bool()
+                        group.append(Generation(rollout.texts[j], rollout.prompt_ids[p][mask_p].tolist(),
+                                                rollout.completion_ids[j][mask_c].tolist(),
+                                                rollout.logprobs[j][mask_c].tolist()))
+                    out.append(group)
+        return out
+
+
+# ---------------------------------------------------------------------------- collection
+def collect_answer_batch(sampler: Sampler, items: Sequence[AnswerItem], *, n: int, metric: str,
+                         algo: str) -> tuple[list[RLSample], dict[str, float]]:
+    """n sampled answers per question, rewarded by EM; GRPO advantages when ``algo == "grpo"``."""
+    samples: list[RLSample] = []
+    groups = sampler.sample([it.obs for it in items], "answer", n)
+    for q, (item, group) in enumerate(zip(items, groups)):
+        for g in group:
+            samples.append(RLSample(g.prompt_ids, g.completion_ids, g.logprobs, role="answer", session=-1,
+                                    local=False, group=("answer", q), reward=answer_reward(g.text, item.gold, metric)))
+    if algo == "grpo":
+        assign_group_advantages(samples)
+    rewards = [s.reward for s in samples]
+    return samples, {"charts/reward": float(np.mean(rewards)) if rewards else 0.0,
+                     "charts/samples": float(len(samples)),
+                     "charts/generated_tokens": float(sum(len(s.completion_ids) for s in samples))}
+
+
+def evaluate_answers(sampler: Sampler, items: Sequence[AnswerItem], metric: str) -> float:
+    """Mean reward of the greedy answers (0 for no items)."""
+    if not items:
+        return 0.0
+    groups = sampler.sample([it.obs for it in items], "answer", 1, greedy=True)
+    return float(np.mean([answer_reward(g[0].text, it.gold, metric) for it, g in zip(items, groups)]))
+
+
+@dataclass
+class _Trajectory:
+    env: Any
+    obs: str
+    info: dict
+    index: int
+    done: bool = False
+
+
+def _score_forks(answerer: Any, requests: list[tuple[Any, int, int]]) -> dict[int, list[float]]:
+    """Answer each (fork, question, key) request with the frozen answerer; scores per key."""
+    scores: dict[int, list[float]] = defaultdict(list)
+    if not requests:
+        return scores
+    observations = [fork.unwrapped.probe(q) for fork, q, _ in requests]
+    infos = [{"role": "answer"} for _ in requests]
+    for (fork, q, key), text in zip(requests, answerer.answer(observations, infos)):
+        scores[key].append(fork.unwrapped.score_answer(q, text))
+    return scores
+
+
+def collect_manager_batch(sampler: Sampler, answerer: Any, make_env: Callable[[], Any], conversations: Sequence[Any],
+                          *, n: int, extractor: Any | None, max_questions: int,
+                          algo: str) -> tuple[list[RLSample], dict[str, float]]:
+    """Play the conversations; at every manage turn sample n operation lists and score each on a fork.
+
+    Reward of a manage action: mean score of the frozen answerer on the (at most
+    ``max_questions`` latest) questions due by the end of that session, on the memory the
+    action leaves, plus the step reward (0, or minus the invalid-action penalty).
+    ``extractor=None`` samples extract turns from the policy (not trained).
+    """
+    trajectories = []
+    for c, key in enumerate(conversations):
+        env = make_env()
+        obs, info = env.reset(options={"conversation": key})
+        trajectories.append(_Trajectory(env, obs, info, c))
+    samples: list[RLSample] = []
+    stats: dict[str, list[float]] = defaultdict(list)
+    while True:
+        active = [t for t in trajectories if not t.done]
+        if not active:
+            break
+        actions: dict[int, str] = {}
+        extracting = [t for t in active if t.info["role"] == "extract"]
+        if extractor is not None:
+            for t in extracting:
+                actions[id(t)] = extractor.act(t.obs, t.info)
+        elif extracting:
+            for t, group in zip(extracting, sampler.sample([t.obs for t in extracting], "extract", 1)):
+                actions[id(t)] = group[0].text
+        answering = [t for t in active if t.info["role"] == "answer"]
+        if answering:
+            for t, text in zip(answering, answerer.answer([t.obs for t in answering], [t.info for t in answering])):
+                actions[id(t)] = text
+        managing = [t for t in active if t.info["role"] == "manage"]
+        if managing:
+            _manage_step(sampler, answerer, managing, n, max_questions, samples, stats)
+        for t in active:
+            if id(t) not in actions:
+                continue  # a manage turn: already advanced by _manage_step
+            role = t.info["role"]
+            obs, _, terminated, truncated, info = t.env.step(actions[id(t)])
+            if role == "answer":
+                stats["charts/episode_score"].append(float(info.get("score", 0.0)))
+            t.obs, t.info, t.done = obs, info, terminated or truncated
+    if algo == "grpo":
+        assign_group_advantages(samples)
+    out = {k: float(np.mean(v)) for k, v in stats.items()}
+    out["charts/reward"] = float(np.mean([s.reward for s in samples])) if samples else 0.0
+    out["charts/samples"] = float(len(samples))
+    out["charts/generated_tokens"] = float(sum(len(s.completion_ids) for s in samples))
+    return samples, out
+
+
+def _manage_step(sampler, answerer, managing, n, max_questions, samples, stats) -> None:
+    groups = sampler.sample([t.obs for t in managing], "manage", n)
+    forks: list[tuple[_Trajectory, int, Generation, Any, tuple]] = []
+    requests = []
+    for t, group in zip(managing, groups):
+        session = t.info["session"]
+        for j, gen in enumerate(group):
+            fork = t.env.fork()
+            stepped = fork.step(gen.text)
+            key = len(forks)
+            forks.append((t, session, gen, fork, stepped))
+            for q in fork.unwrapped.questions_due_by(session)[-max_questions:]:
+                requests.append((fork, q, key))
+    scores = _score_forks(answerer, requests)
+    first_of: dict[int, int] = {}
+    for key, (t, session, gen, fork, (obs, step_reward, terminated, truncated, info)) in enumerate(forks):
+        answer_score = float(np.mean(scores[key])) if scores[key] else 0.0
+        reward = answer_score + float(step_reward)
+        samples.append(RLSample(gen.prompt_ids, gen.completion_ids, gen.logprobs, role="manage", session=session,
+                                local=True, group=("manage", t.index, session), reward=reward))
+        stats["charts/valid_rate"].append(float(bool(info.get("valid", True))))
+        first_of.setdefault(id(t), key)
+    for t in managing:
+        _, _, _, fork, (obs, _, terminated, truncated, info) = forks[first_of[id(t)]]
+        t.env, t.obs, t.info, t.done = fork, obs, info, terminated or truncated
+
+
+# ---------------------------------------------------------------------------- PPO with a critic
+def policy_and_values(model, value_head, batch: dict[str, torch.Tensor], *, temperature: float,
+                      with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """One forward pass: per-token log-probs (N, T), entropy (N, T) and values V(prompt) (N,).
+
+    The value reads the last layer's hidden state at the last prompt token (prompts are
+    left-padded, completions right-padded, as :func:`algos.logo_grpo.collate` makes them).
+    """
+    from agents.generation import positions_from_mask
+    from algos.value import last_token_hidden
+
+    prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
+    completion_ids, completion_mask = batch["completion_ids"], batch["completion_mask"]
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (N, P + T)
+    mask = torch.cat([prompt_mask, completion_mask.long()], dim=1)
+    num_new, p_len = completion_ids.shape[1], prompt_ids.shape[1]
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False,
+                logits_to_keep=num_new + 1, output_hidden_states=True)
+    logits = out.logits[:, :-1].float() / (temperature if temperature > 0 else 1.0)  # (N, T, V)
+    chosen = logits.gather(-1, completion_ids[..., None]).squeeze(-1)  # (N, T)
+    logprobs = (chosen - torch.logsumexp(logits, dim=-1)) * completion_mask
+    entropy = None
+    if with_entropy:
+        logp = logits.log_softmax(-1)
+        entropy = -(logp.exp() * logp).sum(-1) * completion_mask  # (N, T)
+    hidden = last_token_hidden(out.hidden_states[-1][:, :p_len], prompt_mask)  # (N, H)
+    return logprobs, entropy, value_head(hidden)
+
+
+def ppo_value_update(model, value_head, samples: Sequence[RLSample], optimizer, args: Args, *, pad_id: int,
+                     rng: np.random.Generator) -> dict[str, float]:
+    """PPO with a learned critic: ``A = r - V_old``, clipped surrogate + k3 KL + entropy + vf_coef * value loss."""
+    from agents.generation import reference_logprobs
+    from agents.lora import role_adapter, use_adapter
+    from algos.logo_grpo import collate
+    from algos.losses import logo_grpo_loss
+    from algos.value import outcome_advantages, value_loss, whiten
+
+    roles = {s.role for s in samples}
+    if len(roles) != 1:
+        raise ValueError(f"a PPO batch holds samples of one role, got {sorted(roles)}")
+    adapter = role_adapter(model, roles.pop())
+    device = next(model.parameters()).device
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    mbs = args.micro_batch_size
+    # Values of the sampling policy and reference log-probs, once per batch.
+    for i in range(0, len(samples), mbs):
+        micro = samples[i: i + mbs]
+        b = collate(micro, pad_id, device)
+        with torch.no_grad(), use_adapter(model, adapter):
+            _, _, values = policy_and_values(model, value_head, b, temperature=args.temperature, with_entropy=False)
+        ref = reference_logprobs(model, b["prompt_ids"], b["prompt_mask"], b["completion_ids"], b["completion_mask"],
+                                 temperature=args.temperature).cpu()
+        for j, s in enumerate(micro):
+            s.value = float(values[j])
+            s.ref_logprobs = ref[j, : len(s.completion_ids)].tolist()
+    rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32)
+    adv = outcome_advantages(rewards, torch.tensor([s.value for s in samples], dtype=torch.float32))
+    if args.whiten_advantages:
+        adv = whiten(adv)
+    for s, a in zip(samples, adv.tolist()):
+        s.advantage = float(a)
+    stats: dict[str, list[float]] = defaultdict(list)
+    for _ in range(args.ppo_epochs):
+        for chunk in np.array_split(rng.permutation(len(samples)), args.num_minibatches):
+            if len(chunk) == 0:
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            minibatch = [samples[i] for i in chunk]
+            total_tokens = max(sum(len(s.completion_ids) for s in minibatch), 1)
+            for i in range(0, len(minibatch), mbs):
+                micro = minibatch[i: i + mbs]
+                b = collate(micro, pad_id, device)
+                ref_lp = torch.zeros_like(b["old_logprobs"])
+                for j, s in enumerate(micro):
+                    ref_lp[j, : len(s.ref_logprobs)] = torch.tensor(s.ref_logprobs)
+                with use_adapter(model, adapter):
+                    logp, entropy, values = policy_and_values(model, value_head, b, temperature=args.temperature)
+                pi_loss, st = logo_grpo_loss(logp, b["old_logprobs"], ref_lp, b["advantages"], b["completion_mask"],
+                                             clip_eps=args.clip_eps, kl_coef=args.kl_coef,
+                                             entropy_coef=args.entropy_coef, entropy=entropy, agg="token")
+                old_values = torch.tensor([s.value for s in micro], dtype=torch.float32, device=device)
+                returns = torch.tensor([s.reward for s in micro], dtype=torch.float32, device=device)
+                v_loss, vst = value_loss(values, old_values, returns, clip_range=args.value_clip)
+                tokens = float(b["completion_mask"].sum())
+                loss = pi_loss * tokens / total_tokens + args.vf_coef * v_loss * len(micro) / len(minibatch)
+                loss.backward()
+                for k, v in {**st, **vst}.items():
+                    stats[k].append(float(v))
+            norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], args.max_grad_norm)
+            stats["grad_norm"].append(float(norm))
+            optimizer.step()
+    out = {f"losses/{k}": float(np.mean(v)) for k, v in stats.items()}
+    out["charts/value_mean"] = float(np.mean([s.value for s in samples]))
+    return out
+
+
+# ---------------------------------------------------------------------------- warm start
+def warm_start(model, tokenizer, pairs: Sequence[tuple[str, str]], *, role: str, style: str, distill: bool, steps: int,
+               batch_size: int, learning_rate: float, max_prompt_tokens: int, seed: int) -> list[float]:
+    """Supervised steps on (observation, target) pairs through the trainer's own prompts.
+
+    :func:`algos.sft.train_sft` renders the default prompt style only; this renders the
+    style the RL sampler uses (compact for the tiny model) and reuses its loss.
+    """
+    from agents.lora import role_adapter, use_adapter
+    from agents.prompts import render_prompt
+    from algos.sft import sft_loss
+
+    if not pairs:
+        raise ValueError("no demonstrations to warm-start on")
+    eos = tokenizer.eos_token or ""
+    encoded = []
+    for obs, target in pairs:
+        prompt = render_prompt(tokenizer, obs, max_prompt_tokens=max_prompt_tokens, role=role, distill=distill,
+                               style=style)
+        encoded.append((tokenizer(prompt, add_special_tokens=False)["input_ids"],
+                        tokenizer(target + eos, add_special_tokens=False)["input_ids"]))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate)
+    rng = np.random.default_rng(seed)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    losses = []
+    with use_adapter(model, role_adapter(model, role)):
+        for _ in range(steps):
+            idx = rng.choice(len(encoded), size=min(batch_size, len(encoded)), replace=False)
+            loss = sft_loss(model, [encoded[i] for i in idx], pad_id)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            losses.append(loss.item())
+    return losses
+
+
+def answer_target(gold: str) -> str:
+    """The supervised answer-agent output for a gold answer (no Relevant line: gold ids are unknown)."""
+    return f"Answer: {gold}"
+
+
+# ---------------------------------------------------------------------------- main
+def apply_demo_defaults(args: Args, argv: Sequence[str], has_gpu: bool) -> Args:
+    """On a CPU without --model, use the short tiny-model demo (flags given explicitly win)."""
+    demo = args.demo if args.demo is not None else (not has_gpu and args.model is None)
+    if not demo:
+        return args
+    given = {a.split("=")[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
+    return dataclasses.replace(args, demo=True, **{k: v for k, v in CPU_DEMO.items() if k not in given})
+
+
+def _make_answerer(args: Args, model, tokenizer):
+    from algos import rollouts as R
+
+    name = args.answerer if args.answerer != "auto" else ("scripted" if args.source == "synthetic" else "base")
+    if name == "scripted":
+        return R.ScriptedAnswerer()
+    if name == "base":
+        return R.LLMAnswerer(model, tokenizer, max_prompt_tokens=args.max_prompt_tokens)
+    from agents.registry import make_agent
+
+    return R.AgentAnswerer(make_agent(name))
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the trainer; returns ``{"output_dir", "history", "eval", "state"}``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(Args, argv, description=__doc__, prog="python -m algos.memory_r1")
+    has_gpu = torch.cuda.is_available() and args.device != "cpu"
+    args = apply_demo_defaults(args, argv, has_gpu)
+    from rich.console import Console
+
+    console = Console()
+    model_name = args.model or ("smollm2-135m" if has_gpu else "tiny")
+    device = args.device or ("cuda" if has_gpu else "cpu")
+    if device == "cpu":
+        # a shared CPU: threads spin against each other (10x slower on the 2-core dev box)
+        torch.set_num_threads(1)
+    if args.demo:
+        console.print("[bold]No GPU: running a short CPU demo[/] (tiny random backbone; pass --model to train a real one).")
+    out = Path(args.output_dir or f"runs/memory_r1__{args.mode}__{args.algo}__{args.seed}__{int(time.time())}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
+    if args.source == "locomo":
+        console.print(format_split_counts(args.split, split_question_counts(args.data_path, args.split)))
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    np_rng = np.random.default_rng(args.seed)
+
+    from agents.backbone import load_backbone
+    from agents.lora import POLICY_ADAPTER, add_lora, save_adapter
+    from agents.registry import make_agent
+    from algos.logo_grpo import MetricsLog, ppo_update
+    from algos.value import ValueHead, save_value_head
+
+    backbone = load_backbone(model_name, device=device, dtype=args.dtype)
+    adapter = ANSWER_ADAPTER if args.mode == "answer" else POLICY_ADAPTER
+    model = add_lora(backbone, r=args.lora_r, alpha=args.lora_alpha, names=(adapter,))
+    model.eval()  # no dropout: sampling and training log-probs agree
+    tokenizer = backbone.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    style = args.prompt_style if args.prompt_style != "auto" else ("compact" if model_name == "tiny" else "default")
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    sampler = Sampler(model, tokenizer, style=style, distill=args.distill, max_prompt_tokens=args.max_prompt_tokens,
+                      max_new_tokens=args.new_tokens, temperature=args.temperature, top_p=args.top_p,
+                      generator=generator, batch_size=args.generation_batch_size)
+    role = "answer" if args.mode == "answer" else "manage"
+
+    train_part = "train" if args.source == "locomo" else None
+    qa_schedule = "end" if args.mode == "answer" else "after_evidence"
+    make_train = make_env_factory(args, part=train_part, qa_schedule=qa_schedule)
+    pool = conversation_pool(args, make_train, train=True)
+    items_cache: dict[Any, list[AnswerItem]] = {}
+    bank_builder = make_agent(args.manager) if args.mode == "answer" else None
+
+    def items_of(key) -> list[AnswerItem]:
+        if key not in items_cache:
+            items_cache[key] = build_answer_items(make_train, key, bank_builder, args.question_kinds)
+        return items_cache[key]
+
+    eval_items: list[AnswerItem] = []
+    if args.mode == "answer" and args.eval_worlds > 0:
+        make_eval = make_env_factory(args, part="val" if args.source == "locomo" else None, qa_schedule="end")
+        for key in conversation_pool(args, make_eval, train=False):
+            eval_items += build_answer_items(make_eval, key, bank_builder, args.question_kinds)
+
+    extractor = None
+    answerer = None
+    if args.mode == "manager":
+        extractor = None if args.extractor == EXTRACTOR_POLICY else make_agent(args.extractor)
+        answerer = _make_answerer(args, model, tokenizer)
+
+    if args.sft_warmup_steps:
+        if args.mode == "answer":
+            warm_keys = pool[: max(args.conversations_per_update, min(len(pool), 32))]
+            pairs = [(it.obs, answer_target(it.gold)) for key in warm_keys for it in items_of(key)]
+        else:
+            from algos.sft import record_demonstrations
+
+            pairs = record_demonstrations(make_train, pool[: min(len(pool), 32)], roles=("manage",))
+        losses = warm_start(model, tokenizer, pairs, role=role, style=style, distill=args.distill,
+                            steps=args.sft_warmup_steps, batch_size=args.sft_batch_size,
+                            learning_rate=args.learning_rate, max_prompt_tokens=args.max_prompt_tokens, seed=args.seed)
+        console.print(f"SFT warm start: {len(pairs)} demonstrations, loss {losses[0]:.2f} -> {losses[-1]:.2f}")
+
+    value_head = None
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": args.learning_rate}]
+    if args.algo == "ppo":
+        value_head = ValueHead(model.config.hidden_size).to(device)
+        groups.append({"params": list(value_head.parameters()),
+                       "lr": args.value_learning_rate or args.learning_rate})
+    optimizer = torch.optim.AdamW(groups)
+
+    log = MetricsLog(out, enabled=True, tensorboard=args.tensorboard)
+    evals: dict[str, float] = {}
+    if eval_items:
+        evals["before"] = evaluate_answers(sampler, eval_items, args.metric)
+        log.write(0, {"eval/score": evals["before"], "eval/questions": float(len(eval_items))})
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[live]}"), console=console, disable=not args.progress)
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    with progress:
+        task = progress.add_task(f"Memory-R1 {args.mode} {args.algo}", total=args.updates, live="")
+        for update in range(1, args.updates + 1):
+            t0 = time.perf_counter()
+            keys = [pool[int(i)] for i in np_rng.choice(len(pool), size=min(args.conversations_per_update, len(pool)),
+                                                         replace=False)]
+            if args.mode == "answer":
+                candidates = [it for key in keys for it in items_of(key)]
+                if not candidates:
+                    raise SystemExit("no training questions (check --question-kinds and the data)")
+                chosen = np_rng.choice(len(candidates), size=min(args.questions_per_update, len(candidates)),
+                                       replace=False)
+                samples, stats = collect_answer_batch(sampler, [candidates[int(i)] for i in chosen], n=args.n,
+                                                      metric=args.metric, algo=args.algo)
+            else:
+                samples, stats = collect_manager_batch(sampler, answerer, make_train, keys, n=args.n,
+                                                       extractor=extractor, max_questions=args.max_questions,
+                                                       algo=args.algo)
+            t1 = time.perf_counter()
+            if not samples:
+                losses = {}
+            elif args.algo == "grpo":
+                losses = ppo_update(model, samples, optimizer, args, pad_id=pad_id, rng=np_rng, world=1)
+            else:
+                losses = ppo_value_update(model, value_head, samples, optimizer, args, pad_id=pad_id, rng=np_rng)
+            t2 = time.perf_counter()
+            advantages = [abs(s.advantage) for s in samples]
+            metrics = {**stats, **losses, "charts/nonzero_advantage_rate": float(np.mean([a > 0 for a in advantages]))
+                       if advantages else 0.0, "charts/rollout_seconds": t1 - t0, "charts/update_seconds": t2 - t1,
+                       "charts/tokens_per_s": stats.get("charts/generated_tokens", 0.0) / max(t1 - t0, 1e-9),
+                       "charts/elapsed_s": time.perf_counter() - start}
+            log.write(update, metrics)
+            history.append(metrics)
+            progress.update(task, advance=1, live=f"reward {metrics.get('charts/reward', 0):.3f} "
+                                                  f"kl {metrics.get('losses/kl', 0):.4f}")
+    if eval_items:
+        evals["after"] = evaluate_answers(sampler, eval_items, args.metric)
+        log.write(args.updates, {"eval/score": evals["after"], "eval/questions": float(len(eval_items))})
+        console.print(f"eval {args.metric}: {evals['before']:.3f} -> {evals['after']:.3f} on {len(eval_items)} questions")
+    save_adapter(model, out / "adapter", adapter)
+    if value_head is not None:
+        save_value_head(value_head, out / "value_head")
+    console.print(f"done: {args.updates} updates; adapter in {out / 'adapter'}; metrics in {out / 'metrics.jsonl'}")
+    return {"output_dir": str(out), "history": history, "eval": evals, "state": {"update": args.updates},
+            "model": model, "value_head": value_head, "sampler": sampler}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,388 @@
+"""Classical RL baseline: stable-baselines3 PPO learns the memory manager's per-fact decision.
+
+    python -m benchmarks.sb3_manager [--timesteps 65536] [--seeds 0 1] [--eval-worlds 50]
+
+PPO (``MlpPolicy``) trains on :class:`agents.sb3_manager.ManagerDecisionEnv` — one step per
+candidate fact, ``Discrete(4)`` ADD / UPDATE nearest / DELETE nearest / NOOP over a
+fixed-size feature vector — on synthetic worlds with seeds ``0 .. train_worlds - 1``
+(gold extraction, scripted reader). Each trained model is saved, then played as a full
+agent (:class:`agents.sb3_manager.SB3ManagerAgent`) through the ordinary text protocol on
+*held-out* worlds (seeds from ``eval_seed_offset``, never seen in training) of
+``MemorySessionBench-v0`` (every question after the last session), next to a random
+manager and the scripted noop / add-all / oracle agents, which share the same gold
+extraction and scripted reader. Reported: token F1 pooled over all questions, overall
+and per question kind. Results go to ``<out>.md`` and ``<out>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+import memenv  # noqa: F401  (registers the environments)
+from agents.sb3_manager import (
+    REWARD_MODES,
+    FeatureManagerAgent,
+    ManagerDecisionEnv,
+    RandomManagerAgent,
+    SB3ManagerAgent,
+    rule_decision,
+)
+from memenv.scripted import AddAllAgent, NoopAgent, OracleAgent
+from memenv.types import SYNTHETIC_KINDS
+
+DEFAULT_OUT = os.path.join("benchmarks", "results", "sb3_manager")
+# Held-out worlds start far above any training seed.
+EVAL_SEED_OFFSET = 1_000_000
+TABLE_WIDTH = 130
+
+
+@dataclass
+class Args:
+    """Settings of one benchmark run (the CLI help comes from ``HELP``)."""
+
+    timesteps: int = 65_536
+    seeds: tuple[int, ...] = (0,)
+    n_envs: int = 4
+    num_sessions: int = 8
+    train_worlds: int = 200
+    eval_worlds: int = 50
+    eval_seed_offset: int = EVAL_SEED_OFFSET
+    eval_env: str = "MemorySessionBench-v0"
+    reward_mode: str = "probe"
+    learning_rate: float = 1e-3
+    n_steps: int = 512
+    batch_size: int = 256
+    n_epochs: int = 10
+    gamma: float = 0.9
+    gae_lambda: float = 0.9
+    ent_coef: float = 0.01
+    torch_threads: int = 1
+    model_dir: str = os.path.join("runs", "sb3_manager")
+    out: str = DEFAULT_OUT
+    progress: bool = True
+    command: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("timesteps", "n_envs", "num_sessions", "train_worlds", "eval_worlds", "n_steps",
+                     "batch_size", "n_epochs", "torch_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not self.seeds:
+            raise ValueError("--seeds needs at least one seed")
+        if self.reward_mode not in REWARD_MODES:
+            raise ValueError(f"--reward-mode must be one of {REWARD_MODES}, got {self.reward_mode!r}")
+        if (self.n_steps * self.n_envs) % self.batch_size:
+            raise ValueError(f"--batch-size {self.batch_size} must divide n_steps * n_envs = "
+                             f"{self.n_steps * self.n_envs}; change --batch-size or --n-steps")
+        if self.eval_seed_offset < self.train_worlds:
+            raise ValueError(f"--eval-seed-offset {self.eval_seed_offset} overlaps the training worlds "
+                             f"0..{self.train_worlds - 1}; held-out worlds must never be trained on")
+        if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ValueError(f"need 0 < gamma <= 1 and 0 <= gae_lambda <= 1, got {self.gamma}, {self.gae_lambda}")
+
+    @property
+    def train_seeds(self) -> list[int]:
+        return list(range(self.train_worlds))
+
+    @property
+    def eval_seeds(self) -> list[int]:
+        return list(range(self.eval_seed_offset, self.eval_seed_offset + self.eval_worlds))
+
+
+HELP = {
+    "timesteps": "PPO environment steps (fact decisions) per training seed",
+    "seeds": "training seeds; one model is trained and evaluated per seed",
+    "n_envs": "parallel training environments (DummyVecEnv)",
+    "num_sessions": "sessions per synthetic world (training and evaluation)",
+    "train_worlds": "training worlds are the world seeds 0 .. N-1",
+    "eval_worlds": "number of held-out evaluation worlds",
+    "eval_seed_offset": "first held-out world seed (must be >= --train-worlds)",
+    "eval_env": "registered env id played by every agent at evaluation",
+    "reward_mode": "'probe': change of the summed score of every question due so far, re-asked on the "
+                   "current memory (aligned with the final-memory benchmark); 'answers': the inner env's "
+                   "answer rewards (each question asked once, right after its evidence)",
+    "learning_rate": "PPO learning rate",
+    "n_steps": "PPO rollout steps per environment and update",
+    "batch_size": "PPO minibatch size",
+    "n_epochs": "PPO epochs per update",
+    "gamma": "discount; the probe reward credits each session at once, so a short horizon suffices",
+    "gae_lambda": "GAE lambda",
+    "ent_coef": "entropy bonus (keeps UPDATE and DELETE explored while ADD dominates early)",
+    "torch_threads": "torch CPU threads (1 is fastest for this small MLP next to the env)",
+    "model_dir": "where the trained models are saved (ppo_seed<seed>.zip)",
+    "out": "results path without extension: writes <out>.md and <out>.json",
+}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Args:
+    """Args from the command line (defaults from :class:`Args`)."""
+    defaults = Args()
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.sb3_manager",
+        description=__doc__.split("\n\n")[0].strip().rstrip(".") + ". Trains, saves, evaluates on held-out "
+        "synthetic worlds against random / noop / add-all / oracle, writes markdown + JSON.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for name, help_text in HELP.items():
+        default = getattr(defaults, name)
+        flag = "--" + name.replace("_", "-")
+        if name == "seeds":
+            parser.add_argument(flag, type=int, nargs="+", default=list(default), help=help_text)
+        else:
+            parser.add_argument(flag, type=type(default), default=default, help=help_text)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ns = parser.parse_args(argv)
+    values = {name: getattr(ns, name) for name in HELP}
+    values["seeds"] = tuple(values["seeds"])
+    argv_list = list(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.sb3_manager" + (" " + shlex.join(argv_list) if argv_list else "")
+    return Args(**values, progress=not ns.no_progress, command=command)
+
+
+# ------------------------------------------------------------------------- training --
+def make_train_env(args: Args) -> ManagerDecisionEnv:
+    """One training environment: the wrapper over MemorySession-v0 on the training worlds."""
+    return ManagerDecisionEnv("MemorySession-v0", reward_mode=args.reward_mode,
+                              env_kwargs={"num_sessions": args.num_sessions, "world_seeds": args.train_seeds})
+
+
+def train_manager(args: Args, seed: int, *, progress_bar: bool = False):
+    """Train PPO (MlpPolicy) on the training worlds; returns the model."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    torch.set_num_threads(args.torch_threads)
+    venv = make_vec_env(lambda: make_train_env(args), n_envs=args.n_envs, seed=seed)
+    model = PPO("MlpPolicy", venv, learning_rate=args.learning_rate, n_steps=args.n_steps,
+                batch_size=args.batch_size, n_epochs=args.n_epochs, gamma=args.gamma,
+                gae_lambda=args.gae_lambda, ent_coef=args.ent_coef, seed=seed, device="cpu", verbose=0)
+    model.learn(total_timesteps=args.timesteps, progress_bar=progress_bar)
+    venv.close()
+    return model
+
+
+# ----------------------------------------------------------------------- evaluation --
+def evaluate_agent(agent: Any, world_seeds: Sequence[int], *, env_id: str = "MemorySessionBench-v0",
+                   num_sessions: int = 8, progress: Any = None) -> dict:
+    """Play ``agent`` on each world through the ordinary text protocol.
+
+    Returns ``f1`` (token F1 pooled over every question), ``by_kind`` (F1 per question
+    kind), ``num_questions``, ``mean_memory_size`` (at the end of the episodes) and
+    ``invalid_actions``. ``progress`` is an optional callable run after each world.
+    """
+    env = gym.make(env_id, num_sessions=num_sessions)
+    scores: list[float] = []
+    by_kind: dict[str, list[float]] = {}
+    sizes, invalid = [], 0
+    for seed in world_seeds:
+        obs, info = env.reset(options={"world_seed": int(seed)})
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
+            done = terminated or truncated
+            invalid += not info.get("valid", True)
+            answered = info.get("answered")
+            if isinstance(answered, dict):
+                scores.append(float(answered["score"]))
+                by_kind.setdefault(answered["kind"], []).append(float(answered["score"]))
+        sizes.append(info["memory_size"])
+        if progress is not None:
+            progress()
+    env.close()
+    return {
+        "f1": float(np.mean(scores)) if scores else float("nan"),
+        "by_kind": {k: float(np.mean(v)) for k, v in sorted(by_kind.items())},
+        "num_questions": len(scores),
+        "mean_memory_size": float(np.mean(sizes)) if sizes else 0.0,
+        "invalid_actions": int(invalid),
+    }
+
+
+def reference_agents(seed: int = 0) -> dict[str, Any]:
+    """The agents every trained manager is compared with, by row name."""
+    return {
+        "random manager": RandomManagerAgent(seed),
+        "noop": NoopAgent(),
+        "add-all": AddAllAgent(),
+        "feature rule (hand-written)": FeatureManagerAgent(rule_decision, name="feature-rule"),
+        "oracle": OracleAgent(),
+    }
+
+
+# -------------------------------------------------------------------------- report ---
+def _kinds(rows: dict[str, dict]) -> list[str]:
+    present = {k for r in rows.values() for k in r["by_kind"]}
+    return [k for k in SYNTHETIC_KINDS if k in present] + sorted(present - set(SYNTHETIC_KINDS))
+
+
+def render_markdown(result: dict) -> str:
+    """The results as a markdown page (command, setup, table, notes)."""
+    rows = result["rows"]
+    kinds = _kinds(rows)
+    a = result["args"]
+    lines = [
+        "# Classical RL manager (stable-baselines3 PPO)",
+        "",
+        "Command:",
+        "",
+        "```",
+        result["command"],
+        "```",
+        "",
+        (f"Machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs, Python "
+         f"{result['machine']['python']}; stable-baselines3 {result['versions']['stable_baselines3']}, "
+         f"torch {result['versions']['torch']}, gymnasium {result['versions']['gymnasium']}."),
+        "",
+        (f"PPO (MlpPolicy) on `ManagerDecisionEnv` (reward_mode={a['reward_mode']!r}), {a['timesteps']} fact "
+         f"decisions per seed, seeds {list(a['seeds'])}, training worlds 0..{a['train_worlds'] - 1} "
+         f"({a['num_sessions']} sessions). Evaluation: {a['eval_worlds']} held-out worlds (seeds "
+         f"{a['eval_seed_offset']}..{a['eval_seed_offset'] + a['eval_worlds'] - 1}) of `{a['eval_env']}`, "
+         f"{result['num_questions']} questions; token F1 pooled over questions. Every agent extracts the gold "
+         "facts and answers with the scripted reader; only the manager differs."),
+        "",
+        "| manager | F1 | " + " | ".join(kinds) + " | memories at end |",
+        "| --- | ---: | " + " | ".join("---:" for _ in kinds) + " | ---: |",
+    ]
+    for name, row in rows.items():
+        cells = [f"{row['by_kind'].get(k, float('nan')):.3f}" for k in kinds]
+        f1 = f"{row['f1']:.3f}" + (f" ± {row['f1_std']:.3f}" if "f1_std" in row else "")
+        lines.append(f"| {name} | {f1} | " + " | ".join(cells) + f" | {row['mean_memory_size']:.1f} |")
+    lines += ["", "Per training seed:", "", "| seed | F1 | train seconds | model |", "| --- | ---: | ---: | --- |"]
+    for run in result["runs"]:
+        lines.append(f"| {run['seed']} | {run['eval']['f1']:.3f} | {run['train_seconds']:.0f} | `{run['model']}` |")
+    lines += [
+        "",
+        ("Notes: the PPO row is the mean over training seeds (± standard deviation when there are several). "
+         "The random manager picks ADD / UPDATE / DELETE / NOOP uniformly per fact. The feature rule is a "
+         "hand-written policy on the same features (what the observation allows), not a learned one. "
+         "With `reward_mode='answers'` on `MemorySession-v0` (questions asked once, right after their "
+         "evidence) PPO learns to overwrite old memories, whose questions were already asked, and scores "
+         "worse on the final memory; `probe` re-asks every question due so far after each session."),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def print_table(result: dict) -> None:
+    """The results as a rich table on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = result["rows"]
+    kinds = _kinds(rows)
+    table = Table(title=f"Memory manager on {result['args']['eval_worlds']} held-out worlds (token F1)")
+    table.add_column("manager")
+    table.add_column("F1", justify="right")
+    for k in kinds:
+        table.add_column(k, justify="right")
+    table.add_column("memories", justify="right")
+    for name, row in rows.items():
+        f1 = f"{row['f1']:.3f}" + (f" ± {row['f1_std']:.3f}" if "f1_std" in row else "")
+        table.add_row(name, f1, *(f"{row['by_kind'].get(k, float('nan')):.3f}" for k in kinds),
+                      f"{row['mean_memory_size']:.1f}")
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=TABLE_WIDTH)  # logs and pipes: do not squeeze the columns to 80
+    console.print(table)
+
+
+def _versions() -> dict:
+    import stable_baselines3
+    import torch
+
+    return {"stable_baselines3": stable_baselines3.__version__, "torch": torch.__version__,
+            "gymnasium": gym.__version__}
+
+
+def _mean_rows(evals: list[dict]) -> dict:
+    kinds = sorted({k for e in evals for k in e["by_kind"]})
+    row = {
+        "f1": float(np.mean([e["f1"] for e in evals])),
+        "by_kind": {k: float(np.mean([e["by_kind"][k] for e in evals if k in e["by_kind"]])) for k in kinds},
+        "num_questions": evals[0]["num_questions"],
+        "mean_memory_size": float(np.mean([e["mean_memory_size"] for e in evals])),
+        "invalid_actions": int(sum(e["invalid_actions"] for e in evals)),
+    }
+    if len(evals) > 1:
+        row["f1_std"] = float(np.std([e["f1"] for e in evals]))
+    return row
+
+
+def run(args: Args) -> dict:
+    """Train one model per seed, evaluate it and the references; returns the results."""
+    from rich.progress import Progress
+
+    os.makedirs(args.model_dir, exist_ok=True)
+    runs = []
+    for seed in args.seeds:
+        start = time.perf_counter()
+        model = train_manager(args, seed, progress_bar=args.progress)
+        seconds = time.perf_counter() - start
+        path = os.path.join(args.model_dir, f"ppo_seed{seed}.zip")
+        model.save(path)
+        runs.append({"seed": seed, "model": path, "train_seconds": seconds,
+                     "steps_per_second": args.timesteps / seconds, "agent": SB3ManagerAgent(model)})
+    references = reference_agents(args.seeds[0])
+    total = args.eval_worlds * (len(runs) + len(references))
+    with Progress(disable=not args.progress, transient=True) as progress:
+        task = progress.add_task("evaluating", total=total)
+
+        def tick() -> None:
+            progress.advance(task)
+
+        for r in runs:
+            r["eval"] = evaluate_agent(r.pop("agent"), args.eval_seeds, env_id=args.eval_env,
+                                       num_sessions=args.num_sessions, progress=tick)
+        ref_rows = {name: evaluate_agent(agent, args.eval_seeds, env_id=args.eval_env,
+                                         num_sessions=args.num_sessions, progress=tick)
+                    for name, agent in references.items()}
+    rows = {"PPO (sb3-manager)": _mean_rows([r["eval"] for r in runs]), **ref_rows}
+    return {
+        "command": args.command or "python -m benchmarks.sb3_manager",
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        "versions": _versions(),
+        "args": {k: v for k, v in asdict(args).items() if k != "command"},
+        "num_questions": rows["oracle"]["num_questions"],
+        "rows": rows,
+        "runs": runs,
+    }
+
+
+def write_results(result: dict, out: str) -> tuple[str, str]:
+    """Write ``<out>.json`` and ``<out>.md``; returns both paths."""
+    directory = os.path.dirname(out)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    json_path, md_path = out + ".json", out + ".md"
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write(render_markdown(result))
+    return json_path, md_path
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """CLI entry point: train, evaluate, print and write the results."""
+    args = parse_args(argv)
+    result = run(args)
+    print_table(result)
+    json_path, md_path = write_results(result, args.out)
+    print(f"wrote {md_path} and {json_path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

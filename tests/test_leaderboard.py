@@ -1,0 +1,262 @@
+"""Tests for benchmarks.leaderboard and benchmarks.strategies (scripted rows, fake answerers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+
+import agents.registry as registry
+from benchmarks import leaderboard as lb
+from benchmarks import strategies as S
+from memenv.memory import count_tokens
+from memenv.synthetic import generate_world
+
+FIXTURE_LOCOMO = Path(__file__).parent / "fixtures" / "locomo_tiny.json"
+DEV_LOCOMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo" / "locomo_dev.json"
+
+
+def run(tmp_path, *args):
+    """main() with the given CLI args, writing to tmp_path; returns (results, md text, argv)."""
+    argv = [*args, "--out", str(tmp_path / "lb"), "--no-progress"]
+    results = lb.main(argv)
+    return results, (tmp_path / "lb.md").read_text(), argv
+
+
+def by_row(results):
+    return {row["row"]: row for row in results["rows"]}
+
+
+@pytest.fixture
+def isolated_registry(monkeypatch):
+    """Agents registered in a test disappear after it."""
+    monkeypatch.setattr(registry, "_REGISTERED", dict(registry._REGISTERED))
+
+
+# ------------------------------------------------------------------------- parsing ------
+def test_parse_worlds_ranges_lists_and_training_seeds():
+    assert lb.parse_worlds(["0-3"]) == [0, 1, 2, 3]
+    assert lb.parse_worlds(["5", "1,2", "2-3"]) == [5, 1, 2, 3]
+    with pytest.raises(ValueError, match="training seeds"):
+        lb.parse_worlds(["999999-1000000"])
+    with pytest.raises(ValueError, match="bad world"):
+        lb.parse_worlds(["a-b"])
+
+
+def test_eval_seed_limit_matches_training_offset():
+    from algos.logo_grpo import TRAIN_SEED_OFFSET
+
+    assert lb.EVAL_SEED_LIMIT == TRAIN_SEED_OFFSET
+
+
+def test_parse_row_defaults_and_agent_specs_with_colons():
+    assert lb.parse_row("rag-turns", "scripted") == lb.RowSpec("rag-turns", "scripted")
+    assert lb.parse_row("sb3-manager:/m.zip+llm:smollm2-135m:/ad", "x") == lb.RowSpec("sb3-manager:/m.zip",
+                                                                                   "llm:smollm2-135m:/ad")
+    with pytest.raises(ValueError):
+        lb.parse_row("oracle+", "scripted")
+
+
+def test_select_questions_evenly_spaced_distinct():
+    assert lb.select_questions(5, None) == [0, 1, 2, 3, 4]
+    assert lb.select_questions(5, 9) == [0, 1, 2, 3, 4]
+    picked = lb.select_questions(24, 3)
+    assert picked == [4, 12, 20]
+    many = lb.select_questions(100, 30)
+    assert len(set(many)) == 30 and many == sorted(many) and many[0] < 4 and many[-1] > 95
+
+
+# ---------------------------------------------------------------------- strategies ------
+def test_first_person_facts_third_person_with_absolute_dates():
+    facts = S.first_person_facts(
+        "I've been living in Osaka for years. Do you like it? I saw Muse yesterday! Nice. "
+        "The weather is great today. [shares a photo: a photo of me]", "Carlos", "16 March 2023")
+    assert facts == ["Carlos has been living in Osaka for years. [16 March 2023]",
+                     "Carlos saw Muse on 15 March 2023! [16 March 2023]"]
+    # LoCoMo's date format, "last week", and "we" (speaker put in front)
+    assert S.first_person_facts("We went hiking last week with my dog.", "Tim", "7:48 pm on 21 May, 2023") == [
+        "We went hiking in the week before 21 May 2023 with Tim's dog. [7:48 pm on 21 May, 2023]"]
+    assert S.first_person_facts("We went to Peru in 2022.", "Tim", "") == ["Tim: We went to Peru in 2022."]
+    # "last Tuesday" is the most recent Tuesday strictly before the session (16 March 2023 is a Thursday)
+    assert "on 14 March 2023" in S.resolve_relative_dates("I quit last Tuesday", S.parse_session_date("16 March 2023"))
+
+
+def test_recent_records_keeps_the_latest_within_budget():
+    records = [{"text": f"A: word{i} x", "date": "d"} for i in range(10)]  # 3 + 1 tokens each
+    kept = S.recent_records(records, 10)
+    assert kept == records[-2:]
+    assert S.recent_records(records, 0) == [] and S.recent_records(records, 1000) == records
+
+
+def play(agent, seed=0, num_sessions=4):
+    """Play the memory turns of one synthetic world; returns the env and every applied op."""
+    env = gym.make("MemorySessionBench-v0", num_sessions=num_sessions)
+    obs, info = env.reset(options={"conversation": seed})
+    applied = []
+    while info["role"] in ("extract", "manage"):
+        obs, _, _, _, info = env.step(agent.act(obs, info))
+        assert info["valid"], info["error"]
+        applied += info.get("applied", [])
+    return env, applied
+
+
+def test_rag_turns_stores_every_turn_verbatim():
+    env, applied = play(S.RagTurnsAgent())
+    conv = env.unwrapped.conversation
+    expected = [f"[{s.date}] {t.speaker}: {t.text}" for s in conv.sessions for t in s.turns]
+    assert [e.text for e in env.unwrapped.memory] == expected
+    assert [e.speaker for e in env.unwrapped.memory] == [t.speaker for s in conv.sessions for t in s.turns]
+    assert {op["op"] for op in applied} == {"ADD"}
+
+
+def test_add_only_only_adds_first_person_facts():
+    env, applied = play(S.AddOnlyAgent())
+    assert applied and {op["op"] for op in applied} == {"ADD"}
+    speakers = env.unwrapped.conversation.speakers
+    for entry in env.unwrapped.memory:
+        assert entry.speaker in speakers and entry.speaker in entry.text
+        assert entry.text.endswith("]") and " I " not in f" {entry.text} "
+
+
+# ---------------------------------------------------------------- leaderboard rows ------
+def test_scripted_rows_rank_and_cli_writes_md_and_json(tmp_path):
+    results, md, argv = run(tmp_path, "--source", "synthetic", "--num-sessions", "8", "--worlds", "0-1",
+                            "--rows", "oracle+scripted", "add-all+scripted", "noop+scripted", "rag-turns")
+    rows = by_row(results)
+    f1 = {name: rows[name]["overall"]["f1"] for name in rows}
+    assert f1["oracle + scripted"] > f1["add-all + scripted"] > f1["noop + scripted"]
+    assert f1["oracle + scripted"] > 0.95
+    assert rows["noop + scripted"]["memory_tokens_mean"] == 0
+    assert rows["rag-turns + scripted"]["memory_tokens_mean"] > rows["oracle + scripted"]["memory_tokens_mean"]
+    command = "python -m benchmarks.leaderboard " + " ".join(argv)
+    assert results["command"] == command and command in md
+    assert "| oracle + scripted | 2 |" in md and "F1 knowledge-update" in md
+    saved = json.loads((tmp_path / "lb.json").read_text())
+    assert saved["command"] == command and [r["row"] for r in saved["rows"]] == list(rows)
+    assert saved["settings"]["conversations"] == [0, 1] and "machine" in saved and "date" in saved
+
+
+def test_max_questions_is_respected(tmp_path):
+    results, md, _ = run(tmp_path, "--worlds", "3-5", "--rows", "oracle", "--max-questions", "4")
+    row = results["rows"][0]
+    assert row["num_questions"] == 12 and len(row["predictions"]) == 12
+    assert [c["questions"] for c in row["conversations"]] == [4, 4, 4]
+    assert "at most 4 questions per conversation" in md
+    questions = generate_world(3, 8).questions
+    asked = [p["question_id"] for p in row["predictions"][:4]]
+    assert asked == [questions[i].qid for i in lb.select_questions(len(questions), 4)]
+
+
+class TranscriptChecker:
+    """A fake LLM answerer: keeps every answer observation, answers with the last record's words."""
+
+    name = "fake-reader"
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def act_batch(self, observations, infos):
+        self.seen.extend(json.loads(o) for o in observations)
+        return [json.dumps({"answer": (json.loads(o)["memories"] or [{"text": "none"}])[-1]["text"]})
+                for o in observations]
+
+    def act(self, obs, info):
+        return self.act_batch([obs], [info])[0]
+
+
+def test_full_context_answerer_gets_the_recent_transcript(tmp_path, isolated_registry):
+    seen = []
+    registry.register_agent("fake-reader", lambda: TranscriptChecker(seen))
+    results, _, _ = run(tmp_path, "--worlds", "0-1", "--rows", "full-context+fake-reader",
+                        "--context-tokens", "60", "--max-questions", "2")
+    assert len(seen) == 4
+    row = results["rows"][0]
+    for seed, obs in zip([0, 0, 1, 1], sorted(seen, key=lambda o: o["question_id"])):
+        conv = generate_world(seed, 8)
+        transcript = [{"text": f"{t.speaker}: {t.text}", "date": s.date} for s in conv.sessions for t in s.turns]
+        kept = S.recent_records(transcript, 60)
+        assert 0 < len(kept) < len(transcript)
+        assert [(m["text"], m["date"]) for m in obs["memories"]] == [(r["text"], r["date"]) for r in kept]
+        assert obs["memory_size"] == len(transcript)
+    # memory tokens report the whole transcript the strategy keeps
+    conv0 = generate_world(0, 8)
+    whole = sum(count_tokens(f"{t.speaker}: {t.text}") for s in conv0.sessions for t in s.turns)
+    assert row["conversations"][0]["memory_tokens"] == whole
+    assert all(p["prediction"] for p in row["predictions"])
+
+
+class GoldAdder:
+    """A third-party strategy with act_batch: ADDs the gold facts; records its batch sizes."""
+
+    name = "gold-adder"
+    batch_sizes: list = []
+
+    def act_batch(self, observations, infos):
+        GoldAdder.batch_sizes.append(len(observations))
+        actions = []
+        for obs, info in zip(observations, infos):
+            role = json.loads(obs)["role"]
+            if role == "extract":
+                actions.append(json.dumps({"facts": info["gold"]["facts"]}))
+            else:
+                n = len(json.loads(obs)["facts"])
+                actions.append(json.dumps({"operations": [{"op": "ADD", "fact": i} for i in range(n)] or
+                                           [{"op": "NOOP"}]}))
+        return actions
+
+    def act(self, obs, info):
+        return self.act_batch([obs], [info])[0]
+
+
+def test_registered_third_party_agent_gets_a_row_batched_across_worlds(tmp_path, isolated_registry):
+    registry.register_agent("gold-adder", GoldAdder)
+    GoldAdder.batch_sizes = []
+    results, md, _ = run(tmp_path, "--worlds", "0-2", "--rows", "gold-adder+scripted", "add-all+scripted")
+    rows = by_row(results)
+    assert "| gold-adder + scripted | 3 |" in md
+    # ADD-all of the gold facts is exactly what add-all does
+    assert rows["gold-adder + scripted"]["overall"] == rows["add-all + scripted"]["overall"]
+    assert max(GoldAdder.batch_sizes) == 3  # the three worlds went in lockstep
+
+
+def test_locomo_fixture_rag_turns_with_locomo_metrics(tmp_path, isolated_registry):
+    seen = []
+    registry.register_agent("fake-reader", lambda: TranscriptChecker(seen))
+    results, md, _ = run(tmp_path, "--source", "locomo", "--data-path", str(FIXTURE_LOCOMO),
+                         "--rows", "rag-turns+fake-reader")
+    row = results["rows"][0]
+    assert row["num_questions"] == 8 and "locomo_f1" in row["overall"]
+    assert "LoCoMo-F1" in md and "LoCoMo categories by LoCoMo's own numbering" in md
+    assert "F1 1 multi-hop" in md and "F1 4 single-hop" in md
+    assert row["conversations"][0]["memory_size"] == 7  # every turn of conv-t1 is a memory
+    assert all("question" not in p and "gold_answer" not in p for p in row["predictions"])
+    assert all(m["text"].startswith("[") for obs in seen for m in obs["memories"])
+
+
+@pytest.mark.skipif(not DEV_LOCOMO.exists(), reason=f"LoCoMo dev file {DEV_LOCOMO} is absent (never committed)")
+def test_locomo_dev_conversation(tmp_path):
+    results, md, _ = run(tmp_path, "--source", "locomo", "--data-path", str(DEV_LOCOMO), "--conversations",
+                         "conv-43", "--rows", "add-only+scripted", "--max-questions", "5")
+    row = results["rows"][0]
+    assert row["num_questions"] == 5 and row["conversations"][0]["conversation"] == "conv-43"
+    assert 0 < row["memory_tokens_mean"] < row["seen_tokens_mean"]
+    assert "conv-43" in md
+
+
+def test_judge_adds_j_and_names_the_model(tmp_path, single_torch_thread):
+    results, md, _ = run(tmp_path, "--worlds", "0", "--rows", "noop", "--max-questions", "2",
+                         "--judge", "llm:tiny", "--judge-max-new-tokens", "4")
+    row = results["rows"][0]
+    assert "j" in row["overall"] and row["judge"]["model"] == "llm:tiny"
+    assert all(p["judge"] in ("CORRECT", "WRONG") for p in row["predictions"])
+    assert "| J |" in md and "judged by `llm:tiny`" in md
+
+
+def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        lb.main(["--worlds", "1000000", "--out", str(tmp_path / "x")])
+    assert "training seeds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        lb.main(["--max-questions", "0"])
