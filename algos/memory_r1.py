@@ -58,7 +58,7 @@ import numpy as np
 import torch
 
 from algos.cli import parse_args
-from algos.rollouts import Generation, Sample
+from algos.rollouts import Generation, Sample, generations
 
 MODES = ("answer", "manager")
 ALGOS = ("grpo", "ppo")
@@ -331,15 +331,7 @@ class Sampler:
                                    num_samples=num_samples, max_new_tokens=self.max_new_tokens,
                                    temperature=0.0 if greedy else self.temperature, top_p=self.top_p,
                                    generator=self.generator)
-                for p in range(len(rollout.prompt_ids)):
-                    mask_p = rollout.prompt_mask[p].bool()
-                    group = []
-                    for j in range(p * num_samples, (p + 1) * num_samples):
-                        mask_c = rollout.completion_mask[j].bool()
-                        group.append(Generation(rollout.texts[j], rollout.prompt_ids[p][mask_p].tolist(),
-                                                rollout.completion_ids[j][mask_c].tolist(),
-                                                rollout.logprobs[j][mask_c].tolist()))
-                    out.append(group)
+                out.extend(generations(rollout))
         return out
 
 
@@ -568,43 +560,6 @@ def ppo_value_update(model, value_head, samples: Sequence[RLSample], optimizer, 
 
 
 # ---------------------------------------------------------------------------- warm start
-def warm_start(model, tokenizer, pairs: Sequence[tuple[str, str]], *, role: str, style: str, distill: bool, steps: int,
-               batch_size: int, learning_rate: float, max_prompt_tokens: int, seed: int) -> list[float]:
-    """Supervised steps on (observation, target) pairs through the trainer's own prompts.
-
-    :func:`algos.sft.train_sft` renders the default prompt style only; this renders the
-    style the RL sampler uses (compact for the tiny model) and reuses its loss.
-    """
-    from agents.lora import role_adapter, use_adapter
-    from agents.prompts import render_prompt
-    from algos.sft import sft_loss
-
-    if not pairs:
-        raise ValueError("no demonstrations to warm-start on")
-    eos = tokenizer.eos_token or ""
-    encoded = []
-    for obs, target in pairs:
-        prompt = render_prompt(tokenizer, obs, max_prompt_tokens=max_prompt_tokens, role=role, distill=distill,
-                               style=style)
-        encoded.append((tokenizer(prompt, add_special_tokens=False)["input_ids"],
-                        tokenizer(target + eos, add_special_tokens=False)["input_ids"]))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate)
-    rng = np.random.default_rng(seed)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    losses = []
-    with use_adapter(model, role_adapter(model, role)):
-        for _ in range(steps):
-            idx = rng.choice(len(encoded), size=min(batch_size, len(encoded)), replace=False)
-            loss = sft_loss(model, [encoded[i] for i in idx], pad_id)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            losses.append(loss.item())
-    return losses
-
-
 def answer_target(gold: str) -> str:
     """The supervised answer-agent output for a gold answer (no Relevant line: gold ids are unknown)."""
     return f"Answer: {gold}"
@@ -711,9 +666,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             from algos.sft import record_demonstrations
 
             pairs = record_demonstrations(make_train, pool[: min(len(pool), 32)], roles=("manage",))
-        losses = warm_start(model, tokenizer, pairs, role=role, style=style, distill=args.distill,
-                            steps=args.sft_warmup_steps, batch_size=args.sft_batch_size,
-                            learning_rate=args.learning_rate, max_prompt_tokens=args.max_prompt_tokens, seed=args.seed)
+        from agents.lora import role_adapter
+        from algos.sft import train_sft
+
+        losses = train_sft(model, tokenizer, pairs, steps=args.sft_warmup_steps, batch_size=args.sft_batch_size,
+                           learning_rate=args.learning_rate, max_prompt_tokens=args.max_prompt_tokens, seed=args.seed,
+                           prompt_style=style, distill=args.distill, adapter=role_adapter(model, role))
         console.print(f"SFT warm start: {len(pairs)} demonstrations, loss {losses[0]:.2f} -> {losses[-1]:.2f}")
 
     value_head = None

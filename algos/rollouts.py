@@ -259,6 +259,21 @@ def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, loc
 
 
 # ---------------------------------------------------------------------------- policies
+def generations(rollout) -> list[list[Generation]]:
+    """A Rollout of ``agents.generation.generate`` as, per prompt, its n generations (padding removed)."""
+    out = []
+    n = rollout.num_samples
+    for p in range(len(rollout.prompt_ids)):
+        prompt = rollout.prompt_ids[p][rollout.prompt_mask[p].bool()].tolist()
+        group = []
+        for j in range(p * n, (p + 1) * n):
+            mask = rollout.completion_mask[j].bool()
+            group.append(Generation(rollout.texts[j], prompt, rollout.completion_ids[j][mask].tolist(),
+                                    rollout.logprobs[j][mask].tolist()))
+        out.append(group)
+    return out
+
+
 class LLMPolicy:
     """Samples extract/manage actions from a (LoRA) causal LM with role prompts."""
 
@@ -292,17 +307,9 @@ class LLMPolicy:
                     rollout = generate(self.model, self.tokenizer, plist, num_samples=n,
                                        max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                                        top_p=self.top_p, generator=self.generator)
-                    for j in range(len(rollout.texts)):
-                        p = int(rollout.prompt_index[j])
-                        mask_p = rollout.prompt_mask[p].bool()
-                        mask_c = rollout.completion_mask[j].bool()
-                        target = prompts[plist[p]][j % n]
-                        out[target] = Generation(
-                            rollout.texts[j],
-                            rollout.prompt_ids[p][mask_p].tolist(),
-                            rollout.completion_ids[j][mask_c].tolist(),
-                            rollout.logprobs[j][mask_c].tolist(),
-                        )
+                    for prompt, group in zip(plist, generations(rollout)):
+                        for target, gen in zip(prompts[prompt], group):
+                            out[target] = gen
         return out  # type: ignore[return-value]
 
 

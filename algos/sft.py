@@ -11,6 +11,7 @@ prompts the RL policy uses, into the same LoRA adapter.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -75,14 +76,14 @@ def record_demonstrations(
 
 
 def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], *, max_prompt_tokens: int,
-                 prompt_style: str = "default") -> list[tuple[list[int], list[int]]]:
+                 prompt_style: str = "default", distill: bool = True) -> list[tuple[list[int], list[int]]]:
     """Token ids of (role prompt, target + end-of-turn) for each pair."""
     from agents.prompts import render_prompt
 
     eos = tokenizer.eos_token or ""
     out = []
     for obs, target in pairs:
-        prompt = render_prompt(tokenizer, obs, max_prompt_tokens=max_prompt_tokens, style=prompt_style)
+        prompt = render_prompt(tokenizer, obs, max_prompt_tokens=max_prompt_tokens, style=prompt_style, distill=distill)
         p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         t = tokenizer(target + eos, add_special_tokens=False)["input_ids"]
         out.append((p, t))
@@ -116,14 +117,23 @@ def train_sft(
     max_prompt_tokens: int = 2048,
     seed: int = 0,
     prompt_style: str = "default",
+    distill: bool = True,
+    adapter: str | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Train the model's trainable (LoRA) parameters on the pairs; returns the loss per step."""
+    """Train the model's trainable (LoRA) parameters on the pairs; returns the loss per step.
+
+    Prompts are rendered as the policy renders them (``prompt_style``, ``distill`` for answer
+    prompts); ``adapter`` names the adapter to train when the model holds several.
+    """
+    from agents.lora import use_adapter
+
     if steps < 0 or batch_size < 1:
         raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {steps}, {batch_size}")
     if not pairs:
         raise ValueError("no demonstrations to train on")
-    encoded = encode_pairs(tokenizer, pairs, max_prompt_tokens=max_prompt_tokens, prompt_style=prompt_style)
+    encoded = encode_pairs(tokenizer, pairs, max_prompt_tokens=max_prompt_tokens, prompt_style=prompt_style,
+                           distill=distill)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (add a LoRA adapter first)")
@@ -131,16 +141,17 @@ def train_sft(
     rng = np.random.default_rng(seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     losses = []
-    for step in range(steps):
-        idx = rng.choice(len(encoded), size=min(batch_size, len(encoded)), replace=False)
-        loss = sft_loss(model, [encoded[i] for i in idx], pad_id)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        if on_step is not None:
-            on_step(step, losses[-1])
+    with use_adapter(model, adapter) if adapter is not None else contextlib.nullcontext():
+        for step in range(steps):
+            idx = rng.choice(len(encoded), size=min(batch_size, len(encoded)), replace=False)
+            loss = sft_loss(model, [encoded[i] for i in idx], pad_id)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            if on_step is not None:
+                on_step(step, losses[-1])
     return losses
 
 

@@ -11,6 +11,7 @@ import torch
 
 from algos import memory_r1 as M
 from algos.cli import parse_args
+from algos.sft import train_sft
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -219,8 +220,8 @@ def test_grpo_raises_sampled_exact_match_after_a_brief_sft_warm_start():
     backbone = tiny_backbone(0, initializer_range=0.2)
     torch.manual_seed(0)  # the LoRA initialisation
     model, tok = add_lora(backbone, r=16, alpha=32, names=("answer",)), backbone.tokenizer
-    M.warm_start(model, tok, [(it.obs, it.gold) for it in items], role="answer", style="compact", distill=True,
-                 steps=45, batch_size=8, learning_rate=1e-2, max_prompt_tokens=1024, seed=0)
+    train_sft(model, tok, [(it.obs, it.gold) for it in items], steps=45, batch_size=8, learning_rate=1e-2,
+              max_prompt_tokens=1024, seed=0, prompt_style="compact", adapter="answer")
 
     def sampled_em() -> float:
         sampler = M.Sampler(model, tok, style="compact", distill=True, max_prompt_tokens=1024, max_new_tokens=12,
