@@ -21,6 +21,18 @@ import time
 from pathlib import Path
 
 
+def markdown(result: dict) -> str:
+    """The results as a markdown page."""
+    lines = [f"# Generation throughput: {result['model']} on {result['device']}", "",
+             f"Command: `{result['command']}`", "", f"Prompt tokens: {result['prompt_tokens']}", "",
+             "| group n | prompts | naive tok/s | batched + shared prompt tok/s | speed-up |",
+             "| ---: | ---: | ---: | ---: | ---: |"]
+    for r in result["rows"]:
+        lines.append(f"| {r['group']} | {r['prompts']} | {r['naive_tok_s']:.1f} | {r['batched_tok_s']:.1f} | "
+                     f"{r['speedup']:.1f}x |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
               "prompt_tokens": [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts], "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
+    args.out.with_suffix(".md").write_text(markdown(result))
     return result
 
 
