@@ -112,6 +112,8 @@ class Args:
                      "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.init_adapter and self.per_role_adapters:
+            raise ValueError("--init-adapter loads one shared adapter; it cannot be combined with --per-role-adapters")
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError(f"--stop-after must be >= 1, got {self.stop_after}")
         if self.local_weight < 0:
@@ -384,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     np_rng = np.random.default_rng(args.seed)
 
     from agents.backbone import load_backbone
-    from agents.lora import add_lora, adapter_names, save_adapter
+    from agents.lora import add_lora, adapter_names, role_adapter, save_adapter
     from algos import rollouts as R
 
     device = args.device or ("cuda" if has_gpu else "cpu")
@@ -440,9 +442,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         make, env = make_env_factory(args, args.stages[0])
         roles = ("manage",) if extractor is not None else ("extract", "manage")
         pairs = record_demonstrations(make, training_pool(env, args.sft_worlds), roles=roles)
-        losses = train_sft(model, tokenizer, pairs, steps=args.sft_warmup_steps, learning_rate=args.sft_learning_rate,
-                           max_prompt_tokens=args.max_prompt_tokens, seed=args.seed, prompt_style=args.prompt_style)
-        console.print(f"SFT warm start: {len(pairs)} demonstrations, loss {losses[0]:.2f} -> {losses[-1]:.2f}")
+        # One warm start per adapter, on the demonstrations of the roles it serves (the
+        # shared layout trains its one adapter on both roles).
+        by_adapter: dict[str, list[tuple[str, str]]] = {}
+        for obs, target in pairs:
+            by_adapter.setdefault(role_adapter(model, json.loads(obs)["role"]), []).append((obs, target))
+        for adapter, adapter_pairs in by_adapter.items():
+            losses = train_sft(model, tokenizer, adapter_pairs, steps=args.sft_warmup_steps,
+                               learning_rate=args.sft_learning_rate, max_prompt_tokens=args.max_prompt_tokens,
+                               seed=args.seed, prompt_style=args.prompt_style, adapter=adapter)
+            console.print(f"SFT warm start of adapter {adapter!r}: {len(adapter_pairs)} demonstrations, "
+                          f"loss {losses[0]:.2f} -> {losses[-1]:.2f}")
         optimizer = torch.optim.AdamW(params, lr=args.learning_rate)
 
     log = MetricsLog(out, enabled=rank == 0, tensorboard=args.tensorboard)

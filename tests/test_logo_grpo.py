@@ -198,3 +198,22 @@ def test_tiny_backbone_learns_with_sft_then_logo_grpo():
             assert not torch.equal(value, lora[name]), f"LoRA parameter {name} did not change"
         else:
             assert torch.equal(value, base[name]), f"base parameter {name} changed"
+
+
+def test_per_role_warm_start_trains_each_adapter_on_its_own_role(tmp_path):
+    import safetensors.torch
+
+    out = logo_grpo.main([*TINY, "--output-dir", str(tmp_path), "--stages", "2", "--updates-per-stage", "1",
+                          "--per-role-adapters", "--sft-warmup-steps", "2", "--sft-worlds", "2",
+                          "--prompt-style", "compact", "--max-prompt-tokens", "256", "--learning-rate", "0"])
+    assert out["state"]["update"] == 1  # an RL update with learning rate 0: only the warm start moved weights
+    for role in ("extract", "manage"):
+        weights = safetensors.torch.load_file(str(tmp_path / "adapter" / role / "adapter_model.safetensors"))
+        # LoRA B starts at zero: a non-zero B means this adapter itself was trained
+        assert any(float(v.abs().sum()) > 0 for k, v in weights.items() if "lora_B" in k), role
+
+
+def test_init_adapter_and_per_role_adapters_are_refused_together(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(Args, ["--init-adapter", "x", "--per-role-adapters"])
+    assert "--init-adapter" in capsys.readouterr().err

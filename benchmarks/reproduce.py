@@ -1,0 +1,508 @@
+"""Reproduce the Memory-R2 comparison: base, SFT, GRPO, LoGo-GRPO and two ablations (issue 7).
+
+    python -m benchmarks.reproduce --preset cpu     # tiny backbone, ~1 h on 2 CPU cores
+    python -m benchmarks.reproduce --preset gpu     # SmolLM2-135M-Instruct (not run on CPU)
+
+Arms: ``base`` (no training), ``sft`` (oracle demonstrations only), ``grpo``
+(``--inner-fraction 0``), ``logo`` (LoGo-GRPO), ``logo-nocurr`` (straight to the longest
+horizon), ``logo-perrole`` (one adapter per role). Every RL arm starts from the SFT warm
+start of its seed (the tiny model learns nothing from scratch) and gets the same budget of
+GENERATED TOKENS (``charts/generated_tokens`` of ``metrics.jsonl``).
+
+How the budget is enforced without a budget flag in the trainer: each RL arm runs
+``algos.logo_grpo.main`` one update at a time (``--stop-after 1 --resume``, a checkpoint
+after every update) and stops once its cumulative generated tokens reach the budget, so
+budgets agree within one update's tokens. With a curriculum the budget is split evenly over
+the stages: when a stage's share is spent, the driver moves the checkpoint's trainer state
+to the next stage (optimizer and RNG states carry over, as in the trainer's own curriculum).
+The warm start enters as an update-0 checkpoint whose every trained adapter holds the SFT
+weights, so shared and per-role layouts start from the same weights.
+
+Outputs: ``benchmarks/results/reproduce_<preset>.{md,json,png}`` (table of held-out answer
+F1, mean and std over seeds, per horizon and question kind; learning curves of training
+reward against cumulative generated tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import shlex
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+ARMS = ("base", "sft", "grpo", "logo", "logo-nocurr", "logo-perrole")
+RL_ARMS = ("grpo", "logo", "logo-nocurr", "logo-perrole")
+RESULTS_DIR = Path("benchmarks/results")
+MAX_CALLS = 500  # safety stop for one RL arm (updates)
+NEVER_ENDS = 100_000  # --updates-per-stage: the driver, not the trainer, ends stages
+CURVE_KEYS = ("charts/session_reward", "charts/episode_score")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything a reproduction run depends on."""
+
+    model: str
+    stages: tuple[int, ...]
+    token_budget: int
+    seeds: tuple[int, ...]
+    arms: tuple[str, ...]
+    eval_worlds: int
+    eval_horizons: tuple[int, ...]
+    trainer: dict[str, Any]  # algos.logo_grpo flags shared by every RL arm
+    sft_steps: int
+    sft_learning_rate: float
+    sft_worlds: int
+    jobs: int = 1
+
+
+_CPU_TRAINER = dict(group_size=8, conversations_per_update=2, num_train_worlds=2, inner_n=4, max_new_tokens=128,
+                    max_prompt_tokens=256, learning_rate=1e-3, kl_coef=0.0, answerer="scripted", extractor="oracle",
+                    prompt_style="compact", lora_lm_head=True, micro_batch_size=16)
+PRESETS = {
+    # The CPU demo's settings (algos.logo_grpo.CPU_DEMO); 30k tokens is about 6 of the demo's updates
+    # (sized so that 4 RL arms x 3 seeds finish within an hour on a shared 2-core machine).
+    "cpu": Preset(model="tiny", stages=(2, 4), token_budget=30_000, seeds=(0, 1, 2), arms=ARMS, eval_worlds=6,
+                  eval_horizons=(2, 4, 8), trainer=_CPU_TRAINER, sft_steps=100, sft_learning_rate=1e-2,
+                  sft_worlds=16, jobs=2),
+    # The paper's setting on SmolLM2-135M-Instruct; needs a GPU (not run in this repository's CI).
+    "gpu": Preset(model="smollm2-135m", stages=(8, 16, 32), token_budget=4_000_000, seeds=(0, 1, 2), arms=ARMS,
+                  eval_worlds=32, eval_horizons=(8, 16, 32),
+                  trainer=dict(group_size=8, conversations_per_update=2, num_train_worlds=512, inner_n=4,
+                               max_new_tokens=256, max_prompt_tokens=2048, learning_rate=1e-5, kl_coef=0.001,
+                               answerer="base", extractor=None, prompt_style="default", lora_lm_head=False,
+                               micro_batch_size=8),
+                  sft_steps=200, sft_learning_rate=1e-4, sft_worlds=16, jobs=1),
+    # For the test: one seed, two arms, one update each.
+    "micro": Preset(model="tiny", stages=(2,), token_budget=1, seeds=(0,), arms=("grpo", "logo"), eval_worlds=1,
+                    eval_horizons=(2,), trainer={**_CPU_TRAINER, "group_size": 2, "conversations_per_update": 1,
+                                                 "num_train_worlds": 1, "inner_n": 2, "max_new_tokens": 24,
+                                                 "ppo_epochs": 1, "num_minibatches": 1},
+                    sft_steps=2, sft_learning_rate=1e-2, sft_worlds=1, jobs=1),
+}
+
+
+# ---------------------------------------------------------------------------- arms
+def arm_stages(arm: str, stages: Sequence[int]) -> tuple[int, ...]:
+    """The curriculum an arm trains on: the preset's, or only its longest horizon without curriculum."""
+    return (max(stages),) if arm == "logo-nocurr" else tuple(stages)
+
+
+def arm_flags(arm: str) -> dict[str, Any]:
+    """The trainer flags that make an arm what it is."""
+    if arm not in RL_ARMS:
+        raise ValueError(f"{arm!r} is not an RL arm; choose one of {RL_ARMS}")
+    return {"grpo": {"inner_fraction": 0.0}, "logo": {}, "logo-nocurr": {},
+            "logo-perrole": {"per_role_adapters": True}}[arm]
+
+
+def stage_targets(budget: int, num_stages: int) -> list[float]:
+    """Cumulative generated-token targets at which each stage ends (the budget split evenly)."""
+    if budget < 1 or num_stages < 1:
+        raise ValueError(f"budget and num_stages must be >= 1, got {budget}, {num_stages}")
+    return [budget * (k + 1) / num_stages for k in range(num_stages)]
+
+
+def to_argv(flags: dict[str, Any]) -> list[str]:
+    """Trainer command-line flags from a dict (booleans as --x / --no-x, None left out)."""
+    argv: list[str] = []
+    for key, value in flags.items():
+        name = "--" + key.replace("_", "-")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            argv.append(name if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, (list, tuple)):
+            argv += [name, *map(str, value)]
+        else:
+            argv += [name, str(value)]
+    return argv
+
+
+def trainer_argv(preset: Preset, arm: str, seed: int, out: Path) -> list[str]:
+    """The full ``algos.logo_grpo`` argv of one RL arm (a resumed, one-update call)."""
+    flags = {"model": preset.model, "seed": seed, "stages": arm_stages(arm, preset.stages),
+             "updates_per_stage": NEVER_ENDS, **preset.trainer, **arm_flags(arm), "checkpoint_every": 1,
+             "keep_checkpoints": 1, "stop_after": 1, "output_dir": str(out), "resume": str(out),
+             "progress": False, "tensorboard": False, "device": "cpu" if preset.model == "tiny" else None}
+    return to_argv(flags)
+
+
+# ---------------------------------------------------------------------------- workers
+def _limit_threads() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # a shared 2-core machine: threads only spin against each other
+
+
+def _lora_targets(preset: Preset) -> list[str] | None:
+    from agents.lora import LLAMA_TARGET_MODULES
+
+    return [*LLAMA_TARGET_MODULES, "lm_head"] if preset.trainer.get("lora_lm_head") else None
+
+
+def _evaluate(preset: Preset, adapter: Path | None) -> dict[str, Any]:
+    from algos.evaluate import evaluate_synthetic, load_policy_model
+
+    model, tok = load_policy_model(preset.model, adapter, device="cpu" if preset.model == "tiny" else None)
+    res = evaluate_synthetic(model, tok, worlds=range(preset.eval_worlds), horizons=preset.eval_horizons,
+                             prompt_style=preset.trainer["prompt_style"], max_new_tokens=preset.trainer["max_new_tokens"],
+                             max_prompt_tokens=preset.trainer["max_prompt_tokens"], extractor=preset.trainer["extractor"])
+    return {str(h): r.to_dict() for h, r in res.items()}
+
+
+def run_sft(preset: Preset, seed: int, root: Path) -> dict[str, Any]:
+    """The seed's SFT warm start (as the trainer's ``--sft-warmup-steps`` does it), saved and evaluated."""
+    _limit_threads()
+    import gymnasium as gym
+    import torch
+
+    import memenv  # noqa: F401
+    from agents.backbone import load_backbone
+    from agents.lora import POLICY_ADAPTER, add_lora, save_adapter
+    from algos.logo_grpo import TRAIN_SEED_OFFSET
+    from algos.sft import record_demonstrations, train_sft
+
+    start = time.perf_counter()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    backbone = load_backbone(preset.model, device="cpu" if preset.model == "tiny" else None)
+    model = add_lora(backbone, r=16, alpha=32, target_modules=_lora_targets(preset))
+    model.eval()
+    roles = ("manage",) if preset.trainer.get("extractor") else ("extract", "manage")
+    worlds = [TRAIN_SEED_OFFSET + i for i in range(preset.sft_worlds)]
+    pairs = record_demonstrations(lambda: gym.make("MemorySession-v0", num_sessions=preset.stages[0],
+                                                   disable_env_checker=True), worlds, roles=roles)
+    losses = train_sft(model, backbone.tokenizer, pairs, steps=preset.sft_steps, learning_rate=preset.sft_learning_rate,
+                       max_prompt_tokens=preset.trainer["max_prompt_tokens"], seed=seed,
+                       prompt_style=preset.trainer["prompt_style"])
+    adapter = save_adapter(model, root / "sft" / f"seed{seed}" / "adapter", POLICY_ADAPTER)
+    return {"arm": "sft", "seed": seed, "adapter": str(adapter), "sft_loss": [losses[0], losses[-1]],
+            "eval": _evaluate(preset, adapter), "seconds": time.perf_counter() - start}
+
+
+def seed_checkpoint(preset: Preset, arm: str, seed: int, sft_adapter: Path, out: Path) -> None:
+    """An update-0 checkpoint in ``out`` whose trained adapters all hold the SFT weights."""
+    import torch
+
+    from agents.backbone import load_backbone
+    from agents.lora import add_lora, adapter_names
+    from algos.logo_grpo import _rng_state
+
+    flags = {**preset.trainer, **arm_flags(arm)}
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    backbone = load_backbone(preset.model, device="cpu" if preset.model == "tiny" else None)
+    model = add_lora(backbone, r=16, alpha=32, per_role=bool(flags.get("per_role_adapters")),
+                     target_modules=_lora_targets(preset))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=flags["learning_rate"])
+    ckpt = out / "checkpoints" / "update-000000"
+    for name in adapter_names(model):
+        if name == "answer":
+            continue
+        shutil.copytree(sft_adapter, ckpt / "adapters" / name)
+    np_rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed * 1000)
+    torch.save({"optimizer": optimizer.state_dict(), "rng": _rng_state(np_rng, gen),
+                "state": {"update": 0, "stage": 0, "update_in_stage": 0}}, ckpt / "trainer_state.pt")
+    (out / "checkpoints" / "latest").write_text(ckpt.name)
+
+
+def advance_stage(out: Path) -> None:
+    """Move the latest checkpoint's trainer state to the start of the next curriculum stage."""
+    import torch
+
+    root = out / "checkpoints"
+    path = root / (root / "latest").read_text().strip() / "trainer_state.pt"
+    blob = torch.load(path, weights_only=False)
+    st = blob["state"]
+    blob["state"] = {"update": st["update"], "stage": st["stage"] + 1, "update_in_stage": 0}
+    torch.save(blob, path)
+
+
+def run_rl(preset: Preset, arm: str, seed: int, sft_adapter: str, root: Path) -> dict[str, Any]:
+    """Train one RL arm under the token budget, then evaluate its adapter on held-out worlds."""
+    _limit_threads()
+    from algos.logo_grpo import main as train
+
+    start = time.perf_counter()
+    out = root / arm / f"seed{seed}"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    seed_checkpoint(preset, arm, seed, Path(sft_adapter), out)
+    stages = arm_stages(arm, preset.stages)
+    targets = stage_targets(preset.token_budget, len(stages))
+    argv = trainer_argv(preset, arm, seed, out)
+    cumulative, stage, curve = 0.0, 0, []
+    for _ in range(MAX_CALLS):
+        result = train(argv)
+        metrics = result["history"][-1]
+        cumulative += metrics["charts/generated_tokens"]
+        curve.append({"tokens": cumulative, "stage_sessions": metrics["charts/stage_sessions"],
+                      **{k.split("/")[-1]: metrics.get(k) for k in CURVE_KEYS},
+                      "invalid_rate": metrics.get("charts/invalid_rate")})
+        if cumulative >= targets[stage]:
+            if stage + 1 == len(stages):
+                break
+            advance_stage(out)
+            stage += 1
+    adapter = out / "adapter"
+    return {"arm": arm, "seed": seed, "adapter": str(adapter), "tokens": cumulative, "updates": len(curve),
+            "curve": curve, "eval": _evaluate(preset, adapter), "seconds": time.perf_counter() - start}
+
+
+def run_base(preset: Preset, root: Path) -> dict[str, Any]:
+    """The untrained backbone (greedy, deterministic: one evaluation serves every seed)."""
+    _limit_threads()
+    start = time.perf_counter()
+    return {"arm": "base", "seed": None, "eval": _evaluate(preset, None), "seconds": time.perf_counter() - start}
+
+
+# ---------------------------------------------------------------------------- aggregation
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and (population) standard deviation; (nan, nan) for no values."""
+    if not values:
+        return float("nan"), float("nan")
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std())
+
+
+def aggregate(runs: Sequence[dict[str, Any]], arms: Sequence[str], seeds: Sequence[int],
+              horizons: Sequence[int]) -> dict[str, Any]:
+    """Per arm and horizon: mean/std over seeds of overall F1 and per-kind F1; token use of RL arms."""
+    table: dict[str, Any] = {}
+    for arm in arms:
+        mine = [r for r in runs if r["arm"] == arm]
+        if arm == "base" and mine:
+            mine = mine * len(seeds)  # deterministic: the same numbers for every seed
+        row: dict[str, Any] = {"seeds": len(mine), "horizons": {}}
+        for h in map(str, horizons):
+            evals = [r["eval"][h] for r in mine if h in r.get("eval", {})]
+            kinds = sorted({k for e in evals for k in e["by_kind"]})
+            row["horizons"][h] = {
+                "f1": mean_std([e["f1"] for e in evals]),
+                "invalid_rate": mean_std([e["invalid_rate"] for e in evals]),
+                "by_kind": {k: mean_std([e["by_kind"][k] for e in evals if k in e["by_kind"]]) for k in kinds},
+            }
+        if arm in RL_ARMS:
+            row["tokens"] = mean_std([r["tokens"] for r in mine])
+            row["updates"] = mean_std([r["updates"] for r in mine])
+        table[arm] = row
+    return table
+
+
+def _fmt(ms: tuple[float, float]) -> str:
+    return "n/a" if ms[0] != ms[0] else f"{ms[0]:.3f} ± {ms[1]:.3f}"
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    """The results as markdown tables: overall F1 per horizon, then per kind at each horizon."""
+    table, horizons = report["table"], report["preset"]["eval_horizons"]
+    lines = [f"# Memory-R2 reproduction, preset `{report['preset_name']}`", "",
+             f"Command: `{report['command']}`", "",
+             f"Held-out synthetic worlds (seeds 0..{report['preset']['eval_worlds'] - 1}), qa_schedule end, greedy "
+             f"manage turns, extractor {report['preset']['trainer'].get('extractor')}, "
+             f"answerer {report['preset']['trainer'].get('answerer')}; mean ± std over seeds "
+             f"{list(report['preset']['seeds'])}. RL token budget {report['preset']['token_budget']} generated "
+             f"tokens per arm, curriculum {list(report['preset']['stages'])}. Wall time {report['seconds'] / 60:.1f} min.",
+             "", "## Answer F1 (all questions)", "",
+             "| arm | " + " | ".join(f"{h} sessions" for h in horizons) + " | invalid manage rate "
+             f"({horizons[-1]}) | generated tokens | updates |",
+             "|---" * (len(horizons) + 4) + "|"]
+    for arm, row in table.items():
+        cells = [_fmt(tuple(row["horizons"][str(h)]["f1"])) for h in horizons]
+        inv = _fmt(tuple(row["horizons"][str(horizons[-1])]["invalid_rate"]))
+        tok = f"{row['tokens'][0]:.0f} ± {row['tokens'][1]:.0f}" if "tokens" in row else "-"
+        upd = f"{row['updates'][0]:.1f}" if "updates" in row else "-"
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {inv} | {tok} | {upd} |")
+    for h in horizons:
+        kinds = sorted({k for row in table.values() for k in row["horizons"][str(h)]["by_kind"]})
+        lines += ["", f"## Per question kind, {h} sessions", "", "| arm | " + " | ".join(kinds) + " |",
+                  "|---" * (len(kinds) + 1) + "|"]
+        for arm, row in table.items():
+            bk = row["horizons"][str(h)]["by_kind"]
+            lines.append(f"| {arm} | " + " | ".join(_fmt(tuple(bk.get(k, (float('nan'),) * 2))) for k in kinds) + " |")
+    lines += ["", "Learning curves (training reward vs cumulative generated tokens, mean over seeds): "
+              f"`{report['plot']}`.", ""]
+    return "\n".join(lines)
+
+
+def mean_curve(curves: Sequence[Sequence[dict[str, Any]]], key: str, points: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Seeds' step curves of ``key`` against tokens, resampled on a common grid and averaged."""
+    top = min(c[-1]["tokens"] for c in curves)
+    grid = np.linspace(min(c[0]["tokens"] for c in curves), top, points)
+    ys = []
+    for c in curves:
+        t = np.array([p["tokens"] for p in c])
+        v = np.array([p[key] if p[key] is not None else np.nan for p in c], dtype=float)
+        ys.append(v[np.clip(np.searchsorted(t, grid, side="right") - 1, 0, len(v) - 1)])
+    return grid, np.nanmean(np.stack(ys), axis=0)
+
+
+def plot_curves(runs: Sequence[dict[str, Any]], path: Path) -> Path:
+    """PNG of training reward (and episode F1) against cumulative generated tokens, one line per RL arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    # distinct dashes: arms that train identically (per-role vs shared under a fixed extractor) overlap
+    styles = dict(zip(RL_ARMS, ("-", "--", "-.", ":")))
+    for arm in RL_ARMS:
+        curves = [r["curve"] for r in runs if r["arm"] == arm and r.get("curve")]
+        if not curves:
+            continue
+        for ax, key in zip(axes, ("session_reward", "episode_score")):
+            x, y = mean_curve(curves, key)
+            ax.plot(x, y, styles[arm], marker=".", label=arm, linewidth=2)
+    for ax, title in zip(axes, ("training reward (session reward)", "training episode answer F1")):
+        ax.set_xlabel("cumulative generated tokens")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.reproduce", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    p.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
+    p.add_argument("--arms", nargs="+", choices=ARMS, help="override the preset's arms")
+    p.add_argument("--token-budget", type=int, help="override the preset's generated-token budget per RL arm")
+    p.add_argument("--eval-worlds", type=int, help="override the number of held-out worlds")
+    p.add_argument("--eval-horizons", type=int, nargs="+", help="override the evaluation horizons")
+    p.add_argument("--jobs", type=int, help="parallel worker processes (default: the preset's)")
+    p.add_argument("--work-dir", default=None, help="runs go here (default runs/reproduce_<preset>)")
+    p.add_argument("--results-dir", default=str(RESULTS_DIR))
+    p.add_argument("--locomo", default=None, help="GPU preset: also score the trained LoGo adapter and its "
+                                                  "zero-shot self on this LoCoMo dev file")
+    return p
+
+
+def resolve_preset(args: argparse.Namespace) -> Preset:
+    """The preset with the command line's overrides."""
+    preset = PRESETS[args.preset]
+    changes: dict[str, Any] = {}
+    for name in ("seeds", "arms", "eval_horizons"):
+        if getattr(args, name):
+            changes[name] = tuple(getattr(args, name))
+    for name in ("token_budget", "eval_worlds", "jobs"):
+        if getattr(args, name) is not None:
+            if getattr(args, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            changes[name] = getattr(args, name)
+    return dataclasses.replace(preset, **changes)
+
+
+def _call(fn, *a):
+    return fn(*a)
+
+
+def run_all(preset: Preset, root: Path) -> list[dict[str, Any]]:
+    """Every arm and seed: SFT warm starts first, then base and the RL arms (``preset.jobs`` processes)."""
+    root.mkdir(parents=True, exist_ok=True)
+    seeds = list(preset.seeds)
+    needs_sft = "sft" in preset.arms or any(a in RL_ARMS for a in preset.arms)
+    if preset.jobs > 1:
+        import multiprocessing
+
+        pool = ProcessPoolExecutor(preset.jobs, mp_context=multiprocessing.get_context("spawn"))
+        submit = pool.submit
+    else:
+        pool = None
+
+        class _Done:
+            def __init__(self, value):
+                self._value = value
+
+            def result(self):
+                return self._value
+
+        def submit(fn, *a):
+            return _Done(fn(*a))
+    try:
+        runs: list[dict[str, Any]] = []
+        sft = [submit(run_sft, preset, s, root) for s in seeds] if needs_sft else []
+        base = submit(run_base, preset, root) if "base" in preset.arms else None
+        sft_runs = [f.result() for f in sft]
+        if "sft" in preset.arms:
+            runs += sft_runs
+        adapters = {r["seed"]: r["adapter"] for r in sft_runs}
+        rl = [submit(run_rl, preset, arm, s, adapters[s], root) for s in seeds for arm in preset.arms if arm in RL_ARMS]
+        if base is not None:
+            runs.append(base.result())
+        for f in rl:
+            r = f.result()
+            print(f"[reproduce] {r['arm']} seed {r['seed']}: {r['updates']} updates, {r['tokens']:.0f} tokens, "
+                  f"F1 {[round(e['f1'], 3) for e in r['eval'].values()]}, {r['seconds']:.0f}s", flush=True)
+            runs.append(r)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return runs
+
+
+def locomo_comparison(preset: Preset, adapter: Path, data_path: str) -> dict[str, Any]:
+    """LoCoMo dev F1 of the trained adapter and of the zero-shot backbone (same prompts)."""
+    from algos.evaluate import evaluate_locomo, load_policy_model
+
+    out = {}
+    for name, path in (("zero-shot", None), ("trained", adapter)):
+        model, tok = load_policy_model(preset.model, path)
+        out[name] = evaluate_locomo(model, tok, data_path=data_path, conversations=None,
+                                    prompt_style=preset.trainer["prompt_style"],
+                                    max_new_tokens=preset.trainer["max_new_tokens"],
+                                    max_prompt_tokens=preset.trainer["max_prompt_tokens"]).to_dict()
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    preset = resolve_preset(args)
+    _limit_threads()
+    start = time.perf_counter()
+    root = Path(args.work_dir or f"runs/reproduce_{args.preset}")
+    runs = run_all(preset, root)
+    results = Path(args.results_dir)
+    stem = results / f"reproduce_{args.preset}"
+    plot = plot_curves(runs, stem.with_suffix(".png"))
+    report = {"preset_name": args.preset, "preset": dataclasses.asdict(preset),
+              "command": "python -m benchmarks.reproduce " + shlex.join(argv),
+              "table": aggregate(runs, preset.arms, preset.seeds, preset.eval_horizons),
+              "runs": runs, "plot": str(plot), "seconds": time.perf_counter() - start}
+    if args.locomo:
+        logo = [r for r in runs if r["arm"] == "logo"]
+        if not logo:
+            raise SystemExit("--locomo needs the 'logo' arm")
+        report["locomo"] = locomo_comparison(preset, Path(logo[0]["adapter"]), args.locomo)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    stem.with_suffix(".md").write_text(to_markdown(report))
+    print(to_markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

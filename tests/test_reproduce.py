@@ -1,0 +1,98 @@
+"""The reproduction driver (benchmarks.reproduce) and held-out evaluation (algos.evaluate)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+from algos.evaluate import check_heldout, summarise  # noqa: E402
+from benchmarks import reproduce as R  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    root = tmp_path_factory.mktemp("micro")
+    report = R.main(["--preset", "micro", "--work-dir", str(root / "runs"), "--results-dir", str(root / "results")])
+    return root, report
+
+
+def test_micro_preset_writes_table_json_and_png(micro):
+    root, report = micro
+    res = root / "results"
+    md = (res / "reproduce_micro.md").read_text()
+    assert "| grpo |" in md and "| logo |" in md and "python -m benchmarks.reproduce --preset micro" in md
+    data = json.loads((res / "reproduce_micro.json").read_text())
+    assert set(data["table"]) == {"grpo", "logo"}
+    assert (res / "reproduce_micro.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rl_arms_spend_equal_token_budgets_within_one_update(micro):
+    _, report = micro
+    rl = [r for r in report["runs"] if r["arm"] in R.RL_ARMS]
+    assert len(rl) == 2
+    budget = report["preset"]["token_budget"]
+    for r in rl:
+        last_update = r["curve"][-1]["tokens"] - (r["curve"][-2]["tokens"] if len(r["curve"]) > 1 else 0.0)
+        # the driver stops at the first update that reaches the budget: never before, at most one update after
+        assert budget <= r["tokens"] < budget + last_update + 1e-9
+        assert r["updates"] == 1  # micro budget of 1 token: exactly one update
+    tokens = [r["tokens"] for r in rl]
+    largest_update = max(r["curve"][-1]["tokens"] for r in rl)
+    assert max(tokens) - min(tokens) <= largest_update
+
+
+def test_evaluation_returns_per_kind_scores_in_unit_interval(micro):
+    _, report = micro
+    for r in report["runs"]:
+        ev = r["eval"]["2"]
+        assert ev["num_questions"] > 0
+        assert ev["by_kind"] and all(0.0 <= v <= 1.0 for v in ev["by_kind"].values())
+        assert 0.0 <= ev["f1"] <= 1.0
+
+
+def test_stage_targets_split_budget_evenly():
+    assert R.stage_targets(300, 3) == [100, 200, 300]
+    with pytest.raises(ValueError):
+        R.stage_targets(0, 2)
+
+
+def test_arms_differ_only_in_their_flag():
+    assert R.arm_flags("grpo") == {"inner_fraction": 0.0}
+    assert R.arm_flags("logo-perrole") == {"per_role_adapters": True}
+    assert R.arm_stages("logo-nocurr", (8, 16, 32)) == (32,)
+    assert R.arm_stages("logo", (8, 16, 32)) == (8, 16, 32)
+    with pytest.raises(ValueError):
+        R.arm_flags("sft")
+    argv = R.trainer_argv(R.PRESETS["gpu"], "grpo", 3, R.Path("/x"))
+    assert argv[argv.index("--inner-fraction") + 1] == "0.0"
+    assert argv[argv.index("--stages") + 1: argv.index("--stages") + 4] == ["8", "16", "32"]
+    assert "--extractor" not in argv  # the GPU preset trains the extractor too
+
+
+def test_heldout_worlds_reject_training_seeds():
+    assert check_heldout([0, 5]) == [0, 5]
+    with pytest.raises(ValueError):
+        check_heldout([1_000_000])
+    with pytest.raises(ValueError):
+        check_heldout([])
+
+
+def test_summarise_means_per_kind():
+    res = summarise([("single-hop", 1.0), ("single-hop", 0.0), ("temporal", 0.5)], invalid=1, policy_turns=4,
+                    memory_sizes=[2, 4])
+    assert res.f1 == pytest.approx(0.5)
+    assert res.by_kind == {"single-hop": 0.5, "temporal": 0.5}
+    assert res.invalid_rate == 0.25 and res.memory_size == 3.0
+
+
+def test_aggregate_mean_and_std_over_seeds():
+    runs = [{"arm": "grpo", "seed": s, "tokens": 10.0 + s, "updates": 2, "curve": [],
+             "eval": {"2": {"f1": f, "invalid_rate": 0.0, "by_kind": {"temporal": f}}}} for s, f in ((0, 0.2), (1, 0.4))]
+    table = R.aggregate(runs, ["grpo"], [0, 1], [2])
+    mean, std = table["grpo"]["horizons"]["2"]["f1"]
+    assert mean == pytest.approx(0.3) and std == pytest.approx(0.1)
+    assert table["grpo"]["tokens"][0] == pytest.approx(10.5)
