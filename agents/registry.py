@@ -37,6 +37,8 @@ _BUILTIN: dict[str, str] = {
     "noop": "memenv.scripted:NoopAgent",
     "add-all": "memenv.scripted:AddAllAgent",
     "llm": "agents.llm_agent:LLMAgent.from_spec",
+    "sb3-manager": "agents.sb3_manager:SB3ManagerAgent.from_spec",
+    "random-manager": "agents.sb3_manager:RandomManagerAgent.from_spec",
 }
 _REGISTERED: dict[str, Callable[..., Any]] = {}
 

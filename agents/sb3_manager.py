@@ -368,8 +368,10 @@ class ManagerDecisionEnv(gym.Env[np.ndarray, np.int64]):
       ``s`` is re-asked on the current memory (``probe``, no state change) and the
       reward is the change of their summed score since the previous session. The
       return telescopes to the summed score of all questions on the final memory — the
-      benchmark objective (``qa_schedule="end"``) — with credit at every session. No
-      compression penalty in this mode.
+      benchmark objective (``qa_schedule="end"``; questions without evidence sessions,
+      i.e. unanswerable ones, are left out) — with credit at every session. No
+      compression penalty in this mode; the extractor's invalid-action penalty, if any,
+      still counts.
 
     ## Starting State
     The first fact of the first session of a conversation drawn by the inner env
@@ -387,7 +389,7 @@ class ManagerDecisionEnv(gym.Env[np.ndarray, np.int64]):
     Every step: ``session``, ``fact`` (text of the fact just decided), ``decision``,
     ``target``. On the step closing a session: ``operations`` sent, ``answer_scores``
     (answer metric of each question asked), ``session_reward``. On the last step:
-    ``memory_episode`` (the inner env's ``info["episode"]``: mean score overall and per
+    ``memory_episode`` (the inner env's ``info["episode_summary"]``: mean score overall and per
     kind) and ``session_credit`` — not ``episode``, which SB3's Monitor and
     Gymnasium's RecordEpisodeStatistics write.
 
@@ -496,7 +498,7 @@ class ManagerDecisionEnv(gym.Env[np.ndarray, np.int64]):
         info["session_reward"] = total
         if terminated or truncated:
             self._done = True
-            info["memory_episode"] = self._info.get("episode")
+            info["memory_episode"] = self._info.get("episode_summary")
             info["session_credit"] = self._info.get("session_credit")
         return total
 

@@ -110,7 +110,7 @@ def run_episodes(policy: Any, answerer: Any, make_env, conversations: Sequence[A
             obs[k], infos[k] = o, info
             if terminated or truncated:
                 done[k] = True
-                memory_sizes.append(int(info.get("episode", {}).get("memory_size", 0)))
+                memory_sizes.append(int(info.get("episode_summary", {}).get("memory_size", 0)))
     return summarise(answered, invalid, policy_turns, memory_sizes)
 
 

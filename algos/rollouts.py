@@ -207,8 +207,8 @@ def session_rewards(slot: _Slot, num_sessions: int) -> np.ndarray:
     """
     info = slot.final_info or {}
     credit = info.get("session_credit") or [None] * num_sessions
-    episode = info.get("episode", {}).get("mean_score")
-    fallback = float(episode) if episode is not None else 0.0
+    episode = info.get("episode_summary", {}).get("mean_score")
+    fallback = float(episode) if episode is not None and episode == episode else 0.0  # NaN: no questions
     out = np.zeros(num_sessions)
     for s in range(num_sessions):
         base = credit[s] if s < len(credit) and credit[s] is not None else fallback
@@ -229,8 +229,9 @@ def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, loc
                 sample.advantage = float(adv[g, sample.session])
                 sample.group = slot.group
                 samples.append(sample)
-            episode = (slot.final_info or {}).get("episode", {})
-            stats["charts/episode_score"].append(episode.get("mean_score") or 0.0)
+            episode = (slot.final_info or {}).get("episode_summary", {})
+            score = episode.get("mean_score", 0.0)
+            stats["charts/episode_score"].append(score if score == score else 0.0)
             stats["charts/session_reward"].append(float(rewards[g].mean()))
             stats["charts/memory_size"].append(float(episode.get("memory_size", 0)))
     local_groups: dict[tuple, list[_Slot]] = defaultdict(list)

@@ -91,10 +91,10 @@ def throughput(num_sessions: int, episodes: int) -> dict:
         while not done:
             obs, _, done, _, info = env.step(agent.act(obs, info))
             steps += 1
-        scores.append(info["episode"]["mean_score"])
+        scores.append(info["episode_summary"]["mean_score"])
     elapsed = time.perf_counter() - start
     return {"num_sessions": num_sessions, "episodes": episodes, "steps": steps,
-            "steps_per_s": steps / elapsed, "oracle_mean_f1": statistics.mean(s for s in scores if s is not None)}
+            "steps_per_s": steps / elapsed, "oracle_mean_f1": statistics.mean(s for s in scores if s == s)}
 
 
 def markdown(result: dict) -> str:

@@ -120,8 +120,10 @@ class MemorySessionEnv(gym.Env[str, str]):
     ids of the current memory) and ``memory`` (the gold memory after the session) — for
     diagnostics and scripted agents, never in the observation. On the last step:
     ``session_credit`` (Memory-R2's per-session credit: the mean score of the questions
-    whose evidence lies in each session; None where there are none) and ``episode``
-    (mean score overall and per question kind).
+    whose evidence lies in each session; None where there are none) and
+    ``episode_summary`` (mean score overall and per question kind; NaN without questions).
+    The key is not ``episode``, which Gymnasium's ``RecordEpisodeStatistics`` and SB3's
+    ``Monitor`` write.
 
     ## Version History
     * v0: initial version.
@@ -566,8 +568,8 @@ class MemorySessionEnv(gym.Env[str, str]):
         scores = [s for _, s in self._scores]
         return {
             "session_credit": [float(np.mean(v)) if v else None for v in by_session],
-            "episode": {
-                "mean_score": float(np.mean(scores)) if scores else None,
+            "episode_summary": {
+                "mean_score": float(np.mean(scores)) if scores else float("nan"),
                 "num_questions": len(scores),
                 "score_by_kind": {k: float(np.mean(v)) for k, v in sorted(by_kind.items())},
                 "memory_size": len(self._bank),

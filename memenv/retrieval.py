@@ -141,7 +141,9 @@ class BM25Retriever(Retriever):
         k1, b = self.k1, self.b
         docs = self._docs
         scores: dict[str, float] = {}
-        for term in set(tokenize(query)):
+        # dict.fromkeys keeps the query's order: a set's order changes with PYTHONHASHSEED,
+        # and so would the float sums and the ranking of ties
+        for term in dict.fromkeys(tokenize(query)):
             posting = self._postings.get(term)
             if posting is None:
                 continue

@@ -17,14 +17,9 @@ returns its first observation with reward 0 and ``terminated = truncated = False
 Loops that store transitions must therefore drop the transition that follows a
 termination (or read the first observation of the new episode from it).
 
-Async mode needs ``vector_kwargs={"shared_memory": False}``: Gymnasium reads a Text
-observation buffer out of shared memory once, when the vector env is built, and then
-returns that same (empty) tuple after every step (Gymnasium issue #1164, same cause for
-Dict spaces); Text's shared-memory encoding also fails on characters outside the space's
-sampling charset. Importing this module makes ``shared_memory=True`` with a
-:class:`~memenv.spaces.UnicodeText` space fail at construction with Gymnasium's
-"disable this feature with ``shared_memory=False``" error instead of returning empty
-observations.
+Async mode works with Gymnasium's defaults: :mod:`memenv.spaces` registers shared-memory
+handlers for :class:`~memenv.spaces.UnicodeText` (UTF-8 with a length prefix; Gymnasium's
+own Text handlers return stale observations, Gymnasium issue #1164).
 """
 
 from __future__ import annotations
@@ -32,21 +27,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gymnasium.error import CustomSpaceError
-from gymnasium.vector.utils import create_shared_memory
-
-from memenv.spaces import UnicodeText
-
-NO_SHARED_MEMORY = {"shared_memory": False}
-"""``vector_kwargs`` for ``gym.make_vec(..., vectorization_mode="async")``."""
 
 
-@create_shared_memory.register(UnicodeText)
-def _refuse_text_shared_memory(space: UnicodeText, n: int = 1, ctx: Any = None) -> None:
-    raise CustomSpaceError(
-        "UnicodeText observations cannot travel through shared memory (Gymnasium reads a Text buffer "
-        "only once); pass vector_kwargs={'shared_memory': False}"
-    )
 
 
 def _mask(infos: dict, key: str, index: int) -> bool:

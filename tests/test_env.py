@@ -43,14 +43,14 @@ def run_oracle(env):
 def test_protocol_after_evidence_asks_each_question_after_its_last_evidence():
     roles, rewards, info = run_oracle(make())
     assert roles == ["extract", "manage", "answer", "extract", "manage", "answer"]
-    assert info["episode"]["num_questions"] == 2 and info["episode"]["mean_score"] == 1.0
+    assert info["episode_summary"]["num_questions"] == 2 and info["episode_summary"]["mean_score"] == 1.0
     assert info["session_credit"] == [1.0, 1.0]
 
 
 def test_protocol_end_asks_all_questions_after_the_last_session():
     roles, _, info = run_oracle(make(qa_schedule="end"))
     assert roles == ["extract", "manage", "extract", "manage", "answer", "answer"]
-    assert info["episode"]["mean_score"] == 1.0
+    assert info["episode_summary"]["mean_score"] == 1.0
 
 
 def test_observations_are_json_with_the_role_and_no_gold():

@@ -91,7 +91,7 @@ def test_local_weight_scales_local_advantages_only():
 
 def test_session_rewards_use_credit_compression_and_penalties():
     slot = R._Slot(env=None, obs="", info={}, group=("global", 0), local=False,
-                   final_info={"session_credit": [1.0, None, 0.5], "episode": {"mean_score": 0.6}})
+                   final_info={"session_credit": [1.0, None, 0.5], "episode_summary": {"mean_score": 0.6}})
     slot.compression = {0: 0.1, 2: 0.2}
     slot.penalty[1] = -0.1
     assert R.session_rewards(slot, 3).tolist() == pytest.approx([0.9, 0.5, 0.3])

@@ -9,7 +9,7 @@ from gymnasium.vector import AutoresetMode
 
 import memenv  # noqa: F401  (registers the environments)
 from memenv.scripted import OracleAgent
-from memenv.vector import NO_SHARED_MEMORY, unbatch_info, unbatch_infos
+from memenv.vector import unbatch_info, unbatch_infos
 
 SEEDS = [3, 11, 42]
 # Short worlds keep both episodes of every sub-env cheap; at 2 sessions an episode lasts
@@ -19,7 +19,7 @@ STEPS = 45
 # Info keys compared step by step (all of them except the long per-step diagnostics,
 # which are compared through `gold` and the episode summary).
 COMPARED_KEYS = ("role", "session", "turn", "memory_size", "memory_tokens", "conversation", "gold",
-                 "score", "answered", "question_kind", "episode", "session_credit", "valid")
+                 "score", "answered", "question_kind", "episode_summary", "session_credit", "valid")
 
 
 class ManualNextStepVector:
@@ -52,10 +52,9 @@ def _subset(info: dict) -> dict:
     return {k: info[k] for k in COMPARED_KEYS if k in info}
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_vector_env_matches_single_envs_across_episode_boundaries(mode):
+@pytest.mark.parametrize("mode,vector_kwargs", [("sync", {}), ("async", {}), ("async", {"shared_memory": False})])
+def test_vector_env_matches_single_envs_across_episode_boundaries(mode, vector_kwargs):
     agent = OracleAgent()
-    vector_kwargs = NO_SHARED_MEMORY if mode == "async" else {}
     vec = gym.make_vec("MemorySession-v0", num_envs=len(SEEDS), vectorization_mode=mode,
                        vector_kwargs=vector_kwargs, num_sessions=NUM_SESSIONS)
     manual = ManualNextStepVector(SEEDS)
@@ -84,9 +83,25 @@ def test_vector_env_matches_single_envs_across_episode_boundaries(mode):
         vec.close()
 
 
-def test_async_with_shared_memory_fails_loudly_instead_of_returning_empty_observations():
-    with pytest.raises(ValueError, match="shared_memory=False"):
-        gym.make_vec("MemorySession-v0", num_envs=2, vectorization_mode="async")
+def test_async_shared_memory_carries_any_unicode_and_fresh_observations():
+    from memenv.spaces import SharedTextView, UnicodeText, _create_unicode_text_shared_memory, \
+        _write_unicode_text_to_shared_memory
+
+    space = UnicodeText(50)
+    memory = _create_unicode_text_shared_memory(space, n=2)
+    view = SharedTextView(space, memory, 2)
+    _write_unicode_text_to_shared_memory(space, 0, '{"t": "été 中 😀"}', memory)
+    _write_unicode_text_to_shared_memory(space, 1, "", memory)
+    assert tuple(view) == ('{"t": "été 中 😀"}', "")
+    _write_unicode_text_to_shared_memory(space, 1, "new", memory)
+    assert view[1] == "new" and view[-1] == "new"
+    import copy
+
+    snapshot = copy.deepcopy(view)
+    _write_unicode_text_to_shared_memory(space, 1, "newer", memory)
+    assert snapshot == ('{"t": "été 中 😀"}', "new") and type(snapshot) is tuple
+    with pytest.raises(ValueError, match="does not fit"):
+        _write_unicode_text_to_shared_memory(space, 0, "x" * 300, memory)
 
 
 def test_oracle_scores_one_per_question_in_vector_env():
@@ -98,7 +113,7 @@ def test_oracle_scores_one_per_question_in_vector_env():
     while len(summaries) < 2:
         actions = tuple(agent.act(o, unbatch_info(infos, i)) for i, o in enumerate(obs))
         obs, _, terms, _, infos = vec.step(actions)
-        summaries += [unbatch_info(infos, i)["episode"] for i in np.flatnonzero(terms)]
+        summaries += [unbatch_info(infos, i)["episode_summary"] for i in np.flatnonzero(terms)]
     vec.close()
     assert all(s["mean_score"] == 1.0 and s["num_questions"] > 0 for s in summaries)
 
@@ -111,7 +126,7 @@ def test_next_step_autoreset_ignores_the_action_after_termination():
     while not terminated:
         obs, _, terms, _, infos = vec.step((agent.act(obs[0], unbatch_info(infos, 0)),))
         terminated = bool(terms[0])
-    assert obs == ("",) and "episode" in unbatch_info(infos, 0)
+    assert obs == ("",) and "episode_summary" in unbatch_info(infos, 0)
     # an unparseable action would be penalised if it reached the env; here it resets
     obs, rewards, terms, _, infos = vec.step(("not json at all",))
     vec.close()
@@ -135,11 +150,10 @@ def test_unbatch_info_respects_masks_and_nesting():
         unbatch_info([infos], 0)
 
 
-def test_episode_stats_need_another_key_than_episode():
-    """The env's own info["episode"] clashes with RecordEpisodeStatistics' default key;
-    a different stats_key works and both summaries are kept."""
+def test_record_episode_statistics_works_with_default_key():
+    """RecordEpisodeStatistics' ``episode`` key and the env's ``episode_summary`` coexist."""
     vec = gym.make_vec("MemorySession-v0", num_envs=2, vectorization_mode="sync", num_sessions=1)
-    vec = gym.wrappers.vector.RecordEpisodeStatistics(vec, stats_key="episode_stats")
+    vec = gym.wrappers.vector.RecordEpisodeStatistics(vec)
     agent = OracleAgent()
     obs, infos = vec.reset(seed=[1, 2])
     for _ in range(40):
@@ -147,7 +161,7 @@ def test_episode_stats_need_another_key_than_episode():
         if terms.any():
             i = int(np.flatnonzero(terms)[0])
             info = unbatch_info(infos, i)
-            assert info["episode_stats"]["l"] > 2 and info["episode"]["mean_score"] == 1.0
+            assert info["episode"]["l"] > 2 and info["episode_summary"]["mean_score"] == 1.0
             break
     else:
         pytest.fail("no episode ended")
