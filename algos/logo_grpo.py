@@ -38,9 +38,8 @@ import numpy as np
 import torch
 
 from algos.cli import parse_args
+from memenv.constants import TRAIN_SEED_OFFSET  # training worlds use seeds >= it, evaluation below
 
-# Training worlds come from seeds >= this offset; evaluation worlds use seeds below it.
-TRAIN_SEED_OFFSET = 1_000_000
 # The CPU demo: the tiny byte-level model, compact prompts, short worlds, the oracle playing
 # the extract turns, an SFT warm start, then LoGo-GRPO on the manage turns.
 CPU_DEMO = dict(model="tiny", stages=(2, 4), updates_per_stage=4, group_size=8, conversations_per_update=2,

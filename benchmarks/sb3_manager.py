@@ -4,7 +4,7 @@
 
 PPO (``MlpPolicy``) trains on :class:`agents.sb3_manager.ManagerDecisionEnv` — one step per
 candidate fact, ``Discrete(4)`` ADD / UPDATE nearest / DELETE nearest / NOOP over a
-fixed-size feature vector — on synthetic worlds with seeds ``0 .. train_worlds - 1``
+fixed-size feature vector — on synthetic worlds with seeds ``TRAIN_SEED_OFFSET + (0 .. train_worlds - 1)``
 (gold extraction, scripted reader). Each trained model is saved, then played as a full
 agent (:class:`agents.sb3_manager.SB3ManagerAgent`) through the ordinary text protocol on
 *held-out* worlds (seeds from ``eval_seed_offset``, never seen in training) of
@@ -38,6 +38,7 @@ from agents.sb3_manager import (
     SB3ManagerAgent,
     rule_decision,
 )
+from memenv.constants import TRAIN_SEED_OFFSET
 from memenv.scripted import AddAllAgent, NoopAgent, OracleAgent
 from memenv.types import SYNTHETIC_KINDS
 
@@ -47,8 +48,8 @@ DEFAULT_OUT = os.path.join("benchmarks", "results", "sb3_manager")
 ABLATION_ANSWERS = {"reward_mode": "answers", "gamma": 0.99, "gae_lambda": 0.95}
 PPO_ROW = "PPO (sb3-manager)"
 ABLATION_ROW = "PPO, reward_mode='answers' (ablation)"
-# Held-out worlds start far above any training seed.
-EVAL_SEED_OFFSET = 1_000_000
+# The project's convention: training worlds from TRAIN_SEED_OFFSET up, held-out ones below.
+EVAL_SEED_OFFSET = 0
 TABLE_WIDTH = 130
 
 
@@ -91,15 +92,15 @@ class Args:
         if (self.n_steps * self.n_envs) % self.batch_size:
             raise ValueError(f"--batch-size {self.batch_size} must divide n_steps * n_envs = "
                              f"{self.n_steps * self.n_envs}; change --batch-size or --n-steps")
-        if self.eval_seed_offset < self.train_worlds:
-            raise ValueError(f"--eval-seed-offset {self.eval_seed_offset} overlaps the training worlds "
-                             f"0..{self.train_worlds - 1}; held-out worlds must never be trained on")
+        if self.eval_seed_offset + self.eval_worlds > TRAIN_SEED_OFFSET:
+            raise ValueError(f"held-out worlds {self.eval_seed_offset}..{self.eval_seed_offset + self.eval_worlds - 1} "
+                             f"reach the training worlds (seeds >= {TRAIN_SEED_OFFSET}); they must never be trained on")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ValueError(f"need 0 < gamma <= 1 and 0 <= gae_lambda <= 1, got {self.gamma}, {self.gae_lambda}")
 
     @property
     def train_seeds(self) -> list[int]:
-        return list(range(self.train_worlds))
+        return list(range(TRAIN_SEED_OFFSET, TRAIN_SEED_OFFSET + self.train_worlds))
 
     @property
     def eval_seeds(self) -> list[int]:
@@ -111,9 +112,9 @@ HELP = {
     "seeds": "training seeds; one model is trained and evaluated per seed",
     "n_envs": "parallel training environments (DummyVecEnv)",
     "num_sessions": "sessions per synthetic world (training and evaluation)",
-    "train_worlds": "training worlds are the world seeds 0 .. N-1",
+    "train_worlds": f"training worlds are the world seeds {TRAIN_SEED_OFFSET} .. {TRAIN_SEED_OFFSET} + N - 1",
     "eval_worlds": "number of held-out evaluation worlds",
-    "eval_seed_offset": "first held-out world seed (must be >= --train-worlds)",
+    "eval_seed_offset": f"first held-out world seed (held-out seeds stay below {TRAIN_SEED_OFFSET})",
     "eval_env": "registered env id played by every agent at evaluation",
     "reward_mode": "'probe': change of the summed score of every question due so far, re-asked on the "
                    "current memory (aligned with the final-memory benchmark); 'answers': the inner env's "

@@ -18,3 +18,7 @@ DEFAULT_EXTRACT_TOP_K = 0  # related memories shown to the extractor
 MAX_OBSERVATION_CHARS = 2_000_000
 
 QA_SCHEDULES = ("after_evidence", "end")
+
+# Synthetic world seeds: training uses seeds >= TRAIN_SEED_OFFSET, evaluation (leaderboards,
+# held-out tests) seeds below it, so no evaluated world is ever trained on.
+TRAIN_SEED_OFFSET = 1_000_000
