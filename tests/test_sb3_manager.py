@@ -265,7 +265,8 @@ def test_cli_writes_markdown_and_json(tmp_path):
 
 
 def test_args_refuse_training_on_evaluation_worlds():
-    with pytest.raises(ValueError, match="overlaps the training worlds"):
-        Args(train_worlds=100, eval_seed_offset=50)
+    with pytest.raises(ValueError, match="reach the training worlds"):
+        Args(eval_worlds=100, eval_seed_offset=999_950)
+    assert Args().train_seeds[0] == 1_000_000 and Args().eval_seeds[-1] < 1_000_000
     with pytest.raises(ValueError, match="batch-size"):
         Args(n_steps=100, n_envs=1, batch_size=64)
