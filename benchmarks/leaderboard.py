@@ -49,7 +49,7 @@ import gymnasium as gym
 import memenv  # noqa: F401  (registers the environments)
 from memenv.data.locomo import LOCOMO_KINDS
 from memenv.memory import count_tokens
-from memenv.metrics import judge_answers, summarize, token_f1
+from memenv.metrics import CORRECT, WRONG, judge_answers, summarize, token_f1
 from memenv.parsing import parse_answer
 from memenv.sources import ConversationSource, make_source
 
@@ -73,6 +73,7 @@ DEFAULT_CONTEXT_TOKENS = 900
 DEFAULT_ANSWER_TOP_K = 30  # Memory-R1 / Memory-R2: top 30 memories per speaker
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_JUDGE_MAX_NEW_TOKENS = 64
+JUDGE_CONTROL_QUESTIONS = 6  # control items (x2) that show whether J can be trusted
 DEFAULT_LOCOMO_PATHS = ("../shared/data/locomo/locomo_dev.json",)
 LOCOMO_PATH_VARIABLE = "MEMENV_LOCOMO_PATH"
 RESULTS_DIR = Path("benchmarks/results")
@@ -189,6 +190,39 @@ def judge_generator(agent: Any, max_new_tokens: int) -> Callable[[list[str]], li
     return run
 
 
+def judge_control_items(questions: Sequence[Any], count: int) -> list[tuple[tuple[str, str, str], str]]:
+    """Control items with a known verdict, to show how far a judge can be trusted: for
+    ``count`` questions evenly spaced over ``questions``, the gold answer itself (expected
+    CORRECT) and the gold answer of another question with no word in common (expected
+    WRONG). Questions without such a partner get only the first item."""
+    items: list[tuple[tuple[str, str, str], str]] = []
+    for i in select_questions(len(questions), count):
+        question = questions[i]
+        items.append(((question.question, question.answer, question.answer), CORRECT))
+        words = set(question.answer.lower().split())
+        for offset in range(1, len(questions)):
+            other = questions[(i + offset) % len(questions)]
+            if other.answer.strip() and not words & set(other.answer.lower().split()):
+                items.append(((question.question, question.answer, other.answer), WRONG))
+                break
+    return items
+
+
+def judge_agreement(generate: Callable[[list[str]], list[str]], name: str, questions: Sequence[Any],
+                    count: int, batch_size: int | None = None) -> dict[str, Any]:
+    """How often the judge gives the expected verdict on :func:`judge_control_items`."""
+    controls = judge_control_items(questions, count)
+    if not controls:
+        return {"items": 0, "agreement": None}
+    result = judge_answers([item for item, _ in controls], generate, judge_name=name, batch_size=batch_size)
+    right = [label == expected for label, (_, expected) in zip(result.labels, controls)]
+    correct_controls = [ok for ok, (_, expected) in zip(right, controls) if expected == CORRECT]
+    wrong_controls = [ok for ok, (_, expected) in zip(right, controls) if expected == WRONG]
+    return {"items": len(controls), "agreement": sum(right) / len(right),
+            "gold_judged_correct": sum(correct_controls) / len(correct_controls),
+            "wrong_judged_wrong": sum(wrong_controls) / len(wrong_controls) if wrong_controls else None}
+
+
 # ---------------------------------------------------------------------------- evaluation --
 @dataclass(frozen=True)
 class EvalConfig:
@@ -201,7 +235,8 @@ class EvalConfig:
     context_tokens: int = DEFAULT_CONTEXT_TOKENS
     answer_top_k: int = DEFAULT_ANSWER_TOP_K
     batch_size: int = DEFAULT_BATCH_SIZE
-    keep_texts: bool = True  # questions and gold answers in the JSON (not for licensed data)
+    save_predictions: bool = False  # every answer in the JSON (large for scripted rows)
+    keep_texts: bool = True  # questions and gold answers with them (not for licensed data)
 
     def make_env(self) -> gym.Env:
         return gym.make(ENV_ID, source=self.source, qa_schedule=QA_SCHEDULE, answer_top_k=self.answer_top_k)
@@ -276,7 +311,7 @@ def _memory_phase(strategy: Any, envs: list[gym.Env], keys: Sequence[Any]) -> tu
     while active:
         actions = act_all(strategy, [observations[i] for i in active], [infos[i] for i in active])
         for i, action in zip(active, actions):
-            observations[i], _, done, _, infos[i] = envs[i].step(action)
+            observations[i], _, _, _, infos[i] = envs[i].step(action)
             actions_taken += 1
             invalid += not infos[i].get("valid", True)
         active = [i for i in active if infos[i]["role"] in (EXTRACT, MANAGE)]
@@ -287,15 +322,16 @@ def _answer_observations(env: gym.Env, strategy: Any, indices: list[int], contex
     """Answer observations of the selected questions on the final memory, and the tokens
     of any context the strategy keeps itself (its records replace the memories)."""
     base = env.unwrapped
-    context = None
+    context = shown = None
     if callable(getattr(strategy, "context_records", None)):
         context = list(strategy.context_records(base.conversation.conv_id))
+        shown = recent_records(context, context_tokens)
     observations = []
     for qi in indices:
         obs = base.probe(qi)
         if context is not None:
             data = json.loads(obs)
-            data["memories"] = recent_records(context, context_tokens)
+            data["memories"] = shown
             data["memory_size"] = len(context)
             obs = json.dumps(data, ensure_ascii=False)
         observations.append(obs)
@@ -384,7 +420,8 @@ def evaluate_row(row: RowSpec, config: EvalConfig, pool: AgentPool, progress: Pr
         "memory_seconds_per_conversation": memory_seconds / n_conv,
         "answer_seconds_per_question": answer_seconds / n_q,
         "memory_actions": actions_taken, "invalid_memory_actions": invalid,
-        "judge": judge_info, "conversations": conversations, "predictions": predictions,
+        "judge": judge_info, "conversations": conversations,
+        **({"predictions": predictions} if config.save_predictions else {}),
     }
 
 
@@ -475,6 +512,7 @@ def settings_lines(results: dict[str, Any]) -> list[str]:
         "- Scores in percent: F1 = mem0-style token F1, B1 = BLEU-1, EM = exact match"
         + (", LoCoMo-F1 = LoCoMo's own stemmed F1" if s["locomo_metrics"] else "")
         + (f", J = LLM-as-a-Judge accuracy, judged by `{s['judge']}`" if s["judge"] else "") + ".",
+        *([_control_line(results["judge_controls"])] if results.get("judge_controls") else []),
         "- Per-kind columns give F1 and (number of questions)"
         + ("; LoCoMo categories by LoCoMo's own numbering: 1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop "
            "(5 adversarial excluded unless --include-adversarial)." if s["source"] == "locomo" else "."),
@@ -485,6 +523,14 @@ def settings_lines(results: dict[str, Any]) -> list[str]:
         lines.append("- The `scripted` answerer reads only the synthetic worlds' canonical fact sentences; with raw "
                      "turns or free-form facts (rag-turns, add-only, full-context) it can only answer `unknown`.")
     return lines
+
+
+def _control_line(controls: dict[str, Any]) -> str:
+    wrong = controls.get("wrong_judged_wrong")
+    return (f"- Judge check on {controls['items']} control items: agreement {_pct(controls['agreement'])}% "
+            f"(gold answer judged CORRECT {_pct(controls['gold_judged_correct'])}%, another question's answer "
+            f"judged WRONG {'-' if wrong is None else _pct(wrong)}%). A judge that calls everything CORRECT "
+            "makes J meaningless.")
 
 
 def to_markdown(results: dict[str, Any]) -> str:
@@ -561,6 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument("--out", metavar="PREFIX", help="output prefix: writes OUT.md and OUT.json "
                                    "(default: benchmarks/results/leaderboard_<source>[<sessions>])")
+    out.add_argument("--save-predictions", action="store_true",
+                     help="store every answer (question id, kind, prediction, F1, judge label; plus question and "
+                          "gold answer on synthetic worlds) in the JSON")
     out.add_argument("--title", help="title of the table (default: from the data)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -595,7 +644,8 @@ def build_config(args: argparse.Namespace) -> tuple[EvalConfig, dict[str, Any]]:
     """The evaluation config and the settings recorded with the results."""
     settings: dict[str, Any] = {"source": args.source, "qa_schedule": QA_SCHEDULE, "max_questions": args.max_questions,
                                 "context_tokens": args.context_tokens, "answer_top_k": args.answer_top_k,
-                                "judge": args.judge, "locomo_metrics": args.source == "locomo"}
+                                "judge": args.judge, "locomo_metrics": args.source == "locomo",
+                                "save_predictions": args.save_predictions}
     if args.source == "synthetic":
         seeds = parse_worlds(args.worlds)
         source = make_source("synthetic", num_sessions=args.num_sessions, world_seeds=seeds)
@@ -618,7 +668,7 @@ def build_config(args: argparse.Namespace) -> tuple[EvalConfig, dict[str, Any]]:
     config = EvalConfig(source=source, keys=keys, locomo_metrics=args.source == "locomo",
                         max_questions=args.max_questions, context_tokens=args.context_tokens,
                         answer_top_k=args.answer_top_k, batch_size=args.batch_size,
-                        keep_texts=args.source == "synthetic")
+                        save_predictions=args.save_predictions, keep_texts=args.source == "synthetic")
     return config, settings
 
 
@@ -658,6 +708,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     judge = None
     if args.judge:
         judge = (args.judge, judge_generator(pool.get(args.judge), args.judge_max_new_tokens))
+    judge_controls = None
+    if judge is not None:
+        questions = [q for key in config.keys for q in config.source.get(key).questions]
+        judge_controls = judge_agreement(judge[1], judge[0], questions, JUDGE_CONTROL_QUESTIONS, args.batch_size)
     per_row_questions = sum(config.num_selected(key) for key in config.keys)
     results_rows = []
     with Progress(len(rows) * len(config.keys), len(rows) * per_row_questions, not args.no_progress) as progress:
@@ -670,6 +724,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "machine": machine_info(),
         "total_seconds": time.perf_counter() - started,
         "settings": settings,
+        "judge_controls": judge_controls,
         "rows": results_rows,
     }
     out = Path(args.out) if args.out else _default_out(args)

@@ -257,7 +257,7 @@ def render_markdown(result: dict) -> str:
          f"torch {result['versions']['torch']}, gymnasium {result['versions']['gymnasium']}."),
         "",
         (f"PPO (MlpPolicy) on `ManagerDecisionEnv` (reward_mode={a['reward_mode']!r}), {a['timesteps']} fact "
-         f"decisions per seed, seeds {list(a['seeds'])}, training worlds 0..{a['train_worlds'] - 1} "
+         f"decisions per seed, seeds {list(a['seeds'])}, training worlds {TRAIN_SEED_OFFSET}..{TRAIN_SEED_OFFSET + a['train_worlds'] - 1} "
          f"({a['num_sessions']} sessions). Evaluation: {a['eval_worlds']} held-out worlds (seeds "
          f"{a['eval_seed_offset']}..{a['eval_seed_offset'] + a['eval_worlds'] - 1}) of `{a['eval_env']}`, "
          f"{result['num_questions']} questions; token F1 pooled over questions. Every agent extracts the gold "

@@ -20,7 +20,7 @@ DEV_LOCOMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo" 
 
 def run(tmp_path, *args):
     """main() with the given CLI args, writing to tmp_path; returns (results, md text, argv)."""
-    argv = [*args, "--out", str(tmp_path / "lb"), "--no-progress"]
+    argv = [*args, "--out", str(tmp_path / "lb"), "--no-progress", "--save-predictions"]
     results = lb.main(argv)
     return results, (tmp_path / "lb.md").read_text(), argv
 
@@ -138,6 +138,11 @@ def test_scripted_rows_rank_and_cli_writes_md_and_json(tmp_path):
     assert saved["settings"]["conversations"] == [0, 1] and "machine" in saved and "date" in saved
 
 
+def test_predictions_only_on_request(tmp_path):
+    results = lb.main(["--worlds", "0", "--rows", "oracle", "--out", str(tmp_path / "lb"), "--no-progress"])
+    assert "predictions" not in results["rows"][0] and results["rows"][0]["num_questions"] > 0
+
+
 def test_max_questions_is_respected(tmp_path):
     results, md, _ = run(tmp_path, "--worlds", "3-5", "--rows", "oracle", "--max-questions", "4")
     row = results["rows"][0]
@@ -252,6 +257,25 @@ def test_judge_adds_j_and_names_the_model(tmp_path, single_torch_thread):
     assert "j" in row["overall"] and row["judge"]["model"] == "llm:tiny"
     assert all(p["judge"] in ("CORRECT", "WRONG") for p in row["predictions"])
     assert "| J |" in md and "judged by `llm:tiny`" in md
+    controls = results["judge_controls"]
+    assert controls["items"] >= 6 and 0 <= controls["agreement"] <= 1 and "Judge check on" in md
+
+
+def test_judge_control_items_pair_gold_with_an_unrelated_answer():
+    questions = generate_world(0, 8).questions
+    items = lb.judge_control_items(questions, 3)
+    correct = [item for item, verdict in items if verdict == "CORRECT"]
+    wrong = [item for item, verdict in items if verdict == "WRONG"]
+    assert len(correct) == 3 and all(gold == prediction for _, gold, prediction in correct)
+    assert wrong and all(not set(g.lower().split()) & set(p.lower().split()) for _, g, p in wrong)
+
+
+def test_judge_agreement_of_a_judge_that_always_says_correct():
+    questions = generate_world(0, 8).questions
+    always_correct = lambda prompts: ['{"label": "CORRECT"}'] * len(prompts)  # noqa: E731
+    result = lb.judge_agreement(always_correct, "yes-man", questions, 4)
+    assert result["gold_judged_correct"] == 1.0 and result["wrong_judged_wrong"] == 0.0
+    assert result["agreement"] == pytest.approx(4 / result["items"])
 
 
 def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
