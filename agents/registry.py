@@ -39,6 +39,9 @@ _BUILTIN: dict[str, str] = {
     "llm": "agents.llm_agent:LLMAgent.from_spec",
     "sb3-manager": "agents.sb3_manager:SB3ManagerAgent.from_spec",
     "random-manager": "agents.sb3_manager:RandomManagerAgent.from_spec",
+    "full-context": "benchmarks.strategies:FullContextAgent",
+    "rag-turns": "benchmarks.strategies:RagTurnsAgent",
+    "add-only": "benchmarks.strategies:AddOnlyAgent",
 }
 _REGISTERED: dict[str, Callable[..., Any]] = {}
 

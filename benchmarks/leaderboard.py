@@ -54,7 +54,6 @@ from memenv.parsing import parse_answer
 from memenv.sources import ConversationSource, make_source
 
 from agents.registry import make_agent
-from benchmarks import strategies
 from benchmarks.strategies import EXTRACT, MANAGE, ScriptedAnswerer, recent_records
 
 SOURCES = ("synthetic", "locomo", "longmemeval")
@@ -472,6 +471,8 @@ def _columns(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header += ["J"] if judged else []
     header += [f"F1 {_kind_label(k, locomo)}" for k in kinds]
     header += ["mem tokens", "mem s/conv", "answer s/q"]
+    show_invalid = any(row.get("invalid_memory_actions") for row in rows)
+    header += ["invalid mem actions"] if show_invalid else []
     cells = []
     for row in rows:
         overall = row["overall"]
@@ -483,6 +484,8 @@ def _columns(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                  else "-" for k in kinds]
         line += [f"{row['memory_tokens_mean']:.0f}", _secs(row["memory_seconds_per_conversation"]),
                  _secs(row["answer_seconds_per_question"])]
+        if show_invalid:
+            line.append(f"{row['invalid_memory_actions']}/{row['memory_actions']}")
         cells.append(line)
     return header, cells
 
@@ -517,7 +520,9 @@ def settings_lines(results: dict[str, Any]) -> list[str]:
         + ("; LoCoMo categories by LoCoMo's own numbering: 1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop "
            "(5 adversarial excluded unless --include-adversarial)." if s["source"] == "locomo" else "."),
         "- mem tokens: whitespace tokens kept in memory at the end, mean per conversation (full-context: the whole "
-        "transcript it keeps); mem s/conv: seconds of extract/manage per conversation; answer s/q: seconds per answer.",
+        "transcript it keeps); mem s/conv: seconds of extract/manage per conversation; answer s/q: seconds per answer"
+        + ("; invalid mem actions: extract/manage actions the environment rejected (they change nothing)."
+           if any(row.get("invalid_memory_actions") for row in results["rows"]) else "."),
     ]
     if s["source"] == "synthetic":
         lines.append("- The `scripted` answerer reads only the synthetic worlds' canonical fact sentences; with raw "
@@ -701,7 +706,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         rows = [parse_row(text, default_answerer) for text in row_texts]
     except ValueError as error:
         parser.error(str(error))
-    strategies.register_strategies()
     started = time.perf_counter()
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     pool = AgentPool(args.torch_threads)

@@ -16,8 +16,7 @@ need no model:
   a third-person fact with relative dates made absolute and the session date appended
   (:func:`first_person_facts`); it only ever ADDs, never UPDATEs or DELETEs.
 
-Importing this module registers the three names with :func:`agents.registry.register_agent`
-(unless the registry already knows them), so ``make_agent("rag-turns")`` works.
+The agent registry knows the three by name (``make_agent("rag-turns")``).
 
 A strategy may hold its own answer context instead of (or besides) the memory bank by
 offering ``context_records(conversation_id) -> list[record]``; the leaderboard then puts
@@ -364,21 +363,3 @@ class AddOnlyAgent:
 
 
 # --------------------------------------------------------------------------- registration --
-STRATEGIES: dict[str, str] = {
-    "full-context": "benchmarks.strategies:FullContextAgent",
-    "rag-turns": "benchmarks.strategies:RagTurnsAgent",
-    "add-only": "benchmarks.strategies:AddOnlyAgent",
-}
-
-
-def register_strategies() -> None:
-    """Register the baseline strategies by name (names the registry already knows are kept)."""
-    from agents.registry import available_agents, register_agent
-
-    known = set(available_agents())
-    for name, target in STRATEGIES.items():
-        if name not in known:
-            register_agent(name, target)
-
-
-register_strategies()
