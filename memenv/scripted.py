@@ -17,10 +17,11 @@ on a malformed observation: it falls back to the empty action of the role.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any, Sequence
 
-from memenv.synthetic import UNKNOWN, ParsedFact, parse_fact, parse_question
+from memenv.synthetic import UNKNOWN, ParsedFact, parse_date, parse_fact, parse_question
 
 NOOP_OPERATIONS = [{"op": "NOOP"}]
 ANSWER_JOINER = " and "
@@ -35,8 +36,8 @@ def scripted_answer(question: str, memories: Sequence[str]) -> str:
     """Answer a synthetic-world question from memory texts, by rules.
 
     Slot questions get every value of that speaker's slot found in "current state" texts
-    (intro, change, join, buy, adopt, ...), in memory order without repeats, joined with
-    " and ". Retraction texts (break-ups, quitting, selling, giving away) are not read, so
+    (intro, change, join, buy, adopt, ...), in the order of their dates (undated first, then
+    memory order) without repeats, joined with " and ". Retraction texts (break-ups, quitting, selling, giving away) are not read, so
     a memory that keeps stale entries answers with several values. "When" questions get
     the date of the event's text; multi-hop questions the city of whoever works as the
     job. Nothing found, or a question it does not understand: ``"unknown"``.
@@ -49,6 +50,8 @@ def scripted_answer(question: str, memories: Sequence[str]) -> str:
         fact = parse_fact(text)
         if fact is not None and fact.is_state:
             facts.append(fact)
+    # Chronological order (undated intro facts first), so lists read as the world built them.
+    facts.sort(key=_chronology)
     if parsed.qtype == "slot":
         values = [f.value for f in facts
                   if f.speaker == parsed.speaker and f.slot == parsed.slot
@@ -63,6 +66,13 @@ def scripted_answer(question: str, memories: Sequence[str]) -> str:
         values = [f.value for f in facts if f.speaker in holders and f.slot == parsed.slot]
     values = _dedup(values)
     return ANSWER_JOINER.join(values) if values else UNKNOWN
+
+
+def _chronology(fact: ParsedFact) -> tuple:
+    try:
+        return (parse_date(fact.date),) if fact.date else (dt.date.min,)
+    except ValueError:
+        return (dt.date.min,)
 
 
 def _load_obs(obs: Any) -> dict:

@@ -177,3 +177,10 @@ def test_agents_without_gold_extract_nothing_and_never_raise(name):
             action = json.loads(agent.act(obs, info))
             assert isinstance(action, dict)
             assert set(action) <= {"facts", "operations", "answer"} and len(action) == 1
+
+
+def test_list_answers_come_in_chronological_order_whatever_the_memory_order():
+    from memenv.scripted import scripted_answer
+
+    memories = ["Alice joined the hiking club on 9 June 2023.", "Alice joined the chess club on 2 May 2023."]
+    assert scripted_answer("Which clubs is Alice a member of?", memories) == "chess club and hiking club"
