@@ -43,7 +43,7 @@ from gymnasium import spaces
 
 import memenv  # noqa: F401  (registers the environments)
 from memenv.retrieval import tokenize
-from memenv.scripted import OracleAgent
+from memenv.scripted import OracleAgent, load_observation
 
 ADD, UPDATE, DELETE, NOOP = 0, 1, 2, 3
 DECISIONS = ("ADD", "UPDATE", "DELETE", "NOOP")
@@ -291,16 +291,6 @@ class SessionDecisions:
         return json.dumps({"operations": self.operations()}, ensure_ascii=False)
 
 
-def _parse_obs(obs: Any) -> dict:
-    if isinstance(obs, dict):
-        return obs
-    try:
-        data = json.loads(obs)
-    except (TypeError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def rule_decision(features: np.ndarray) -> int:
     """A hand-written reference policy on the same features (not learned).
 
@@ -477,7 +467,7 @@ class ManagerDecisionEnv(gym.Env[np.ndarray, np.int64]):
         self._obs, reward, terminated, truncated, self._info = self.inner.step(action)
         if terminated or truncated:
             raise RuntimeError("the inner env ended on an extract turn")
-        self._pending = SessionDecisions(_parse_obs(self._obs))
+        self._pending = SessionDecisions(load_observation(self._obs))
         return float(reward)
 
     def _close_session(self, info: dict) -> float:
@@ -543,7 +533,7 @@ class FeatureManagerAgent:
 
     def act(self, obs: str, info: dict) -> str:
         """The action for this observation (JSON text)."""
-        data = _parse_obs(obs)
+        data = load_observation(obs)
         role = data.get("role") or (info.get("role") if isinstance(info, dict) else None)
         if role == "manage":
             return self.manage_action(data)

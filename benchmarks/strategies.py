@@ -32,7 +32,7 @@ import re
 from typing import Any, Sequence
 
 from memenv.memory import count_tokens
-from memenv.scripted import scripted_answer
+from memenv.scripted import load_observation, observation_role, scripted_answer
 from memenv.synthetic import UNKNOWN
 
 EXTRACT, MANAGE, ANSWER = "extract", "manage", "answer"
@@ -50,24 +50,6 @@ NUMBER_WORDS = {"a": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "s
 
 
 # ------------------------------------------------------------------------- observations --
-def load_observation(obs: Any) -> dict:
-    """The observation as a dict ({} when it is not JSON text of an object)."""
-    if isinstance(obs, dict):
-        return obs
-    try:
-        data = json.loads(obs)
-    except (TypeError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _role(obs: dict, info: Any) -> str:
-    role = obs.get("role")
-    if not isinstance(role, str) and isinstance(info, dict):
-        role = info.get("role")
-    return role if isinstance(role, str) else ""
-
-
 def _turns(obs: dict) -> list[tuple[str, str]]:
     """(speaker, text) of each well-formed turn of an extract observation."""
     turns = obs.get("turns")
@@ -173,7 +155,7 @@ class FullContextAgent:
     def act(self, obs: str, info: dict) -> str:
         """Record the turns (extract), NOOP (manage), scripted answer over the context (answer)."""
         data = load_observation(obs)
-        role = _role(data, info)
+        role = observation_role(data, info)
         if role == EXTRACT:
             self._record(data, info.get("conversation") if isinstance(info, dict) else None)
             return EMPTY_FACTS
@@ -196,7 +178,7 @@ class RagTurnsAgent:
     def act(self, obs: str, info: dict) -> str:
         """Turns as facts (extract), ADD every fact (manage), scripted answer (answer)."""
         data = load_observation(obs)
-        role = _role(data, info)
+        role = observation_role(data, info)
         if role == EXTRACT:
             date = data.get("date") if isinstance(data.get("date"), str) else ""
             facts = [{"text": turn_memory_text(speaker, text, date), "speaker": speaker}
@@ -345,7 +327,7 @@ class AddOnlyAgent:
     def act(self, obs: str, info: dict) -> str:
         """First-person facts (extract), ADD every fact (manage), scripted answer (answer)."""
         data = load_observation(obs)
-        role = _role(data, info)
+        role = observation_role(data, info)
         if role == EXTRACT:
             date = data.get("date") if isinstance(data.get("date"), str) else ""
             facts, seen = [], set()

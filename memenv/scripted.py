@@ -75,8 +75,8 @@ def _chronology(fact: ParsedFact) -> tuple:
         return (dt.date.min,)
 
 
-def _load_obs(obs: Any) -> dict:
-    """The observation as a dict ({} when it is not JSON of an object)."""
+def load_observation(obs: Any) -> dict:
+    """The observation as a dict ({} when it is not JSON text of an object); never raises."""
     if isinstance(obs, dict):
         return obs
     try:
@@ -86,7 +86,8 @@ def _load_obs(obs: Any) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _role(obs: dict, info: Any) -> str:
+def observation_role(obs: dict, info: Any) -> str:
+    """The role an observation asks for (from the observation, else from info; "" if neither says)."""
     role = obs.get("role")
     if not isinstance(role, str) and isinstance(info, dict):
         role = info.get("role")
@@ -128,8 +129,8 @@ class NoopAgent:
 
     def act(self, obs: str, info: dict) -> str:
         """The action for this observation (JSON text)."""
-        data = _load_obs(obs)
-        role = _role(data, info)
+        data = load_observation(obs)
+        role = observation_role(data, info)
         return _answer_action(data) if role == "answer" else _empty_action(role)
 
 
@@ -140,8 +141,8 @@ class OracleAgent:
 
     def act(self, obs: str, info: dict) -> str:
         """The action for this observation (JSON text)."""
-        data = _load_obs(obs)
-        role = _role(data, info)
+        data = load_observation(obs)
+        role = observation_role(data, info)
         if role == "extract":
             return json.dumps({"facts": _gold_facts(info)})
         if role == "manage":
@@ -161,8 +162,8 @@ class AddAllAgent:
 
     def act(self, obs: str, info: dict) -> str:
         """The action for this observation (JSON text)."""
-        data = _load_obs(obs)
-        role = _role(data, info)
+        data = load_observation(obs)
+        role = observation_role(data, info)
         if role == "extract":
             return json.dumps({"facts": _gold_facts(info)})
         if role == "manage":
