@@ -173,12 +173,15 @@ def train_manager(args: Args, seed: int, *, progress_bar: bool = False):
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import Logger
 
     torch.set_num_threads(args.torch_threads)
     venv = make_vec_env(lambda: make_train_env(args), n_envs=args.n_envs, seed=seed)
     model = PPO("MlpPolicy", venv, learning_rate=args.learning_rate, n_steps=args.n_steps,
                 batch_size=args.batch_size, n_epochs=args.n_epochs, gamma=args.gamma,
                 gae_lambda=args.gae_lambda, ent_coef=args.ent_coef, seed=seed, device="cpu", verbose=0)
+    # SB3's default logger makes an empty SB3-<date> folder in the temp directory per run
+    model.set_logger(Logger(folder=None, output_formats=[]))
     model.learn(total_timesteps=args.timesteps, progress_bar=progress_bar)
     venv.close()
     return model
