@@ -168,6 +168,7 @@ class SFTArgs:
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     max_prompt_tokens: int = field(default=2048, metadata={"help": "prompts are trimmed by relevance to this many tokens"})
+    prompt_style: str = field(default="default", metadata={"help": "role prompts: 'default' or 'compact' (use the trainer's)", "choices": ["default", "compact"]})
     seed: int = field(default=0, metadata={"help": "random seed"})
 
     def __post_init__(self) -> None:
@@ -189,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
     args = parse_args(SFTArgs, argv, description=__doc__, prog="python -m algos.sft")
     torch.manual_seed(args.seed)
+    if args.model == "tiny":
+        torch.set_num_threads(1)  # a tiny model gains nothing from threads that spin against each other
     kwargs = {} if args.num_sessions is None else {"num_sessions": args.num_sessions}
     worlds = [TRAIN_SEED_OFFSET + i for i in range(args.num_worlds)]
     pairs = record_demonstrations(lambda: gym.make(args.env, **kwargs), worlds, roles=args.roles)
@@ -203,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
         losses = train_sft(model, backbone.tokenizer, pairs, steps=args.steps, batch_size=args.batch_size,
                            learning_rate=args.learning_rate, max_prompt_tokens=args.max_prompt_tokens,
-                           seed=args.seed, on_step=on_step)
+                           seed=args.seed, prompt_style=args.prompt_style, on_step=on_step)
     out = Path(args.output_dir)
     save_adapter(model, out / "adapter", POLICY_ADAPTER)
     (out / "sft_losses.json").write_text(json.dumps({"losses": losses, "demonstrations": len(pairs),
