@@ -73,7 +73,7 @@ PRESETS = {
     # The CPU demo's settings (algos.logo_grpo.CPU_DEMO); 30k tokens is about 6 of the demo's updates
     # (sized so that 4 RL arms x 3 seeds finish within an hour on a shared 2-core machine).
     "cpu": Preset(model="tiny", stages=(2, 4), token_budget=30_000, seeds=(0, 1, 2), arms=ARMS, eval_worlds=6,
-                  eval_horizons=(2, 4, 8), trainer=_CPU_TRAINER, sft_steps=100, sft_learning_rate=1e-2,
+                  eval_horizons=(8, 16, 32), trainer=_CPU_TRAINER, sft_steps=100, sft_learning_rate=1e-2,
                   sft_worlds=16, jobs=2),
     # The paper's setting on SmolLM2-135M-Instruct; needs a GPU (not run in this repository's CI).
     "gpu": Preset(model="smollm2-135m", stages=(8, 16, 32), token_budget=4_000_000, seeds=(0, 1, 2), arms=ARMS,
