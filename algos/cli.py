@@ -85,3 +85,23 @@ def parse_args(cls: type[T], argv: Sequence[str] | None = None, *, description: 
     except ValueError as err:
         parser.error(str(err))
         raise  # unreachable: parser.error exits
+
+
+def given_flags(args: Any, argv: Sequence[str]) -> set[str]:
+    """Field names set explicitly on the command line (``--no-x`` counts as giving ``x``)."""
+    names = {f.name for f in dataclasses.fields(args)}
+    given = set()
+    for arg in argv:
+        if not arg.startswith("--"):
+            continue
+        name = arg.split("=")[0][2:].replace("-", "_")
+        if name not in names and name.startswith("no_") and name[3:] in names:
+            name = name[3:]
+        given.add(name)
+    return given
+
+
+def with_defaults(args: T, argv: Sequence[str], defaults: dict[str, Any]) -> T:
+    """``args`` with ``defaults`` (e.g. a demo preset) for every field the command line did not set."""
+    given = given_flags(args, argv)
+    return dataclasses.replace(args, **{k: v for k, v in defaults.items() if k not in given})

@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from algos.cli import parse_args
+from algos.cli import parse_args, with_defaults
 from memenv.constants import TRAIN_SEED_OFFSET  # training worlds use seeds >= it, evaluation below
 
 # The CPU demo: the tiny byte-level model, compact prompts, short worlds, the oracle playing
@@ -128,11 +128,7 @@ class Args:
 def apply_demo_defaults(args: Args, argv: Sequence[str], has_gpu: bool) -> Args:
     """On a CPU without --model, use the short tiny-model demo (flags given explicitly win)."""
     demo = args.demo if args.demo is not None else (not has_gpu and args.model is None)
-    if not demo:
-        return args
-    given = {a.split("=")[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
-    changes = {k: v for k, v in CPU_DEMO.items() if k not in given}
-    return dataclasses.replace(args, demo=True, **changes)
+    return with_defaults(dataclasses.replace(args, demo=True), argv, CPU_DEMO) if demo else args
 
 
 # ---------------------------------------------------------------------------- distributed

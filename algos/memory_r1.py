@@ -57,7 +57,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from algos.cli import parse_args
+from algos.cli import parse_args, with_defaults
 from algos.rollouts import Generation, Sample, generations
 
 MODES = ("answer", "manager")
@@ -569,10 +569,7 @@ def answer_target(gold: str) -> str:
 def apply_demo_defaults(args: Args, argv: Sequence[str], has_gpu: bool) -> Args:
     """On a CPU without --model, use the short tiny-model demo (flags given explicitly win)."""
     demo = args.demo if args.demo is not None else (not has_gpu and args.model is None)
-    if not demo:
-        return args
-    given = {a.split("=")[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
-    return dataclasses.replace(args, demo=True, **{k: v for k, v in CPU_DEMO.items() if k not in given})
+    return with_defaults(dataclasses.replace(args, demo=True), argv, CPU_DEMO) if demo else args
 
 
 def _make_answerer(args: Args, model, tokenizer):

@@ -217,3 +217,11 @@ def test_init_adapter_and_per_role_adapters_are_refused_together(capsys):
     with pytest.raises(SystemExit):
         parse_args(Args, ["--init-adapter", "x", "--per-role-adapters"])
     assert "--init-adapter" in capsys.readouterr().err
+
+
+def test_demo_defaults_never_override_a_flag_given_on_the_command_line():
+    argv = ["--no-lora-lm-head", "--group-size", "3"]
+    args = logo_grpo.apply_demo_defaults(parse_args(Args, argv), argv, has_gpu=False)
+    assert args.demo and args.model == "tiny" and args.prompt_style == "compact"
+    assert args.lora_lm_head is False and args.group_size == 3
+    assert logo_grpo.apply_demo_defaults(parse_args(Args, ["--model", "x"]), ["--model", "x"], has_gpu=False).demo is None
