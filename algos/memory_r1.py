@@ -265,7 +265,7 @@ def make_env_factory(args: Args, *, part: str | None, qa_schedule: str) -> Calla
 
 def conversation_pool(args: Args, make_env: Callable[[], Any], *, train: bool) -> list[Any]:
     """Conversation keys: LoCoMo sample_ids of the part, or synthetic seeds (train >= 1e6, eval < 1e6)."""
-    from algos.logo_grpo import TRAIN_SEED_OFFSET
+    from memenv.constants import TRAIN_SEED_OFFSET
 
     if args.source == "locomo":
         return list(make_env().unwrapped.source.keys())
