@@ -17,7 +17,7 @@ import torch
 
 from agents.backbone import Backbone, load_backbone
 from agents.generation import Rollout, generate
-from agents.lora import POLICY_ADAPTER, load_adapter, role_adapter, use_adapter
+from agents.lora import load_adapter, load_adapters, role_adapter, use_adapter
 from agents.prompts import ANSWER, EXTRACT, MANAGE, ROLES, parse_answer, parse_observation, render_prompt
 
 SPEC_PREFIX = "llm:"
@@ -44,8 +44,10 @@ class LLMAgent:
     Args:
         backbone: the model and tokenizer; its model may hold LoRA adapters already
             (after :func:`agents.lora.add_lora` or :func:`agents.lora.load_adapter`).
-        adapter_path: a PEFT adapter directory to load (frozen) as ``adapter_name``.
-        adapter_name: the name the loaded adapter gets; ``"policy"`` serves extract and
+        adapter_path: a PEFT adapter directory (or a directory of per-role adapter
+            sub-directories) to load, frozen; see :func:`agents.lora.find_adapters`.
+        adapter_name: the name the loaded adapter gets (default: the name it was saved
+            under, ``"policy"`` when unrecorded); ``"policy"`` serves extract and
             manage, ``"answer"`` the answer role (see :func:`agents.lora.role_adapter`).
         max_prompt_tokens: prompts longer than this are trimmed by relevance.
         max_new_tokens: per-role generation budget (missing roles use the defaults).
@@ -61,7 +63,7 @@ class LLMAgent:
         backbone: Backbone,
         *,
         adapter_path: str | Path | None = None,
-        adapter_name: str = POLICY_ADAPTER,
+        adapter_name: str | None = None,
         max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
         max_new_tokens: Mapping[str, int] | None = None,
         temperature: float = 0.0,
@@ -79,11 +81,12 @@ class LLMAgent:
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         self.backbone = backbone
-        self.model = (
-            load_adapter(backbone, adapter_path, adapter_name=adapter_name, is_trainable=False)
-            if adapter_path is not None
-            else backbone.model
-        )
+        if adapter_path is None:
+            self.model = backbone.model
+        elif adapter_name is None:
+            self.model = load_adapters(backbone, adapter_path)
+        else:
+            self.model = load_adapter(backbone, adapter_path, adapter_name=adapter_name, is_trainable=False)
         self.tokenizer = backbone.tokenizer
         self.max_prompt_tokens = max_prompt_tokens
         self.max_new_tokens = {**DEFAULT_MAX_NEW_TOKENS, **(max_new_tokens or {})}

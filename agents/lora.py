@@ -13,13 +13,16 @@ The reference policy for the KL penalty is the same model with its adapter disab
 
 Adapters are saved in the standard PEFT format (``adapter_config.json`` +
 ``adapter_model.safetensors`` directly in the given directory), so
-``PeftModel.from_pretrained(base, path)`` reads them.
+``PeftModel.from_pretrained(base, path)`` reads them; ``memenv_adapter.json`` beside them
+records the adapter's name, so :func:`load_adapters` gives it back its role (an
+``"answer"`` adapter answers, a ``"policy"`` one extracts and manages).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -33,6 +36,8 @@ POLICY_ADAPTER = "policy"
 # Every linear layer of a Llama-like block: attention and MLP (the usual "all-linear" LoRA).
 LLAMA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+# Beside the PEFT files: which adapter (role layout name) the weights were saved from.
+ADAPTER_META = "memenv_adapter.json"
 
 
 def _is_peft(model: torch.nn.Module) -> bool:
@@ -176,7 +181,57 @@ def save_adapter(model: torch.nn.Module, path: str | Path, adapter_name: str) ->
         source = Path(tmp) if adapter_name == "default" else Path(tmp) / adapter_name
         for file in ADAPTER_FILES:
             shutil.move(str(source / file), str(path / file))
+    (path / ADAPTER_META).write_text(json.dumps({"adapter_name": adapter_name}) + "\n")
     return path
+
+
+def saved_adapter_name(path: str | Path, default: str = POLICY_ADAPTER) -> str:
+    """The adapter name recorded by :func:`save_adapter` at ``path`` (``default`` when absent,
+    e.g. for an adapter saved by plain peft)."""
+    meta = Path(path) / ADAPTER_META
+    if not meta.is_file():
+        return default
+    try:
+        name = json.loads(meta.read_text()).get("adapter_name")
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise ValueError(f"{meta} is not a JSON object with an 'adapter_name': {err}") from None
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{meta} has no 'adapter_name' string")
+    return name
+
+
+def find_adapters(path: str | Path) -> dict[str, Path]:
+    """The adapters a directory holds, by the name each gets when loaded.
+
+    ``path`` is one PEFT adapter (named as recorded by :func:`save_adapter`, else
+    ``"policy"``) or a directory of adapter sub-directories, one per role (``extract/``,
+    ``manage/``, ``answer/``, ``policy/``: each named as recorded, else after its
+    sub-directory), as the trainers write them. ``FileNotFoundError`` when there is none.
+    """
+    path = Path(path)
+    if (path / ADAPTER_FILES[0]).is_file():
+        return {saved_adapter_name(path): path}
+    found: dict[str, Path] = {}
+    if path.is_dir():
+        for sub in sorted(p for p in path.iterdir() if (p / ADAPTER_FILES[0]).is_file()):
+            name = saved_adapter_name(sub, default=sub.name)
+            if name in found:
+                raise ValueError(f"{path}: sub-directories {found[name].name}/ and {sub.name}/ both hold adapter {name!r}")
+            found[name] = sub
+    if not found:
+        raise FileNotFoundError(f"no PEFT adapter at {path} (no {ADAPTER_FILES[0]} there nor in a sub-directory)")
+    return found
+
+
+def load_adapters(target: Backbone, path: str | Path, *, is_trainable: bool = False):
+    """Load every adapter :func:`find_adapters` finds at ``path`` under its own name; the ``PeftModel``.
+
+    The first one loaded is active; roles pick theirs through :func:`role_adapter`.
+    """
+    model = None
+    for name, sub in find_adapters(path).items():
+        model = load_adapter(target if model is None else model, sub, adapter_name=name, is_trainable=is_trainable)
+    return model
 
 
 def load_adapter(

@@ -121,21 +121,12 @@ def load_policy_model(model_name: str, adapter: str | Path | None, *, device: st
     ``extract/`` and ``manage/`` sub-directories (one adapter per role).
     """
     from agents.backbone import load_backbone
-    from agents.lora import load_adapter
+    from agents.lora import load_adapters
 
     backbone = load_backbone(model_name, device=device)
     if adapter is None:
         return backbone.model, backbone.tokenizer
-    path = Path(adapter)
-    roles = [r for r in ("extract", "manage") if (path / r / "adapter_config.json").is_file()]
-    if (path / "adapter_config.json").is_file():
-        model = load_adapter(backbone, path)
-    elif roles:
-        model = None
-        for role in roles:
-            model = load_adapter(backbone if model is None else model, path / role, adapter_name=role)
-    else:
-        raise FileNotFoundError(f"no PEFT adapter at {path} (nor extract/ or manage/ sub-adapters)")
+    model = load_adapters(backbone, adapter)
     model.eval()
     return model, backbone.tokenizer
 

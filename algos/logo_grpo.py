@@ -88,7 +88,7 @@ class Args:
     sft_learning_rate: float = field(default=1e-4, metadata={"help": "learning rate of the SFT warm start"})
     sft_worlds: int = field(default=16, metadata={"help": "training worlds whose oracle demonstrations the warm start imitates"})
     init_adapter: str | None = field(default=None, metadata={"help": "start from this PEFT adapter (e.g. an SFT result)"})
-    checkpoint_every: int = field(default=10, metadata={"help": "checkpoint every K updates (and at the end of each stage)"})
+    checkpoint_every: int = field(default=10, metadata={"help": "checkpoint every K updates (and at the end of each stage and at --stop-after)"})
     keep_checkpoints: int = field(default=3, metadata={"help": "how many of the latest checkpoints to keep"})
     stop_after: int | None = field(default=None, metadata={"help": "leave after this many updates in this invocation (continue later with --resume)"})
     device: str | None = field(default=None, metadata={"help": "cuda / cpu (none: cuda when available)"})
@@ -228,8 +228,11 @@ def _rng_state(np_rng: np.random.Generator, torch_gen: torch.Generator) -> dict[
 
 
 def save_checkpoint(out: Path, model, optimizer, state: dict, np_rng, torch_gen, adapter_names: Sequence[str],
-                    keep: int = 3) -> Path:
-    """Write a checkpoint directory atomically and point ``checkpoints/latest`` at it."""
+                    keep: int = 3, modules: dict[str, torch.nn.Module] | None = None) -> Path:
+    """Write a checkpoint directory atomically and point ``checkpoints/latest`` at it.
+
+    ``modules``: further trained modules (e.g. a value head) saved by name with their state dicts.
+    """
     from agents.lora import save_adapter
 
     root = out / "checkpoints"
@@ -241,7 +244,8 @@ def save_checkpoint(out: Path, model, optimizer, state: dict, np_rng, torch_gen,
     tmp.mkdir()
     for adapter in adapter_names:
         save_adapter(model, tmp / "adapters" / adapter, adapter)
-    torch.save({"optimizer": optimizer.state_dict(), "rng": _rng_state(np_rng, torch_gen), "state": state},
+    torch.save({"optimizer": optimizer.state_dict(), "rng": _rng_state(np_rng, torch_gen), "state": state,
+                "modules": {name: m.state_dict() for name, m in (modules or {}).items()}},
                tmp / "trainer_state.pt")
     final = root / name
     if final.exists():
@@ -255,8 +259,9 @@ def save_checkpoint(out: Path, model, optimizer, state: dict, np_rng, torch_gen,
     return final
 
 
-def load_checkpoint(run_dir: Path, model, optimizer, np_rng, torch_gen, adapter_names: Sequence[str]) -> dict:
-    """Restore adapters, optimizer and RNG states from ``run_dir``'s latest checkpoint."""
+def load_checkpoint(run_dir: Path, model, optimizer, np_rng, torch_gen, adapter_names: Sequence[str],
+                    modules: dict[str, torch.nn.Module] | None = None) -> dict:
+    """Restore adapters, optimizer, RNG states (and ``modules``) from ``run_dir``'s latest checkpoint."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -269,6 +274,13 @@ def load_checkpoint(run_dir: Path, model, optimizer, np_rng, torch_gen, adapter_
         weights = load_file(str(ckpt / "adapters" / adapter / "adapter_model.safetensors"))
         set_peft_model_state_dict(model, weights, adapter_name=adapter)
     blob = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+    saved_modules = blob.get("modules", {})
+    missing = sorted(set(modules or {}) - set(saved_modules))
+    if missing:
+        raise ValueError(f"--resume {run_dir}: checkpoint {ckpt.name} holds no {missing} (saved: {sorted(saved_modules)}); "
+                         "was it written with other settings?")
+    for name, module in (modules or {}).items():
+        module.load_state_dict(saved_modules[name])
     optimizer.load_state_dict(blob["optimizer"])
     rng = blob["rng"]
     random.setstate(rng["python"])
@@ -306,6 +318,18 @@ class MetricsLog:
                 self.tb = SummaryWriter(str(out / "tensorboard"))
             except ImportError:
                 self.tb = None
+
+    def truncate_after(self, step: int) -> int:
+        """Drop rows logged after update ``step`` (a resumed run writes them again); how many."""
+        if not self.enabled or not self.path.is_file():
+            return 0
+        lines = self.path.read_text().splitlines(keepends=True)
+        keep = [line for line in lines if not line.strip() or json.loads(line).get("update", 0) <= step]
+        if len(keep) != len(lines):
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(keep))
+            os.replace(tmp, self.path)
+        return len(lines) - len(keep)
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
@@ -451,6 +475,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         optimizer = torch.optim.AdamW(params, lr=args.learning_rate)
 
     log = MetricsLog(out, enabled=rank == 0, tensorboard=args.tensorboard)
+    if args.resume:
+        log.truncate_after(state["update"])  # rows past the checkpoint are written again
     total = len(args.stages) * args.updates_per_stage
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -498,7 +524,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                      f"kl {metrics.get('losses/kl', 0):.4f} "
                                      f"{metrics['charts/tokens_per_s']:.0f} tok/s")
                 end_of_stage = k + 1 == args.updates_per_stage
-                if rank == 0 and (state["update"] % args.checkpoint_every == 0 or end_of_stage):
+                stopping = args.stop_after is not None and done_here + 1 >= args.stop_after
+                if rank == 0 and (state["update"] % args.checkpoint_every == 0 or end_of_stage or stopping):
                     if end_of_stage:
                         state = {"update": state["update"], "stage": stage_idx + 1, "update_in_stage": 0}
                     save_checkpoint(out, model, optimizer, state, np_rng, sampling_gen, trained_adapters,

@@ -38,8 +38,12 @@ file, category 5 excluded; the counts are printed at start).
     python -m algos.memory_r1 --mode manager --algo ppo --model smollm2-135m
 
 Outputs in ``--output-dir``: ``metrics.jsonl`` (namespaced metrics per update; ``eval/``
-rows at update 0 and at the end), ``adapter/`` (PEFT format), ``value_head/`` (PPO),
-``args.json``. No checkpoint / resume (runs are short; see ``algos.logo_grpo`` for that).
+rows at update 0 and at the end), ``adapter/`` (PEFT format, loadable as
+``llm:<model>:<dir>/adapter``), ``value_head/`` (PPO), ``args.json``, and ``checkpoints/``
+(adapter, value head, optimizer and RNG states, written atomically every
+``--checkpoint-every`` updates and at ``--stop-after``). ``--resume <dir>`` continues a run
+exactly where its latest checkpoint left it: the same adapter and metrics as an
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -88,7 +92,8 @@ class Args:
     split: str = field(default="memory-r1", metadata={"help": "LoCoMo split preset: train on its 'train' part, evaluate on 'val'"})
     num_sessions: int = field(default=8, metadata={"help": "sessions per synthetic world"})
     model: str | None = field(default=None, metadata={"help": "backbone: 'smollm2-135m', 'tiny', a HF directory or .gguf (none: smollm2-135m on GPU, tiny on CPU)"})
-    output_dir: str | None = field(default=None, metadata={"help": "where metrics and the adapter go (none: runs/<run name>)"})
+    output_dir: str | None = field(default=None, metadata={"help": "where checkpoints, metrics and the adapter go (none: runs/<run name>)"})
+    resume: str | None = field(default=None, metadata={"help": "an output directory to continue from its latest checkpoint (give the same settings)"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     updates: int = field(default=50, metadata={"help": "policy updates"})
     questions_per_update: int = field(default=16, metadata={"help": "answer mode: questions (states) per update"})
@@ -129,6 +134,9 @@ class Args:
     device: str | None = field(default=None, metadata={"help": "cuda / cpu (none: cuda when available)"})
     dtype: str | None = field(default=None, metadata={"help": "float32 / bfloat16 (none: bf16 on GPU, fp32 on CPU)"})
     demo: bool | None = field(default=None, metadata={"help": "short CPU demo settings (none: on when no GPU and no --model)"})
+    checkpoint_every: int = field(default=10, metadata={"help": "checkpoint every K updates (and at --stop-after and the end)"})
+    keep_checkpoints: int = field(default=3, metadata={"help": "how many of the latest checkpoints to keep"})
+    stop_after: int | None = field(default=None, metadata={"help": "leave after this many updates in this invocation (continue later with --resume)"})
     tensorboard: bool = field(default=False, metadata={"help": "also write TensorBoard events when tensorboard is installed"})
     progress: bool = field(default=True, metadata={"help": "show the rich progress bar"})
 
@@ -144,12 +152,14 @@ class Args:
                 raise ValueError("--group-size must be >= 2 for grpo (a group of one has no advantage)")
         for name in ("updates", "questions_per_update", "conversations_per_update", "num_train_worlds", "ppo_epochs",
                      "num_minibatches", "micro_batch_size", "generation_batch_size", "max_questions",
-                     "max_prompt_tokens", "num_sessions", "sft_batch_size"):
+                     "max_prompt_tokens", "num_sessions", "sft_batch_size", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("eval_worlds", "sft_warmup_steps", "answer_top_k", "vf_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise ValueError(f"--stop-after must be >= 1, got {self.stop_after}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
         if not self.temperature > 0:
@@ -591,6 +601,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(Args, argv, description=__doc__, prog="python -m algos.memory_r1")
     has_gpu = torch.cuda.is_available() and args.device != "cpu"
     args = apply_demo_defaults(args, argv, has_gpu)
+    if args.resume:
+        if not (Path(args.resume) / "checkpoints" / "latest").is_file():
+            raise SystemExit(f"--resume {args.resume}: no checkpoints/latest there (no checkpoint was written)")
+        if args.output_dir is None:
+            args = dataclasses.replace(args, output_dir=args.resume)
     from rich.console import Console
 
     console = Console()
@@ -603,7 +618,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         console.print("[bold]No GPU: running a short CPU demo[/] (tiny random backbone; pass --model to train a real one).")
     out = Path(args.output_dir or f"runs/memory_r1__{args.mode}__{args.algo}__{args.seed}__{int(time.time())}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
+    if not args.resume:
+        (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
     if args.source == "locomo":
         console.print(format_split_counts(args.split, split_question_counts(args.data_path, args.split)))
 
@@ -615,7 +631,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from agents.backbone import load_backbone
     from agents.lora import POLICY_ADAPTER, add_lora, save_adapter
     from agents.registry import make_agent
-    from algos.logo_grpo import MetricsLog, ppo_update
+    from algos.logo_grpo import MetricsLog, load_checkpoint, ppo_update, save_checkpoint
     from algos.value import ValueHead, save_value_head
 
     backbone = load_backbone(model_name, device=device, dtype=args.dtype)
@@ -655,7 +671,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         extractor = None if args.extractor == EXTRACTOR_POLICY else make_agent(args.extractor)
         answerer = _make_answerer(args, model, tokenizer)
 
-    if args.sft_warmup_steps:
+    if args.sft_warmup_steps and not args.resume:
         if args.mode == "answer":
             warm_keys = pool[: max(args.conversations_per_update, min(len(pool), 32))]
             pairs = [(it.obs, answer_target(it.gold)) for key in warm_keys for it in items_of(key)]
@@ -678,10 +694,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         groups.append({"params": list(value_head.parameters()),
                        "lr": args.value_learning_rate or args.learning_rate})
     optimizer = torch.optim.AdamW(groups)
+    modules = {"value_head": value_head} if value_head is not None else {}
 
     log = MetricsLog(out, enabled=True, tensorboard=args.tensorboard)
-    evals: dict[str, float] = {}
-    if eval_items:
+    state: dict[str, Any] = {"update": 0, "evals": {}}
+    if args.resume:
+        state = load_checkpoint(Path(args.resume), model, optimizer, np_rng, generator, (adapter,), modules=modules)
+        log.truncate_after(state["update"])  # rows past the checkpoint are written again
+        console.print(f"resumed from {args.resume} at update {state['update']}")
+    evals: dict[str, float] = dict(state["evals"])
+    if eval_items and "before" not in evals:
         evals["before"] = evaluate_answers(sampler, eval_items, args.metric)
         log.write(0, {"eval/score": evals["before"], "eval/questions": float(len(eval_items))})
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -691,8 +713,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     with progress:
-        task = progress.add_task(f"Memory-R1 {args.mode} {args.algo}", total=args.updates, live="")
-        for update in range(1, args.updates + 1):
+        task = progress.add_task(f"Memory-R1 {args.mode} {args.algo}", total=args.updates,
+                                 completed=state["update"], live="")
+        done_here = 0
+        for update in range(state["update"] + 1, args.updates + 1):
             t0 = time.perf_counter()
             keys = [pool[int(i)] for i in np_rng.choice(len(pool), size=min(args.conversations_per_update, len(pool)),
                                                          replace=False)]
@@ -725,15 +749,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             history.append(metrics)
             progress.update(task, advance=1, live=f"reward {metrics.get('charts/reward', 0):.3f} "
                                                   f"kl {metrics.get('losses/kl', 0):.4f}")
-    if eval_items:
+            done_here += 1
+            state = {"update": update, "evals": dict(evals)}
+            stopping = args.stop_after is not None and done_here >= args.stop_after
+            if update % args.checkpoint_every == 0 or stopping or update == args.updates:
+                save_checkpoint(out, model, optimizer, state, np_rng, generator, (adapter,),
+                                keep=args.keep_checkpoints, modules=modules)
+            if stopping and update < args.updates:
+                console.print(f"stopping after {done_here} updates (--stop-after); continue with --resume {out}")
+                break
+    finished = state["update"] == args.updates
+    if eval_items and finished:
         evals["after"] = evaluate_answers(sampler, eval_items, args.metric)
         log.write(args.updates, {"eval/score": evals["after"], "eval/questions": float(len(eval_items))})
         console.print(f"eval {args.metric}: {evals['before']:.3f} -> {evals['after']:.3f} on {len(eval_items)} questions")
     save_adapter(model, out / "adapter", adapter)
     if value_head is not None:
         save_value_head(value_head, out / "value_head")
-    console.print(f"done: {args.updates} updates; adapter in {out / 'adapter'}; metrics in {out / 'metrics.jsonl'}")
-    return {"output_dir": str(out), "history": history, "eval": evals, "state": {"update": args.updates},
+    console.print(f"{'done' if finished else 'stopped'}: {state['update']} of {args.updates} updates; adapter in "
+                  f"{out / 'adapter'}; metrics in {out / 'metrics.jsonl'}")
+    return {"output_dir": str(out), "history": history, "eval": evals, "state": state,
             "model": model, "value_head": value_head, "sampler": sampler}
 
 

@@ -229,7 +229,8 @@ def test_adapter_save_load_round_trip_is_exact(tmp_path, tiny_backbone):
     model = lora.add_lora(tiny_backbone, r=4, per_role=True)
     _perturb_adapter(model, "manage", seed=3)
     path = lora.save_adapter(model, tmp_path / "manage", "manage")
-    assert sorted(p.name for p in path.iterdir()) == sorted(lora.ADAPTER_FILES)
+    assert sorted(p.name for p in path.iterdir()) == sorted((*lora.ADAPTER_FILES, lora.ADAPTER_META))
+    assert lora.saved_adapter_name(path) == "manage"
     view = bb.Backbone(model, tiny_backbone.tokenizer, "tiny", tiny_backbone.device)
     with lora.use_adapter(model, "manage"):
         expected = _logits(view)
@@ -252,6 +253,58 @@ def test_adapter_save_load_round_trip_is_exact(tmp_path, tiny_backbone):
         lora.load_adapter(frozen, path, adapter_name="answer")
     with pytest.raises(FileNotFoundError):
         lora.load_adapter(bb.tiny_backbone(), tmp_path / "missing")
+
+
+def test_load_adapters_restores_each_adapter_under_its_saved_name(tmp_path, tiny_backbone):
+    model = lora.add_lora(tiny_backbone, r=4, per_role=True, answer_adapter=True)
+    for i, name in enumerate(("extract", "manage", "answer")):
+        _perturb_adapter(model, name, seed=10 + i)
+    view = bb.Backbone(model, tiny_backbone.tokenizer, "tiny", tiny_backbone.device)
+    expected = {}
+    for name in ("extract", "manage", "answer"):
+        with lora.use_adapter(model, name):
+            expected[name] = _logits(view)
+    # one adapter per directory: it comes back under its own name, so the answer role uses it
+    single = lora.save_adapter(model, tmp_path / "answer_only", "answer")
+    loaded = lora.load_adapters(bb.tiny_backbone(), single)
+    assert lora.adapter_names(loaded) == ("answer",) and lora.role_adapter(loaded, "answer") == "answer"
+    assert lora.role_adapter(loaded, "manage") is None
+    assert not any(p.requires_grad for p in loaded.parameters())
+    with lora.use_adapter(loaded, "answer"):
+        assert torch.equal(_logits(bb.Backbone(loaded, tiny_backbone.tokenizer, "tiny", tiny_backbone.device)),
+                           expected["answer"])
+    # a directory of per-role sub-directories (the trainers' layout); names come from the files,
+    # not from the sub-directory names
+    for name, sub in (("extract", "a"), ("manage", "b"), ("answer", "c")):
+        lora.save_adapter(model, tmp_path / "roles" / sub, name)
+    assert set(lora.find_adapters(tmp_path / "roles")) == {"extract", "manage", "answer"}
+    many = lora.load_adapters(bb.tiny_backbone(), tmp_path / "roles")
+    many_view = bb.Backbone(many, tiny_backbone.tokenizer, "tiny", tiny_backbone.device)
+    for name in ("extract", "manage", "answer"):
+        assert lora.role_adapter(many, name) == name
+        with lora.use_adapter(many, name):
+            assert torch.equal(_logits(many_view), expected[name])
+
+
+def test_find_adapters_defaults_and_errors(tmp_path, tiny_backbone):
+    model = lora.add_lora(tiny_backbone, r=4)
+    plain = lora.save_adapter(model, tmp_path / "plain", "policy")
+    (plain / lora.ADAPTER_META).unlink()  # as plain peft writes it
+    assert lora.find_adapters(plain) == {"policy": plain}
+    legacy = tmp_path / "legacy"
+    lora.save_adapter(model, legacy / "manage", "policy")
+    (legacy / "manage" / lora.ADAPTER_META).unlink()  # an unrecorded sub-directory is named after itself
+    assert lora.find_adapters(legacy) == {"manage": legacy / "manage"}
+    with pytest.raises(FileNotFoundError, match="no PEFT adapter"):
+        lora.find_adapters(tmp_path / "missing")
+    clash = tmp_path / "clash"
+    lora.save_adapter(model, clash / "x", "policy")
+    lora.save_adapter(model, clash / "y", "policy")
+    with pytest.raises(ValueError, match="both hold adapter 'policy'"):
+        lora.find_adapters(clash)
+    (plain / lora.ADAPTER_META).write_text("[1, 2]")
+    with pytest.raises(ValueError, match="adapter_name"):
+        lora.find_adapters(plain)
 
 
 def test_merge_for_inference_leaves_the_policy_untouched(tiny_backbone):

@@ -113,6 +113,26 @@ def test_adapter_from_spec_serves_extract_and_manage_only(tmp_path):
     assert _agent(trained).act_batch(OBSERVATIONS, INFOS) == adapted_actions
 
 
+def test_answer_adapter_from_spec_serves_the_answer_role_only(tmp_path):
+    trained = tiny_backbone()
+    model = add_lora(trained, r=4, names=("answer",))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in adapter_parameters(model, "answer"):
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    save_adapter(model, tmp_path / "answer", "answer")  # as algos.memory_r1 --mode answer saves it
+
+    plain = LLMAgent.from_spec("llm:tiny")
+    adapted = LLMAgent.from_spec(f"llm:tiny:{tmp_path / 'answer'}")
+    for agent in (plain, adapted):
+        agent.max_new_tokens = dict(SMALL)
+    plain_actions = plain.act_batch(OBSERVATIONS, INFOS)
+    adapted_actions = adapted.act_batch(OBSERVATIONS, INFOS)
+    assert adapted_actions[1] != plain_actions[1] and adapted_actions[3] != plain_actions[3]  # answers change
+    assert adapted_actions[0] == plain_actions[0] and adapted_actions[2] == plain_actions[2]  # base extracts
+    assert _agent(trained).act_batch(OBSERVATIONS, INFOS) == adapted_actions
+
+
 def test_bad_inputs_raise():
     agent = _agent()
     with pytest.raises(ValueError, match="infos"):

@@ -140,6 +140,47 @@ def test_ppo_cli_writes_adapter_and_value_head(tmp_path):
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
 
 
+TIMING = ("charts/rollout_seconds", "charts/update_seconds", "charts/tokens_per_s", "charts/elapsed_s")
+
+
+def _rows(path):
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+            for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def _weights(result):
+    return {n: p.detach().clone() for n, p in result["model"].named_parameters() if "lora_" in n}
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, algo):
+    flags = [*SMALL, "--algo", algo, "--updates", "3", "--eval-worlds", "1", "--checkpoint-every", "2"]
+    if algo == "grpo":
+        flags += ["--group-size", "2"]
+    full = M.main([*flags, "--output-dir", str(tmp_path / "full")])
+    part = M.main([*flags, "--output-dir", str(tmp_path / "cut"), "--stop-after", "1"])
+    assert part["state"]["update"] == 1 and "after" not in part["eval"]
+    assert (tmp_path / "cut" / "checkpoints" / "latest").read_text() == "update-000001"  # --stop-after checkpoints
+    # a row logged after the checkpoint (as a crash would leave it) is dropped, not duplicated
+    with (tmp_path / "cut" / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"update": 2, "charts/reward": -1.0}) + "\n")
+    rest = M.main([*flags, "--resume", str(tmp_path / "cut")])
+    assert rest["state"]["update"] == 3 and len(rest["history"]) == 2
+    assert rest["eval"] == full["eval"] and set(full["eval"]) == {"before", "after"}
+    assert _rows(tmp_path / "cut") == _rows(tmp_path / "full")
+    a, b = _weights(full), _weights(rest)
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+    if algo == "ppo":
+        assert torch.equal(full["value_head"].linear.weight, rest["value_head"].linear.weight)
+    assert sorted(p.name for p in (tmp_path / "full" / "checkpoints").glob("update-*")) == ["update-000002",
+                                                                                            "update-000003"]
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path):
+    with pytest.raises(SystemExit, match="no checkpoints/latest"):
+        M.main([*SMALL, "--resume", str(tmp_path)])
+
+
 def test_ppo_update_trains_lora_and_value_head_towards_the_rewards():
     """Random tiny outputs all score 0, so rewards are set by hand (1 for even samples)."""
     from agents.backbone import tiny_backbone
