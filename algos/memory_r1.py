@@ -39,7 +39,8 @@ file, category 5 excluded; the counts are printed at start).
 
 Outputs in ``--output-dir``: ``metrics.jsonl`` (namespaced metrics per update; ``eval/``
 rows at update 0 and at the end), ``adapter/`` (PEFT format, loadable as
-``llm:<model>:<dir>/adapter``), ``value_head/`` (PPO), ``args.json``, and ``checkpoints/``
+``llm:<model>:<dir>/adapter``), ``sft_adapter/`` (the warm start, with
+``--sft-warmup-steps``), ``value_head/`` (PPO), ``args.json``, and ``checkpoints/``
 (adapter, value head, optimizer and RNG states, written atomically every
 ``--checkpoint-every`` updates and at ``--stop-after``). ``--resume <dir>`` continues a run
 exactly where its latest checkpoint left it: the same adapter and metrics as an
@@ -131,6 +132,9 @@ class Args:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     sft_warmup_steps: int = field(default=0, metadata={"help": "supervised steps before RL (answer: gold answers; manager: oracle operations)"})
     sft_batch_size: int = field(default=8, metadata={"help": "demonstrations per supervised step"})
+    sft_learning_rate: float | None = field(default=None, metadata={"help": "learning rate of the warm start (none: --learning-rate)"})
+    skip_uniform_groups: bool = field(default=False, metadata={"help": "grpo: leave groups whose rewards are all equal (zero advantage) out of the update, as DAPO's dynamic sampling does; saves their forward and backward passes"})
+    num_threads: int | None = field(default=None, metadata={"help": "CPU: torch threads (none: 1 for the tiny model, whose small kernels only contend; torch's default otherwise)"})
     device: str | None = field(default=None, metadata={"help": "cuda / cpu (none: cuda when available)"})
     dtype: str | None = field(default=None, metadata={"help": "float32 / bfloat16 (none: bf16 on GPU, fp32 on CPU)"})
     demo: bool | None = field(default=None, metadata={"help": "short CPU demo settings (none: on when no GPU and no --model)"})
@@ -155,6 +159,10 @@ class Args:
                      "max_prompt_tokens", "num_sessions", "sft_batch_size", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"--num-threads must be >= 1, got {self.num_threads}")
+        if self.sft_learning_rate is not None and not self.sft_learning_rate > 0:
+            raise ValueError(f"--sft-learning-rate must be > 0, got {self.sft_learning_rate}")
         for name in ("eval_worlds", "sft_warmup_steps", "answer_top_k", "vf_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
@@ -227,6 +235,18 @@ def assign_group_advantages(samples: Sequence[RLSample]) -> None:
     rewards = torch.tensor([s.reward for s in samples], dtype=torch.float64)
     for s, a in zip(samples, group_advantages(rewards, ids).tolist()):
         s.advantage = float(a)
+
+
+def informative_samples(samples: Sequence[RLSample]) -> list[RLSample]:
+    """The samples of groups whose rewards differ (DAPO's dynamic-sampling filter).
+
+    In a group where every reward is equal, every group-relative advantage is zero: its
+    samples add only the KL and entropy terms to the loss.
+    """
+    rewards: dict[tuple, set[float]] = defaultdict(set)
+    for s in samples:
+        rewards[s.group].add(s.reward)
+    return [s for s in samples if len(rewards[s.group]) > 1]
 
 
 def split_question_counts(data_path: str, split: str) -> dict[str, int | None]:
@@ -611,9 +631,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     console = Console()
     model_name = args.model or ("smollm2-135m" if has_gpu else "tiny")
     device = args.device or ("cuda" if has_gpu else "cpu")
-    if device == "cpu":
-        # a shared CPU: threads spin against each other (10x slower on the 2-core dev box)
-        torch.set_num_threads(1)
+    if device == "cpu" and (args.num_threads is not None or model_name == "tiny"):
+        # the tiny model's small kernels: threads only spin against each other (10x slower on 2 cores)
+        torch.set_num_threads(args.num_threads or 1)
     if args.demo:
         console.print("[bold]No GPU: running a short CPU demo[/] (tiny random backbone; pass --model to train a real one).")
     out = Path(args.output_dir or f"runs/memory_r1__{args.mode}__{args.algo}__{args.seed}__{int(time.time())}")
@@ -683,9 +703,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         from algos.sft import train_sft
 
         losses = train_sft(model, tokenizer, pairs, steps=args.sft_warmup_steps, batch_size=args.sft_batch_size,
-                           learning_rate=args.learning_rate, max_prompt_tokens=args.max_prompt_tokens, seed=args.seed,
+                           learning_rate=args.sft_learning_rate or args.learning_rate, max_prompt_tokens=args.max_prompt_tokens, seed=args.seed,
                            prompt_style=style, distill=args.distill, adapter=role_adapter(model, role))
-        console.print(f"SFT warm start: {len(pairs)} demonstrations, loss {losses[0]:.2f} -> {losses[-1]:.2f}")
+        save_adapter(model, out / "sft_adapter", adapter)
+        console.print(f"SFT warm start: {len(pairs)} demonstrations, loss {losses[0]:.2f} -> {losses[-1]:.2f}; "
+                      f"adapter in {out / 'sft_adapter'}")
 
     value_head = None
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": args.learning_rate}]
@@ -733,10 +755,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                                        extractor=extractor, max_questions=args.max_questions,
                                                        algo=args.algo)
             t1 = time.perf_counter()
-            if not samples:
+            trained = informative_samples(samples) if args.skip_uniform_groups and args.algo == "grpo" else samples
+            stats["charts/trained_samples"] = float(len(trained))
+            if not trained:
                 losses = {}
             elif args.algo == "grpo":
-                losses = ppo_update(model, samples, optimizer, args, pad_id=pad_id, rng=np_rng, world=1)
+                losses = ppo_update(model, trained, optimizer, args, pad_id=pad_id, rng=np_rng, world=1)
             else:
                 losses = ppo_value_update(model, value_head, samples, optimizer, args, pad_id=pad_id, rng=np_rng)
             t2 = time.perf_counter()

@@ -90,6 +90,27 @@ def locomo_fixture(tmp_path, ids=("conv-26", "conv-30")):
     return path, data
 
 
+def test_informative_samples_drop_groups_of_equal_rewards():
+    def sample(group, reward):
+        return M.RLSample([1], [2], [0.0], role="answer", session=-1, local=False, group=group, reward=reward)
+
+    samples = [sample(("a", 0), 1.0), sample(("a", 0), 1.0), sample(("a", 1), 0.0), sample(("a", 1), 1.0),
+               sample(("a", 2), 0.0), sample(("a", 2), 0.0)]
+    assert M.informative_samples(samples) == samples[2:4]
+    assert M.informative_samples([]) == []
+
+
+def test_skip_uniform_groups_trains_only_on_informative_groups(tmp_path, monkeypatch):
+    monkeypatch.setattr(M, "answer_reward", lambda text, gold, metric="em": float(len(text) % 2))  # varied groups
+    result = M.main([*SMALL, "--algo", "grpo", "--group-size", "2", "--sft-warmup-steps", "2", "--updates", "3",
+                     "--skip-uniform-groups", "--output-dir", str(tmp_path)])
+    rows = result["history"]
+    # groups of two: a group is informative exactly when both of its advantages are nonzero
+    assert all(r["charts/trained_samples"] == r["charts/samples"] * r["charts/nonzero_advantage_rate"] for r in rows)
+    assert any(0 < r["charts/trained_samples"] < r["charts/samples"] for r in rows)
+    assert (tmp_path / "sft_adapter" / "adapter_config.json").is_file()
+
+
 def test_split_question_counts_on_a_file_with_conv_26_and_30(tmp_path):
     path, data = locomo_fixture(tmp_path)
     expected = [sum(1 for q in rec["qa"] if q.get("category") != 5) for rec in data]
