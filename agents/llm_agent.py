@@ -17,14 +17,42 @@ import torch
 
 from agents.backbone import Backbone, load_backbone
 from agents.generation import Rollout, generate
-from agents.lora import load_adapter, load_adapters, role_adapter, use_adapter
-from agents.prompts import ANSWER, EXTRACT, MANAGE, ROLES, parse_answer, parse_observation, render_prompt
+from agents.lora import find_adapters, load_adapter, load_adapters, role_adapter, saved_adapter_info, use_adapter
+from agents.prompts import (
+    ANSWER,
+    COMPACT_STYLE,
+    DEFAULT_STYLE,
+    EXTRACT,
+    MANAGE,
+    ROLES,
+    STYLES,
+    parse_answer,
+    parse_observation,
+    render_prompt,
+)
 
 SPEC_PREFIX = "llm:"
 # Room for a session's facts / operations as JSON; a distilled answer is ids + a few words.
 DEFAULT_MAX_NEW_TOKENS = {EXTRACT: 256, MANAGE: 256, ANSWER: 64}
 DEFAULT_MAX_PROMPT_TOKENS = 2048
 DEFAULT_BATCH_SIZE = 16
+AUTO_STYLE = "auto"
+
+
+def default_prompt_style(model_name: str) -> str:
+    """The prompt style the trainers use for a backbone: compact for ``tiny``, else default."""
+    return COMPACT_STYLE if model_name == "tiny" else DEFAULT_STYLE
+
+
+def adapter_prompt_style(path: str | Path) -> str | None:
+    """The prompt style the adapter(s) at ``path`` were trained with; None when unrecorded.
+
+    ``ValueError`` when the adapters of one directory record different styles.
+    """
+    styles = {saved_adapter_info(p).get("prompt_style") for p in find_adapters(path).values()} - {None}
+    if len(styles) > 1:
+        raise ValueError(f"the adapters at {path} were trained with different prompt styles {sorted(styles)}")
+    return styles.pop() if styles else None
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -54,6 +82,9 @@ class LLMAgent:
         temperature: 0 (default) decodes greedily; > 0 samples.
         top_p, top_k: sampling filters (only used when temperature > 0).
         distill: answer prompts ask for the relevant memory ids before the answer.
+        prompt_style: ``"default"``, ``"compact"`` or ``"auto"``: the style the loaded
+            adapter was trained with (recorded by :func:`agents.lora.save_adapter`), else
+            compact for the ``tiny`` backbone and default otherwise.
         seed: seeds the sampling generator (ignored for greedy decoding).
         batch_size: at most this many prompts per generation call.
     """
@@ -70,6 +101,7 @@ class LLMAgent:
         top_p: float = 1.0,
         top_k: int = 0,
         distill: bool = True,
+        prompt_style: str = AUTO_STYLE,
         seed: int = 0,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
@@ -80,13 +112,18 @@ class LLMAgent:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if prompt_style not in (AUTO_STYLE, *STYLES):
+            raise ValueError(f"prompt_style must be one of {(AUTO_STYLE, *STYLES)}, got {prompt_style!r}")
         self.backbone = backbone
+        trained_style = None
         if adapter_path is None:
             self.model = backbone.model
-        elif adapter_name is None:
-            self.model = load_adapters(backbone, adapter_path)
         else:
-            self.model = load_adapter(backbone, adapter_path, adapter_name=adapter_name, is_trainable=False)
+            trained_style = adapter_prompt_style(adapter_path)
+            if adapter_name is None:
+                self.model = load_adapters(backbone, adapter_path)
+            else:
+                self.model = load_adapter(backbone, adapter_path, adapter_name=adapter_name, is_trainable=False)
         self.tokenizer = backbone.tokenizer
         self.max_prompt_tokens = max_prompt_tokens
         self.max_new_tokens = {**DEFAULT_MAX_NEW_TOKENS, **(max_new_tokens or {})}
@@ -94,6 +131,9 @@ class LLMAgent:
         self.top_p = top_p
         self.top_k = top_k
         self.distill = distill
+        if prompt_style == AUTO_STYLE:
+            prompt_style = trained_style or default_prompt_style(backbone.name)
+        self.prompt_style = prompt_style
         self.batch_size = batch_size
         device = next(self.model.parameters()).device
         self._generator = torch.Generator(device=device).manual_seed(seed)
@@ -115,7 +155,12 @@ class LLMAgent:
     def prompt(self, obs: str, role: str | None = None) -> str:
         """The rendered prompt for one observation."""
         return render_prompt(
-            self.tokenizer, obs, max_prompt_tokens=self.max_prompt_tokens, role=role, distill=self.distill
+            self.tokenizer,
+            obs,
+            max_prompt_tokens=self.max_prompt_tokens,
+            role=role,
+            distill=self.distill,
+            style=self.prompt_style,
         )
 
     def sample(

@@ -166,11 +166,14 @@ def use_adapter(model: torch.nn.Module, name: str | None) -> Iterator[torch.nn.M
         restore_flags()
 
 
-def save_adapter(model: torch.nn.Module, path: str | Path, adapter_name: str) -> Path:
+def save_adapter(model: torch.nn.Module, path: str | Path, adapter_name: str, *,
+                 prompt_style: str | None = None) -> Path:
     """Save one adapter in PEFT format directly into ``path`` (created; files replaced).
 
     peft itself puts non-default adapters in a sub-folder named after them; here the files
     land in ``path`` so that ``PeftModel.from_pretrained(base, path)`` reads them.
+    ``memenv_adapter.json`` beside them records ``adapter_name`` and, when given, the
+    ``prompt_style`` the adapter was trained with (agents loading it use the same).
     """
     if adapter_name not in adapter_names(model):
         raise ValueError(f"model has no adapter {adapter_name!r}; it has {adapter_names(model)}")
@@ -181,23 +184,29 @@ def save_adapter(model: torch.nn.Module, path: str | Path, adapter_name: str) ->
         source = Path(tmp) if adapter_name == "default" else Path(tmp) / adapter_name
         for file in ADAPTER_FILES:
             shutil.move(str(source / file), str(path / file))
-    (path / ADAPTER_META).write_text(json.dumps({"adapter_name": adapter_name}) + "\n")
+    meta = {"adapter_name": adapter_name, **({"prompt_style": prompt_style} if prompt_style else {})}
+    (path / ADAPTER_META).write_text(json.dumps(meta) + "\n")
     return path
+
+
+def saved_adapter_info(path: str | Path) -> dict:
+    """What :func:`save_adapter` recorded at ``path`` (``{}`` for an adapter saved by plain peft)."""
+    meta = Path(path) / ADAPTER_META
+    if not meta.is_file():
+        return {}
+    try:
+        info = json.loads(meta.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{meta} is not JSON: {err}") from None
+    if not isinstance(info, dict) or not isinstance(info.get("adapter_name"), str) or not info["adapter_name"]:
+        raise ValueError(f"{meta} is not a JSON object with an 'adapter_name' string")
+    return info
 
 
 def saved_adapter_name(path: str | Path, default: str = POLICY_ADAPTER) -> str:
     """The adapter name recorded by :func:`save_adapter` at ``path`` (``default`` when absent,
     e.g. for an adapter saved by plain peft)."""
-    meta = Path(path) / ADAPTER_META
-    if not meta.is_file():
-        return default
-    try:
-        name = json.loads(meta.read_text()).get("adapter_name")
-    except (json.JSONDecodeError, AttributeError) as err:
-        raise ValueError(f"{meta} is not a JSON object with an 'adapter_name': {err}") from None
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{meta} has no 'adapter_name' string")
-    return name
+    return saved_adapter_info(path).get("adapter_name", default)
 
 
 def find_adapters(path: str | Path) -> dict[str, Path]:

@@ -1,7 +1,8 @@
 """Agents by name: a registry that third-party packages extend through entry points.
 
 ``make_agent("oracle")``, ``make_agent("llm:smollm2-135m")``,
-``make_agent("llm:/path/to/model:/path/to/adapter")``. The part after the first colon is
+``make_agent("llm:/path/to/model:/path/to/adapter")``,
+``make_agent("by-role:extract=oracle,manage=llm:smollm2-135m")`` (one agent per role). The part after the first colon is
 handed to the factory as its one string argument. Third-party packages add agents with
 an entry point in the ``memenv.agents`` group::
 
@@ -42,6 +43,7 @@ _BUILTIN: dict[str, str] = {
     "full-context": "benchmarks.strategies:FullContextAgent",
     "rag-turns": "benchmarks.strategies:RagTurnsAgent",
     "add-only": "benchmarks.strategies:AddOnlyAgent",
+    "by-role": "agents.by_role:ByRoleAgent.from_spec",
 }
 _REGISTERED: dict[str, Callable[..., Any]] = {}
 

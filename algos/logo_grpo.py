@@ -532,7 +532,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                     keep=args.keep_checkpoints)
                     if end_of_stage:
                         for adapter in trained_adapters:
-                            save_adapter(model, out / f"stage-{horizon}" / adapter, adapter)
+                            save_adapter(model, out / f"stage-{horizon}" / adapter, adapter,
+                                         prompt_style=args.prompt_style)
                 elif end_of_stage:
                     state = {"update": state["update"], "stage": stage_idx + 1, "update_in_stage": 0}
                 done_here += 1
@@ -545,7 +546,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     (out / f"adapter-digest-rank{rank}.txt").write_text(digest)
     if rank == 0:
         for adapter in trained_adapters:
-            save_adapter(model, out / "adapter" if len(trained_adapters) == 1 else out / "adapter" / adapter, adapter)
+            save_adapter(model, out / "adapter" if len(trained_adapters) == 1 else out / "adapter" / adapter, adapter,
+                         prompt_style=args.prompt_style)
         console.print(f"done: {state['update']} updates; adapter in {out / 'adapter'}; metrics in {out / 'metrics.jsonl'}")
     if world > 1:
         torch.distributed.destroy_process_group()

@@ -649,6 +649,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     np_rng = np.random.default_rng(args.seed)
 
     from agents.backbone import load_backbone
+    from agents.llm_agent import default_prompt_style
     from agents.lora import POLICY_ADAPTER, add_lora, save_adapter
     from agents.registry import make_agent
     from algos.logo_grpo import MetricsLog, load_checkpoint, ppo_update, save_checkpoint
@@ -660,7 +661,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model.eval()  # no dropout: sampling and training log-probs agree
     tokenizer = backbone.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    style = args.prompt_style if args.prompt_style != "auto" else ("compact" if model_name == "tiny" else "default")
+    style = args.prompt_style if args.prompt_style != "auto" else default_prompt_style(model_name)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     sampler = Sampler(model, tokenizer, style=style, distill=args.distill, max_prompt_tokens=args.max_prompt_tokens,
                       max_new_tokens=args.new_tokens, temperature=args.temperature, top_p=args.top_p,
@@ -705,7 +706,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         losses = train_sft(model, tokenizer, pairs, steps=args.sft_warmup_steps, batch_size=args.sft_batch_size,
                            learning_rate=args.sft_learning_rate or args.learning_rate, max_prompt_tokens=args.max_prompt_tokens, seed=args.seed,
                            prompt_style=style, distill=args.distill, adapter=role_adapter(model, role))
-        save_adapter(model, out / "sft_adapter", adapter)
+        save_adapter(model, out / "sft_adapter", adapter, prompt_style=style)
         console.print(f"SFT warm start: {len(pairs)} demonstrations, loss {losses[0]:.2f} -> {losses[-1]:.2f}; "
                       f"adapter in {out / 'sft_adapter'}")
 
@@ -787,7 +788,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         evals["after"] = evaluate_answers(sampler, eval_items, args.metric)
         log.write(args.updates, {"eval/score": evals["after"], "eval/questions": float(len(eval_items))})
         console.print(f"eval {args.metric}: {evals['before']:.3f} -> {evals['after']:.3f} on {len(eval_items)} questions")
-    save_adapter(model, out / "adapter", adapter)
+    save_adapter(model, out / "adapter", adapter, prompt_style=style)
     if value_head is not None:
         save_value_head(value_head, out / "value_head")
     console.print(f"{'done' if finished else 'stopped'}: {state['update']} of {args.updates} updates; adapter in "

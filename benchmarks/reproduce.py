@@ -187,7 +187,8 @@ def run_sft(preset: Preset, seed: int, root: Path) -> dict[str, Any]:
     losses = train_sft(model, backbone.tokenizer, pairs, steps=preset.sft_steps, learning_rate=preset.sft_learning_rate,
                        max_prompt_tokens=preset.trainer["max_prompt_tokens"], seed=seed,
                        prompt_style=preset.trainer["prompt_style"])
-    adapter = save_adapter(model, root / "sft" / f"seed{seed}" / "adapter", POLICY_ADAPTER)
+    adapter = save_adapter(model, root / "sft" / f"seed{seed}" / "adapter", POLICY_ADAPTER,
+                           prompt_style=preset.trainer["prompt_style"])
     return {"arm": "sft", "seed": seed, "adapter": str(adapter), "sft_loss": [losses[0], losses[-1]],
             "eval": _evaluate(preset, adapter), "seconds": time.perf_counter() - start}
 

@@ -133,6 +133,29 @@ def test_answer_adapter_from_spec_serves_the_answer_role_only(tmp_path):
     assert _agent(trained).act_batch(OBSERVATIONS, INFOS) == adapted_actions
 
 
+def test_prompt_style_follows_the_adapter_then_the_backbone(tmp_path):
+    from agents.lora import saved_adapter_info
+
+    assert _agent().prompt_style == "compact"  # tiny: the trainers' choice
+    assert _agent(prompt_style="default").prompt_style == "default"
+    model = add_lora(tiny_backbone(), r=4)
+    save_adapter(model, tmp_path / "default_style", "policy", prompt_style="default")
+    assert saved_adapter_info(tmp_path / "default_style")["prompt_style"] == "default"
+    agent = LLMAgent.from_spec(f"llm:tiny:{tmp_path / 'default_style'}")
+    assert agent.prompt_style == "default"
+    from agents.prompts import render_prompt
+
+    expected = render_prompt(agent.tokenizer, OBSERVATIONS[0], max_prompt_tokens=agent.max_prompt_tokens, style="default")
+    assert agent.prompt(OBSERVATIONS[0]) == expected != _agent().prompt(OBSERVATIONS[0])
+    per_role = add_lora(tiny_backbone(), r=4, per_role=True)
+    save_adapter(per_role, tmp_path / "mixed" / "extract", "extract", prompt_style="default")
+    save_adapter(per_role, tmp_path / "mixed" / "manage", "manage", prompt_style="compact")
+    with pytest.raises(ValueError, match="different prompt styles"):
+        LLMAgent.from_spec(f"llm:tiny:{tmp_path / 'mixed'}")
+    with pytest.raises(ValueError, match="prompt_style"):
+        _agent(prompt_style="fancy")
+
+
 def test_bad_inputs_raise():
     agent = _agent()
     with pytest.raises(ValueError, match="infos"):
