@@ -80,6 +80,10 @@ PAPER_QUESTION_COUNTS = {"memory-r1": {"train": 152, "val": 81, "test": 1307}}
 CPU_DEMO = dict(model="tiny", updates=4, questions_per_update=8, conversations_per_update=1, num_sessions=4,
                 max_new_tokens=24, max_prompt_tokens=1024, learning_rate=1e-3, sft_warmup_steps=30,
                 micro_batch_size=16, answer_top_k=5, eval_worlds=2)
+# Manager mode: a byte-level operation list needs ~40-120 tokens, and the warm start needs
+# more steps at a higher rate before any sampled list is valid (as LoGo-GRPO's demo).
+CPU_DEMO_MANAGER = {**CPU_DEMO, "updates": 8, "max_new_tokens": 128, "max_prompt_tokens": 256,
+                    "sft_warmup_steps": 100, "sft_learning_rate": 1e-2}
 
 
 @dataclass
@@ -599,7 +603,8 @@ def answer_target(gold: str) -> str:
 def apply_demo_defaults(args: Args, argv: Sequence[str], has_gpu: bool) -> Args:
     """On a CPU without --model, use the short tiny-model demo (flags given explicitly win)."""
     demo = args.demo if args.demo is not None else (not has_gpu and args.model is None)
-    return with_defaults(dataclasses.replace(args, demo=True), argv, CPU_DEMO) if demo else args
+    preset = CPU_DEMO_MANAGER if args.mode == "manager" else CPU_DEMO
+    return with_defaults(dataclasses.replace(args, demo=True), argv, preset) if demo else args
 
 
 def _make_answerer(args: Args, model, tokenizer):

@@ -66,6 +66,19 @@ def test_samples_per_state_default_by_algorithm():
     assert parse_args(M.Args, ["--algo", "ppo", "--group-size", "4"]).n == 4
 
 
+def test_cpu_demo_presets_by_mode_and_explicit_flags_win():
+    def demo(argv):
+        return M.apply_demo_defaults(parse_args(M.Args, argv), argv, has_gpu=False)
+
+    answer, manager = demo(["--mode", "answer"]), demo(["--mode", "manager"])
+    assert answer.demo and manager.demo and answer.model == manager.model == "tiny"
+    assert answer.new_tokens == 24 and manager.new_tokens == 128  # room for a byte-level operation list
+    assert manager.sft_warmup_steps == 100 and manager.sft_learning_rate == 1e-2
+    assert demo(["--mode", "manager", "--max-new-tokens", "64"]).new_tokens == 64
+    assert not M.apply_demo_defaults(parse_args(M.Args, []), [], has_gpu=True).demo
+    assert not demo(["--model", "smollm2-135m"]).demo
+
+
 # ---------------------------------------------------------------------------- pure helpers
 def test_answer_reward_parses_the_distilled_answer():
     assert M.answer_reward("Relevant: m1, m4\nAnswer: Paris.", "paris") == 1.0
