@@ -17,7 +17,7 @@ import torch
 
 from agents.backbone import Backbone, load_backbone
 from agents.generation import Rollout, generate
-from agents.lora import find_adapters, load_adapter, load_adapters, role_adapter, saved_adapter_info, use_adapter
+from agents.lora import POLICY_ADAPTER, find_adapters, load_adapter, load_adapters, role_adapter, saved_adapter_info, use_adapter
 from agents.prompts import (
     ANSWER,
     COMPACT_STYLE,
@@ -44,15 +44,36 @@ def default_prompt_style(model_name: str) -> str:
     return COMPACT_STYLE if model_name == "tiny" else DEFAULT_STYLE
 
 
-def adapter_prompt_style(path: str | Path) -> str | None:
-    """The prompt style the adapter(s) at ``path`` were trained with; None when unrecorded.
+# The roles an adapter serves, by its name (see agents.lora.role_adapter).
+ADAPTER_ROLES = {POLICY_ADAPTER: (EXTRACT, MANAGE), EXTRACT: (EXTRACT,), MANAGE: (MANAGE,), ANSWER: (ANSWER,)}
 
-    ``ValueError`` when the adapters of one directory record different styles.
+
+def adapter_settings(path: str | Path) -> dict:
+    """The serving settings the adapter(s) at ``path`` recorded when saved ({} when none).
+
+    Keys (each only when recorded): ``prompt_style``, ``distill``, ``max_prompt_tokens``
+    (the largest recorded) and ``max_new_tokens`` (role -> tokens, for the roles each
+    adapter serves). ``ValueError`` when the adapters of one directory disagree on the
+    prompt style or on distillation.
     """
-    styles = {saved_adapter_info(p).get("prompt_style") for p in find_adapters(path).values()} - {None}
-    if len(styles) > 1:
-        raise ValueError(f"the adapters at {path} were trained with different prompt styles {sorted(styles)}")
-    return styles.pop() if styles else None
+    out: dict = {}
+    new_tokens: dict[str, int] = {}
+    for name, sub in find_adapters(path).items():
+        info = saved_adapter_info(sub)
+        for key in ("prompt_style", "distill"):
+            if key in info:
+                if key in out and out[key] != info[key]:
+                    raise ValueError(f"the adapters at {path} were trained with different {key} values "
+                                     f"({out[key]!r} and {info[key]!r})")
+                out[key] = info[key]
+        if "max_prompt_tokens" in info:
+            out["max_prompt_tokens"] = max(out.get("max_prompt_tokens", 0), int(info["max_prompt_tokens"]))
+        if "max_new_tokens" in info:
+            for role in ADAPTER_ROLES.get(name, ()):
+                new_tokens[role] = int(info["max_new_tokens"])
+    if new_tokens:
+        out["max_new_tokens"] = new_tokens
+    return out
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -77,11 +98,14 @@ class LLMAgent:
         adapter_name: the name the loaded adapter gets (default: the name it was saved
             under, ``"policy"`` when unrecorded); ``"policy"`` serves extract and
             manage, ``"answer"`` the answer role (see :func:`agents.lora.role_adapter`).
-        max_prompt_tokens: prompts longer than this are trimmed by relevance.
-        max_new_tokens: per-role generation budget (missing roles use the defaults).
+        max_prompt_tokens: prompts longer than this are trimmed by relevance (default: as
+            recorded by the loaded adapter, else 2048).
+        max_new_tokens: per-role generation budget (missing roles: as recorded by the
+            adapter serving them, else the defaults).
         temperature: 0 (default) decodes greedily; > 0 samples.
         top_p, top_k: sampling filters (only used when temperature > 0).
-        distill: answer prompts ask for the relevant memory ids before the answer.
+        distill: answer prompts ask for the relevant memory ids before the answer
+            (default: as recorded by the loaded adapter, else True).
         prompt_style: ``"default"``, ``"compact"`` or ``"auto"``: the style the loaded
             adapter was trained with (recorded by :func:`agents.lora.save_adapter`), else
             compact for the ``tiny`` backbone and default otherwise.
@@ -95,12 +119,12 @@ class LLMAgent:
         *,
         adapter_path: str | Path | None = None,
         adapter_name: str | None = None,
-        max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
+        max_prompt_tokens: int | None = None,
         max_new_tokens: Mapping[str, int] | None = None,
         temperature: float = 0.0,
         top_p: float = 1.0,
         top_k: int = 0,
-        distill: bool = True,
+        distill: bool | None = None,
         prompt_style: str = AUTO_STYLE,
         seed: int = 0,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -115,24 +139,24 @@ class LLMAgent:
         if prompt_style not in (AUTO_STYLE, *STYLES):
             raise ValueError(f"prompt_style must be one of {(AUTO_STYLE, *STYLES)}, got {prompt_style!r}")
         self.backbone = backbone
-        trained_style = None
+        trained: dict = {}
         if adapter_path is None:
             self.model = backbone.model
         else:
-            trained_style = adapter_prompt_style(adapter_path)
+            trained = adapter_settings(adapter_path)
             if adapter_name is None:
                 self.model = load_adapters(backbone, adapter_path)
             else:
                 self.model = load_adapter(backbone, adapter_path, adapter_name=adapter_name, is_trainable=False)
         self.tokenizer = backbone.tokenizer
-        self.max_prompt_tokens = max_prompt_tokens
-        self.max_new_tokens = {**DEFAULT_MAX_NEW_TOKENS, **(max_new_tokens or {})}
+        self.max_prompt_tokens = max_prompt_tokens or trained.get("max_prompt_tokens", DEFAULT_MAX_PROMPT_TOKENS)
+        self.max_new_tokens = {**DEFAULT_MAX_NEW_TOKENS, **trained.get("max_new_tokens", {}), **(max_new_tokens or {})}
         self.temperature = temperature
         self.top_p = top_p
         self.top_k = top_k
-        self.distill = distill
+        self.distill = trained.get("distill", True) if distill is None else distill
         if prompt_style == AUTO_STYLE:
-            prompt_style = trained_style or default_prompt_style(backbone.name)
+            prompt_style = trained.get("prompt_style") or default_prompt_style(backbone.name)
         self.prompt_style = prompt_style
         self.batch_size = batch_size
         device = next(self.model.parameters()).device

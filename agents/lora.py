@@ -166,14 +166,17 @@ def use_adapter(model: torch.nn.Module, name: str | None) -> Iterator[torch.nn.M
         restore_flags()
 
 
-def save_adapter(model: torch.nn.Module, path: str | Path, adapter_name: str, *,
-                 prompt_style: str | None = None) -> Path:
+def save_adapter(model: torch.nn.Module, path: str | Path, adapter_name: str, *, prompt_style: str | None = None,
+                 max_prompt_tokens: int | None = None, max_new_tokens: int | None = None,
+                 distill: bool | None = None) -> Path:
     """Save one adapter in PEFT format directly into ``path`` (created; files replaced).
 
     peft itself puts non-default adapters in a sub-folder named after them; here the files
     land in ``path`` so that ``PeftModel.from_pretrained(base, path)`` reads them.
     ``memenv_adapter.json`` beside them records ``adapter_name`` and, when given, the
-    ``prompt_style`` the adapter was trained with (agents loading it use the same).
+    settings the adapter was trained with (``prompt_style``, ``max_prompt_tokens``,
+    ``max_new_tokens`` of the roles it serves, ``distill``): an
+    :class:`agents.llm_agent.LLMAgent` loading it serves it the same way by default.
     """
     if adapter_name not in adapter_names(model):
         raise ValueError(f"model has no adapter {adapter_name!r}; it has {adapter_names(model)}")
@@ -184,7 +187,9 @@ def save_adapter(model: torch.nn.Module, path: str | Path, adapter_name: str, *,
         source = Path(tmp) if adapter_name == "default" else Path(tmp) / adapter_name
         for file in ADAPTER_FILES:
             shutil.move(str(source / file), str(path / file))
-    meta = {"adapter_name": adapter_name, **({"prompt_style": prompt_style} if prompt_style else {})}
+    settings = {"prompt_style": prompt_style, "max_prompt_tokens": max_prompt_tokens,
+                "max_new_tokens": max_new_tokens, "distill": distill}
+    meta = {"adapter_name": adapter_name, **{k: v for k, v in settings.items() if v is not None}}
     (path / ADAPTER_META).write_text(json.dumps(meta) + "\n")
     return path
 

@@ -475,6 +475,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         optimizer = torch.optim.AdamW(params, lr=args.learning_rate)
 
     log = MetricsLog(out, enabled=rank == 0, tensorboard=args.tensorboard)
+    serving = dict(prompt_style=args.prompt_style, max_prompt_tokens=args.max_prompt_tokens,
+                   max_new_tokens=args.max_new_tokens)  # recorded with the saved adapters
     if args.resume:
         log.truncate_after(state["update"])  # rows past the checkpoint are written again
     total = len(args.stages) * args.updates_per_stage
@@ -532,8 +534,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                     keep=args.keep_checkpoints)
                     if end_of_stage:
                         for adapter in trained_adapters:
-                            save_adapter(model, out / f"stage-{horizon}" / adapter, adapter,
-                                         prompt_style=args.prompt_style)
+                            save_adapter(model, out / f"stage-{horizon}" / adapter, adapter, **serving)
                 elif end_of_stage:
                     state = {"update": state["update"], "stage": stage_idx + 1, "update_in_stage": 0}
                 done_here += 1
@@ -547,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if rank == 0:
         for adapter in trained_adapters:
             save_adapter(model, out / "adapter" if len(trained_adapters) == 1 else out / "adapter" / adapter, adapter,
-                         prompt_style=args.prompt_style)
+                         **serving)
         console.print(f"done: {state['update']} updates; adapter in {out / 'adapter'}; metrics in {out / 'metrics.jsonl'}")
     if world > 1:
         torch.distributed.destroy_process_group()

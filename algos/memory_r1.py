@@ -672,6 +672,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                       max_new_tokens=args.new_tokens, temperature=args.temperature, top_p=args.top_p,
                       generator=generator, batch_size=args.generation_batch_size)
     role = "answer" if args.mode == "answer" else "manage"
+    serving = dict(prompt_style=style, max_prompt_tokens=args.max_prompt_tokens, max_new_tokens=args.new_tokens,
+                   distill=args.distill if args.mode == "answer" else None)  # recorded with the saved adapters
 
     train_part = "train" if args.source == "locomo" else None
     qa_schedule = "end" if args.mode == "answer" else "after_evidence"
@@ -711,7 +713,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         losses = train_sft(model, tokenizer, pairs, steps=args.sft_warmup_steps, batch_size=args.sft_batch_size,
                            learning_rate=args.sft_learning_rate or args.learning_rate, max_prompt_tokens=args.max_prompt_tokens, seed=args.seed,
                            prompt_style=style, distill=args.distill, adapter=role_adapter(model, role))
-        save_adapter(model, out / "sft_adapter", adapter, prompt_style=style)
+        save_adapter(model, out / "sft_adapter", adapter, **serving)
         console.print(f"SFT warm start: {len(pairs)} demonstrations, loss {losses[0]:.2f} -> {losses[-1]:.2f}; "
                       f"adapter in {out / 'sft_adapter'}")
 
@@ -793,7 +795,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         evals["after"] = evaluate_answers(sampler, eval_items, args.metric)
         log.write(args.updates, {"eval/score": evals["after"], "eval/questions": float(len(eval_items))})
         console.print(f"eval {args.metric}: {evals['before']:.3f} -> {evals['after']:.3f} on {len(eval_items)} questions")
-    save_adapter(model, out / "adapter", adapter, prompt_style=style)
+    save_adapter(model, out / "adapter", adapter, **serving)
     if value_head is not None:
         save_value_head(value_head, out / "value_head")
     console.print(f"{'done' if finished else 'stopped'}: {state['update']} of {args.updates} updates; adapter in "

@@ -208,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
                            learning_rate=args.learning_rate, max_prompt_tokens=args.max_prompt_tokens,
                            seed=args.seed, prompt_style=args.prompt_style, on_step=on_step)
     out = Path(args.output_dir)
-    save_adapter(model, out / "adapter", POLICY_ADAPTER, prompt_style=args.prompt_style)
+    save_adapter(model, out / "adapter", POLICY_ADAPTER, prompt_style=args.prompt_style,
+                 max_prompt_tokens=args.max_prompt_tokens)
     (out / "sft_losses.json").write_text(json.dumps({"losses": losses, "demonstrations": len(pairs),
                                                       "seconds": time.perf_counter() - start}))
     print(f"{len(pairs)} demonstrations, loss {losses[0]:.3f} -> {losses[-1]:.3f}; adapter in {out / 'adapter'}")

@@ -188,7 +188,9 @@ def run_sft(preset: Preset, seed: int, root: Path) -> dict[str, Any]:
                        max_prompt_tokens=preset.trainer["max_prompt_tokens"], seed=seed,
                        prompt_style=preset.trainer["prompt_style"])
     adapter = save_adapter(model, root / "sft" / f"seed{seed}" / "adapter", POLICY_ADAPTER,
-                           prompt_style=preset.trainer["prompt_style"])
+                           prompt_style=preset.trainer["prompt_style"],
+                           max_prompt_tokens=preset.trainer["max_prompt_tokens"],
+                           max_new_tokens=preset.trainer["max_new_tokens"])
     return {"arm": "sft", "seed": seed, "adapter": str(adapter), "sft_loss": [losses[0], losses[-1]],
             "eval": _evaluate(preset, adapter), "seconds": time.perf_counter() - start}
 

@@ -147,10 +147,23 @@ def test_prompt_style_follows_the_adapter_then_the_backbone(tmp_path):
 
     expected = render_prompt(agent.tokenizer, OBSERVATIONS[0], max_prompt_tokens=agent.max_prompt_tokens, style="default")
     assert agent.prompt(OBSERVATIONS[0]) == expected != _agent().prompt(OBSERVATIONS[0])
+    assert agent.max_prompt_tokens == 2048 and agent.max_new_tokens["manage"] == 256 and agent.distill
+    # the recorded serving settings fill in what the caller leaves out, for the roles each adapter serves
+    save_adapter(model, tmp_path / "served", "policy", prompt_style="compact", max_prompt_tokens=300,
+                 max_new_tokens=40)
+    served = LLMAgent.from_spec(f"llm:tiny:{tmp_path / 'served'}")
+    assert (served.prompt_style, served.max_prompt_tokens) == ("compact", 300)
+    assert served.max_new_tokens == {"extract": 40, "manage": 40, "answer": 64}
+    answer_model = add_lora(tiny_backbone(), r=4, names=("answer",))
+    save_adapter(answer_model, tmp_path / "answer", "answer", max_new_tokens=12, distill=False)
+    answerer = LLMAgent(tiny_backbone(), adapter_path=tmp_path / "answer", max_prompt_tokens=500)
+    assert answerer.max_new_tokens == {"extract": 256, "manage": 256, "answer": 12} and not answerer.distill
+    assert answerer.max_prompt_tokens == 500  # given: wins over the record
+    assert LLMAgent(tiny_backbone(), adapter_path=tmp_path / "answer", distill=True).distill
     per_role = add_lora(tiny_backbone(), r=4, per_role=True)
     save_adapter(per_role, tmp_path / "mixed" / "extract", "extract", prompt_style="default")
     save_adapter(per_role, tmp_path / "mixed" / "manage", "manage", prompt_style="compact")
-    with pytest.raises(ValueError, match="different prompt styles"):
+    with pytest.raises(ValueError, match="different prompt_style"):
         LLMAgent.from_spec(f"llm:tiny:{tmp_path / 'mixed'}")
     with pytest.raises(ValueError, match="prompt_style"):
         _agent(prompt_style="fancy")
