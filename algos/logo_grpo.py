@@ -456,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         state = load_checkpoint(Path(args.resume), model, optimizer, np_rng, sampling_gen, trained_adapters)
         console.print(f"resumed from {args.resume} at update {state['update']} (stage {state['stage']})")
     elif args.sft_warmup_steps:
-        from algos.sft import record_demonstrations, train_sft
+        from algos.sft import record_demonstrations, sft_progress, train_sft
 
         make, env = make_env_factory(args, args.stages[0])
         roles = ("manage",) if extractor is not None else ("extract", "manage")
@@ -467,9 +467,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for obs, target in pairs:
             by_adapter.setdefault(role_adapter(model, json.loads(obs)["role"]), []).append((obs, target))
         for adapter, adapter_pairs in by_adapter.items():
-            losses = train_sft(model, tokenizer, adapter_pairs, steps=args.sft_warmup_steps,
-                               learning_rate=args.sft_learning_rate, max_prompt_tokens=args.max_prompt_tokens,
-                               seed=args.seed, prompt_style=args.prompt_style, adapter=adapter)
+            with sft_progress(args.sft_warmup_steps, f"SFT warm start ({adapter})", console=console,
+                              enabled=args.progress and rank == 0) as on_step:
+                losses = train_sft(model, tokenizer, adapter_pairs, steps=args.sft_warmup_steps,
+                                   learning_rate=args.sft_learning_rate, max_prompt_tokens=args.max_prompt_tokens,
+                                   seed=args.seed, prompt_style=args.prompt_style, adapter=adapter, on_step=on_step)
             console.print(f"SFT warm start of adapter {adapter!r}: {len(adapter_pairs)} demonstrations, "
                           f"loss {losses[0]:.2f} -> {losses[-1]:.2f}")
         optimizer = torch.optim.AdamW(params, lr=args.learning_rate)

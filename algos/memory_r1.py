@@ -350,9 +350,10 @@ class Sampler:
         return render_prompt(self.tokenizer, obs, max_prompt_tokens=self.max_prompt_tokens, role=role,
                              distill=self.distill, style=self.style)
 
-    def sample(self, observations: Sequence[str], role: str, num_samples: int, *,
-               greedy: bool = False) -> list[list[Generation]]:
-        """``num_samples`` generations per observation (prompt encoded once, KV cache shared)."""
+    def sample(self, observations: Sequence[str], role: str, num_samples: int, *, greedy: bool = False,
+               on_batch: Callable[[int], None] | None = None) -> list[list[Generation]]:
+        """``num_samples`` generations per observation (prompt encoded once, KV cache shared);
+        ``on_batch(k)`` after each generation call of ``k`` observations."""
         from agents.generation import generate
         from agents.lora import role_adapter, use_adapter
 
@@ -366,6 +367,8 @@ class Sampler:
                                    temperature=0.0 if greedy else self.temperature, top_p=self.top_p,
                                    generator=self.generator)
                 out.extend(generations(rollout))
+                if on_batch is not None:
+                    on_batch(len(prompts[start: start + per_call]))
         return out
 
 
@@ -387,11 +390,19 @@ def collect_answer_batch(sampler: Sampler, items: Sequence[AnswerItem], *, n: in
                      "charts/generated_tokens": float(sum(len(s.completion_ids) for s in samples))}
 
 
-def evaluate_answers(sampler: Sampler, items: Sequence[AnswerItem], metric: str) -> float:
-    """Mean reward of the greedy answers (0 for no items)."""
+def evaluate_answers(sampler: Sampler, items: Sequence[AnswerItem], metric: str, *, description: str = "eval",
+                     console=None, progress: bool = False) -> float:
+    """Mean reward of the greedy answers (0 for no items); a progress bar with ``progress``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     if not items:
         return 0.0
-    groups = sampler.sample([it.obs for it in items], "answer", 1, greedy=True)
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=console, disable=not progress)
+    with bar:
+        task = bar.add_task(description, total=len(items))
+        groups = sampler.sample([it.obs for it in items], "answer", 1, greedy=True,
+                                on_batch=lambda k: bar.advance(task, k))
     return float(np.mean([answer_reward(g[0].text, it.gold, metric) for it, g in zip(items, groups)]))
 
 
@@ -708,11 +719,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
             pairs = record_demonstrations(make_train, pool[: min(len(pool), 32)], roles=("manage",))
         from agents.lora import role_adapter
-        from algos.sft import train_sft
+        from algos.sft import sft_progress, train_sft
 
-        losses = train_sft(model, tokenizer, pairs, steps=args.sft_warmup_steps, batch_size=args.sft_batch_size,
-                           learning_rate=args.sft_learning_rate or args.learning_rate, max_prompt_tokens=args.max_prompt_tokens, seed=args.seed,
-                           prompt_style=style, distill=args.distill, adapter=role_adapter(model, role))
+        with sft_progress(args.sft_warmup_steps, "SFT warm start", console=console, enabled=args.progress) as on_step:
+            losses = train_sft(model, tokenizer, pairs, steps=args.sft_warmup_steps, batch_size=args.sft_batch_size,
+                               learning_rate=args.sft_learning_rate or args.learning_rate,
+                               max_prompt_tokens=args.max_prompt_tokens, seed=args.seed, prompt_style=style,
+                               distill=args.distill, adapter=role_adapter(model, role), on_step=on_step)
         save_adapter(model, out / "sft_adapter", adapter, **serving)
         console.print(f"SFT warm start: {len(pairs)} demonstrations, loss {losses[0]:.2f} -> {losses[-1]:.2f}; "
                       f"adapter in {out / 'sft_adapter'}")
@@ -734,7 +747,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         console.print(f"resumed from {args.resume} at update {state['update']}")
     evals: dict[str, float] = dict(state["evals"])
     if eval_items and "before" not in evals:
-        evals["before"] = evaluate_answers(sampler, eval_items, args.metric)
+        evals["before"] = evaluate_answers(sampler, eval_items, args.metric, description="eval (start)",
+                                           console=console, progress=args.progress)
         log.write(0, {"eval/score": evals["before"], "eval/questions": float(len(eval_items))})
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -792,7 +806,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 break
     finished = state["update"] == args.updates
     if eval_items and finished:
-        evals["after"] = evaluate_answers(sampler, eval_items, args.metric)
+        evals["after"] = evaluate_answers(sampler, eval_items, args.metric, description="eval (end)",
+                                          console=console, progress=args.progress)
         log.write(args.updates, {"eval/score": evals["after"], "eval/questions": float(len(eval_items))})
         console.print(f"eval {args.metric}: {evals['before']:.3f} -> {evals['after']:.3f} on {len(eval_items)} questions")
     save_adapter(model, out / "adapter", adapter, **serving)

@@ -16,7 +16,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -155,6 +155,23 @@ def train_sft(
     return losses
 
 
+@contextlib.contextmanager
+def sft_progress(steps: int, description: str = "SFT", *, console=None,
+                 enabled: bool = True) -> Iterator[Callable[[int, float], None]]:
+    """A rich progress bar for :func:`train_sft`; yields its ``on_step`` callback (shows the loss)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[loss]}"), console=console, disable=not enabled)
+    with progress:
+        task = progress.add_task(description, total=steps, loss="")
+
+        def on_step(step: int, loss: float) -> None:
+            progress.update(task, completed=step + 1, loss=f"loss {loss:.3f}")
+
+        yield on_step
+
+
 @dataclass
 class SFTArgs:
     env: str = field(default="MemorySession-v0", metadata={"help": "environment id whose gold annotations give the demonstrations"})
@@ -181,7 +198,6 @@ class SFTArgs:
 
 def main(argv: Sequence[str] | None = None) -> Path:
     import gymnasium as gym
-    from rich.progress import Progress
 
     import memenv  # noqa: F401
     from agents.backbone import load_backbone
@@ -198,12 +214,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     backbone = load_backbone(args.model)
     model = add_lora(backbone, r=args.lora_r, alpha=2 * args.lora_r)
     start = time.perf_counter()
-    with Progress() as progress:
-        task = progress.add_task("SFT", total=args.steps)
-
-        def on_step(step: int, loss: float) -> None:
-            progress.update(task, advance=1, description=f"SFT loss {loss:.3f}")
-
+    with sft_progress(args.steps) as on_step:
         losses = train_sft(model, backbone.tokenizer, pairs, steps=args.steps, batch_size=args.batch_size,
                            learning_rate=args.learning_rate, max_prompt_tokens=args.max_prompt_tokens,
                            seed=args.seed, prompt_style=args.prompt_style, on_step=on_step)
