@@ -86,6 +86,7 @@ class Args:
     extractor: str | None = field(default=None, metadata={"help": "a fixed agent (e.g. 'oracle') plays the extract turns; they are then not trained"})
     sft_warmup_steps: int = field(default=0, metadata={"help": "supervised steps on oracle demonstrations before RL"})
     sft_learning_rate: float = field(default=1e-4, metadata={"help": "learning rate of the SFT warm start"})
+    sft_schedule: str = field(default="constant", metadata={"help": "learning-rate schedule of the warm start: 'constant' or 'linear' decay to 0", "choices": ["constant", "linear"]})
     sft_worlds: int = field(default=16, metadata={"help": "training worlds whose oracle demonstrations the warm start imitates"})
     init_adapter: str | None = field(default=None, metadata={"help": "start from this PEFT adapter (e.g. an SFT result)"})
     checkpoint_every: int = field(default=10, metadata={"help": "checkpoint every K updates (and at the end of each stage and at --stop-after)"})
@@ -471,7 +472,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                               enabled=args.progress and rank == 0) as on_step:
                 losses = train_sft(model, tokenizer, adapter_pairs, steps=args.sft_warmup_steps,
                                    learning_rate=args.sft_learning_rate, max_prompt_tokens=args.max_prompt_tokens,
-                                   seed=args.seed, prompt_style=args.prompt_style, adapter=adapter, on_step=on_step)
+                                   seed=args.seed, prompt_style=args.prompt_style, adapter=adapter, on_step=on_step,
+                                   schedule=args.sft_schedule)
             console.print(f"SFT warm start of adapter {adapter!r}: {len(adapter_pairs)} demonstrations, "
                           f"loss {losses[0]:.2f} -> {losses[-1]:.2f}")
         optimizer = torch.optim.AdamW(params, lr=args.learning_rate)

@@ -137,6 +137,7 @@ class Args:
     sft_warmup_steps: int = field(default=0, metadata={"help": "supervised steps before RL (answer: gold answers; manager: oracle operations)"})
     sft_batch_size: int = field(default=8, metadata={"help": "demonstrations per supervised step"})
     sft_learning_rate: float | None = field(default=None, metadata={"help": "learning rate of the warm start (none: --learning-rate)"})
+    sft_schedule: str = field(default="constant", metadata={"help": "learning-rate schedule of the warm start: 'constant' or 'linear' decay to 0", "choices": ["constant", "linear"]})
     skip_uniform_groups: bool = field(default=False, metadata={"help": "grpo: leave groups whose rewards are all equal (zero advantage) out of the update, as DAPO's dynamic sampling does; saves their forward and backward passes"})
     num_threads: int | None = field(default=None, metadata={"help": "CPU: torch threads (none: 1 for the tiny model, whose small kernels only contend; torch's default otherwise)"})
     device: str | None = field(default=None, metadata={"help": "cuda / cpu (none: cuda when available)"})
@@ -725,7 +726,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             losses = train_sft(model, tokenizer, pairs, steps=args.sft_warmup_steps, batch_size=args.sft_batch_size,
                                learning_rate=args.sft_learning_rate or args.learning_rate,
                                max_prompt_tokens=args.max_prompt_tokens, seed=args.seed, prompt_style=style,
-                               distill=args.distill, adapter=role_adapter(model, role), on_step=on_step)
+                               distill=args.distill, adapter=role_adapter(model, role), on_step=on_step,
+                               schedule=args.sft_schedule)
         save_adapter(model, out / "sft_adapter", adapter, **serving)
         console.print(f"SFT warm start: {len(pairs)} demonstrations, loss {losses[0]:.2f} -> {losses[-1]:.2f}; "
                       f"adapter in {out / 'sft_adapter'}")

@@ -90,6 +90,9 @@ def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], *, max_prompt_toke
     return out
 
 
+SCHEDULES = ("constant", "linear")
+
+
 def sft_loss(model, batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> torch.Tensor:
     """Mean cross-entropy of the target tokens given their prompts (prompt tokens are not scored)."""
     device = next(model.parameters()).device
@@ -120,8 +123,13 @@ def train_sft(
     distill: bool = True,
     adapter: str | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    schedule: str = "constant",
 ) -> list[float]:
     """Train the model's trainable (LoRA) parameters on the pairs; returns the loss per step.
+
+    ``schedule``: ``"constant"`` (default) keeps the learning rate; ``"linear"`` decays it to
+    0 over the steps (as TRL's SFTTrainer), so that the adapter does not end on whichever
+    noisy step came last: at a high rate the last steps decide a tiny model's warm start.
 
     Prompts are rendered as the policy renders them (``prompt_style``, ``distill`` for answer
     prompts); ``adapter`` names the adapter to train when the model holds several.
@@ -137,7 +145,11 @@ def train_sft(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (add a LoRA adapter first)")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     optimizer = torch.optim.AdamW(params, lr=learning_rate)
+    decay = (lambda step: 1.0 - step / max(steps, 1)) if schedule == "linear" else (lambda step: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
     rng = np.random.default_rng(seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     losses = []
@@ -149,6 +161,7 @@ def train_sft(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
+            scheduler.step()
             losses.append(float(loss.detach()))
             if on_step is not None:
                 on_step(step, losses[-1])
@@ -183,6 +196,7 @@ class SFTArgs:
     steps: int = field(default=200, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=8, metadata={"help": "demonstrations per step"})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    schedule: str = field(default="constant", metadata={"help": "learning-rate schedule: 'constant' or 'linear' decay to 0", "choices": ["constant", "linear"]})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     max_prompt_tokens: int = field(default=2048, metadata={"help": "prompts are trimmed by relevance to this many tokens"})
     prompt_style: str = field(default="default", metadata={"help": "role prompts: 'default' or 'compact' (use the trainer's)", "choices": ["default", "compact"]})
@@ -217,7 +231,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     with sft_progress(args.steps) as on_step:
         losses = train_sft(model, backbone.tokenizer, pairs, steps=args.steps, batch_size=args.batch_size,
                            learning_rate=args.learning_rate, max_prompt_tokens=args.max_prompt_tokens,
-                           seed=args.seed, prompt_style=args.prompt_style, on_step=on_step)
+                           seed=args.seed, prompt_style=args.prompt_style, on_step=on_step,
+                           schedule=args.schedule)
     out = Path(args.output_dir)
     save_adapter(model, out / "adapter", POLICY_ADAPTER, prompt_style=args.prompt_style,
                  max_prompt_tokens=args.max_prompt_tokens)

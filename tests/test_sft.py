@@ -39,6 +39,48 @@ def test_training_lowers_the_loss_on_the_demonstrations():
     assert float(sft.sft_loss(model, encoded, pad)) < before - 1.0
 
 
+def test_loss_equals_the_token_mean_of_unpadded_per_example_losses():
+    import torch
+
+    from agents.backbone import tiny_backbone
+
+    backbone = tiny_backbone(seed=0)
+    batch = [([5, 6, 7, 8, 9], [10, 11]), ([12, 13], [14, 15, 16, 17]), ([18, 19, 20, 21, 22, 23, 24], [25])]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for p, t in batch:  # one example at a time: no padding at all, Hugging Face's own shifted loss
+            labels = torch.tensor([[-100] * len(p) + t])
+            loss = backbone.model(input_ids=torch.tensor([p + t]), labels=labels).loss
+            total, count = total + float(loss) * len(t), count + len(t)
+        batched = float(sft.sft_loss(backbone.model, batch, backbone.tokenizer.pad_token_id))
+    assert batched == pytest.approx(total / count, abs=1e-5)
+
+
+def test_linear_schedule_halves_the_second_of_two_steps():
+    import torch
+
+    from agents.backbone import tiny_backbone
+    from agents.lora import add_lora
+
+    pairs = sft.record_demonstrations(make, [1_000_000], roles=("manage",))
+    second_step = {}
+    for schedule in ("constant", "linear"):
+        backbone = tiny_backbone(seed=0)
+        model = add_lora(backbone, r=4)
+        snapshots = []
+
+        def snap(step, loss, model=model, snapshots=snapshots):
+            snapshots.append(torch.cat([p.detach().flatten().clone() for p in model.parameters() if p.requires_grad]))
+
+        sft.train_sft(model, backbone.tokenizer, pairs, steps=2, batch_size=2, learning_rate=1e-3,
+                      max_prompt_tokens=256, prompt_style="compact", schedule=schedule, on_step=snap)
+        second_step[schedule] = float((snapshots[1] - snapshots[0]).norm())
+    # AdamW's second step moves each weight by about lr: half of it under the linear decay (1 - 1/2)
+    assert second_step["linear"] / second_step["constant"] == pytest.approx(0.5, abs=0.05)
+    with pytest.raises(ValueError, match="schedule"):
+        sft.train_sft(model, backbone.tokenizer, pairs, steps=1, schedule="cosine")
+
+
 def test_command_writes_a_peft_adapter_and_the_losses(tmp_path):
     sft.main(["--steps", "3", "--num-worlds", "2", "--num-sessions", "2", "--prompt-style", "compact",
               "--max-prompt-tokens", "256", "--output-dir", str(tmp_path)])
