@@ -64,6 +64,7 @@ class Preset:
     sft_learning_rate: float
     sft_worlds: int
     jobs: int = 1
+    sft_schedule: str = "constant"  # learning-rate schedule of the warm start (algos.sft.SCHEDULES)
 
 
 _CPU_TRAINER = dict(group_size=8, conversations_per_update=2, num_train_worlds=2, inner_n=4, max_new_tokens=128,
@@ -186,7 +187,7 @@ def run_sft(preset: Preset, seed: int, root: Path) -> dict[str, Any]:
                                                    disable_env_checker=True), worlds, roles=roles)
     losses = train_sft(model, backbone.tokenizer, pairs, steps=preset.sft_steps, learning_rate=preset.sft_learning_rate,
                        max_prompt_tokens=preset.trainer["max_prompt_tokens"], seed=seed,
-                       prompt_style=preset.trainer["prompt_style"])
+                       prompt_style=preset.trainer["prompt_style"], schedule=preset.sft_schedule)
     adapter = save_adapter(model, root / "sft" / f"seed{seed}" / "adapter", POLICY_ADAPTER,
                            prompt_style=preset.trainer["prompt_style"],
                            max_prompt_tokens=preset.trainer["max_prompt_tokens"],
@@ -321,7 +322,9 @@ def to_markdown(report: dict[str, Any]) -> str:
              f"manage turns, extractor {report['preset']['trainer'].get('extractor')}, "
              f"answerer {report['preset']['trainer'].get('answerer')}; mean ± std over seeds "
              f"{list(report['preset']['seeds'])}. RL token budget {report['preset']['token_budget']} generated "
-             f"tokens per arm, curriculum {list(report['preset']['stages'])}. Wall time {report['seconds'] / 60:.1f} min.",
+             f"tokens per arm, curriculum {list(report['preset']['stages'])}. SFT warm start: "
+             f"{report['preset']['sft_steps']} steps at learning rate {report['preset']['sft_learning_rate']}, "
+             f"{report['preset'].get('sft_schedule', 'constant')} schedule. Wall time {report['seconds'] / 60:.1f} min.",
              "", "## Answer F1 (all questions)", "",
              "| arm | " + " | ".join(f"{h} sessions" for h in horizons) + " | invalid manage rate "
              f"({horizons[-1]}) | generated tokens | updates |",
@@ -396,7 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-worlds", type=int, help="override the number of held-out worlds")
     p.add_argument("--eval-horizons", type=int, nargs="+", help="override the evaluation horizons")
     p.add_argument("--jobs", type=int, help="parallel worker processes (default: the preset's)")
-    p.add_argument("--work-dir", default=None, help="runs go here (default runs/reproduce_<preset>)")
+    p.add_argument("--sft-schedule", choices=("constant", "linear"),
+                   help="learning-rate schedule of every arm's SFT warm start (default: the preset's, constant)")
+    p.add_argument("--name", default=None, help="results file stem (default reproduce_<preset>), e.g. "
+                                                "reproduce_cpu_linear_sft for a variant")
+    p.add_argument("--work-dir", default=None, help="runs go here (default runs/<name>)")
     p.add_argument("--results-dir", default=str(RESULTS_DIR))
     p.add_argument("--locomo", default=None, help="GPU preset: also score the trained LoGo adapter and its "
                                                   "zero-shot self on this LoCoMo dev file")
@@ -407,6 +414,8 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
     """The preset with the command line's overrides."""
     preset = PRESETS[args.preset]
     changes: dict[str, Any] = {}
+    if args.sft_schedule:
+        changes["sft_schedule"] = args.sft_schedule
     for name in ("seeds", "arms", "eval_horizons"):
         if getattr(args, name):
             changes[name] = tuple(getattr(args, name))
@@ -486,10 +495,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     preset = resolve_preset(args)
     _limit_threads()
     start = time.perf_counter()
-    root = Path(args.work_dir or f"runs/reproduce_{args.preset}")
+    name = args.name or f"reproduce_{args.preset}"
+    if not name or "/" in name or name.startswith("."):
+        raise SystemExit(f"--name must be a plain file stem, got {name!r}")
+    root = Path(args.work_dir or f"runs/{name}")
     runs = run_all(preset, root)
     results = Path(args.results_dir)
-    stem = results / f"reproduce_{args.preset}"
+    stem = results / name
     plot = plot_curves(runs, stem.with_suffix(".png"))
     report = {"preset_name": args.preset, "preset": dataclasses.asdict(preset),
               "command": "python -m benchmarks.reproduce " + shlex.join(argv),

@@ -25,6 +25,7 @@ def test_micro_preset_writes_table_json_and_png(micro):
     res = root / "results"
     md = (res / "reproduce_micro.md").read_text()
     assert "| grpo |" in md and "| logo |" in md and "python -m benchmarks.reproduce --preset micro" in md
+    assert "SFT warm start: 2 steps at learning rate 0.01, constant schedule" in md
     data = json.loads((res / "reproduce_micro.json").read_text())
     assert set(data["table"]) == {"grpo", "logo"}
     assert (res / "reproduce_micro.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -96,3 +97,11 @@ def test_aggregate_mean_and_std_over_seeds():
     mean, std = table["grpo"]["horizons"]["2"]["f1"]
     assert mean == pytest.approx(0.3) and std == pytest.approx(0.1)
     assert table["grpo"]["tokens"][0] == pytest.approx(10.5)
+
+
+def test_sft_schedule_and_name_overrides(tmp_path):
+    args = R.build_parser().parse_args(["--preset", "micro", "--sft-schedule", "linear"])
+    assert R.resolve_preset(args).sft_schedule == "linear"
+    assert R.resolve_preset(R.build_parser().parse_args(["--preset", "micro"])).sft_schedule == "constant"
+    with pytest.raises(SystemExit, match="plain file stem"):
+        R.main(["--preset", "micro", "--name", "../x", "--work-dir", str(tmp_path), "--results-dir", str(tmp_path)])
