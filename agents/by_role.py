@@ -54,7 +54,7 @@ class ByRoleAgent:
         )
 
     @classmethod
-    def from_spec(cls, arg: str | None) -> ByRoleAgent:
+    def from_spec(cls, arg: str | None = None) -> ByRoleAgent:
         """Build from ``"extract=SPEC,manage=SPEC[,answer=SPEC]"``; each SPEC goes to ``make_agent``."""
         from agents.registry import make_agent
 

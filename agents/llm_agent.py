@@ -48,13 +48,14 @@ def default_prompt_style(model_name: str) -> str:
 ADAPTER_ROLES = {POLICY_ADAPTER: (EXTRACT, MANAGE), EXTRACT: (EXTRACT,), MANAGE: (MANAGE,), ANSWER: (ANSWER,)}
 
 
-def adapter_settings(path: str | Path) -> dict:
+def adapter_settings(path: str | Path, adapter_name: str | None = None) -> dict:
     """The serving settings the adapter(s) at ``path`` recorded when saved ({} when none).
 
     Keys (each only when recorded): ``prompt_style``, ``distill``, ``max_prompt_tokens``
     (the largest recorded) and ``max_new_tokens`` (role -> tokens, for the roles each
     adapter serves). ``ValueError`` when the adapters of one directory disagree on the
-    prompt style or on distillation.
+    prompt style or on distillation. ``adapter_name``: the name a single adapter is loaded
+    under when it is not its saved one (its lengths then go to that name's roles).
     """
     out: dict = {}
     new_tokens: dict[str, int] = {}
@@ -69,7 +70,7 @@ def adapter_settings(path: str | Path) -> dict:
         if "max_prompt_tokens" in info:
             out["max_prompt_tokens"] = max(out.get("max_prompt_tokens", 0), int(info["max_prompt_tokens"]))
         if "max_new_tokens" in info:
-            for role in ADAPTER_ROLES.get(name, ()):
+            for role in ADAPTER_ROLES.get(adapter_name or name, ()):
                 new_tokens[role] = int(info["max_new_tokens"])
     if new_tokens:
         out["max_new_tokens"] = new_tokens
@@ -143,7 +144,7 @@ class LLMAgent:
         if adapter_path is None:
             self.model = backbone.model
         else:
-            trained = adapter_settings(adapter_path)
+            trained = adapter_settings(adapter_path, adapter_name)
             if adapter_name is None:
                 self.model = load_adapters(backbone, adapter_path)
             else:

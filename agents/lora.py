@@ -240,7 +240,8 @@ def find_adapters(path: str | Path) -> dict[str, Path]:
 def load_adapters(target: Backbone, path: str | Path, *, is_trainable: bool = False):
     """Load every adapter :func:`find_adapters` finds at ``path`` under its own name; the ``PeftModel``.
 
-    The first one loaded is active; roles pick theirs through :func:`role_adapter`.
+    On a plain backbone the first one loaded becomes active; roles pick theirs through
+    :func:`role_adapter` (and :func:`use_adapter`) either way.
     """
     model = None
     for name, sub in find_adapters(path).items():

@@ -188,6 +188,8 @@ def ppo_update(model, samples, optimizer, args: Args, *, pad_id: int, rng: np.ra
     for _ in range(args.ppo_epochs):
         order = rng.permutation(len(samples))
         for chunk in np.array_split(order, args.num_minibatches):
+            if len(chunk) == 0 and world == 1:
+                continue  # fewer samples than minibatches: an empty step would still move AdamW's weights
             optimizer.zero_grad(set_to_none=True)
             minibatch = [samples[i] for i in chunk]
             total_tokens = max(sum(len(s.completion_ids) for s in minibatch), 1)
@@ -255,7 +257,8 @@ def save_checkpoint(out: Path, model, optimizer, state: dict, np_rng, torch_gen,
     pointer = root / ".latest.tmp"
     pointer.write_text(name)
     os.replace(pointer, root / "latest")
-    for old in sorted(root.glob("update-*"))[:-keep] if keep > 0 else []:
+    older = sorted((p for p in root.glob("update-*") if p != final), key=lambda p: p.name)
+    for old in older[: max(len(older) - (keep - 1), 0)] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -292,6 +295,17 @@ def load_checkpoint(run_dir: Path, model, optimizer, np_rng, torch_gen, adapter_
     return blob["state"]
 
 
+def prepare_output_dir(out: Path, resume: str | None) -> None:
+    """Create ``out``; a fresh run (no ``--resume``) refuses a directory where an earlier run
+    left checkpoints or metrics, since it would prune and interleave them (nothing is deleted)."""
+    if resume is None:
+        leftovers = [p.name for p in (out / "checkpoints", out / "metrics.jsonl") if p.exists()]
+        if leftovers:
+            raise SystemExit(f"--output-dir {out} already holds {' and '.join(leftovers)} of an earlier run; "
+                             f"continue it with --resume {out}, or choose another directory (nothing was changed)")
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def adapter_digest(model) -> str:
     """A hash of every trainable parameter (ranks of a data-parallel run must agree)."""
     import hashlib
@@ -325,7 +339,15 @@ class MetricsLog:
         if not self.enabled or not self.path.is_file():
             return 0
         lines = self.path.read_text().splitlines(keepends=True)
-        keep = [line for line in lines if not line.strip() or json.loads(line).get("update", 0) <= step]
+
+        def kept(line: str) -> bool:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                return False  # a line torn by a crash mid-write
+            return isinstance(row, dict) and row.get("update", 0) <= step
+
+        keep = [line if line.endswith("\n") else line + "\n" for line in lines if line.strip() and kept(line)]
         if len(keep) != len(lines):
             tmp = self.path.with_suffix(".jsonl.tmp")
             tmp.write_text("".join(keep))
@@ -396,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                       "demonstrations; pass --model to train a real model).")
     run_name = f"{args.env.replace(':', '_')}__logo_grpo__{args.seed}__{int(time.time())}"
     out = Path(args.output_dir or f"runs/{run_name}")
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out, args.resume)
     if rank == 0:
         (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
 

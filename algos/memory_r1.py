@@ -136,7 +136,7 @@ class Args:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     sft_warmup_steps: int = field(default=0, metadata={"help": "supervised steps before RL (answer: gold answers; manager: oracle operations)"})
     sft_batch_size: int = field(default=8, metadata={"help": "demonstrations per supervised step"})
-    sft_learning_rate: float | None = field(default=None, metadata={"help": "learning rate of the warm start (none: --learning-rate)"})
+    sft_learning_rate: float | None = field(default=None, metadata={"help": "learning rate of the warm start (none: --learning-rate; the manager-mode CPU demo sets 1e-2)"})
     sft_schedule: str = field(default="constant", metadata={"help": "learning-rate schedule of the warm start: 'constant' or 'linear' decay to 0", "choices": ["constant", "linear"]})
     skip_uniform_groups: bool = field(default=False, metadata={"help": "grpo: leave groups whose rewards are all equal (zero advantage) out of the update, as DAPO's dynamic sampling does; saves their forward and backward passes"})
     num_threads: int | None = field(default=None, metadata={"help": "CPU: torch threads (none: 1 for the tiny model, whose small kernels only contend; torch's default otherwise)"})
@@ -654,8 +654,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.demo:
         console.print("[bold]No GPU: running a short CPU demo[/] (tiny random backbone; pass --model to train a real one).")
     out = Path(args.output_dir or f"runs/memory_r1__{args.mode}__{args.algo}__{args.seed}__{int(time.time())}")
-    out.mkdir(parents=True, exist_ok=True)
-    if not args.resume:
+    from algos.logo_grpo import prepare_output_dir
+
+    prepare_output_dir(out, args.resume)
+    if not args.resume or not (out / "args.json").is_file():
         (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
     if args.source == "locomo":
         console.print(format_split_counts(args.split, split_question_counts(args.data_path, args.split)))
@@ -807,10 +809,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 console.print(f"stopping after {done_here} updates (--stop-after); continue with --resume {out}")
                 break
     finished = state["update"] == args.updates
-    if eval_items and finished:
+    if eval_items and finished and "after" not in evals:
         evals["after"] = evaluate_answers(sampler, eval_items, args.metric, description="eval (end)",
                                           console=console, progress=args.progress)
         log.write(args.updates, {"eval/score": evals["after"], "eval/questions": float(len(eval_items))})
+        state = {"update": state["update"], "evals": dict(evals)}  # a resumed finished run keeps this row once
+        save_checkpoint(out, model, optimizer, state, np_rng, generator, (adapter,), keep=args.keep_checkpoints,
+                        modules=modules)
+    if "after" in evals:
         console.print(f"eval {args.metric}: {evals['before']:.3f} -> {evals['after']:.3f} on {len(eval_items)} questions")
     save_adapter(model, out / "adapter", adapter, **serving)
     if value_head is not None:

@@ -201,7 +201,7 @@ def seed_checkpoint(preset: Preset, arm: str, seed: int, sft_adapter: Path, out:
     import torch
 
     from agents.backbone import load_backbone
-    from agents.lora import add_lora, adapter_names
+    from agents.lora import ADAPTER_META, add_lora, adapter_names, saved_adapter_info
     from algos.logo_grpo import _rng_state
 
     flags = {**preset.trainer, **arm_flags(arm)}
@@ -217,7 +217,9 @@ def seed_checkpoint(preset: Preset, arm: str, seed: int, sft_adapter: Path, out:
     for name in adapter_names(model):
         if name == "answer":
             continue
-        shutil.copytree(sft_adapter, ckpt / "adapters" / name)
+        target = shutil.copytree(sft_adapter, ckpt / "adapters" / name)
+        if (target / ADAPTER_META).is_file():  # the copy serves `name` now
+            (target / ADAPTER_META).write_text(json.dumps({**saved_adapter_info(target), "adapter_name": name}) + "\n")
     np_rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed * 1000)
     torch.save({"optimizer": optimizer.state_dict(), "rng": _rng_state(np_rng, gen),
@@ -496,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     _limit_threads()
     start = time.perf_counter()
     name = args.name or f"reproduce_{args.preset}"
-    if not name or "/" in name or name.startswith("."):
+    if "/" in name or name.startswith(".") or not name.strip():
         raise SystemExit(f"--name must be a plain file stem, got {name!r}")
     root = Path(args.work_dir or f"runs/{name}")
     runs = run_all(preset, root)

@@ -27,6 +27,8 @@ class Recorder:
 
 def test_parse_by_role_and_errors():
     assert parse_by_role("extract=oracle, manage=llm:tiny:/x/y") == {"extract": "oracle", "manage": "llm:tiny:/x/y"}
+    with pytest.raises(ValueError, match="needs roles"):
+        make_agent("by-role")
     for bad, fragment in (("", "needs roles"), ("extract", "ROLE=AGENT"), ("judge=oracle", "unknown role"),
                           ("manage=noop,manage=oracle", "given twice"), ("manage=", "ROLE=AGENT")):
         with pytest.raises(ValueError, match=fragment):

@@ -160,6 +160,8 @@ def test_prompt_style_follows_the_adapter_then_the_backbone(tmp_path):
     assert answerer.max_new_tokens == {"extract": 256, "manage": 256, "answer": 12} and not answerer.distill
     assert answerer.max_prompt_tokens == 500  # given: wins over the record
     assert LLMAgent(tiny_backbone(), adapter_path=tmp_path / "answer", distill=True).distill
+    renamed = LLMAgent(tiny_backbone(), adapter_path=tmp_path / "served", adapter_name="answer")
+    assert renamed.max_new_tokens == {"extract": 256, "manage": 256, "answer": 40}  # lengths follow the new role
     per_role = add_lora(tiny_backbone(), r=4, per_role=True)
     save_adapter(per_role, tmp_path / "mixed" / "extract", "extract", prompt_style="default")
     save_adapter(per_role, tmp_path / "mixed" / "manage", "manage", prompt_style="compact")

@@ -84,6 +84,24 @@ def test_final_adapter_loads_with_peft(tmp_path):
     assert any("lora_A" in n for n, _ in model.named_parameters())
 
 
+def test_update_with_fewer_samples_than_minibatches_takes_one_step_per_sample():
+    from agents.backbone import tiny_backbone
+    from agents.lora import add_lora
+    from algos.rollouts import Sample
+
+    backbone = tiny_backbone(seed=0)
+    model = add_lora(backbone)
+    model.eval()
+    samples = [Sample([5, 6, 7], [8, 9], [-1.0, -1.0], role="manage", session=0, local=False, group=("g",),
+                      advantage=a) for a in (1.0, -1.0)]
+    args = parse_args(Args, ["--ppo-epochs", "1", "--num-minibatches", "4"])
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    logo_grpo.ppo_update(model, samples, optimizer, args, pad_id=backbone.tokenizer.pad_token_id,
+                         rng=np.random.default_rng(0), world=1)
+    assert int(optimizer.state[params[0]]["step"]) == 2  # no empty minibatch steps
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_end_with_identical_adapters(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "algos.logo_grpo", *TINY,

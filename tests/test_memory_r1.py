@@ -210,6 +210,25 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, algo):
                                                                                             "update-000003"]
 
 
+def test_fresh_run_refuses_an_output_dir_with_an_earlier_run(tmp_path):
+    M.main([*SMALL, "--updates", "1", "--output-dir", str(tmp_path)])
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(SystemExit, match="--resume"):
+        M.main([*SMALL, "--updates", "1", "--output-dir", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing changed
+
+
+def test_resuming_a_finished_run_logs_its_final_eval_once(tmp_path):
+    flags = [*SMALL, "--algo", "grpo", "--group-size", "2", "--updates", "1", "--eval-worlds", "1"]
+    first = M.main([*flags, "--output-dir", str(tmp_path)])
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"update": 1, "charts/rew')  # a line torn by a crash mid-write
+    again = M.main([*flags, "--resume", str(tmp_path)])
+    assert again["eval"] == first["eval"] and len(again["history"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows if "eval/score" in r] == [0, 1]
+
+
 def test_resume_without_a_checkpoint_says_so(tmp_path):
     with pytest.raises(SystemExit, match="no checkpoints/latest"):
         M.main([*SMALL, "--resume", str(tmp_path)])
