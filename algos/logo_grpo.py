@@ -57,7 +57,8 @@ class Args:
     resume: str | None = field(default=None, metadata={"help": "an output directory to continue from its latest checkpoint"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     stages: tuple[int, ...] = field(default=(8, 16, 32), metadata={"help": "curriculum: sessions per conversation in each stage"})
-    updates_per_stage: int = field(default=50, metadata={"help": "policy updates in each stage"})
+    updates_per_stage: int = field(default=50, metadata={"help": "policy updates in each stage (at most, with --token-budget)"})
+    token_budget: int | None = field(default=None, metadata={"help": "generated tokens for the whole run, split evenly over the stages: a stage ends once its share is spent or after --updates-per-stage updates, whichever comes first (arms of a comparison get equal budgets)"})
     conversations_per_update: int = field(default=2, metadata={"help": "training conversations per update (across all processes)"})
     num_train_worlds: int = field(default=512, metadata={"help": "size of the pool of synthetic training worlds"})
     group_size: int = field(default=8, metadata={"help": "global rollouts per conversation (official: 16)"})
@@ -116,6 +117,8 @@ class Args:
             raise ValueError("--init-adapter loads one shared adapter; it cannot be combined with --per-role-adapters")
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError(f"--stop-after must be >= 1, got {self.stop_after}")
+        if self.token_budget is not None and self.token_budget < 1:
+            raise ValueError(f"--token-budget must be >= 1, got {self.token_budget}")
         if self.local_weight < 0:
             raise ValueError(f"--local-weight must be >= 0, got {self.local_weight}")
         try:
@@ -474,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                          temperature=args.temperature, top_p=args.top_p, generator=sampling_gen,
                          prompt_style=args.prompt_style)
 
-    state = {"update": 0, "stage": 0, "update_in_stage": 0}
+    state = {"update": 0, "stage": 0, "update_in_stage": 0, "tokens": 0.0}
     if args.resume:
         state = load_checkpoint(Path(args.resume), model, optimizer, np_rng, sampling_gen, trained_adapters)
         console.print(f"resumed from {args.resume} at update {state['update']} (stage {state['stage']})")
@@ -538,12 +541,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     vec = torch.tensor([metrics[k] for k in keys], dtype=torch.float64)
                     all_reduce_mean([vec], world)
                     metrics = dict(zip(keys, vec.tolist()))
-                state = {"update": state["update"] + 1, "stage": stage_idx, "update_in_stage": k + 1}
+                tokens = state.get("tokens", 0.0) + metrics.get("charts/generated_tokens", 0.0) * world
+                state = {"update": state["update"] + 1, "stage": stage_idx, "update_in_stage": k + 1, "tokens": tokens}
                 metrics.update({"charts/stage_sessions": horizon, "charts/rollout_seconds": t1 - t0,
                                 "charts/update_seconds": t2 - t1,
                                 "charts/updates_per_s": 1.0 / (t2 - t0),
                                 "charts/tokens_per_s": metrics.get("charts/generated_tokens", 0.0) * world / (t1 - t0),
-                                "charts/elapsed_s": time.perf_counter() - start_time})
+                                "charts/elapsed_s": time.perf_counter() - start_time,
+                                "charts/cumulative_tokens": tokens})
                 log.write(state["update"], metrics)
                 history.append(metrics)
                 progress.update(task, advance=1, description=f"stage {horizon} sessions",
@@ -551,20 +556,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                      f"score {metrics.get('charts/episode_score', 0):.3f} "
                                      f"kl {metrics.get('losses/kl', 0):.4f} "
                                      f"{metrics['charts/tokens_per_s']:.0f} tok/s")
-                end_of_stage = k + 1 == args.updates_per_stage
+                budget_spent = (args.token_budget is not None
+                                and tokens >= args.token_budget * (stage_idx + 1) / len(args.stages))
+                end_of_stage = k + 1 == args.updates_per_stage or budget_spent
                 stopping = args.stop_after is not None and done_here + 1 >= args.stop_after
                 if rank == 0 and (state["update"] % args.checkpoint_every == 0 or end_of_stage or stopping):
                     if end_of_stage:
-                        state = {"update": state["update"], "stage": stage_idx + 1, "update_in_stage": 0}
+                        state = {**state, "stage": stage_idx + 1, "update_in_stage": 0}
                     save_checkpoint(out, model, optimizer, state, np_rng, sampling_gen, trained_adapters,
                                     keep=args.keep_checkpoints)
                     if end_of_stage:
                         for adapter in trained_adapters:
                             save_adapter(model, out / f"stage-{horizon}" / adapter, adapter, **serving)
                 elif end_of_stage:
-                    state = {"update": state["update"], "stage": stage_idx + 1, "update_in_stage": 0}
+                    state = {**state, "stage": stage_idx + 1, "update_in_stage": 0}
                 done_here += 1
-                if args.stop_after is not None and done_here >= args.stop_after:
+                if (args.stop_after is not None and done_here >= args.stop_after) or budget_spent:
                     break
             if args.stop_after is not None and done_here >= args.stop_after:
                 console.print(f"stopping after {done_here} updates (--stop-after); continue with --resume {out}")

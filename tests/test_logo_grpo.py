@@ -28,6 +28,8 @@ TIMING = ("charts/rollout_seconds", "charts/update_seconds", "charts/updates_per
     (["--stages", "8", "0"], "--stages"),
     (["--env-kwargs", "[1]"], "--env-kwargs"),
     (["--micro-batch-size", "0"], "--micro-batch-size"),
+    (["--token-budget", "0"], "--token-budget"),
+    (["--stop-after", "0"], "--stop-after"),
 ])
 def test_inconsistent_flags_fail_at_parse_time(flags, fragment, capsys):
     with pytest.raises(SystemExit):
@@ -72,6 +74,21 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
     for folder in ("adapter", "stage-2/policy", "stage-3/policy"):
         assert (tmp_path / "full" / folder / "adapter_config.json").is_file()
     assert len(list((tmp_path / "full" / "checkpoints").glob("update-*"))) == 3  # --keep-checkpoints
+
+
+def test_token_budget_ends_each_stage_when_its_share_is_spent(tmp_path):
+    result = logo_grpo.main([*TINY, "--token-budget", "1", "--output-dir", str(tmp_path)])
+    rows = result["history"]
+    # a share of 1 token is spent by any update: one update per stage instead of --updates-per-stage 2
+    assert [r["charts/stage_sessions"] for r in rows] == [2, 3]
+    cumulative = [r["charts/cumulative_tokens"] for r in rows]
+    assert cumulative == list(np.cumsum([r["charts/generated_tokens"] for r in rows])) and cumulative[0] > 0
+    assert result["state"]["tokens"] == cumulative[-1] and result["state"]["update"] == 2
+    for folder in ("stage-2/policy", "stage-3/policy", "adapter"):
+        assert (tmp_path / folder / "adapter_config.json").is_file()
+    # a budget larger than the updates can spend changes nothing: --updates-per-stage still ends the stages
+    full = logo_grpo.main([*TINY, "--token-budget", "10000000", "--output-dir", str(tmp_path / "big")])
+    assert [r["charts/stage_sessions"] for r in full["history"]] == [2, 2, 3, 3]
 
 
 def test_final_adapter_loads_with_peft(tmp_path):
