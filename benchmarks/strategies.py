@@ -170,25 +170,39 @@ def turn_memory_text(speaker: str, text: str, date: str) -> str:
     return f"[{date}] {speaker}: {text}"
 
 
-class RagTurnsAgent:
-    """RAG over raw turns: every turn is ADDed verbatim as ``"[date] Speaker: text"``."""
+class AddEveryFactAgent:
+    """Base of the heuristic strategies: its own facts (extract), ADD every fact (manage),
+    scripted answer (answer). Subclasses give :meth:`facts`."""
 
-    name = "rag-turns"
+    name = "add-every-fact"
+
+    def facts(self, data: dict, date: str) -> list[dict]:
+        """The extract turn's facts (``{"text", "speaker"}`` records) of one observation."""
+        raise NotImplementedError
 
     def act(self, obs: str, info: dict) -> str:
-        """Turns as facts (extract), ADD every fact (manage), scripted answer (answer)."""
+        """The action for this observation's role (JSON text)."""
         data = load_observation(obs)
         role = observation_role(data, info)
         if role == EXTRACT:
             date = data.get("date") if isinstance(data.get("date"), str) else ""
-            facts = [{"text": turn_memory_text(speaker, text, date), "speaker": speaker}
-                     for speaker, text in _turns(data) if text.strip()]
-            return json.dumps({"facts": facts})
+            return json.dumps({"facts": self.facts(data, date)})
         if role == MANAGE:
             return add_all_facts_action(data)
         if role == ANSWER:
             return scripted_answer_action(data)
         return NOOP_ACTION
+
+
+class RagTurnsAgent(AddEveryFactAgent):
+    """RAG over raw turns: every turn is ADDed verbatim as ``"[date] Speaker: text"``."""
+
+    name = "rag-turns"
+
+    def facts(self, data: dict, date: str) -> list[dict]:
+        """Every non-empty turn, verbatim."""
+        return [{"text": turn_memory_text(speaker, text, date), "speaker": speaker}
+                for speaker, text in _turns(data) if text.strip()]
 
 
 # ------------------------------------------------------------------------------- add-only --
@@ -319,29 +333,20 @@ def first_person_facts(text: str, speaker: str, date: str) -> list[str]:
     return facts
 
 
-class AddOnlyAgent:
+class AddOnlyAgent(AddEveryFactAgent):
     """mem0-style ADD-only memory: rule-based first-person facts, never UPDATE or DELETE."""
 
     name = "add-only"
 
-    def act(self, obs: str, info: dict) -> str:
-        """First-person facts (extract), ADD every fact (manage), scripted answer (answer)."""
-        data = load_observation(obs)
-        role = observation_role(data, info)
-        if role == EXTRACT:
-            date = data.get("date") if isinstance(data.get("date"), str) else ""
-            facts, seen = [], set()
-            for speaker, text in _turns(data):
-                for fact in first_person_facts(text, speaker, date):
-                    if fact not in seen:
-                        seen.add(fact)
-                        facts.append({"text": fact, "speaker": speaker})
-            return json.dumps({"facts": facts})
-        if role == MANAGE:
-            return add_all_facts_action(data)
-        if role == ANSWER:
-            return scripted_answer_action(data)
-        return NOOP_ACTION
+    def facts(self, data: dict, date: str) -> list[dict]:
+        """First-person facts of the turns, each once."""
+        facts, seen = [], set()
+        for speaker, text in _turns(data):
+            for fact in first_person_facts(text, speaker, date):
+                if fact not in seen:
+                    seen.add(fact)
+                    facts.append({"text": fact, "speaker": speaker})
+        return facts
 
 
 # --------------------------------------------------------------------------- registration --
