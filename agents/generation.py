@@ -267,6 +267,20 @@ def generate(
     )
 
 
+def logits_to_logprobs(
+    logits: torch.Tensor, completion_ids: torch.Tensor, completion_mask: torch.Tensor, *, with_entropy: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (N, T) of the completion tokens under (N, T, V) float logits (already divided
+    by the temperature), and with ``with_entropy`` the entropy (N, T); 0 where masked."""
+    chosen = logits.gather(-1, completion_ids[..., None]).squeeze(-1)  # (N, T)
+    logprobs = (chosen - torch.logsumexp(logits, dim=-1)) * completion_mask
+    entropy = None
+    if with_entropy:
+        logp = logits.log_softmax(-1)
+        entropy = -(logp.exp() * logp).sum(-1) * completion_mask  # (N, T)
+    return logprobs, entropy
+
+
 def _chunk_logprobs(
     model,
     prompt_ids: torch.Tensor,
@@ -287,14 +301,7 @@ def _chunk_logprobs(
         use_cache=False,
         logits_to_keep=num_new + 1,
     ).logits[:, :-1].float()  # (b, T, V)
-    logits = logits / temperature
-    chosen = logits.gather(-1, completion_ids[..., None]).squeeze(-1)  # (b, T)
-    logprobs = (chosen - torch.logsumexp(logits, dim=-1)) * completion_mask
-    entropy = None
-    if with_entropy:
-        logp = logits.log_softmax(-1)
-        entropy = -(logp.exp() * logp).sum(-1) * completion_mask  # (b, T)
-    return logprobs, entropy
+    return logits_to_logprobs(logits / temperature, completion_ids, completion_mask, with_entropy=with_entropy)
 
 
 def sequence_logprobs(

@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from algos.cli import parse_args, with_defaults
+from algos.cli import TrainerArgs, parse_args, progress_bar, with_defaults
 from memenv.constants import TRAIN_SEED_OFFSET  # training worlds use seeds >= it, evaluation below
 
 # The CPU demo: the tiny byte-level model, compact prompts, short worlds, the oracle playing
@@ -49,37 +49,21 @@ CPU_DEMO = dict(model="tiny", stages=(2, 4), updates_per_stage=4, group_size=8, 
 
 
 @dataclass
-class Args:
+class Args(TrainerArgs):
     env: str = field(default="MemorySession-v0", metadata={"help": "registered env id (or module:Id) whose env offers fork()"})
-    env_kwargs: str = field(default="{}", metadata={"help": "JSON object of extra gym.make keyword arguments"})
-    model: str | None = field(default=None, metadata={"help": "backbone: 'smollm2-135m', 'tiny', a HF directory or .gguf (none: smollm2-135m on GPU, tiny on CPU)"})
-    output_dir: str | None = field(default=None, metadata={"help": "where checkpoints, metrics and the adapter go (none: runs/<run name>)"})
-    resume: str | None = field(default=None, metadata={"help": "an output directory to continue from its latest checkpoint"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
     stages: tuple[int, ...] = field(default=(8, 16, 32), metadata={"help": "curriculum: sessions per conversation in each stage"})
     updates_per_stage: int = field(default=50, metadata={"help": "policy updates in each stage (at most, with --token-budget)"})
     token_budget: int | None = field(default=None, metadata={"help": "generated tokens for the whole run, split evenly over the stages: a stage ends once its share is spent or after --updates-per-stage updates, whichever comes first (arms of a comparison get equal budgets)"})
     conversations_per_update: int = field(default=2, metadata={"help": "training conversations per update (across all processes)"})
-    num_train_worlds: int = field(default=512, metadata={"help": "size of the pool of synthetic training worlds"})
     group_size: int = field(default=8, metadata={"help": "global rollouts per conversation (official: 16)"})
     inner_fraction: float = field(default=0.5, metadata={"help": "probability that a session gets local rerollouts (0: plain GRPO)"})
     inner_n: int = field(default=4, metadata={"help": "rerollouts per local group"})
     max_local_questions: int = field(default=16, metadata={"help": "questions that score one rerollout"})
     local_weight: float = field(default=1.0, metadata={"help": "weight of local advantages"})
-    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate of the LoRA parameters"})
-    ppo_epochs: int = field(default=2, metadata={"help": "passes over each batch"})
     num_minibatches: int = field(default=4, metadata={"help": "optimizer steps per epoch"})
-    micro_batch_size: int = field(default=8, metadata={"help": "sequences per forward pass (memory bound)"})
-    clip_eps: float = field(default=0.2, metadata={"help": "PPO clip range"})
     kl_coef: float = field(default=0.001, metadata={"help": "k3 KL penalty to the reference policy"})
-    entropy_coef: float = field(default=0.001, metadata={"help": "entropy bonus"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
     max_new_tokens: int = field(default=256, metadata={"help": "tokens per extract/manage action"})
-    max_prompt_tokens: int = field(default=2048, metadata={"help": "prompts are trimmed by relevance to this many tokens"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     lora_lm_head: bool = field(default=False, metadata={"help": "also put LoRA on the output layer (helps tiny models whose tied embeddings are frozen)"})
     prompt_style: str = field(default="default", metadata={"help": "role prompts: 'default' (full instructions) or 'compact' (for tiny models)", "choices": ["default", "compact"]})
     per_role_adapters: bool = field(default=False, metadata={"help": "one adapter per role instead of the shared one"})
@@ -87,19 +71,13 @@ class Args:
     extractor: str | None = field(default=None, metadata={"help": "a fixed agent (e.g. 'oracle') plays the extract turns; they are then not trained"})
     sft_warmup_steps: int = field(default=0, metadata={"help": "supervised steps on oracle demonstrations before RL"})
     sft_learning_rate: float = field(default=1e-4, metadata={"help": "learning rate of the SFT warm start"})
-    sft_schedule: str = field(default="constant", metadata={"help": "learning-rate schedule of the warm start: 'constant' or 'linear' decay to 0", "choices": ["constant", "linear"]})
     sft_worlds: int = field(default=16, metadata={"help": "training worlds whose oracle demonstrations the warm start imitates"})
     init_adapter: str | None = field(default=None, metadata={"help": "start from this PEFT adapter (e.g. an SFT result)"})
     checkpoint_every: int = field(default=10, metadata={"help": "checkpoint every K updates (and at the end of each stage and at --stop-after)"})
-    keep_checkpoints: int = field(default=3, metadata={"help": "how many of the latest checkpoints to keep"})
-    stop_after: int | None = field(default=None, metadata={"help": "leave after this many updates in this invocation (continue later with --resume)"})
-    device: str | None = field(default=None, metadata={"help": "cuda / cpu (none: cuda when available)"})
-    dtype: str | None = field(default=None, metadata={"help": "float32 / bfloat16 (none: bf16 on GPU, fp32 on CPU)"})
-    demo: bool | None = field(default=None, metadata={"help": "short CPU demo settings (none: on when no GPU and no --model)"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard events when tensorboard is installed"})
-    progress: bool = field(default=True, metadata={"help": "show the rich progress bar"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0.0 <= self.inner_fraction <= 1.0:
             raise ValueError(f"--inner-fraction must be in [0, 1], got {self.inner_fraction}")
         if self.inner_fraction > 0 and self.inner_n < 2:
@@ -108,25 +86,16 @@ class Args:
             raise ValueError(f"--group-size must be >= 2 for group-relative advantages, got {self.group_size}")
         if not self.stages or any(s < 1 for s in self.stages):
             raise ValueError(f"--stages needs positive session counts, got {self.stages}")
-        for name in ("updates_per_stage", "conversations_per_update", "ppo_epochs", "num_minibatches",
-                     "micro_batch_size", "max_new_tokens", "max_prompt_tokens", "checkpoint_every", "num_train_worlds",
-                     "keep_checkpoints"):
+        for name in ("updates_per_stage", "conversations_per_update", "num_minibatches", "max_new_tokens",
+                     "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.init_adapter and self.per_role_adapters:
             raise ValueError("--init-adapter loads one shared adapter; it cannot be combined with --per-role-adapters")
-        if self.stop_after is not None and self.stop_after < 1:
-            raise ValueError(f"--stop-after must be >= 1, got {self.stop_after}")
         if self.token_budget is not None and self.token_budget < 1:
             raise ValueError(f"--token-budget must be >= 1, got {self.token_budget}")
         if self.local_weight < 0:
             raise ValueError(f"--local-weight must be >= 0, got {self.local_weight}")
-        try:
-            kwargs = json.loads(self.env_kwargs)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--env-kwargs is not JSON: {err}") from None
-        if not isinstance(kwargs, dict):
-            raise ValueError("--env-kwargs must be a JSON object")
 
 
 def apply_demo_defaults(args: Args, argv: Sequence[str], has_gpu: bool) -> Args:
@@ -509,10 +478,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.resume:
         log.truncate_after(state["update"])  # rows past the checkpoint are written again
     total = len(args.stages) * args.updates_per_stage
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[live]}"), console=console, disable=not args.progress or rank != 0)
+    progress = progress_bar("live", console=console, enabled=args.progress and rank == 0)
     history = []
     done_here = 0
     start_time = time.perf_counter()

@@ -62,7 +62,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from algos.cli import parse_args, with_defaults
+from algos.cli import TrainerArgs, parse_args, progress_bar, with_defaults
 from algos.rollouts import Generation, Sample, generations
 
 MODES = ("answer", "manager")
@@ -87,23 +87,17 @@ CPU_DEMO_MANAGER = {**CPU_DEMO, "updates": 8, "max_new_tokens": 128, "max_prompt
 
 
 @dataclass
-class Args:
+class Args(TrainerArgs):
     mode: str = field(default="answer", metadata={"help": "which agent to train: 'answer' (bank fixed) or 'manager' (answerer frozen)", "choices": MODES})
     algo: str = field(default="grpo", metadata={"help": "'grpo' (group-relative advantages) or 'ppo' (learned value head)", "choices": ALGOS})
     env: str = field(default="MemorySession-v0", metadata={"help": "registered env id with fork() and probe()"})
-    env_kwargs: str = field(default="{}", metadata={"help": "JSON object of extra gym.make keyword arguments"})
     source: str = field(default="synthetic", metadata={"help": "'synthetic' worlds or 'locomo' (needs --data-path)", "choices": SOURCES})
     data_path: str | None = field(default=None, metadata={"help": "LoCoMo file (locomo10.json) for --source locomo"})
     split: str = field(default="memory-r1", metadata={"help": "LoCoMo split preset: train on its 'train' part, evaluate on 'val'"})
     num_sessions: int = field(default=8, metadata={"help": "sessions per synthetic world"})
-    model: str | None = field(default=None, metadata={"help": "backbone: 'smollm2-135m', 'tiny', a HF directory or .gguf (none: smollm2-135m on GPU, tiny on CPU)"})
-    output_dir: str | None = field(default=None, metadata={"help": "where checkpoints, metrics and the adapter go (none: runs/<run name>)"})
-    resume: str | None = field(default=None, metadata={"help": "an output directory to continue from its latest checkpoint (give the same settings)"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
     updates: int = field(default=50, metadata={"help": "policy updates"})
     questions_per_update: int = field(default=16, metadata={"help": "answer mode: questions (states) per update"})
     conversations_per_update: int = field(default=2, metadata={"help": "conversations drawn per update (answer mode: the questions come from them)"})
-    num_train_worlds: int = field(default=512, metadata={"help": "size of the pool of synthetic training worlds"})
     eval_worlds: int = field(default=0, metadata={"help": "answer mode: greedy evaluation at start and end on this many eval worlds (locomo: the val part; 0: off)"})
     group_size: int | None = field(default=None, metadata={"help": "samples per state (none: 8 for grpo, 1 for ppo)"})
     manager: str = field(default="oracle", metadata={"help": "answer mode: the agent that builds the fixed memory banks (registry name, e.g. oracle, add-all, llm:...)"})
@@ -115,41 +109,25 @@ class Args:
     answer_top_k: int = field(default=30, metadata={"help": "memories retrieved per speaker for an answer (the paper: 30)"})
     distill: bool = field(default=True, metadata={"help": "answer prompts ask for the relevant memory ids before the answer (memory distillation)"})
     prompt_style: str = field(default="auto", metadata={"help": "'default', 'compact' or 'auto' (compact for the tiny model)", "choices": PROMPT_STYLES})
-    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate of the LoRA parameters"})
     value_learning_rate: float | None = field(default=None, metadata={"help": "AdamW learning rate of the value head (none: --learning-rate)"})
     vf_coef: float = field(default=0.1, metadata={"help": "ppo: weight of the value loss"})
     value_clip: float | None = field(default=None, metadata={"help": "ppo: clip range of the value update (none: plain MSE)"})
     whiten_advantages: bool = field(default=False, metadata={"help": "ppo: normalise r - V over the batch"})
-    ppo_epochs: int = field(default=2, metadata={"help": "passes over each batch"})
     num_minibatches: int = field(default=2, metadata={"help": "optimizer steps per epoch"})
-    micro_batch_size: int = field(default=8, metadata={"help": "sequences per forward pass (memory bound)"})
     generation_batch_size: int = field(default=64, metadata={"help": "sequences per generation call"})
-    clip_eps: float = field(default=0.2, metadata={"help": "PPO clip range"})
     kl_coef: float = field(default=0.001, metadata={"help": "k3 KL penalty to the reference policy (adapter disabled)"})
-    entropy_coef: float = field(default=0.001, metadata={"help": "entropy bonus"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (> 0)"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
     max_new_tokens: int | None = field(default=None, metadata={"help": "tokens per action (none: 64 answer, 256 manager)"})
-    max_prompt_tokens: int = field(default=2048, metadata={"help": "prompts are trimmed by relevance to this many tokens"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     sft_warmup_steps: int = field(default=0, metadata={"help": "supervised steps before RL (answer: gold answers; manager: oracle operations)"})
     sft_batch_size: int = field(default=8, metadata={"help": "demonstrations per supervised step"})
     sft_learning_rate: float | None = field(default=None, metadata={"help": "learning rate of the warm start (none: --learning-rate; the manager-mode CPU demo sets 1e-2)"})
-    sft_schedule: str = field(default="constant", metadata={"help": "learning-rate schedule of the warm start: 'constant' or 'linear' decay to 0", "choices": ["constant", "linear"]})
     skip_uniform_groups: bool = field(default=False, metadata={"help": "grpo: leave groups whose rewards are all equal (zero advantage) out of the update, as DAPO's dynamic sampling does; saves their forward and backward passes"})
     num_threads: int | None = field(default=None, metadata={"help": "CPU: torch threads (none: 1 for the tiny model, whose small kernels only contend; torch's default otherwise)"})
-    device: str | None = field(default=None, metadata={"help": "cuda / cpu (none: cuda when available)"})
-    dtype: str | None = field(default=None, metadata={"help": "float32 / bfloat16 (none: bf16 on GPU, fp32 on CPU)"})
-    demo: bool | None = field(default=None, metadata={"help": "short CPU demo settings (none: on when no GPU and no --model)"})
     checkpoint_every: int = field(default=10, metadata={"help": "checkpoint every K updates (and at --stop-after and the end)"})
-    keep_checkpoints: int = field(default=3, metadata={"help": "how many of the latest checkpoints to keep"})
-    stop_after: int | None = field(default=None, metadata={"help": "leave after this many updates in this invocation (continue later with --resume)"})
     tensorboard: bool = field(default=False, metadata={"help": "also write TensorBoard events when tensorboard is installed"})
-    progress: bool = field(default=True, metadata={"help": "show the rich progress bar"})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name, choices in (("mode", MODES), ("algo", ALGOS), ("metric", METRICS), ("source", SOURCES),
                               ("prompt_style", PROMPT_STYLES)):
             if getattr(self, name) not in choices:
@@ -159,9 +137,8 @@ class Args:
                 raise ValueError(f"--group-size must be >= 1, got {self.group_size}")
             if self.algo == "grpo" and self.group_size < 2:
                 raise ValueError("--group-size must be >= 2 for grpo (a group of one has no advantage)")
-        for name in ("updates", "questions_per_update", "conversations_per_update", "num_train_worlds", "ppo_epochs",
-                     "num_minibatches", "micro_batch_size", "generation_batch_size", "max_questions",
-                     "max_prompt_tokens", "num_sessions", "sft_batch_size", "checkpoint_every", "keep_checkpoints"):
+        for name in ("updates", "questions_per_update", "conversations_per_update", "num_minibatches",
+                     "generation_batch_size", "max_questions", "num_sessions", "sft_batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.num_threads is not None and self.num_threads < 1:
@@ -171,8 +148,6 @@ class Args:
         for name in ("eval_worlds", "sft_warmup_steps", "answer_top_k", "vf_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if self.stop_after is not None and self.stop_after < 1:
-            raise ValueError(f"--stop-after must be >= 1, got {self.stop_after}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
         if not self.temperature > 0:
@@ -181,12 +156,6 @@ class Args:
             raise ValueError(f"--value-clip must be > 0 or none, got {self.value_clip}")
         if self.source == "locomo" and not self.data_path:
             raise ValueError("--source locomo needs --data-path (the LoCoMo json file)")
-        try:
-            kwargs = json.loads(self.env_kwargs)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--env-kwargs is not JSON: {err}") from None
-        if not isinstance(kwargs, dict):
-            raise ValueError("--env-kwargs must be a JSON object")
 
     @property
     def n(self) -> int:
@@ -394,12 +363,9 @@ def collect_answer_batch(sampler: Sampler, items: Sequence[AnswerItem], *, n: in
 def evaluate_answers(sampler: Sampler, items: Sequence[AnswerItem], metric: str, *, description: str = "eval",
                      console=None, progress: bool = False) -> float:
     """Mean reward of the greedy answers (0 for no items); a progress bar with ``progress``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     if not items:
         return 0.0
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, disable=not progress)
+    bar = progress_bar(console=console, enabled=progress)
     with bar:
         task = bar.add_task(description, total=len(items))
         groups = sampler.sample([it.obs for it in items], "answer", 1, greedy=True,
@@ -516,7 +482,7 @@ def policy_and_values(model, value_head, batch: dict[str, torch.Tensor], *, temp
     The value reads the last layer's hidden state at the last prompt token (prompts are
     left-padded, completions right-padded, as :func:`algos.logo_grpo.collate` makes them).
     """
-    from agents.generation import positions_from_mask
+    from agents.generation import logits_to_logprobs, positions_from_mask
     from algos.value import last_token_hidden
 
     prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
@@ -527,12 +493,7 @@ def policy_and_values(model, value_head, batch: dict[str, torch.Tensor], *, temp
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False,
                 logits_to_keep=num_new + 1, output_hidden_states=True)
     logits = out.logits[:, :-1].float() / (temperature if temperature > 0 else 1.0)  # (N, T, V)
-    chosen = logits.gather(-1, completion_ids[..., None]).squeeze(-1)  # (N, T)
-    logprobs = (chosen - torch.logsumexp(logits, dim=-1)) * completion_mask
-    entropy = None
-    if with_entropy:
-        logp = logits.log_softmax(-1)
-        entropy = -(logp.exp() * logp).sum(-1) * completion_mask  # (N, T)
+    logprobs, entropy = logits_to_logprobs(logits, completion_ids, completion_mask, with_entropy=with_entropy)
     hidden = last_token_hidden(out.hidden_states[-1][:, :p_len], prompt_mask)  # (N, H)
     return logprobs, entropy, value_head(hidden)
 
@@ -754,10 +715,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         evals["before"] = evaluate_answers(sampler, eval_items, args.metric, description="eval (start)",
                                            console=console, progress=args.progress)
         log.write(0, {"eval/score": evals["before"], "eval/questions": float(len(eval_items))})
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[live]}"), console=console, disable=not args.progress)
+    progress = progress_bar("live", console=console, enabled=args.progress)
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     with progress:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from algos.cli import parse_args
+from algos.cli import parse_args, progress_bar
 
 COMPACT = (",", ":")
 
@@ -172,10 +172,7 @@ def train_sft(
 def sft_progress(steps: int, description: str = "SFT", *, console=None,
                  enabled: bool = True) -> Iterator[Callable[[int, float], None]]:
     """A rich progress bar for :func:`train_sft`; yields its ``on_step`` callback (shows the loss)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[loss]}"), console=console, disable=not enabled)
+    progress = progress_bar("loss", console=console, enabled=enabled)
     with progress:
         task = progress.add_task(description, total=steps, loss="")
 

@@ -44,6 +44,16 @@ def test_every_hyper_parameter_is_a_flag_with_help():
     assert "plain GRPO" in out and "(default: 8 16 32)" in out
 
 
+def test_help_lists_the_trainers_own_options_before_the_shared_ones(capsys):
+    from algos.cli import TrainerArgs, build_parser
+
+    text = build_parser(Args).format_help()
+    text = text[text.index("\noptions:"):]  # the option list, past the usage lines
+    shared = text.index("Run, optimisation and checkpoint options shared by the trainers")
+    assert text.index("--env ENV") < text.index("--stages") < shared < text.index("--output-dir OUTPUT_DIR")
+    assert issubclass(Args, TrainerArgs) and "--inner-fraction" in text[:shared]
+
+
 def test_inner_fraction_zero_is_accepted_and_means_no_local_groups():
     args = parse_args(Args, ["--inner-fraction", "0", "--inner-n", "1"])
     assert args.inner_fraction == 0.0
