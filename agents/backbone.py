@@ -237,6 +237,29 @@ def load_backbone(
     )
 
 
+def load_tokenizer(name_or_path: str):
+    """The tokenizer :func:`load_backbone` would give, without loading the model's weights
+    (when the model is a GGUF file not yet converted, it is converted and cached first)."""
+    from transformers import AutoTokenizer
+
+    if name_or_path == TINY_ALIAS:
+        return tiny_tokenizer()
+    if name_or_path == SMOLLM2_ALIAS:
+        path = cache_root() / "models" / SMOLLM2_ALIAS
+        if not (path / "config.json").is_file():
+            path = _cached_gguf_dir(smollm2_gguf_path(), SMOLLM2_ALIAS)
+    else:
+        path = Path(name_or_path).expanduser()
+        if path.is_file() and path.suffix == ".gguf":
+            path = _cached_gguf_dir(path, _gguf_cache_name(path))
+        elif not (path.is_dir() and (path / "config.json").is_file()):
+            load_backbone(name_or_path)  # raises the one-line FileNotFoundError that says what to give
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def tiny_tokenizer():
     """A byte-level tokenizer built in code: 3 ChatML special tokens + the 256 byte symbols.
 

@@ -17,6 +17,8 @@ T the longest completion. Sample ``i`` belongs to prompt ``i // n`` (``prompt_in
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -109,6 +111,24 @@ def filter_logits(logits: torch.Tensor, *, top_k: int = 0, top_p: float = 1.0) -
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_keyword_of(model_class: type) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def cache_keyword(model) -> str:
+    """The ``forward`` keyword that takes the KV cache: ``cache`` in newer transformers (where
+    ``past_key_values`` is deprecated, to be removed in 5.40), ``past_key_values`` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _cache_keyword_of(type(base))
+
+
+def returned_cache(output):
+    """The KV cache a forward pass returned, under either transformers naming."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 def _pad_id(tokenizer) -> int:
@@ -209,7 +229,7 @@ def generate(
             use_cache=True,
             logits_to_keep=1,
         )
-        cache = out.past_key_values
+        cache = returned_cache(out)
         logits = out.logits[:, -1].float()
         if n > 1:
             cache.batch_repeat_interleave(n)
@@ -222,12 +242,13 @@ def generate(
             use_cache=True,
             logits_to_keep=1,
         )
-        cache = out.past_key_values
+        cache = returned_cache(out)
         logits = out.logits[:, -1].float()
     mask = prompt_mask.repeat_interleave(n, dim=0)  # (N, P + t)
     next_position = mask.sum(-1, keepdim=True)  # (N, 1) position of the first new token
     num_seqs = mask.shape[0]
 
+    cache_kw = cache_keyword(model)
     finished = torch.zeros(num_seqs, dtype=torch.bool, device=device)
     tokens, logprobs, valid = [], [], []
     for step in range(max_new_tokens):
@@ -244,8 +265,8 @@ def generate(
             input_ids=token[:, None],
             attention_mask=mask,
             position_ids=next_position + step,
-            past_key_values=cache,
             use_cache=True,
+            **{cache_kw: cache},
         )
         logits = out.logits[:, -1].float()
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from agents.backbone import Backbone, load_backbone
-from agents.generation import Rollout, generate
-from agents.lora import POLICY_ADAPTER, find_adapters, load_adapter, load_adapters, role_adapter, saved_adapter_info, use_adapter
+from agents.generation import Rollout
+from agents.lora import POLICY_ADAPTER, find_adapters, load_adapter, load_adapters, saved_adapter_info
+from agents.sampler import RoleSampler
 from agents.prompts import (
     ANSWER,
     COMPACT_STYLE,
@@ -28,7 +29,6 @@ from agents.prompts import (
     STYLES,
     parse_answer,
     parse_observation,
-    render_prompt,
 )
 
 SPEC_PREFIX = "llm:"
@@ -177,16 +177,17 @@ class LLMAgent:
         model, adapter = parse_spec(spec)
         return cls(load_backbone(model, device=device, dtype=dtype), adapter_path=adapter)
 
+    @property
+    def sampler(self) -> RoleSampler:
+        """The agent's settings as a :class:`agents.sampler.RoleSampler` (prompts, adapters, generation)."""
+        return RoleSampler(self.model, self.tokenizer, prompt_style=self.prompt_style, distill=self.distill,
+                           max_prompt_tokens=self.max_prompt_tokens, max_new_tokens=self.max_new_tokens,
+                           temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                           generator=self._generator, batch_size=self.batch_size)
+
     def prompt(self, obs: str, role: str | None = None) -> str:
         """The rendered prompt for one observation."""
-        return render_prompt(
-            self.tokenizer,
-            obs,
-            max_prompt_tokens=self.max_prompt_tokens,
-            role=role,
-            distill=self.distill,
-            style=self.prompt_style,
-        )
+        return self.sampler.prompt(obs, role)
 
     def sample(
         self,
@@ -202,23 +203,11 @@ class LLMAgent:
         For trainers: the rollout holds token ids, masks and sampling log-probs. Settings
         not given come from the agent.
         """
-        roles = {parse_observation(obs).get("role") for obs in observations}
-        if len(roles) != 1 or not roles <= set(ROLES):
-            raise ValueError(f"sample() needs observations of one known role, got roles {sorted(map(str, roles))}")
-        role = roles.pop()
-        prompts = [self.prompt(obs, role) for obs in observations]
-        with use_adapter(self.model, role_adapter(self.model, role)):
-            return generate(
-                self.model,
-                self.tokenizer,
-                prompts,
-                num_samples=num_samples,
-                max_new_tokens=self.max_new_tokens[role],
-                temperature=self.temperature if temperature is None else temperature,
-                top_p=self.top_p if top_p is None else top_p,
-                top_k=self.top_k,
-                generator=generator if generator is not None else self._generator,
-            )
+        try:
+            return self.sampler.rollout(observations, num_samples=num_samples, temperature=temperature, top_p=top_p,
+                                        generator=generator)
+        except ValueError as err:
+            raise ValueError(str(err).replace("rollout()", "sample()")) from None
 
     @staticmethod
     def postprocess(role: str, text: str) -> str:
@@ -229,20 +218,14 @@ class LLMAgent:
         """One action per observation; observations of a role are generated together."""
         if len(observations) != len(infos):
             raise ValueError(f"got {len(observations)} observations but {len(infos)} infos")
-        by_role: dict[str, list[int]] = {}
+        roles = []
         for i, obs in enumerate(observations):
             role = parse_observation(obs).get("role")
             if role not in ROLES:
                 raise ValueError(f"observation {i} has unknown role {role!r}; roles are {ROLES}")
-            by_role.setdefault(role, []).append(i)
-        actions: list[str] = [""] * len(observations)
-        for role, indices in by_role.items():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start : start + self.batch_size]
-                rollout = self.sample([observations[i] for i in chunk])
-                for i, text in zip(chunk, rollout.texts):
-                    actions[i] = self.postprocess(role, text)
-        return actions
+            roles.append(role)
+        groups = self.sampler.sample(observations)
+        return [self.postprocess(role, group[0].text) for role, group in zip(roles, groups)]
 
     def act(self, obs: str, info: dict) -> str:
         """The action for one observation."""

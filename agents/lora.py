@@ -15,7 +15,11 @@ Adapters are saved in the standard PEFT format (``adapter_config.json`` +
 ``adapter_model.safetensors`` directly in the given directory), so
 ``PeftModel.from_pretrained(base, path)`` reads them; ``memenv_adapter.json`` beside them
 records the adapter's name, so :func:`load_adapters` gives it back its role (an
-``"answer"`` adapter answers, a ``"policy"`` one extracts and manages).
+``"answer"`` adapter answers, a ``"policy"`` one extracts and manages), and the base model
+it was trained on (its name and shape, :func:`base_model_record`), so loading it onto a
+base of another shape is refused with a one-line error (:func:`check_base_model`) instead
+of peft's size-mismatch traceback -- or, for a base with more layers, a silent partial load.
+Adapters without that record (plain peft, older versions) load unchecked.
 """
 
 from __future__ import annotations
@@ -32,18 +36,70 @@ import torch
 
 from agents.backbone import Backbone
 from agents.prompts import ANSWER, EXTRACT, MANAGE, ROLES
+
 POLICY_ADAPTER = "policy"
 # Every linear layer of a Llama-like block: attention and MLP (the usual "all-linear" LoRA).
 LLAMA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # Beside the PEFT files: which adapter (role layout name) the weights were saved from.
 ADAPTER_META = "memenv_adapter.json"
+# The base model's name as loaded (Backbone.name), kept on the base module by add_lora and
+# load_adapter so that save_adapter can record it without every caller passing it.
+BASE_NAME_ATTR = "memenv_base_name"
+# The config fields an adapter's weights depend on: the base it is loaded onto must agree.
+BASE_SHAPE_FIELDS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "num_key_value_heads", "intermediate_size")
 
 
 def _is_peft(model: torch.nn.Module) -> bool:
     from peft import PeftModel
 
     return isinstance(model, PeftModel)
+
+
+def _base_module(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under any peft wrapping."""
+    return model.get_base_model() if _is_peft(model) else model
+
+
+def _remember_base_name(backbone: Backbone) -> None:
+    setattr(_base_module(backbone.model), BASE_NAME_ATTR, backbone.name)
+
+
+def base_model_record(model: torch.nn.Module, name: str | None = None) -> dict:
+    """The base model's name and shape, as :func:`save_adapter` records them.
+
+    ``name`` defaults to the backbone name :func:`add_lora` / :func:`load_adapter` noted on
+    the model (None when it was wrapped otherwise); the shape fields
+    (``BASE_SHAPE_FIELDS``) come from the base model's config, each only when present.
+    """
+    base = _base_module(model)
+    config = getattr(base, "config", None)
+    record: dict = {"name": name if name is not None else getattr(base, BASE_NAME_ATTR, None)}
+    for field in BASE_SHAPE_FIELDS:
+        value = getattr(config, field, None)
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            record[field] = value
+    return record
+
+
+def check_base_model(path: str | Path, recorded: dict | None, target: torch.nn.Module,
+                     target_name: str | None = None) -> None:
+    """``ValueError`` (one line) when the adapter at ``path``, trained on the base ``recorded``
+    (:func:`base_model_record`; None: unrecorded, nothing to check), does not fit ``target``.
+
+    Only the shape is compared: the same model under another name or path is fine.
+    """
+    if not recorded:
+        return
+    actual = base_model_record(target, target_name)
+    differ = [f for f in BASE_SHAPE_FIELDS
+              if recorded.get(f) is not None and actual.get(f) is not None and recorded[f] != actual[f]]
+    if differ:
+        details = ", ".join(f"{f} {recorded[f]!r} != {actual[f]!r}" for f in differ)
+        raise ValueError(f"adapter {path} was trained on base model {recorded.get('name') or '(unnamed)'!r} but "
+                         f"is being loaded onto {actual.get('name') or '(unnamed)'!r}, which has another shape "
+                         f"({details}); load it onto the base it was trained on")
 
 
 def adapter_names(model: torch.nn.Module) -> tuple[str, ...]:
@@ -84,6 +140,7 @@ def add_lora(
         raise ValueError(f"LoRA rank r must be positive, got {r}")
     if _is_peft(backbone.model):
         raise ValueError(f"backbone {backbone.name!r} already holds adapters {adapter_names(backbone.model)}")
+    _remember_base_name(backbone)
 
     config = LoraConfig(
         r=r,
@@ -168,15 +225,17 @@ def use_adapter(model: torch.nn.Module, name: str | None) -> Iterator[torch.nn.M
 
 def save_adapter(model: torch.nn.Module, path: str | Path, adapter_name: str, *, prompt_style: str | None = None,
                  max_prompt_tokens: int | None = None, max_new_tokens: int | None = None,
-                 distill: bool | None = None) -> Path:
+                 distill: bool | None = None, base_model: str | None = None) -> Path:
     """Save one adapter in PEFT format directly into ``path`` (created; files replaced).
 
     peft itself puts non-default adapters in a sub-folder named after them; here the files
     land in ``path`` so that ``PeftModel.from_pretrained(base, path)`` reads them.
-    ``memenv_adapter.json`` beside them records ``adapter_name`` and, when given, the
-    settings the adapter was trained with (``prompt_style``, ``max_prompt_tokens``,
-    ``max_new_tokens`` of the roles it serves, ``distill``): an
-    :class:`agents.llm_agent.LLMAgent` loading it serves it the same way by default.
+    ``memenv_adapter.json`` beside them records ``adapter_name``, the base model
+    (``base_model``: its name, by default the backbone name the model was wrapped under,
+    and its shape; see :func:`base_model_record`) and, when given, the settings the adapter
+    was trained with (``prompt_style``, ``max_prompt_tokens``, ``max_new_tokens`` of the
+    roles it serves, ``distill``): an :class:`agents.llm_agent.LLMAgent` loading it serves
+    it the same way by default.
     """
     if adapter_name not in adapter_names(model):
         raise ValueError(f"model has no adapter {adapter_name!r}; it has {adapter_names(model)}")
@@ -189,7 +248,8 @@ def save_adapter(model: torch.nn.Module, path: str | Path, adapter_name: str, *,
             shutil.move(str(source / file), str(path / file))
     settings = {"prompt_style": prompt_style, "max_prompt_tokens": max_prompt_tokens,
                 "max_new_tokens": max_new_tokens, "distill": distill}
-    meta = {"adapter_name": adapter_name, **{k: v for k, v in settings.items() if v is not None}}
+    meta = {"adapter_name": adapter_name, "base_model": base_model_record(model, base_model),
+            **{k: v for k, v in settings.items() if v is not None}}
     (path / ADAPTER_META).write_text(json.dumps(meta) + "\n")
     return path
 
@@ -205,6 +265,8 @@ def saved_adapter_info(path: str | Path) -> dict:
         raise ValueError(f"{meta} is not JSON: {err}") from None
     if not isinstance(info, dict) or not isinstance(info.get("adapter_name"), str) or not info["adapter_name"]:
         raise ValueError(f"{meta} is not a JSON object with an 'adapter_name' string")
+    if "base_model" in info and not isinstance(info["base_model"], dict):
+        raise ValueError(f"{meta}: 'base_model' should be a JSON object (the base model's name and shape)")
     return info
 
 
@@ -261,22 +323,27 @@ def load_adapter(
     ``target`` is a Backbone (a plain model gets wrapped, becomes ``backbone.model`` and
     has the adapter active; a wrapped one gets the adapter added) or a ``PeftModel``
     (the adapter is added, not activated). ``is_trainable=False`` loads it frozen.
+    ``ValueError`` when the adapter recorded a base model of another shape than the
+    target's (:func:`check_base_model`).
     """
     from peft import PeftModel
 
     path = Path(path)
     if not (path / ADAPTER_FILES[0]).is_file():
         raise FileNotFoundError(f"no PEFT adapter at {path} (missing {ADAPTER_FILES[0]})")
+    recorded = saved_adapter_info(path).get("base_model")
     if isinstance(target, Backbone):
-        if _is_peft(target.model):
-            target = target.model
-        else:
+        _remember_base_name(target)
+        if not _is_peft(target.model):
+            check_base_model(path, recorded, target.model)
             target.model = PeftModel.from_pretrained(
                 target.model, str(path), adapter_name=adapter_name, is_trainable=is_trainable
             )
             return target.model
+        target = target.model
     if not _is_peft(target):
         raise TypeError(f"target must be a Backbone or a PeftModel, got {type(target).__name__}")
+    check_base_model(path, recorded, target)
     if adapter_name in adapter_names(target):
         raise ValueError(f"model already holds an adapter named {adapter_name!r}")
     target.load_adapter(str(path), adapter_name=adapter_name, is_trainable=is_trainable)

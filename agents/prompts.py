@@ -33,6 +33,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from memenv.parsing import RELEVANT_LINE, parse_answer  # noqa: F401  (parse_answer: agents' name for it)
+
 EXTRACT = "extract"
 MANAGE = "manage"
 ANSWER = "answer"
@@ -83,10 +85,7 @@ COMPACT_MANAGE_SYSTEM = 'Memory manager. Per fact: ADD, UPDATE id, DELETE id or 
 COMPACT_ANSWER_SYSTEM_DISTILL = f"Answer from memories, or {UNKNOWN_ANSWER}. Reply:\nRelevant: m3\nAnswer: Lyon"
 COMPACT_ANSWER_SYSTEM_DIRECT = f"Answer from memories, or {UNKNOWN_ANSWER}. Reply:\nAnswer: Lyon"
 
-_ANSWER_RE = re.compile(r"answer\s*[:：]\s*([^\n]*)", re.IGNORECASE)
-_RELEVANT_RE = re.compile(r"^\s*\W*relevant(?: memories)?\W*\s*[:：]\s*([^\n]*)", re.IGNORECASE | re.MULTILINE)
 _MEMORY_ID_RE = re.compile(r"\bm\d+\b")
-_STRIP_CHARS = " \t\r\n\"'`*"
 
 
 # ---------------------------------------------------------------------------- records
@@ -319,40 +318,9 @@ def render_prompt(
 # ---------------------------------------------------------------------------- parsing
 
 
-def _clean(text: str) -> str:
-    return text.strip(_STRIP_CHARS)
-
-
-def parse_answer(text: str) -> str:
-    """The final short answer in an answer-agent output.
-
-    Accepts ``{"answer": ...}`` JSON, text with an ``Answer:`` marker (the last one wins,
-    also on the same line as ``Relevant:``), or plain text (its first line that is not a
-    ``Relevant:`` line). Returns ``""`` when there is no answer.
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a string, got {type(text).__name__}")
-    stripped = text.strip()
-    unfenced = re.sub(r"^```(?:json)?\s*|\s*```$", "", stripped)
-    if unfenced.startswith("{"):
-        try:
-            value = json.loads(unfenced)
-        except json.JSONDecodeError:
-            value = None
-        if isinstance(value, dict) and "answer" in value:
-            return _clean(str(value["answer"]))
-    matches = _ANSWER_RE.findall(stripped)
-    if matches:
-        return _clean(matches[-1])
-    for line in stripped.splitlines():
-        if line.strip() and not _RELEVANT_RE.match(line):
-            return _clean(line)
-    return ""
-
-
 def parse_relevant_ids(text: str) -> list[str]:
     """Memory ids listed on the ``Relevant:`` line of a distilled answer (empty if none)."""
-    match = _RELEVANT_RE.search(text or "")
+    match = RELEVANT_LINE.search(text or "")
     if not match:
         return []
     before_answer = re.split(r"answer\s*[:：]", match.group(1), maxsplit=1, flags=re.IGNORECASE)[0]

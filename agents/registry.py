@@ -40,9 +40,9 @@ _BUILTIN: dict[str, str] = {
     "llm": "agents.llm_agent:LLMAgent.from_spec",
     "sb3-manager": "agents.sb3_manager:SB3ManagerAgent.from_spec",
     "random-manager": "agents.sb3_manager:RandomManagerAgent.from_spec",
-    "full-context": "benchmarks.strategies:FullContextAgent",
-    "rag-turns": "benchmarks.strategies:RagTurnsAgent",
-    "add-only": "benchmarks.strategies:AddOnlyAgent",
+    "full-context": "agents.baselines:FullContextAgent",
+    "rag-turns": "agents.baselines:RagTurnsAgent",
+    "add-only": "agents.baselines:AddOnlyAgent",
     "by-role": "agents.by_role:ByRoleAgent.from_spec",
 }
 _REGISTERED: dict[str, Callable[..., Any]] = {}

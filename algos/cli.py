@@ -17,10 +17,11 @@ import argparse
 import dataclasses
 import inspect
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -65,10 +66,17 @@ def progress_bar(*fields: str, console=None, enabled: bool = True):
                     disable=not enabled)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (``prog: error: message``, exit status 2),
+    without the usage block: the message names the flag, and ``--help`` shows the rest."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
 def build_parser(cls: type, *, description: str | None = None, prog: str | None = None) -> argparse.ArgumentParser:
     """An argparse parser with one flag per dataclass field."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     hints = typing.get_type_hints(cls)
     groups: dict[type, Any] = {cls: parser}  # inherited options: one help group per base, titled by its docstring
     for f in _fields_own_first(cls):
@@ -116,6 +124,28 @@ def parse_args(cls: type[T], argv: Sequence[str] | None = None, *, description: 
         raise  # unreachable: parser.error exits
 
 
+def run_main(main: Callable[[Sequence[str] | None], Any], prog: str, argv: Sequence[str] | None = None) -> int:
+    """Run a command's ``main``; a user error (:class:`algos.run.UserError`, or a disk that
+    cannot be written) is printed as ``prog: error: <one line>`` with exit status 2, not a
+    traceback. Use as ``raise SystemExit(run_main(main, "python -m algos.x"))``."""
+    import errno as _errno
+
+    from algos.run import DISK_ERRNOS, UserError, print_error
+
+    try:
+        main(argv)
+    except UserError as err:
+        print_error(prog, str(err))
+        return 2
+    except OSError as err:
+        if err.errno not in DISK_ERRNOS:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print_error(prog, f"cannot write{where}: {os.strerror(err.errno or _errno.EIO)}")
+        return 2
+    return 0
+
+
 def given_flags(args: Any, argv: Sequence[str]) -> set[str]:
     """Field names set explicitly on the command line (``--no-x`` counts as giving ``x``)."""
     names = {f.name for f in dataclasses.fields(args)}
@@ -136,47 +166,127 @@ def with_defaults(args: T, argv: Sequence[str], defaults: dict[str, Any]) -> T:
     return dataclasses.replace(args, **{k: v for k, v in defaults.items() if k not in given})
 
 
+DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+PROMPT_STYLE_CHOICES = ("auto", "default", "compact")
+
+
+def check_range(name: str, value: float | int | None, *, low: float | None = None, high: float | None = None,
+                low_open: bool = False, allow_none: bool = False) -> None:
+    """``ValueError`` naming the flag when ``value`` is outside [low, high] (``low_open``: (low, high])."""
+    if value is None and allow_none:
+        return
+    flag = "--" + name.replace("_", "-")
+    if value is None or isinstance(value, bool) or value != value:
+        raise ValueError(f"{flag} needs a number, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{flag} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{flag} must be <= {high}, got {value}")
+
+
+def check_env_id(env_id: str) -> None:
+    """``ValueError`` unless ``env_id`` is a registered Gymnasium id (``module:Id`` imports the module)."""
+    import gymnasium as gym
+
+    import memenv  # noqa: F401  (registers the MemorySession ids)
+
+    try:
+        gym.spec(env_id)
+    except Exception as err:  # noqa: BLE001 - gymnasium raises several error types for unknown ids
+        known = sorted(i for i in gym.registry if "MemorySession" in i)
+        raise ValueError(f"--env {env_id!r} is not a registered environment ({type(err).__name__}); "
+                         f"this package registers {', '.join(known)}") from None
+
+
+def check_agent_name(flag: str, spec: str | None, special: Sequence[str] = ()) -> None:
+    """``ValueError`` unless ``spec`` is one of ``special`` or names a registered agent (nothing is built)."""
+    if spec is None or spec in special:
+        return
+    from agents.registry import available_agents
+
+    name = spec.partition(":")[0]
+    if name not in available_agents():
+        choices = ", ".join([*special, *available_agents()])
+        raise ValueError(f"{flag} {spec!r}: unknown agent {name!r}; choose one of {choices}")
+
+
+def check_json_object(flag: str, text: str) -> dict:
+    """The JSON object ``text`` holds, or ``ValueError`` naming the flag (deep nesting included)."""
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+        raise ValueError(f"{flag} is not JSON: {reason}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object")
+    return value
+
+
 @dataclass
 class TrainerArgs:
     """Run, optimisation and checkpoint options shared by the trainers
 
     ``algos.logo_grpo.Args`` and ``algos.memory_r1.Args`` subclass it, add their own options
-    and call ``super().__post_init__()`` before their own checks.
+    (re-declaring a shared one where their default differs) and call
+    ``super().__post_init__()`` before their own checks.
     """
 
+    env: str = field(default="MemorySession-v0", metadata={"help": "registered env id (or module:Id) whose env offers fork()"})
     env_kwargs: str = field(default="{}", metadata={"help": "JSON object of extra gym.make keyword arguments"})
     model: str | None = field(default=None, metadata={"help": "backbone: 'smollm2-135m', 'tiny', a HF directory or .gguf (none: smollm2-135m on GPU, tiny on CPU)"})
-    output_dir: str | None = field(default=None, metadata={"help": "where checkpoints, metrics and the adapter go (none: runs/<run name>)"})
-    resume: str | None = field(default=None, metadata={"help": "an output directory to continue from its latest checkpoint (give the same settings)"})
+    output_dir: str | None = field(default=None, metadata={"help": "where checkpoints, metrics and the adapter go: a new or empty directory (none: runs/<run name>)"})
+    resume: str | None = field(default=None, metadata={"help": "continue the run in this directory from its newest intact checkpoint, with the settings in its args.json (flags given again must match, see --override)"})
+    override: bool = field(default=False, metadata={"help": "with --resume: accept flags that differ from the run's args.json (each change is recorded in args_history.jsonl)"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     num_train_worlds: int = field(default=512, metadata={"help": "size of the pool of synthetic training worlds"})
     learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate of the LoRA parameters"})
     ppo_epochs: int = field(default=2, metadata={"help": "passes over each batch"})
+    num_minibatches: int = field(default=4, metadata={"help": "optimizer steps per epoch"})
     micro_batch_size: int = field(default=8, metadata={"help": "sequences per forward pass (memory bound)"})
     clip_eps: float = field(default=0.2, metadata={"help": "PPO clip range"})
+    kl_coef: float = field(default=0.001, metadata={"help": "k3 KL penalty to the reference policy (the base model, adapter disabled)"})
     entropy_coef: float = field(default=0.001, metadata={"help": "entropy bonus"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of training rollouts (> 0)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling, in (0, 1]"})
     max_prompt_tokens: int = field(default=2048, metadata={"help": "prompts are trimmed by relevance to this many tokens"})
+    prompt_style: str = field(default="auto", metadata={"help": "role prompts: 'default' (full instructions), 'compact' (for tiny models) or 'auto' (compact for the tiny model)", "choices": PROMPT_STYLE_CHOICES})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    lora_lm_head: bool = field(default=False, metadata={"help": "also put LoRA on the output layer (helps tiny models whose tied embeddings are frozen)"})
+    sft_warmup_steps: int = field(default=0, metadata={"help": "supervised steps on demonstrations before RL"})
+    sft_learning_rate: float | None = field(default=None, metadata={"help": "learning rate of the warm start (none: --learning-rate)"})
+    sft_batch_size: int = field(default=8, metadata={"help": "demonstrations per supervised step"})
     sft_schedule: str = field(default="constant", metadata={"help": "learning-rate schedule of the warm start: 'constant' or 'linear' decay to 0", "choices": ["constant", "linear"]})
+    checkpoint_every: int = field(default=10, metadata={"help": "checkpoint every K updates (and at --stop-after and the end)"})
     keep_checkpoints: int = field(default=3, metadata={"help": "how many of the latest checkpoints to keep"})
     stop_after: int | None = field(default=None, metadata={"help": "leave after this many updates in this invocation (continue later with --resume)"})
-    device: str | None = field(default=None, metadata={"help": "cuda / cpu (none: cuda when available)"})
-    dtype: str | None = field(default=None, metadata={"help": "float32 / bfloat16 (none: bf16 on GPU, fp32 on CPU)"})
+    device: str | None = field(default=None, metadata={"help": "cuda / cuda:N / cpu (none: cuda when available)"})
+    dtype: str | None = field(default=None, metadata={"help": "float32 / bfloat16 (none: bf16 on GPU, fp32 on CPU)", "choices": DTYPES})
+    num_threads: int | None = field(default=None, metadata={"help": "CPU: torch threads (none: 1 for the tiny model, whose small kernels only contend; torch's default otherwise)"})
     demo: bool | None = field(default=None, metadata={"help": "short CPU demo settings (none: on when no GPU and no --model)"})
     progress: bool = field(default=True, metadata={"help": "show the rich progress bar"})
+    tensorboard: bool = field(default=False, metadata={"help": "also write TensorBoard events when tensorboard is installed"})
 
     def __post_init__(self) -> None:
-        for name in ("num_train_worlds", "ppo_epochs", "micro_batch_size", "max_prompt_tokens", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.stop_after is not None and self.stop_after < 1:
-            raise ValueError(f"--stop-after must be >= 1, got {self.stop_after}")
-        try:
-            kwargs = json.loads(self.env_kwargs)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--env-kwargs is not JSON: {err}") from None
-        if not isinstance(kwargs, dict):
-            raise ValueError("--env-kwargs must be a JSON object")
+        for name in ("num_train_worlds", "ppo_epochs", "num_minibatches", "micro_batch_size", "max_prompt_tokens",
+                     "keep_checkpoints", "checkpoint_every", "lora_r", "sft_batch_size"):
+            check_range(name, getattr(self, name), low=1)
+        for name in ("learning_rate", "kl_coef", "entropy_coef", "sft_warmup_steps", "seed"):
+            check_range(name, getattr(self, name), low=0)
+        for name in ("clip_eps", "max_grad_norm", "temperature", "lora_alpha"):
+            check_range(name, getattr(self, name), low=0, low_open=True)
+        check_range("top_p", self.top_p, low=0, high=1, low_open=True)
+        check_range("sft_learning_rate", self.sft_learning_rate, low=0, low_open=True, allow_none=True)
+        check_range("stop_after", self.stop_after, low=1, allow_none=True)
+        check_range("num_threads", self.num_threads, low=1, allow_none=True)
+        if self.device is not None and not (self.device in ("cpu", "cuda") or
+                                            (self.device.startswith("cuda:") and self.device[5:].isdigit())):
+            raise ValueError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
+        if self.override and not self.resume:
+            raise ValueError("--override only applies with --resume")
+        if self.resume and self.output_dir is not None and os.path.abspath(self.output_dir) != os.path.abspath(self.resume):
+            raise ValueError(f"--resume {self.resume} continues the run in its own directory; --output-dir "
+                             f"{self.output_dir} must be the same directory or left out")
+        check_json_object("--env-kwargs", self.env_kwargs)
+        check_env_id(self.env)

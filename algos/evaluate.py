@@ -5,20 +5,21 @@ given) with greedy decoding and the same role prompts as in training; a frozen a
 answers every question after the last session (``qa_schedule="end"``). The score is the
 mean answer F1 over all questions, overall and per question kind.
 
-Held-out synthetic worlds are the seeds below ``algos.logo_grpo.TRAIN_SEED_OFFSET``
+Held-out synthetic worlds are the seeds below ``memenv.constants.TRAIN_SEED_OFFSET``
 (training draws its worlds from seeds at or above it).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+PROG = "python -m algos.evaluate"
 BENCH_ENV = "MemorySessionBench-v0"  # MemorySession-v0 with qa_schedule="end"
 LOCOMO_ENV = "MemorySessionLoCoMo-v0"
 
@@ -41,7 +42,7 @@ class EvalResult:
 
 def check_heldout(worlds: Sequence[int]) -> list[int]:
     """The world seeds, after checking none of them is a training seed."""
-    from algos.logo_grpo import TRAIN_SEED_OFFSET
+    from memenv.constants import TRAIN_SEED_OFFSET
 
     worlds = [int(w) for w in worlds]
     if not worlds:
@@ -69,49 +70,32 @@ def run_episodes(policy: Any, answerer: Any, make_env, conversations: Sequence[A
                  extractor: Any | None = None) -> EvalResult:
     """Run one episode per conversation in lockstep and score the answers.
 
-    ``policy.generate(observations)`` plays the extract/manage turns (batched), except the
-    extract turns when ``extractor`` (an agent with ``act(obs, info)``) is given;
+    ``policy.generate(observations)`` plays the extract/manage turns (batched, both roles in
+    one call), except the extract turns when ``extractor`` (an agent) is given;
     ``answerer.answer(observations, infos)`` answers the questions.
     """
-    envs, obs, infos = [], [], []
-    for key in conversations:
-        env = make_env()
-        o, i = env.reset(options={"conversation": key})
-        envs.append(env)
-        obs.append(o)
-        infos.append(i)
-    done = [False] * len(envs)
+    from memenv.play import play
+
+    def policy_act(observations: list[str], infos: list[dict]) -> list[str]:
+        return [gen.text for gen in policy.generate(observations)]
+
     answered: list[tuple[str, float]] = []
-    invalid = policy_turns = 0
+    counts = {"invalid": 0, "policy_turns": 0}
     memory_sizes: list[int] = []
-    while not all(done):
-        live = [k for k in range(len(envs)) if not done[k]]
-        to_policy = [k for k in live if infos[k]["role"] == "manage"
-                     or (infos[k]["role"] == "extract" and extractor is None)]
-        to_answer = [k for k in live if infos[k]["role"] == "answer"]
-        actions: dict[int, str] = {}
-        if to_policy:
-            for k, gen in zip(to_policy, policy.generate([obs[k] for k in to_policy])):
-                actions[k] = gen.text
-        for k in live:
-            if infos[k]["role"] == "extract" and extractor is not None:
-                actions[k] = extractor.act(obs[k], infos[k])
-        if to_answer:
-            for k, text in zip(to_answer, answerer.answer([obs[k] for k in to_answer], [infos[k] for k in to_answer])):
-                actions[k] = text
-        for k in live:
-            role = infos[k]["role"]
-            o, reward, terminated, truncated, info = envs[k].step(actions[k])
-            if k in to_policy:
-                policy_turns += 1
-                invalid += int(not info.get("valid", True) or (role != "answer" and reward < 0))
-            if role == "answer" and "answered" in info:
-                answered.append((info["answered"]["kind"], float(info["answered"]["score"])))
-            obs[k], infos[k] = o, info
-            if terminated or truncated:
-                done[k] = True
-                memory_sizes.append(int(info.get("episode_summary", {}).get("memory_size", 0)))
-    return summarise(answered, invalid, policy_turns, memory_sizes)
+
+    def on_turn(turn) -> None:
+        if turn.role == "manage" or (turn.role == "extract" and extractor is None):
+            counts["policy_turns"] += 1
+            counts["invalid"] += int(not turn.next_info.get("valid", True) or turn.reward < 0)
+        if turn.role == "answer" and "answered" in turn.next_info:
+            answered.append((turn.next_info["answered"]["kind"], float(turn.next_info["answered"]["score"])))
+        if turn.done:
+            memory_sizes.append(int(turn.next_info.get("episode_summary", {}).get("memory_size", 0)))
+
+    actors = {"extract": extractor if extractor is not None else policy_act, "manage": policy_act,
+              "answer": answerer.answer}
+    play(make_env, conversations, actors, on_turn=on_turn)
+    return summarise(answered, counts["invalid"], counts["policy_turns"], memory_sizes)
 
 
 def load_policy_model(model_name: str, adapter: str | Path | None, *, device: str | None = None):
@@ -132,11 +116,11 @@ def load_policy_model(model_name: str, adapter: str | Path | None, *, device: st
 
 
 def make_policy(model, tokenizer, *, prompt_style: str, max_new_tokens: int, max_prompt_tokens: int):
-    """A greedy :class:`algos.rollouts.LLMPolicy` (temperature 0)."""
-    from algos.rollouts import LLMPolicy
+    """A greedy :class:`agents.sampler.RoleSampler` (temperature 0)."""
+    from agents.sampler import RoleSampler
 
-    return LLMPolicy(model, tokenizer, max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
-                     temperature=0.0, top_p=1.0, generator=torch.Generator().manual_seed(0), prompt_style=prompt_style)
+    return RoleSampler(model, tokenizer, prompt_style=prompt_style, max_prompt_tokens=max_prompt_tokens,
+                       max_new_tokens=max_new_tokens, temperature=0.0, generator=torch.Generator().manual_seed(0))
 
 
 def evaluate_synthetic(model, tokenizer, *, worlds: Sequence[int], horizons: Sequence[int], prompt_style: str,
@@ -178,7 +162,7 @@ def evaluate_locomo(model, tokenizer, *, data_path: str, conversations: Sequence
     import gymnasium as gym
 
     import memenv  # noqa: F401
-    from algos.rollouts import LLMAnswerer
+    from algos.rollouts import llm_answerer
 
     def make():
         return gym.make(LOCOMO_ENV, data_path=data_path, disable_env_checker=True)
@@ -186,33 +170,47 @@ def evaluate_locomo(model, tokenizer, *, data_path: str, conversations: Sequence
     keys = list(conversations) if conversations else list(make().unwrapped.source.keys())
     policy = make_policy(model, tokenizer, prompt_style=prompt_style, max_new_tokens=max_new_tokens,
                          max_prompt_tokens=max_prompt_tokens)
-    answerer = LLMAnswerer(model, tokenizer, max_prompt_tokens=max_prompt_tokens, prompt_style=prompt_style)
+    answerer = llm_answerer(model, tokenizer, max_prompt_tokens=max_prompt_tokens, prompt_style=prompt_style)
     return run_episodes(policy, answerer, make, keys, extractor=None)
+
+
+@dataclass
+class EvalArgs:
+    model: str = field(default="tiny", metadata={"help": "backbone: 'tiny', 'smollm2-135m', a HF directory or a .gguf file"})
+    adapter: str | None = field(default=None, metadata={"help": "PEFT adapter directory, or one of per-role sub-directories (none: the base model)"})
+    worlds: int = field(default=8, metadata={"help": "held-out worlds: seeds 0..N-1"})
+    horizons: tuple[int, ...] = field(default=(8, 16, 32), metadata={"help": "sessions per world, one evaluation each"})
+    prompt_style: str = field(default="compact", metadata={"help": "role prompts", "choices": ["default", "compact"]})
+    max_new_tokens: int = field(default=128, metadata={"help": "tokens per extract/manage action"})
+    max_prompt_tokens: int = field(default=256, metadata={"help": "prompts are trimmed by relevance to this many tokens"})
+    extractor: str | None = field(default="oracle", metadata={"help": "fixed extract agent (none: the policy extracts)"})
+
+    def __post_init__(self) -> None:
+        from algos.cli import check_agent_name, check_range
+
+        for name in ("worlds", "max_new_tokens", "max_prompt_tokens"):
+            check_range(name, getattr(self, name), low=1)
+        if not self.horizons or any(h < 1 for h in self.horizons):
+            raise ValueError(f"--horizons needs positive session counts, got {list(self.horizons)}")
+        check_agent_name("--extractor", self.extractor)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``python -m algos.evaluate --adapter runs/x/adapter``: print held-out scores as JSON."""
-    import argparse
+    from algos.cli import parse_args
 
-    p = argparse.ArgumentParser(prog="python -m algos.evaluate", description=__doc__)
-    p.add_argument("--model", default="tiny")
-    p.add_argument("--adapter", default=None, help="PEFT adapter directory (none: the base model)")
-    p.add_argument("--worlds", type=int, default=8, help="held-out worlds: seeds 0..N-1")
-    p.add_argument("--horizons", type=int, nargs="+", default=[8, 16, 32])
-    p.add_argument("--prompt-style", default="compact", choices=["default", "compact"])
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--max-prompt-tokens", type=int, default=256)
-    p.add_argument("--extractor", default="oracle", help="fixed extract agent ('' : the policy extracts)")
-    a = p.parse_args(argv)
+    a = parse_args(EvalArgs, argv, description=__doc__, prog=PROG)
     torch.set_num_threads(1)
     model, tok = load_policy_model(a.model, a.adapter)
     res = evaluate_synthetic(model, tok, worlds=range(a.worlds), horizons=a.horizons, prompt_style=a.prompt_style,
                              max_new_tokens=a.max_new_tokens, max_prompt_tokens=a.max_prompt_tokens,
-                             extractor=a.extractor or None)
+                             extractor=a.extractor)
     out = {h: r.to_dict() for h, r in res.items()}
     print(json.dumps(out, indent=2))
     return out
 
 
 if __name__ == "__main__":
-    main()
+    from algos.cli import run_main
+
+    raise SystemExit(run_main(main, PROG))

@@ -23,7 +23,7 @@ with exact match (EM) of answers as the only reward:
 
 ``--algo grpo``: n samples per state, advantages normalised within the group
 (:func:`algos.advantages.group_advantages`), PPO-clip loss with k3 KL to the reference
-(the base model, adapter disabled) -- :func:`algos.logo_grpo.ppo_update`.
+(the base model, adapter disabled) -- :func:`algos.update.ppo_update`.
 ``--algo ppo``: a learned critic (:class:`algos.value.ValueHead`, a linear layer on the
 backbone's last hidden state at the last prompt token, trained alongside the LoRA
 parameters through the shared backbone); one sample per state by default, advantage
@@ -51,25 +51,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from algos.cli import TrainerArgs, parse_args, progress_bar, with_defaults
-from algos.rollouts import Generation, Sample, generations
+from agents.sampler import Generation, RoleSampler
+from algos.cli import TrainerArgs, check_agent_name, check_range, progress_bar, run_main, with_defaults
+from algos.run import UserError
+from algos.update import Sample
+
+PROG = "python -m algos.memory_r1"
 
 MODES = ("answer", "manager")
 ALGOS = ("grpo", "ppo")
 METRICS = ("em", "f1")
 SOURCES = ("synthetic", "locomo")
-PROMPT_STYLES = ("auto", "default", "compact")
 EXTRACTOR_POLICY = "policy"
 ANSWER_ADAPTER = "answer"
 GRPO_DEFAULT_GROUP = 8
@@ -82,15 +83,18 @@ CPU_DEMO = dict(model="tiny", updates=4, questions_per_update=8, conversations_p
                 micro_batch_size=16, answer_top_k=5, eval_worlds=2)
 # Manager mode: a byte-level operation list needs ~40-120 tokens, and the warm start needs
 # more steps at a higher rate before any sampled list is valid (as LoGo-GRPO's demo).
+# The tiny model memorises its demonstrations but does not generalise to unseen worlds, so
+# RL runs on worlds the warm start saw (valid rate ~0 on the 512-world pool), with LoRA on the
+# output layer and a linearly decaying warm start, as LoGo-GRPO's demo.
 CPU_DEMO_MANAGER = {**CPU_DEMO, "updates": 8, "max_new_tokens": 128, "max_prompt_tokens": 256,
-                    "sft_warmup_steps": 100, "sft_learning_rate": 1e-2}
+                    "sft_warmup_steps": 100, "sft_learning_rate": 1e-2, "sft_schedule": "linear",
+                    "num_train_worlds": 4, "lora_lm_head": True}
 
 
 @dataclass
 class Args(TrainerArgs):
     mode: str = field(default="answer", metadata={"help": "which agent to train: 'answer' (bank fixed) or 'manager' (answerer frozen)", "choices": MODES})
     algo: str = field(default="grpo", metadata={"help": "'grpo' (group-relative advantages) or 'ppo' (learned value head)", "choices": ALGOS})
-    env: str = field(default="MemorySession-v0", metadata={"help": "registered env id with fork() and probe()"})
     source: str = field(default="synthetic", metadata={"help": "'synthetic' worlds or 'locomo' (needs --data-path)", "choices": SOURCES})
     data_path: str | None = field(default=None, metadata={"help": "LoCoMo file (locomo10.json) for --source locomo"})
     split: str = field(default="memory-r1", metadata={"help": "LoCoMo split preset: train on its 'train' part, evaluate on 'val'"})
@@ -108,52 +112,36 @@ class Args(TrainerArgs):
     max_questions: int = field(default=16, metadata={"help": "manager mode: latest due questions that score one manage action"})
     answer_top_k: int = field(default=30, metadata={"help": "memories retrieved per speaker for an answer (the paper: 30)"})
     distill: bool = field(default=True, metadata={"help": "answer prompts ask for the relevant memory ids before the answer (memory distillation)"})
-    prompt_style: str = field(default="auto", metadata={"help": "'default', 'compact' or 'auto' (compact for the tiny model)", "choices": PROMPT_STYLES})
     value_learning_rate: float | None = field(default=None, metadata={"help": "AdamW learning rate of the value head (none: --learning-rate)"})
     vf_coef: float = field(default=0.1, metadata={"help": "ppo: weight of the value loss"})
     value_clip: float | None = field(default=None, metadata={"help": "ppo: clip range of the value update (none: plain MSE)"})
     whiten_advantages: bool = field(default=False, metadata={"help": "ppo: normalise r - V over the batch"})
     num_minibatches: int = field(default=2, metadata={"help": "optimizer steps per epoch"})
     generation_batch_size: int = field(default=64, metadata={"help": "sequences per generation call"})
-    kl_coef: float = field(default=0.001, metadata={"help": "k3 KL penalty to the reference policy (adapter disabled)"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (> 0)"})
     max_new_tokens: int | None = field(default=None, metadata={"help": "tokens per action (none: 64 answer, 256 manager)"})
     sft_warmup_steps: int = field(default=0, metadata={"help": "supervised steps before RL (answer: gold answers; manager: oracle operations)"})
-    sft_batch_size: int = field(default=8, metadata={"help": "demonstrations per supervised step"})
-    sft_learning_rate: float | None = field(default=None, metadata={"help": "learning rate of the warm start (none: --learning-rate; the manager-mode CPU demo sets 1e-2)"})
     skip_uniform_groups: bool = field(default=False, metadata={"help": "grpo: leave groups whose rewards are all equal (zero advantage) out of the update, as DAPO's dynamic sampling does; saves their forward and backward passes"})
-    num_threads: int | None = field(default=None, metadata={"help": "CPU: torch threads (none: 1 for the tiny model, whose small kernels only contend; torch's default otherwise)"})
-    checkpoint_every: int = field(default=10, metadata={"help": "checkpoint every K updates (and at --stop-after and the end)"})
-    tensorboard: bool = field(default=False, metadata={"help": "also write TensorBoard events when tensorboard is installed"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name, choices in (("mode", MODES), ("algo", ALGOS), ("metric", METRICS), ("source", SOURCES),
-                              ("prompt_style", PROMPT_STYLES)):
+        for name, choices in (("mode", MODES), ("algo", ALGOS), ("metric", METRICS), ("source", SOURCES)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"--{name.replace('_', '-')} must be one of {choices}, got {getattr(self, name)!r}")
         if self.group_size is not None:
-            if self.group_size < 1:
-                raise ValueError(f"--group-size must be >= 1, got {self.group_size}")
+            check_range("group_size", self.group_size, low=1)
             if self.algo == "grpo" and self.group_size < 2:
                 raise ValueError("--group-size must be >= 2 for grpo (a group of one has no advantage)")
-        for name in ("updates", "questions_per_update", "conversations_per_update", "num_minibatches",
-                     "generation_batch_size", "max_questions", "num_sessions", "sft_batch_size", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"--num-threads must be >= 1, got {self.num_threads}")
-        if self.sft_learning_rate is not None and not self.sft_learning_rate > 0:
-            raise ValueError(f"--sft-learning-rate must be > 0, got {self.sft_learning_rate}")
-        for name in ("eval_worlds", "sft_warmup_steps", "answer_top_k", "vf_coef"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ValueError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
-        if not self.temperature > 0:
-            raise ValueError(f"--temperature must be > 0 (training samples), got {self.temperature}")
-        if self.value_clip is not None and not self.value_clip > 0:
-            raise ValueError(f"--value-clip must be > 0 or none, got {self.value_clip}")
+        for name in ("updates", "questions_per_update", "conversations_per_update", "generation_batch_size",
+                     "max_questions", "num_sessions"):
+            check_range(name, getattr(self, name), low=1)
+        for name in ("eval_worlds", "answer_top_k", "vf_coef"):
+            check_range(name, getattr(self, name), low=0)
+        check_range("max_new_tokens", self.max_new_tokens, low=1, allow_none=True)
+        check_range("value_clip", self.value_clip, low=0, low_open=True, allow_none=True)
+        check_range("value_learning_rate", self.value_learning_rate, low=0, low_open=True, allow_none=True)
+        check_agent_name("--manager", self.manager)
+        check_agent_name("--extractor", self.extractor, special=(EXTRACTOR_POLICY,))
+        check_agent_name("--answerer", self.answerer, special=("auto", "scripted", "base"))
         if self.source == "locomo" and not self.data_path:
             raise ValueError("--source locomo needs --data-path (the LoCoMo json file)")
 
@@ -168,14 +156,6 @@ class Args(TrainerArgs):
     def new_tokens(self) -> int:
         """Generation budget per action."""
         return self.max_new_tokens or DEFAULT_NEW_TOKENS[self.mode]
-
-
-@dataclass
-class RLSample(Sample):
-    """A :class:`~algos.rollouts.Sample` with its outcome reward and (PPO) the critic's value."""
-
-    reward: float = 0.0
-    value: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -198,7 +178,7 @@ def answer_reward(text: str, gold: str, metric: str = "em") -> float:
     return float(get_metric(metric)(parse_answer(text), gold))
 
 
-def assign_group_advantages(samples: Sequence[RLSample]) -> None:
+def assign_group_advantages(samples: Sequence[Sample]) -> None:
     """GRPO: normalise rewards within each ``sample.group`` and store them as advantages."""
     from algos.advantages import group_advantages
 
@@ -211,7 +191,7 @@ def assign_group_advantages(samples: Sequence[RLSample]) -> None:
         s.advantage = float(a)
 
 
-def informative_samples(samples: Sequence[RLSample]) -> list[RLSample]:
+def informative_samples(samples: Sequence[Sample]) -> list[Sample]:
     """The samples of groups whose rewards differ (DAPO's dynamic-sampling filter).
 
     In a group where every reward is equal, every group-relative advantage is zero: its
@@ -303,54 +283,15 @@ def build_answer_items(make_env: Callable[[], Any], conversation: Any, manager: 
     return items
 
 
-# ---------------------------------------------------------------------------- sampling
-class Sampler:
-    """Samples n completions per observation of one role, with the role's adapter and prompt style."""
-
-    def __init__(self, model, tokenizer, *, style: str, distill: bool, max_prompt_tokens: int, max_new_tokens: int,
-                 temperature: float, top_p: float, generator: torch.Generator, batch_size: int) -> None:
-        self.model, self.tokenizer = model, tokenizer
-        self.style, self.distill = style, distill
-        self.max_prompt_tokens, self.max_new_tokens = max_prompt_tokens, max_new_tokens
-        self.temperature, self.top_p, self.generator, self.batch_size = temperature, top_p, generator, batch_size
-
-    def prompt(self, obs: str, role: str) -> str:
-        from agents.prompts import render_prompt
-
-        return render_prompt(self.tokenizer, obs, max_prompt_tokens=self.max_prompt_tokens, role=role,
-                             distill=self.distill, style=self.style)
-
-    def sample(self, observations: Sequence[str], role: str, num_samples: int, *, greedy: bool = False,
-               on_batch: Callable[[int], None] | None = None) -> list[list[Generation]]:
-        """``num_samples`` generations per observation (prompt encoded once, KV cache shared);
-        ``on_batch(k)`` after each generation call of ``k`` observations."""
-        from agents.generation import generate
-        from agents.lora import role_adapter, use_adapter
-
-        out: list[list[Generation]] = []
-        per_call = max(1, self.batch_size // num_samples)
-        prompts = [self.prompt(o, role) for o in observations]
-        with use_adapter(self.model, role_adapter(self.model, role)):
-            for start in range(0, len(prompts), per_call):
-                rollout = generate(self.model, self.tokenizer, prompts[start: start + per_call],
-                                   num_samples=num_samples, max_new_tokens=self.max_new_tokens,
-                                   temperature=0.0 if greedy else self.temperature, top_p=self.top_p,
-                                   generator=self.generator)
-                out.extend(generations(rollout))
-                if on_batch is not None:
-                    on_batch(len(prompts[start: start + per_call]))
-        return out
-
-
 # ---------------------------------------------------------------------------- collection
-def collect_answer_batch(sampler: Sampler, items: Sequence[AnswerItem], *, n: int, metric: str,
-                         algo: str) -> tuple[list[RLSample], dict[str, float]]:
+def collect_answer_batch(sampler: RoleSampler, items: Sequence[AnswerItem], *, n: int, metric: str,
+                         algo: str) -> tuple[list[Sample], dict[str, float]]:
     """n sampled answers per question, rewarded by EM; GRPO advantages when ``algo == "grpo"``."""
-    samples: list[RLSample] = []
-    groups = sampler.sample([it.obs for it in items], "answer", n)
+    samples: list[Sample] = []
+    groups = sampler.sample([it.obs for it in items], num_samples=n, role="answer")
     for q, (item, group) in enumerate(zip(items, groups)):
         for g in group:
-            samples.append(RLSample(g.prompt_ids, g.completion_ids, g.logprobs, role="answer", session=-1,
+            samples.append(Sample(g.prompt_ids, g.completion_ids, g.logprobs, role="answer", session=-1,
                                     local=False, group=("answer", q), reward=answer_reward(g.text, item.gold, metric)))
     if algo == "grpo":
         assign_group_advantages(samples)
@@ -360,7 +301,7 @@ def collect_answer_batch(sampler: Sampler, items: Sequence[AnswerItem], *, n: in
                      "charts/generated_tokens": float(sum(len(s.completion_ids) for s in samples))}
 
 
-def evaluate_answers(sampler: Sampler, items: Sequence[AnswerItem], metric: str, *, description: str = "eval",
+def evaluate_answers(sampler: RoleSampler, items: Sequence[AnswerItem], metric: str, *, description: str = "eval",
                      console=None, progress: bool = False) -> float:
     """Mean reward of the greedy answers (0 for no items); a progress bar with ``progress``."""
     if not items:
@@ -368,7 +309,7 @@ def evaluate_answers(sampler: Sampler, items: Sequence[AnswerItem], metric: str,
     bar = progress_bar(console=console, enabled=progress)
     with bar:
         task = bar.add_task(description, total=len(items))
-        groups = sampler.sample([it.obs for it in items], "answer", 1, greedy=True,
+        groups = sampler.sample([it.obs for it in items], role="answer", greedy=True,
                                 on_batch=lambda k: bar.advance(task, k))
     return float(np.mean([answer_reward(g[0].text, it.gold, metric) for it, g in zip(items, groups)]))
 
@@ -382,21 +323,9 @@ class _Trajectory:
     done: bool = False
 
 
-def _score_forks(answerer: Any, requests: list[tuple[Any, int, int]]) -> dict[int, list[float]]:
-    """Answer each (fork, question, key) request with the frozen answerer; scores per key."""
-    scores: dict[int, list[float]] = defaultdict(list)
-    if not requests:
-        return scores
-    observations = [fork.unwrapped.probe(q) for fork, q, _ in requests]
-    infos = [{"role": "answer"} for _ in requests]
-    for (fork, q, key), text in zip(requests, answerer.answer(observations, infos)):
-        scores[key].append(fork.unwrapped.score_answer(q, text))
-    return scores
-
-
-def collect_manager_batch(sampler: Sampler, answerer: Any, make_env: Callable[[], Any], conversations: Sequence[Any],
+def collect_manager_batch(sampler: RoleSampler, answerer: Any, make_env: Callable[[], Any], conversations: Sequence[Any],
                           *, n: int, extractor: Any | None, max_questions: int,
-                          algo: str) -> tuple[list[RLSample], dict[str, float]]:
+                          algo: str) -> tuple[list[Sample], dict[str, float]]:
     """Play the conversations; at every manage turn sample n operation lists and score each on a fork.
 
     Reward of a manage action: mean score of the frozen answerer on the (at most
@@ -409,7 +338,7 @@ def collect_manager_batch(sampler: Sampler, answerer: Any, make_env: Callable[[]
         env = make_env()
         obs, info = env.reset(options={"conversation": key})
         trajectories.append(_Trajectory(env, obs, info, c))
-    samples: list[RLSample] = []
+    samples: list[Sample] = []
     stats: dict[str, list[float]] = defaultdict(list)
     while True:
         active = [t for t in trajectories if not t.done]
@@ -421,7 +350,7 @@ def collect_manager_batch(sampler: Sampler, answerer: Any, make_env: Callable[[]
             for t in extracting:
                 actions[id(t)] = extractor.act(t.obs, t.info)
         elif extracting:
-            for t, group in zip(extracting, sampler.sample([t.obs for t in extracting], "extract", 1)):
+            for t, group in zip(extracting, sampler.sample([t.obs for t in extracting], role="extract")):
                 actions[id(t)] = group[0].text
         answering = [t for t in active if t.info["role"] == "answer"]
         if answering:
@@ -448,7 +377,9 @@ def collect_manager_batch(sampler: Sampler, answerer: Any, make_env: Callable[[]
 
 
 def _manage_step(sampler, answerer, managing, n, max_questions, samples, stats) -> None:
-    groups = sampler.sample([t.obs for t in managing], "manage", n)
+    from memenv.probing import due_questions, score_on_memory
+
+    groups = sampler.sample([t.obs for t in managing], num_samples=n, role="manage")
     forks: list[tuple[_Trajectory, int, Generation, Any, tuple]] = []
     requests = []
     for t, group in zip(managing, groups):
@@ -458,112 +389,22 @@ def _manage_step(sampler, answerer, managing, n, max_questions, samples, stats) 
             stepped = fork.step(gen.text)
             key = len(forks)
             forks.append((t, session, gen, fork, stepped))
-            for q in fork.unwrapped.questions_due_by(session)[-max_questions:]:
+            for q in due_questions(fork, session, max_questions):
                 requests.append((fork, q, key))
-    scores = _score_forks(answerer, requests)
+    scores: dict[int, list[float]] = defaultdict(list)
+    for (_, _, key), score in zip(requests, score_on_memory([(f, q) for f, q, _ in requests], answerer.answer)):
+        scores[key].append(score)
     first_of: dict[int, int] = {}
     for key, (t, session, gen, fork, (obs, step_reward, terminated, truncated, info)) in enumerate(forks):
         answer_score = float(np.mean(scores[key])) if scores[key] else 0.0
         reward = answer_score + float(step_reward)
-        samples.append(RLSample(gen.prompt_ids, gen.completion_ids, gen.logprobs, role="manage", session=session,
+        samples.append(Sample(gen.prompt_ids, gen.completion_ids, gen.logprobs, role="manage", session=session,
                                 local=True, group=("manage", t.index, session), reward=reward))
         stats["charts/valid_rate"].append(float(bool(info.get("valid", True))))
         first_of.setdefault(id(t), key)
     for t in managing:
         _, _, _, fork, (obs, _, terminated, truncated, info) = forks[first_of[id(t)]]
         t.env, t.obs, t.info, t.done = fork, obs, info, terminated or truncated
-
-
-# ---------------------------------------------------------------------------- PPO with a critic
-def policy_and_values(model, value_head, batch: dict[str, torch.Tensor], *, temperature: float,
-                      with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """One forward pass: per-token log-probs (N, T), entropy (N, T) and values V(prompt) (N,).
-
-    The value reads the last layer's hidden state at the last prompt token (prompts are
-    left-padded, completions right-padded, as :func:`algos.logo_grpo.collate` makes them).
-    """
-    from agents.generation import logits_to_logprobs, positions_from_mask
-    from algos.value import last_token_hidden
-
-    prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
-    completion_ids, completion_mask = batch["completion_ids"], batch["completion_mask"]
-    ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (N, P + T)
-    mask = torch.cat([prompt_mask, completion_mask.long()], dim=1)
-    num_new, p_len = completion_ids.shape[1], prompt_ids.shape[1]
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False,
-                logits_to_keep=num_new + 1, output_hidden_states=True)
-    logits = out.logits[:, :-1].float() / (temperature if temperature > 0 else 1.0)  # (N, T, V)
-    logprobs, entropy = logits_to_logprobs(logits, completion_ids, completion_mask, with_entropy=with_entropy)
-    hidden = last_token_hidden(out.hidden_states[-1][:, :p_len], prompt_mask)  # (N, H)
-    return logprobs, entropy, value_head(hidden)
-
-
-def ppo_value_update(model, value_head, samples: Sequence[RLSample], optimizer, args: Args, *, pad_id: int,
-                     rng: np.random.Generator) -> dict[str, float]:
-    """PPO with a learned critic: ``A = r - V_old``, clipped surrogate + k3 KL + entropy + vf_coef * value loss."""
-    from agents.generation import reference_logprobs
-    from agents.lora import role_adapter, use_adapter
-    from algos.logo_grpo import collate
-    from algos.losses import logo_grpo_loss
-    from algos.value import outcome_advantages, value_loss, whiten
-
-    roles = {s.role for s in samples}
-    if len(roles) != 1:
-        raise ValueError(f"a PPO batch holds samples of one role, got {sorted(roles)}")
-    adapter = role_adapter(model, roles.pop())
-    device = next(model.parameters()).device
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    mbs = args.micro_batch_size
-    # Values of the sampling policy and reference log-probs, once per batch.
-    for i in range(0, len(samples), mbs):
-        micro = samples[i: i + mbs]
-        b = collate(micro, pad_id, device)
-        with torch.no_grad(), use_adapter(model, adapter):
-            _, _, values = policy_and_values(model, value_head, b, temperature=args.temperature, with_entropy=False)
-        ref = reference_logprobs(model, b["prompt_ids"], b["prompt_mask"], b["completion_ids"], b["completion_mask"],
-                                 temperature=args.temperature).cpu()
-        for j, s in enumerate(micro):
-            s.value = float(values[j])
-            s.ref_logprobs = ref[j, : len(s.completion_ids)].tolist()
-    rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32)
-    adv = outcome_advantages(rewards, torch.tensor([s.value for s in samples], dtype=torch.float32))
-    if args.whiten_advantages:
-        adv = whiten(adv)
-    for s, a in zip(samples, adv.tolist()):
-        s.advantage = float(a)
-    stats: dict[str, list[float]] = defaultdict(list)
-    for _ in range(args.ppo_epochs):
-        for chunk in np.array_split(rng.permutation(len(samples)), args.num_minibatches):
-            if len(chunk) == 0:
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            minibatch = [samples[i] for i in chunk]
-            total_tokens = max(sum(len(s.completion_ids) for s in minibatch), 1)
-            for i in range(0, len(minibatch), mbs):
-                micro = minibatch[i: i + mbs]
-                b = collate(micro, pad_id, device)
-                ref_lp = torch.zeros_like(b["old_logprobs"])
-                for j, s in enumerate(micro):
-                    ref_lp[j, : len(s.ref_logprobs)] = torch.tensor(s.ref_logprobs)
-                with use_adapter(model, adapter):
-                    logp, entropy, values = policy_and_values(model, value_head, b, temperature=args.temperature)
-                pi_loss, st = logo_grpo_loss(logp, b["old_logprobs"], ref_lp, b["advantages"], b["completion_mask"],
-                                             clip_eps=args.clip_eps, kl_coef=args.kl_coef,
-                                             entropy_coef=args.entropy_coef, entropy=entropy, agg="token")
-                old_values = torch.tensor([s.value for s in micro], dtype=torch.float32, device=device)
-                returns = torch.tensor([s.reward for s in micro], dtype=torch.float32, device=device)
-                v_loss, vst = value_loss(values, old_values, returns, clip_range=args.value_clip)
-                tokens = float(b["completion_mask"].sum())
-                loss = pi_loss * tokens / total_tokens + args.vf_coef * v_loss * len(micro) / len(minibatch)
-                loss.backward()
-                for k, v in {**st, **vst}.items():
-                    stats[k].append(float(v))
-            norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], args.max_grad_norm)
-            stats["grad_norm"].append(float(norm))
-            optimizer.step()
-    out = {f"losses/{k}": float(np.mean(v)) for k, v in stats.items()}
-    out["charts/value_mean"] = float(np.mean([s.value for s in samples]))
-    return out
 
 
 # ---------------------------------------------------------------------------- warm start
@@ -580,79 +421,56 @@ def apply_demo_defaults(args: Args, argv: Sequence[str], has_gpu: bool) -> Args:
     return with_defaults(dataclasses.replace(args, demo=True), argv, preset) if demo else args
 
 
-def _make_answerer(args: Args, model, tokenizer):
-    from algos import rollouts as R
-
-    name = args.answerer if args.answerer != "auto" else ("scripted" if args.source == "synthetic" else "base")
-    if name == "scripted":
-        return R.ScriptedAnswerer()
-    if name == "base":
-        return R.LLMAnswerer(model, tokenizer, max_prompt_tokens=args.max_prompt_tokens)
-    from agents.registry import make_agent
-
-    return R.AgentAnswerer(make_agent(name))
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the trainer; returns ``{"output_dir", "history", "eval", "state"}``."""
+    from agents.lora import POLICY_ADAPTER, role_adapter
+    from agents.registry import make_agent
+    from agents.backbone import load_tokenizer
+    from algos.build import build_policy_model, check_prompt_room, make_optimizer, resolve_device, sft_warm_start
+    from algos.rollouts import make_answerer
+    from algos.run import MetricsLog, export_adapters, load_checkpoint, open_run_dir, run_name, save_checkpoint, \
+        seed_everything, start_run
+    from algos.update import UpdateConfig, ppo_update
+    from algos.value import ValueHead, save_value_head
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(Args, argv, description=__doc__, prog="python -m algos.memory_r1")
-    has_gpu = torch.cuda.is_available() and args.device != "cpu"
-    args = apply_demo_defaults(args, argv, has_gpu)
-    if args.resume:
-        if not (Path(args.resume) / "checkpoints" / "latest").is_file():
-            raise SystemExit(f"--resume {args.resume}: no checkpoints/latest there (no checkpoint was written)")
-        if args.output_dir is None:
-            args = dataclasses.replace(args, output_dir=args.resume)
+    has_gpu = torch.cuda.is_available()
+    args, changes = start_run(Args, argv, prog=PROG, description=__doc__,
+                              demo_defaults=lambda a, av: apply_demo_defaults(a, av, has_gpu and a.device != "cpu"))
+    has_gpu = has_gpu and args.device != "cpu"
     from rich.console import Console
 
     console = Console()
     model_name = args.model or ("smollm2-135m" if has_gpu else "tiny")
-    device = args.device or ("cuda" if has_gpu else "cpu")
-    if device == "cpu" and (args.num_threads is not None or model_name == "tiny"):
-        # the tiny model's small kernels: threads only spin against each other (10x slower on 2 cores)
-        torch.set_num_threads(args.num_threads or 1)
     if args.demo:
         console.print("[bold]No GPU: running a short CPU demo[/] (tiny random backbone; pass --model to train a real one).")
-    out = Path(args.output_dir or f"runs/memory_r1__{args.mode}__{args.algo}__{args.seed}__{int(time.time())}")
-    from algos.logo_grpo import prepare_output_dir
-
-    prepare_output_dir(out, args.resume)
-    if not args.resume or not (out / "args.json").is_file():
-        (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
+    run_dir = open_run_dir(args, run_name("memory_r1", args.mode, args.algo, args.seed), changes=changes)
+    out = run_dir.path
     if args.source == "locomo":
         console.print(format_split_counts(args.split, split_question_counts(args.data_path, args.split)))
 
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    seed_everything(args.seed)
     np_rng = np.random.default_rng(args.seed)
-
-    from agents.backbone import load_backbone
-    from agents.llm_agent import default_prompt_style
-    from agents.lora import POLICY_ADAPTER, add_lora, save_adapter
-    from agents.registry import make_agent
-    from algos.logo_grpo import MetricsLog, load_checkpoint, ppo_update, save_checkpoint
-    from algos.value import ValueHead, save_value_head
-
-    backbone = load_backbone(model_name, device=device, dtype=args.dtype)
+    device, style = resolve_device(args, model_name, has_gpu=has_gpu)
+    train_part = "train" if args.source == "locomo" else None
+    qa_schedule = "end" if args.mode == "answer" else "after_evidence"
+    make_train = make_env_factory(args, part=train_part, qa_schedule=qa_schedule)
+    roles = ("answer",) if args.mode == "answer" else ("manage",) if args.extractor != EXTRACTOR_POLICY else (
+        "extract", "manage")
+    check_prompt_room(make_train, load_tokenizer(model_name), max_prompt_tokens=args.max_prompt_tokens, style=style,
+                      roles=roles, distill=args.distill)
     adapter = ANSWER_ADAPTER if args.mode == "answer" else POLICY_ADAPTER
-    model = add_lora(backbone, r=args.lora_r, alpha=args.lora_alpha, names=(adapter,))
-    model.eval()  # no dropout: sampling and training log-probs agree
-    tokenizer = backbone.tokenizer
+    model, tokenizer = build_policy_model(args, model_name, device=device, names=(adapter,), lm_head=args.lora_lm_head)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    style = args.prompt_style if args.prompt_style != "auto" else default_prompt_style(model_name)
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    sampler = Sampler(model, tokenizer, style=style, distill=args.distill, max_prompt_tokens=args.max_prompt_tokens,
-                      max_new_tokens=args.new_tokens, temperature=args.temperature, top_p=args.top_p,
-                      generator=generator, batch_size=args.generation_batch_size)
+    sampler = RoleSampler(model, tokenizer, prompt_style=style, distill=args.distill,
+                          max_prompt_tokens=args.max_prompt_tokens, max_new_tokens=args.new_tokens,
+                          temperature=args.temperature, top_p=args.top_p, generator=generator,
+                          batch_size=args.generation_batch_size)
     role = "answer" if args.mode == "answer" else "manage"
     serving = dict(prompt_style=style, max_prompt_tokens=args.max_prompt_tokens, max_new_tokens=args.new_tokens,
                    distill=args.distill if args.mode == "answer" else None)  # recorded with the saved adapters
 
-    train_part = "train" if args.source == "locomo" else None
-    qa_schedule = "end" if args.mode == "answer" else "after_evidence"
-    make_train = make_env_factory(args, part=train_part, qa_schedule=qa_schedule)
     pool = conversation_pool(args, make_train, train=True)
     items_cache: dict[Any, list[AnswerItem]] = {}
     bank_builder = make_agent(args.manager) if args.mode == "answer" else None
@@ -672,7 +490,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     answerer = None
     if args.mode == "manager":
         extractor = None if args.extractor == EXTRACTOR_POLICY else make_agent(args.extractor)
-        answerer = _make_answerer(args, model, tokenizer)
+        answerer_name = args.answerer if args.answerer != "auto" else ("scripted" if args.source == "synthetic"
+                                                                       else "base")
+        answerer = make_answerer(answerer_name, model=model, tokenizer=tokenizer,
+                                 max_prompt_tokens=args.max_prompt_tokens, prompt_style=style)
 
     if args.sft_warmup_steps and not args.resume:
         if args.mode == "answer":
@@ -682,34 +503,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             from algos.sft import record_demonstrations
 
             pairs = record_demonstrations(make_train, pool[: min(len(pool), 32)], roles=("manage",))
-        from agents.lora import role_adapter
-        from algos.sft import sft_progress, train_sft
-
-        with sft_progress(args.sft_warmup_steps, "SFT warm start", console=console, enabled=args.progress) as on_step:
-            losses = train_sft(model, tokenizer, pairs, steps=args.sft_warmup_steps, batch_size=args.sft_batch_size,
-                               learning_rate=args.sft_learning_rate or args.learning_rate,
-                               max_prompt_tokens=args.max_prompt_tokens, seed=args.seed, prompt_style=style,
-                               distill=args.distill, adapter=role_adapter(model, role), on_step=on_step,
-                               schedule=args.sft_schedule)
-        save_adapter(model, out / "sft_adapter", adapter, **serving)
-        console.print(f"SFT warm start: {len(pairs)} demonstrations, loss {losses[0]:.2f} -> {losses[-1]:.2f}; "
-                      f"adapter in {out / 'sft_adapter'}")
+        sft_warm_start(model, tokenizer, pairs, args, style=style, adapter=role_adapter(model, role),
+                       console=console, progress=args.progress, distill=args.distill)
+        export_adapters(model, out / "sft_adapter", (adapter,), nested=False, **serving)
+        console.print(f"SFT warm-start adapter in {out / 'sft_adapter'}")
 
     value_head = None
-    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": args.learning_rate}]
+    extra_groups = []
     if args.algo == "ppo":
         value_head = ValueHead(model.config.hidden_size).to(device)
-        groups.append({"params": list(value_head.parameters()),
-                       "lr": args.value_learning_rate or args.learning_rate})
-    optimizer = torch.optim.AdamW(groups)
+        extra_groups.append({"params": list(value_head.parameters()),
+                             "lr": args.value_learning_rate or args.learning_rate})
+    optimizer = make_optimizer(model, args.learning_rate, extra_groups)
     modules = {"value_head": value_head} if value_head is not None else {}
+    update_config = UpdateConfig.from_args(args)
 
     log = MetricsLog(out, enabled=True, tensorboard=args.tensorboard)
     state: dict[str, Any] = {"update": 0, "evals": {}}
     if args.resume:
-        state = load_checkpoint(Path(args.resume), model, optimizer, np_rng, generator, (adapter,), modules=modules)
+        state = load_checkpoint(out, model, optimizer, np_rng, generator, (adapter,), modules=modules,
+                                log=console.print)
         log.truncate_after(state["update"])  # rows past the checkpoint are written again
-        console.print(f"resumed from {args.resume} at update {state['update']}")
+        console.print(f"resumed from {out} at update {state['update']}")
     evals: dict[str, float] = dict(state["evals"])
     if eval_items and "before" not in evals:
         evals["before"] = evaluate_answers(sampler, eval_items, args.metric, description="eval (start)",
@@ -729,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if args.mode == "answer":
                 candidates = [it for key in keys for it in items_of(key)]
                 if not candidates:
-                    raise SystemExit("no training questions (check --question-kinds and the data)")
+                    raise UserError("no training questions (check --question-kinds and the data)")
                 chosen = np_rng.choice(len(candidates), size=min(args.questions_per_update, len(candidates)),
                                        replace=False)
                 samples, stats = collect_answer_batch(sampler, [candidates[int(i)] for i in chosen], n=args.n,
@@ -741,12 +556,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             t1 = time.perf_counter()
             trained = informative_samples(samples) if args.skip_uniform_groups and args.algo == "grpo" else samples
             stats["charts/trained_samples"] = float(len(trained))
-            if not trained:
-                losses = {}
-            elif args.algo == "grpo":
-                losses = ppo_update(model, trained, optimizer, args, pad_id=pad_id, rng=np_rng, world=1)
-            else:
-                losses = ppo_value_update(model, value_head, samples, optimizer, args, pad_id=pad_id, rng=np_rng)
+            losses = ppo_update(model, trained, optimizer, update_config, pad_id=pad_id, rng=np_rng,
+                                value_head=value_head) if trained else {}
             t2 = time.perf_counter()
             advantages = [abs(s.advantage) for s in samples]
             metrics = {**stats, **losses, "charts/nonzero_advantage_rate": float(np.mean([a > 0 for a in advantages]))
@@ -776,14 +587,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         modules=modules)
     if "after" in evals:
         console.print(f"eval {args.metric}: {evals['before']:.3f} -> {evals['after']:.3f} on {len(eval_items)} questions")
-    save_adapter(model, out / "adapter", adapter, **serving)
+    export_adapters(model, out / "adapter", (adapter,), nested=False, **serving)
     if value_head is not None:
         save_value_head(value_head, out / "value_head")
     console.print(f"{'done' if finished else 'stopped'}: {state['update']} of {args.updates} updates; adapter in "
                   f"{out / 'adapter'}; metrics in {out / 'metrics.jsonl'}")
+    log.close()
+    run_dir.close()
     return {"output_dir": str(out), "history": history, "eval": evals, "state": state,
             "model": model, "value_head": value_head, "sampler": sampler}
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_main(main, PROG))

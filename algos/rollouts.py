@@ -10,7 +10,6 @@ far with :meth:`MemorySessionEnv.probe` (Memory-R2, arXiv 2605.21768, section 3)
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
@@ -19,37 +18,15 @@ import numpy as np
 import torch
 
 from algos.advantages import group_advantages, session_group_advantages
+from algos.update import Sample
 
 POLICY_ROLES = ("extract", "manage")
 
 
-@dataclass
-class Sample:
-    """One generation of the policy, with what the loss needs."""
-
-    prompt_ids: list[int]
-    completion_ids: list[int]
-    logprobs: list[float]
-    role: str
-    session: int
-    local: bool
-    advantage: float = 0.0
-    group: tuple = ()  # ("global", conversation) or ("local", conversation, session)
-    ref_logprobs: list[float] | None = None  # filled by the update
-
-
-@dataclass
-class Generation:
-    """What a policy returns for one observation."""
-
-    text: str
-    prompt_ids: list[int]
-    completion_ids: list[int]
-    logprobs: list[float]
-
-
 class Policy(Protocol):
-    def generate(self, observations: Sequence[str]) -> list[Generation]: ...
+    """Samples one generation per observation (e.g. :class:`agents.sampler.RoleSampler`)."""
+
+    def generate(self, observations: Sequence[str]) -> list[Any]: ...
 
 
 class Answerer(Protocol):
@@ -181,17 +158,15 @@ def _spawn_local_rerollouts(slots, active, decided, rng, group_size, inner_fract
 
 def _score_locals(finished: list[_Slot], answerer: Answerer, max_local_questions: int) -> None:
     """Score each finished reroll on the (at most ``max_local_questions``) questions due so far."""
-    requests: list[tuple[_Slot, int]] = []
-    for slot in finished:
-        env = slot.env.unwrapped
-        for q in env.questions_due_by(slot.stop_session)[-max_local_questions:]:
-            requests.append((slot, q))
-    observations = [slot.env.unwrapped.probe(q) for slot, q in requests]
+    from memenv.probing import due_questions, score_on_memory
+
+    requests = [(slot, q) for slot in finished for q in due_questions(slot.env, slot.stop_session,
+                                                                        max_local_questions)]
     infos = [{"role": "answer", "session": slot.stop_session} for slot, _ in requests]
-    answers = answerer.answer(observations, infos) if requests else []
     scores: dict[int, list[float]] = defaultdict(list)
-    for (slot, q), text in zip(requests, answers):
-        scores[id(slot)].append(slot.env.unwrapped.score_answer(q, text))
+    for (slot, _), score in zip(requests, score_on_memory([(slot.env, q) for slot, q in requests], answerer.answer,
+                                                          infos=infos)):
+        scores[id(slot)].append(score)
     for slot in finished:
         s = slot.stop_session
         answer_score = float(np.mean(scores[id(slot)])) if scores[id(slot)] else 0.0
@@ -259,93 +234,28 @@ def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, loc
     return RolloutBatch(policy_samples, out)
 
 
-# ---------------------------------------------------------------------------- policies
-def generations(rollout) -> list[list[Generation]]:
-    """A Rollout of ``agents.generation.generate`` as, per prompt, its n generations (padding removed)."""
-    out = []
-    n = rollout.num_samples
-    for p in range(len(rollout.prompt_ids)):
-        prompt = rollout.prompt_ids[p][rollout.prompt_mask[p].bool()].tolist()
-        group = []
-        for j in range(p * n, (p + 1) * n):
-            mask = rollout.completion_mask[j].bool()
-            group.append(Generation(rollout.texts[j], prompt, rollout.completion_ids[j][mask].tolist(),
-                                    rollout.logprobs[j][mask].tolist()))
-        out.append(group)
-    return out
+# ---------------------------------------------------------------------------- answerers
+class SamplerAnswerer:
+    """A frozen LLM answer agent: greedy generations of a :class:`agents.sampler.RoleSampler`
+    (the ``answer`` adapter, or the base model with adapters disabled), reduced to the short answer."""
 
-
-class LLMPolicy:
-    """Samples extract/manage actions from a (LoRA) causal LM with role prompts."""
-
-    def __init__(self, model, tokenizer, *, max_prompt_tokens: int, max_new_tokens: int, temperature: float,
-                 top_p: float, generator: torch.Generator, prompt_style: str = "default") -> None:
-        self.model, self.tokenizer = model, tokenizer
-        self.prompt_style = prompt_style
-        self.max_prompt_tokens, self.max_new_tokens = max_prompt_tokens, max_new_tokens
-        self.temperature, self.top_p, self.generator = temperature, top_p, generator
-
-    def generate(self, observations: Sequence[str]) -> list[Generation]:
-        from agents.generation import generate
-        from agents.lora import role_adapter, use_adapter
-        from agents.prompts import render_prompt
-
-        out: list[Generation | None] = [None] * len(observations)
-        # Identical prompts (the G rollouts of a conversation at its first turn, the
-        # rerolls of a forked state) are computed once and sampled n times.
-        by_role: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-        for i, obs in enumerate(observations):
-            role = json.loads(obs)["role"]
-            prompt = render_prompt(self.tokenizer, obs, max_prompt_tokens=self.max_prompt_tokens,
-                                   style=self.prompt_style)
-            by_role[role][prompt].append(i)
-        for role, prompts in by_role.items():
-            by_count: dict[int, list[str]] = defaultdict(list)
-            for prompt, idx in prompts.items():
-                by_count[len(idx)].append(prompt)
-            with use_adapter(self.model, role_adapter(self.model, role)):
-                for n, plist in sorted(by_count.items()):
-                    rollout = generate(self.model, self.tokenizer, plist, num_samples=n,
-                                       max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                                       top_p=self.top_p, generator=self.generator)
-                    for prompt, group in zip(plist, generations(rollout)):
-                        for target, gen in zip(prompts[prompt], group):
-                            out[target] = gen
-        return out  # type: ignore[return-value]
-
-
-class ScriptedAnswerer:
-    """The synthetic worlds' rule-based reader (frozen, instant)."""
+    def __init__(self, sampler) -> None:
+        self.sampler = sampler
 
     def answer(self, observations, infos):
-        from memenv.scripted import scripted_answer
+        from agents.prompts import parse_answer
 
-        out = []
-        for obs in observations:
-            data = json.loads(obs)
-            out.append(scripted_answer(data["question"], [m["text"] for m in data.get("memories", [])]))
-        return out
+        return [parse_answer(group[0].text) for group in self.sampler.sample(observations, greedy=True)]
 
 
-class LLMAnswerer:
-    """A frozen LLM answer agent: the backbone with adapters disabled, greedy, memory distillation."""
+def llm_answerer(model, tokenizer, *, max_prompt_tokens: int, prompt_style: str, max_new_tokens: int = 48,
+                 distill: bool = True) -> SamplerAnswerer:
+    """The backbone (adapters disabled unless it holds an ``answer`` adapter) as a frozen answerer."""
+    from agents.sampler import RoleSampler
 
-    def __init__(self, model, tokenizer, *, max_prompt_tokens: int, max_new_tokens: int = 48,
-                 prompt_style: str = "default") -> None:
-        self.model, self.tokenizer = model, tokenizer
-        self.prompt_style = prompt_style
-        self.max_prompt_tokens, self.max_new_tokens = max_prompt_tokens, max_new_tokens
-
-    def answer(self, observations, infos):
-        from agents.generation import generate
-        from agents.lora import role_adapter, use_adapter
-        from agents.prompts import parse_answer, render_prompt
-
-        prompts = [render_prompt(self.tokenizer, o, max_prompt_tokens=self.max_prompt_tokens, style=self.prompt_style)
-                   for o in observations]
-        with use_adapter(self.model, role_adapter(self.model, "answer")):
-            rollout = generate(self.model, self.tokenizer, prompts, max_new_tokens=self.max_new_tokens, temperature=0.0)
-        return [parse_answer(t) for t in rollout.texts]
+    return SamplerAnswerer(RoleSampler(model, tokenizer, prompt_style=prompt_style, distill=distill,
+                                       max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
+                                       temperature=0.0))
 
 
 class AgentAnswerer:
@@ -359,3 +269,24 @@ class AgentAnswerer:
         if callable(batch):
             return batch(list(observations), list(infos))
         return [self.agent.act(o, i) for o, i in zip(observations, infos)]
+
+
+def make_answerer(name: str, *, model, tokenizer, max_prompt_tokens: int, prompt_style: str) -> Answerer:
+    """The frozen answerer a trainer's ``--answerer`` names: ``scripted`` (the synthetic
+    worlds' reader), ``base`` (the backbone with its adapters disabled) or a registered agent."""
+    if name == "scripted":
+        return ScriptedAnswerer()
+    if name == "base":
+        return llm_answerer(model, tokenizer, max_prompt_tokens=max_prompt_tokens, prompt_style=prompt_style)
+    from agents.registry import make_agent
+
+    return AgentAnswerer(make_agent(name))
+
+
+class ScriptedAnswerer(AgentAnswerer):
+    """The synthetic worlds' rule-based reader (:class:`memenv.scripted.ScriptedReader`; frozen, instant)."""
+
+    def __init__(self) -> None:
+        from memenv.scripted import ScriptedReader
+
+        super().__init__(ScriptedReader())

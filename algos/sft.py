@@ -12,6 +12,7 @@ prompts the RL policy uses, into the same LoRA adapter.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -21,9 +22,13 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from algos.cli import parse_args, progress_bar
+from algos.cli import parse_args, progress_bar, run_main
+from memenv.constants import TRAIN_SEED_OFFSET
+
+PROG = "python -m algos.sft"
 
 COMPACT = (",", ":")
+SCHEDULES = ("constant", "linear")
 
 
 def _fact_index_ops(obs: str, action: str) -> str:
@@ -51,28 +56,27 @@ def record_demonstrations(
 
     With ``fact_indices``, manage actions refer to extracted facts by index (shorter targets).
     """
+    from memenv.play import play
+
     if agent is None:
         from memenv.scripted import OracleAgent
 
         agent = OracleAgent()
-    pairs = []
-    for key in conversations:
-        env = make_env()
-        obs, info = env.reset(options={"conversation": key})
-        done = False
-        while not done:
-            action = agent.act(obs, info)
-            role = info["role"]
-            if role in roles:
-                target = action
-                if role == "manage" and fact_indices:
-                    target = _fact_index_ops(obs, action)
-                elif role == "extract":
-                    target = json.dumps({"facts": [f["text"] if isinstance(f, dict) else f
-                                                   for f in json.loads(action)["facts"]]}, separators=(", ", ": "))
-                pairs.append((obs, target))
-            obs, _, done, _, info = env.step(action)
-    return pairs
+    by_episode: list[list[tuple[str, str]]] = [[] for _ in conversations]
+
+    def record(turn) -> None:
+        if turn.role not in roles:
+            return
+        target = turn.action
+        if turn.role == "manage" and fact_indices:
+            target = _fact_index_ops(turn.obs, turn.action)
+        elif turn.role == "extract":
+            target = json.dumps({"facts": [f["text"] if isinstance(f, dict) else f
+                                           for f in json.loads(turn.action)["facts"]]}, separators=(", ", ": "))
+        by_episode[turn.episode].append((turn.obs, target))
+
+    play(make_env, conversations, agent, on_turn=record)
+    return [pair for pairs in by_episode for pair in pairs]
 
 
 def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], *, max_prompt_tokens: int,
@@ -90,7 +94,6 @@ def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], *, max_prompt_toke
     return out
 
 
-SCHEDULES = ("constant", "linear")
 
 
 def sft_loss(model, batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> torch.Tensor:
@@ -184,60 +187,97 @@ def sft_progress(steps: int, description: str = "SFT", *, console=None,
 
 @dataclass
 class SFTArgs:
-    env: str = field(default="MemorySession-v0", metadata={"help": "environment id whose gold annotations give the demonstrations"})
+    env: str = field(default="MemorySession-v0", metadata={"help": "MemorySession environment id whose gold annotations give the demonstrations"})
     num_sessions: int | None = field(default=None, metadata={"help": "sessions per synthetic world (none: the env's default)"})
     model: str = field(default="tiny", metadata={"help": "backbone: 'tiny', 'smollm2-135m', a HF directory or a .gguf file"})
-    output_dir: str = field(default="runs/sft", metadata={"help": "where the adapter (PEFT format) and losses are written"})
+    output_dir: str | None = field(default=None, metadata={"help": "a new or empty directory for the adapter (PEFT format) and losses (none: runs/sft__<seed>__<time>)"})
     num_worlds: int = field(default=32, metadata={"help": "training worlds (seeds from the training range)"})
     roles: tuple[str, ...] = field(default=("extract", "manage"), metadata={"help": "roles to imitate"})
     steps: int = field(default=200, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=8, metadata={"help": "demonstrations per step"})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
-    schedule: str = field(default="constant", metadata={"help": "learning-rate schedule: 'constant' or 'linear' decay to 0", "choices": ["constant", "linear"]})
+    schedule: str = field(default="constant", metadata={"help": "learning-rate schedule: 'constant' or 'linear' decay to 0", "choices": list(SCHEDULES)})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (none: twice the rank)"})
+    lora_lm_head: bool = field(default=False, metadata={"help": "also put LoRA on the output layer (helps tiny models whose tied embeddings are frozen)"})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "generation budget recorded with the adapter for serving (none: not recorded)"})
     max_prompt_tokens: int = field(default=2048, metadata={"help": "prompts are trimmed by relevance to this many tokens"})
     prompt_style: str = field(default="default", metadata={"help": "role prompts: 'default' or 'compact' (use the trainer's)", "choices": ["default", "compact"]})
     seed: int = field(default=0, metadata={"help": "random seed"})
 
     def __post_init__(self) -> None:
+        from algos.cli import check_env_id, check_range
+
         bad = set(self.roles) - {"extract", "manage"}
         if bad:
             raise ValueError(f"--roles takes extract and/or manage, got {sorted(bad)}")
-        if self.steps < 1 or self.batch_size < 1 or self.num_worlds < 1:
-            raise ValueError("--steps, --batch-size and --num-worlds must be >= 1")
+        for name in ("steps", "batch_size", "num_worlds", "lora_r", "max_prompt_tokens"):
+            check_range(name, getattr(self, name), low=1)
+        check_range("num_sessions", self.num_sessions, low=1, allow_none=True)
+        check_range("lora_alpha", self.lora_alpha, low=0, low_open=True, allow_none=True)
+        check_range("max_new_tokens", self.max_new_tokens, low=1, allow_none=True)
+        check_range("learning_rate", self.learning_rate, low=0, low_open=True)
+        check_range("seed", self.seed, low=0)
+        check_env_id(self.env)
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
+def demonstration_env(args: SFTArgs) -> Callable[[], Any]:
+    """A factory of the demonstrations' environment; :class:`algos.run.UserError` when the id
+    is not a MemorySession environment (its observations name no role)."""
     import gymnasium as gym
 
     import memenv  # noqa: F401
-    from agents.backbone import load_backbone
-    from agents.lora import POLICY_ADAPTER, add_lora, save_adapter
-    from algos.logo_grpo import TRAIN_SEED_OFFSET
+    from algos.run import UserError
 
-    args = parse_args(SFTArgs, argv, description=__doc__, prog="python -m algos.sft")
-    torch.manual_seed(args.seed)
+    kwargs = {} if args.num_sessions is None else {"num_sessions": args.num_sessions}
+
+    def make():
+        return gym.make(args.env, disable_env_checker=True, **kwargs)
+
+    try:
+        _, info = make().reset(seed=0)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"--env {args.env}: {err}".splitlines()[0]) from None
+    if not isinstance(info, dict) or info.get("role") not in ("extract", "manage", "answer"):
+        raise UserError(f"--env {args.env} is not a MemorySession environment (its reset() info names no role); "
+                        "SFT imitates the gold actions of MemorySession worlds")
+    return make
+
+
+def main(argv: Sequence[str] | None = None, *, progress: bool = True) -> Path:
+    """Record oracle demonstrations, train the adapter on them, save it; returns the adapter path."""
+    from agents.backbone import load_backbone
+    from agents.lora import LLAMA_TARGET_MODULES, POLICY_ADAPTER, add_lora
+    from algos.run import RunDir, export_adapters, run_name, seed_everything
+
+    args = parse_args(SFTArgs, argv, description=__doc__, prog=PROG)
+    make = demonstration_env(args)
+    run_dir = RunDir(args.output_dir or f"runs/{run_name('sft', args.seed)}", resume=False)
+    out = run_dir.path
+    run_dir.write_json("args.json", dataclasses.asdict(args))
+    seed_everything(args.seed)
     if args.model == "tiny":
         torch.set_num_threads(1)  # a tiny model gains nothing from threads that spin against each other
-    kwargs = {} if args.num_sessions is None else {"num_sessions": args.num_sessions}
     worlds = [TRAIN_SEED_OFFSET + i for i in range(args.num_worlds)]
-    pairs = record_demonstrations(lambda: gym.make(args.env, **kwargs), worlds, roles=args.roles)
+    pairs = record_demonstrations(make, worlds, roles=args.roles)
     backbone = load_backbone(args.model)
-    model = add_lora(backbone, r=args.lora_r, alpha=2 * args.lora_r)
+    targets = [*LLAMA_TARGET_MODULES, "lm_head"] if args.lora_lm_head else None
+    model = add_lora(backbone, r=args.lora_r, alpha=args.lora_alpha or 2 * args.lora_r, target_modules=targets)
+    model.eval()
     start = time.perf_counter()
-    with sft_progress(args.steps) as on_step:
+    with sft_progress(args.steps, enabled=progress) as on_step:
         losses = train_sft(model, backbone.tokenizer, pairs, steps=args.steps, batch_size=args.batch_size,
                            learning_rate=args.learning_rate, max_prompt_tokens=args.max_prompt_tokens,
                            seed=args.seed, prompt_style=args.prompt_style, on_step=on_step,
                            schedule=args.schedule)
-    out = Path(args.output_dir)
-    save_adapter(model, out / "adapter", POLICY_ADAPTER, prompt_style=args.prompt_style,
-                 max_prompt_tokens=args.max_prompt_tokens)
-    (out / "sft_losses.json").write_text(json.dumps({"losses": losses, "demonstrations": len(pairs),
-                                                      "seconds": time.perf_counter() - start}))
-    print(f"{len(pairs)} demonstrations, loss {losses[0]:.3f} -> {losses[-1]:.3f}; adapter in {out / 'adapter'}")
-    return out / "adapter"
+    adapter = export_adapters(model, out / "adapter", (POLICY_ADAPTER,), nested=False, prompt_style=args.prompt_style,
+                              max_prompt_tokens=args.max_prompt_tokens, max_new_tokens=args.max_new_tokens)
+    run_dir.write_json("sft_losses.json", {"losses": losses, "demonstrations": len(pairs),
+                                           "seconds": time.perf_counter() - start})
+    print(f"{len(pairs)} demonstrations, loss {losses[0]:.3f} -> {losses[-1]:.3f}; adapter in {adapter}")
+    run_dir.close()
+    return adapter
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_main(main, PROG))

@@ -27,6 +27,7 @@ from pathlib import Path
 import gymnasium as gym
 
 import memenv  # noqa: F401  (registers the environments)
+from algos.cli import OneLineParser
 from memenv.memory import MemoryBank
 from memenv.scripted import OracleAgent
 
@@ -99,9 +100,12 @@ def throughput(num_sessions: int, episodes: int) -> dict:
 
 def markdown(result: dict) -> str:
     """The results as a markdown page."""
+    from benchmarks.provenance import markdown_line
+
     m = result["machine"]
     lines = ["# MemorySession-v0 speed", "", f"Command: `{result['command']}`", "",
              f"Machine: {m['platform']}, Python {m['python']}, {m['cpus']} CPUs.", "",
+             markdown_line(result["environment"]) if "environment" in result else "Environment: not recorded.", "",
              "## fork latency (median microseconds)", "",
              "| memories | fork() | gym.make fork() | deepcopy | pickle to disk + load | deepcopy / fork | pickle / fork |",
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -116,8 +120,20 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse counts that are not positive, before anything is timed."""
+    for flag, values in (("--sizes", args.sizes), ("--horizons", args.horizons), ("--episodes", [args.episodes])):
+        bad = [v for v in values if v < 1]
+        if bad:
+            parser.error(f"{flag} takes positive integers, got {' '.join(map(str, bad))}")
+    if args.out.exists() and args.out.is_dir():
+        parser.error(f"--out {args.out} is a directory; give a file name such as {args.out / 'env_speed.json'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = OneLineParser(prog="python -m benchmarks.env_speed", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000, 10000],
                         help="memory sizes at which to time fork, deepcopy and pickle (default: %(default)s)")
     parser.add_argument("--horizons", type=int, nargs="+", default=[8, 16, 32],
@@ -125,8 +141,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--episodes", type=int, default=20, help="oracle episodes per horizon (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/env_speed.json"),
                         help="where to write the JSON results (default: %(default)s)")
-    argv = sys.argv[1:] if argv is None else argv
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Time fork / deepcopy / pickle and the oracle throughput; write the JSON and markdown."""
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    check_args(parser, args)
 
     from rich.console import Console
     from rich.table import Table
@@ -164,10 +187,12 @@ def main(argv: list[str] | None = None) -> dict:
         if r["num_sessions"] == 32:
             checks["steps_per_s_at_32"] = r["steps_per_s"]
             console.print(f"oracle steps/s at 32 sessions = {r['steps_per_s']:.0f} (target >= 1000)")
+    from benchmarks.provenance import environment
+
     result = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
                           "cpus": os.cpu_count()},
               "command": " ".join(["python -m benchmarks.env_speed", *argv]),
-              "fork": forks, "throughput": speeds, "checks": checks}
+              "fork": forks, "throughput": speeds, "checks": checks, "environment": environment()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     args.out.with_suffix(".md").write_text(markdown(result))

@@ -23,8 +23,11 @@ from pathlib import Path
 
 def markdown(result: dict) -> str:
     """The results as a markdown page."""
+    from benchmarks.provenance import markdown_line
+
     lines = [f"# Generation throughput: {result['model']} on {result['device']}", "",
              f"Command: `{result['command']}`", "", f"Prompt tokens: {result['prompt_tokens']}", "",
+             markdown_line(result["environment"]) if "environment" in result else "Environment: not recorded.", "",
              "| group n | prompts | naive tok/s | batched + shared prompt tok/s | speed-up |",
              "| ---: | ---: | ---: | ---: | ---: |"]
     for r in result["rows"]:
@@ -107,7 +110,10 @@ def main(argv: list[str] | None = None) -> dict:
         table.add_row(str(r["group"]), str(r["prompts"]), f"{r['naive_tok_s']:.0f}", f"{r['batched_tok_s']:.0f}",
                       f"{r['speedup']:.1f}x")
     Console().print(table)
-    result = {"model": name, "device": device, "command": " ".join(["python -m benchmarks.gen_speed", *argv]),
+    from benchmarks.provenance import environment
+
+    result = {"model": name, "device": device, "environment": environment(),
+              "command": " ".join(["python -m benchmarks.gen_speed", *argv]),
               "prompt_tokens": [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts], "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -14,12 +14,16 @@ question on the final memory, batched across the conversation's questions.
         --rows rag-turns+llm:smollm2-135m full-context+llm:smollm2-135m --max-questions 20
 
 Rows are ``STRATEGY+ANSWERER`` (a row without ``+`` uses ``--answerer``). Built-in
-strategies: ``oracle``, ``add-all``, ``noop`` (synthetic worlds only: they read the gold
-annotations), ``full-context`` (the answerer reads the most recent ``--context-tokens``
+strategies: ``oracle``, ``add-all`` (synthetic worlds only: they read the gold
+annotations), ``noop`` (remembers nothing), ``full-context`` (the answerer reads the most recent ``--context-tokens``
 whitespace tokens of the transcript instead of memories), ``rag-turns`` (every turn is a
 memory, BM25 top-k per speaker), ``add-only`` (rule-based mem0-style ADD-only facts); see
-``benchmarks/strategies.py``. Any other registered agent (``llm:<model>[:<adapter>]``,
-``sb3-manager:<zip>``, entry points of the ``memenv.agents`` group) works by name.
+``agents/baselines.py``. Any other registered agent (``llm:<model>[:<adapter>]``,
+``sb3-manager:<zip>``, entry points of the ``memenv.agents`` group) works by name. The
+``scripted`` answerer (and the built-in strategies, when they answer) reads only the
+synthetic worlds' canonical fact sentences, so on LoCoMo and LongMemEval rows need an
+LLM answerer; such rows, unknown agents and flags of another source are refused before
+anything loads.
 
 Metrics per row, overall and per question kind: token F1 (mem0 / A-Mem style), BLEU-1,
 exact match, LoCoMo's own F1 (LoCoMo only), J with ``--judge llm:<model>``; plus memory
@@ -53,8 +57,11 @@ from memenv.metrics import CORRECT, WRONG, judge_answers, summarize, token_f1
 from memenv.parsing import parse_answer
 from memenv.sources import ConversationSource, make_source
 
-from agents.registry import make_agent
-from benchmarks.strategies import EXTRACT, MANAGE, ScriptedAnswerer, recent_records
+from agents.by_role import SPEC_NAME as BY_ROLE
+from agents.by_role import parse_by_role
+from agents.registry import available_agents, make_agent
+from algos.cli import OneLineParser
+from agents.baselines import ANSWER, EXTRACT, MANAGE, ScriptedAnswerer, recent_records
 
 SOURCES = ("synthetic", "locomo", "longmemeval")
 ENV_ID = "MemorySessionBench-v0"  # MemorySession-v0 with qa_schedule="end"
@@ -64,6 +71,7 @@ DEFAULT_LLM = "llm:smollm2-135m"
 # Synthetic evaluation worlds stay below the training seeds (algos.logo_grpo.TRAIN_SEED_OFFSET).
 EVAL_SEED_LIMIT = 1_000_000
 DEFAULT_WORLDS = "0-9"
+DEFAULT_NUM_SESSIONS = 8
 DEFAULT_SYNTHETIC_ROWS = ("oracle", "add-all", "noop", "rag-turns", "add-only", "full-context")
 DEFAULT_DATA_ROWS = ("rag-turns", "add-only", "full-context")
 # 900 whitespace tokens of LoCoMo turns (dates counted) render to about 1,900 SmolLM2
@@ -76,6 +84,16 @@ JUDGE_CONTROL_QUESTIONS = 6  # control items (x2) that show whether J can be tru
 DEFAULT_LOCOMO_PATHS = ("../shared/data/locomo/locomo_dev.json",)
 LOCOMO_PATH_VARIABLE = "MEMENV_LOCOMO_PATH"
 RESULTS_DIR = Path("benchmarks/results")
+# Strategies that extract the gold facts of info["gold"], which only synthetic worlds carry:
+# on real data they store nothing.
+GOLD_STRATEGIES = ("oracle", "add-all")
+# Agents whose answer is memenv.scripted.scripted_answer, a reader of the synthetic worlds'
+# canonical fact sentences: on real data it answers "unknown" (F1 0).
+SCRIPTED_READERS = (SCRIPTED_ANSWERER, "oracle", "noop", "add-all", "full-context", "rag-turns", "add-only")
+# Flags that only mean something for some sources (argparse dest -> those sources).
+SOURCE_FLAGS = {"num_sessions": ("synthetic",), "worlds": ("synthetic",), "data_path": ("locomo", "longmemeval"),
+                "conversations": ("locomo", "longmemeval"), "split": ("locomo",), "part": ("locomo",),
+                "include_adversarial": ("locomo",)}
 LOCOMO_CATEGORY = {kind: number for number, kind in LOCOMO_KINDS.items()}
 
 
@@ -139,6 +157,58 @@ def select_questions(num_questions: int, max_questions: int | None) -> list[int]
     return [int(i * step + step / 2) for i in range(max_questions)]
 
 
+def _agent_name(spec: str) -> str:
+    return spec.partition(":")[0]
+
+
+def _role_specs(spec: str, roles: Sequence[str]) -> list[str]:
+    """The agent specs that play ``roles`` for ``spec`` (a ``by-role:`` spec is opened up,
+    every other spec plays every role itself)."""
+    name, _, arg = spec.partition(":")
+    if name != BY_ROLE:
+        return [spec]
+    parts = parse_by_role(arg)
+    missing = [role for role in roles if role not in parts]
+    if missing:
+        raise ValueError(f"{spec!r} names no agent for {' and '.join(missing)}")
+    return [leaf for role in roles for leaf in _role_specs(parts[role], (role,))]
+
+
+def check_rows(rows: Sequence[RowSpec], source: str) -> None:
+    """Refuse, before any agent is built, a row that names an unknown agent or that cannot
+    score on ``source``: a strategy that reads gold annotations, or a scripted answerer,
+    on real data (both would publish F1 0 as if it were a result)."""
+    known = set(available_agents())
+    for row in rows:
+        if row.strategy == SCRIPTED_ANSWERER:
+            raise ValueError(f"row {row.label!r}: {SCRIPTED_ANSWERER!r} is an answerer, not a memory strategy; "
+                             f"write it after the '+' (e.g. rag-turns+{SCRIPTED_ANSWERER})")
+        for part, spec, roles in (("strategy", row.strategy, (EXTRACT, MANAGE)), ("answerer", row.answerer, (ANSWER,))):
+            try:
+                leaves = [SCRIPTED_ANSWERER] if spec == SCRIPTED_ANSWERER else _role_specs(spec, roles)
+            except ValueError as error:
+                raise ValueError(f"row {row.label!r}: {part} {error}") from None
+            for leaf in leaves:
+                if spec != SCRIPTED_ANSWERER and _agent_name(leaf) not in known:
+                    extra = f"'{SCRIPTED_ANSWERER}', " if part == "answerer" else ""
+                    raise ValueError(f"row {row.label!r}: unknown {part} {leaf!r}; available: "
+                                     f"{extra}{', '.join(sorted(known))}")
+            if source == "synthetic":
+                continue
+            for leaf in leaves:
+                name = _agent_name(leaf)
+                if part == "strategy" and name in GOLD_STRATEGIES:
+                    raise ValueError(
+                        f"row {row.label!r}: the {name} strategy extracts the gold facts that only synthetic worlds "
+                        f"annotate, so on --source {source} it stores nothing (F1 0); use rag-turns, add-only, "
+                        "full-context, noop or a trained agent")
+                if part == "answerer" and name in SCRIPTED_READERS:
+                    raise ValueError(
+                        f"row {row.label!r}: the {name} answerer only reads the synthetic worlds' canonical fact "
+                        f"sentences, so on --source {source} it answers 'unknown' (F1 0); use an LLM answerer "
+                        f"such as {DEFAULT_LLM}")
+
+
 # ------------------------------------------------------------------------------- agents --
 def _limit_torch_threads(threads: int) -> None:
     """One torch thread by default: on a shared 2-core CPU two threads spin against each other."""
@@ -164,13 +234,13 @@ class AgentPool:
 
 def act_all(agent: Any, observations: list[str], infos: list[dict]) -> list[str]:
     """Actions for many observations: ``act_batch`` when the agent has it, else ``act``."""
-    if callable(getattr(agent, "act_batch", None)):
-        actions = list(agent.act_batch(observations, infos))
-        if len(actions) != len(observations):
-            raise ValueError(f"{type(agent).__name__}.act_batch returned {len(actions)} actions "
-                             f"for {len(observations)} observations")
-        return actions
-    return [agent.act(obs, info) for obs, info in zip(observations, infos)]
+    from memenv.play import act_batch_of
+
+    actions = list(act_batch_of(agent)(observations, infos))
+    if len(actions) != len(observations):
+        raise ValueError(f"{type(agent).__name__}.act_batch returned {len(actions)} actions "
+                         f"for {len(observations)} observations")
+    return actions
 
 
 def judge_generator(agent: Any, max_new_tokens: int) -> Callable[[list[str]], list[str]]:
@@ -300,21 +370,16 @@ def _memory_phase(strategy: Any, envs: list[gym.Env], keys: Sequence[Any]) -> tu
 
     Returns the last info of each env, the number of memory actions and of invalid ones.
     """
-    infos, observations = [], []
-    for env, key in zip(envs, keys):
-        obs, info = env.reset(options={"conversation": key})
-        observations.append(obs)
-        infos.append(info)
-    actions_taken = invalid = 0
-    active = [i for i, info in enumerate(infos) if info["role"] in (EXTRACT, MANAGE)]
-    while active:
-        actions = act_all(strategy, [observations[i] for i in active], [infos[i] for i in active])
-        for i, action in zip(active, actions):
-            observations[i], _, _, _, infos[i] = envs[i].step(action)
-            actions_taken += 1
-            invalid += not infos[i].get("valid", True)
-        active = [i for i in active if infos[i]["role"] in (EXTRACT, MANAGE)]
-    return infos, actions_taken, invalid
+    from memenv.play import play
+
+    counts = {"taken": 0, "invalid": 0}
+
+    def on_turn(turn) -> None:
+        counts["taken"] += 1
+        counts["invalid"] += not turn.next_info.get("valid", True)
+
+    infos = play(envs, keys, strategy, on_turn=on_turn, until=lambda info: info["role"] not in (EXTRACT, MANAGE))
+    return infos, counts["taken"], counts["invalid"]
 
 
 def _answer_observations(env: gym.Env, strategy: Any, indices: list[int], context_tokens: int) -> tuple[list[str], int]:
@@ -540,11 +605,14 @@ def _control_line(controls: dict[str, Any]) -> str:
 
 def to_markdown(results: dict[str, Any]) -> str:
     """The leaderboard as a markdown document."""
+    from benchmarks.provenance import markdown_line
+
     header, cells = _columns(results)
     machine = results["machine"]
     machine_text = ", ".join(f"{k}={v}" for k, v in machine.items())
     lines = [f"# Leaderboard: {results['title']}", "", "```", results["command"], "```", "",
-             f"Date: {results['date']}. Machine: {machine_text}. Total time: {results['total_seconds']:.0f} s.", ""]
+             f"Date: {results['date']}. Machine: {machine_text}. Total time: {results['total_seconds']:.0f} s.", "",
+             markdown_line(results["environment"]) if "environment" in results else "Environment: not recorded.", ""]
     lines += settings_lines(results)
     lines += ["", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(line) + " |" for line in cells]
@@ -571,20 +639,22 @@ def print_table(results: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------------- CLI --
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.leaderboard", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The command-line interface. Flags of one source default to None, so that one given
+    with another source is seen (and refused) rather than ignored."""
+    p = OneLineParser(prog="python -m benchmarks.leaderboard", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument("--source", choices=SOURCES, default="synthetic", help="data source (default: %(default)s)")
-    data.add_argument("--num-sessions", type=int, default=8, help="sessions per synthetic world (default: %(default)s)")
-    data.add_argument("--worlds", nargs="+", default=[DEFAULT_WORLDS], metavar="SEEDS",
+    data.add_argument("--num-sessions", type=int, help=f"sessions per synthetic world (default: {DEFAULT_NUM_SESSIONS})")
+    data.add_argument("--worlds", nargs="+", metavar="SEEDS",
                       help=f"synthetic world seeds: 7, 0-9 or 0,3,5; below {EVAL_SEED_LIMIT:,} (training seeds "
                            f"start there) (default: {DEFAULT_WORLDS})")
     data.add_argument("--data-path", metavar="FILE", help=f"LoCoMo / LongMemEval JSON file (default for LoCoMo: ${LOCOMO_PATH_VARIABLE}, "
                                           f"else {DEFAULT_LOCOMO_PATHS[0]} when it exists)")
-    data.add_argument("--split", help="LoCoMo split preset, e.g. memory-r2 or memory-r1 (with --part)")
-    data.add_argument("--part", choices=("train", "val", "test"), help="part of --split")
-    data.add_argument("--conversations", nargs="+", metavar="ID", help="explicit conversation ids, e.g. conv-43 conv-44")
+    data.add_argument("--split", help="LoCoMo split preset, e.g. memory-r2 or memory-r1 (with --part; LoCoMo only)")
+    data.add_argument("--part", choices=("train", "val", "test"), help="part of --split (LoCoMo only)")
+    data.add_argument("--conversations", nargs="+", metavar="ID",
+                      help="explicit conversation ids: LoCoMo sample_ids (conv-43 conv-44) or LongMemEval question_ids")
     data.add_argument("--include-adversarial", action="store_true",
                       help="keep LoCoMo category 5 (adversarial) questions (excluded by default)")
     rows = p.add_argument_group("rows")
@@ -605,8 +675,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
                     help="answer observations per answerer call (default: %(default)s)")
     ev.add_argument("--judge", metavar="llm:MODEL", help="LLM-as-a-Judge model (any local causal LM); adds J")
-    ev.add_argument("--judge-max-new-tokens", type=int, default=DEFAULT_JUDGE_MAX_NEW_TOKENS, metavar="N",
-                    help="judge generation budget (default: %(default)s)")
+    ev.add_argument("--judge-max-new-tokens", type=int, metavar="N",
+                    help=f"judge generation budget (with --judge; default: {DEFAULT_JUDGE_MAX_NEW_TOKENS})")
     ev.add_argument("--torch-threads", type=int, default=1, metavar="N",
                     help="torch CPU threads (default: %(default)s; more only on an idle machine)")
     out = p.add_argument_group("output")
@@ -620,10 +690,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse bad values and flags that contradict each other; then fill in the defaults
+    of the flags left out."""
+    for name, sources in SOURCE_FLAGS.items():
+        if getattr(args, name) not in (None, False) and args.source not in sources:
+            p.error(f"{_flag(name)} only applies to --source {' or '.join(sources)}, not --source {args.source}")
+    if (args.split is None) != (args.part is None):
+        p.error("--split and --part go together (e.g. --split memory-r2 --part train)")
+    if args.conversations is not None and args.split is not None:
+        p.error("give either --conversations or --split/--part, not both")
+    if args.judge_max_new_tokens is not None and args.judge is None:
+        p.error("--judge-max-new-tokens only applies with --judge")
+    if args.answerer is not None and args.rows and all("+" in row for row in args.rows):
+        p.error("--answerer is unused: every row of --rows names its answerer after '+'")
+    args.num_sessions = DEFAULT_NUM_SESSIONS if args.num_sessions is None else args.num_sessions
+    args.worlds = [DEFAULT_WORLDS] if args.worlds is None else args.worlds
+    if args.judge_max_new_tokens is None:
+        args.judge_max_new_tokens = DEFAULT_JUDGE_MAX_NEW_TOKENS
     for name in ("num_sessions", "batch_size", "torch_threads", "judge_max_new_tokens"):
         if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            p.error(f"{_flag(name)} must be >= 1, got {getattr(args, name)}")
     if args.max_questions is not None and args.max_questions < 1:
         p.error(f"--max-questions must be >= 1, got {args.max_questions}")
     for name in ("context_tokens", "answer_top_k"):
@@ -661,6 +752,8 @@ def build_config(args: argparse.Namespace) -> tuple[EvalConfig, dict[str, Any]]:
         for name in ("conversations", "split", "part"):
             if getattr(args, name) is not None:
                 options[name] = getattr(args, name)
+        if args.source == "longmemeval" and "conversations" in options:
+            options["question_ids"] = options.pop("conversations")  # an item is keyed by its question_id
         if args.include_adversarial:
             options["include_adversarial"] = True
         source = make_source(args.source, **options)
@@ -704,14 +797,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     row_texts = args.rows or (DEFAULT_SYNTHETIC_ROWS if args.source == "synthetic" else DEFAULT_DATA_ROWS)
     try:
         rows = [parse_row(text, default_answerer) for text in row_texts]
+        check_rows(rows, args.source)
     except ValueError as error:
         parser.error(str(error))
     started = time.perf_counter()
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     pool = AgentPool(args.torch_threads)
+    # every agent is built before any row runs: a model that cannot load stops the run at once
+    specs = [*(row.strategy for row in rows), *(row.answerer for row in rows), *([args.judge] if args.judge else [])]
+    for spec in dict.fromkeys(specs):
+        try:
+            pool.get(spec)
+        except (ValueError, OSError, ImportError) as error:
+            parser.error(f"agent {spec!r}: {error}")
     judge = None
     if args.judge:
-        judge = (args.judge, judge_generator(pool.get(args.judge), args.judge_max_new_tokens))
+        try:
+            judge = (args.judge, judge_generator(pool.get(args.judge), args.judge_max_new_tokens))
+        except ValueError as error:
+            parser.error(f"--judge {args.judge}: {error}")
     judge_controls = None
     if judge is not None:
         questions = [q for key in config.keys for q in config.source.get(key).questions]
@@ -721,11 +825,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with Progress(len(rows) * len(config.keys), len(rows) * per_row_questions, not args.no_progress) as progress:
         for row in rows:
             results_rows.append(evaluate_row(row, config, pool, progress, judge, args.batch_size))
+    from benchmarks.provenance import environment
+
     results = {
         "title": _title(args, settings),
         "command": "python -m benchmarks.leaderboard " + shlex.join(argv),
         "date": date,
         "machine": machine_info(),
+        "environment": environment(),
         "total_seconds": time.perf_counter() - started,
         "settings": settings,
         "judge_controls": judge_controls,

@@ -1,26 +1,24 @@
-"""Reproduce the Memory-R2 comparison: base, SFT, GRPO, LoGo-GRPO and two ablations (issue 7).
+"""Reproduce the Memory-R2 comparison: base, SFT, GRPO, LoGo-GRPO and two ablations.
 
-    python -m benchmarks.reproduce --preset cpu     # tiny backbone, ~1 h on 2 CPU cores
+    python -m benchmarks.reproduce --preset cpu     # tiny backbone, minutes on 2 CPU cores
     python -m benchmarks.reproduce --preset gpu     # SmolLM2-135M-Instruct (not run on CPU)
 
 Arms: ``base`` (no training), ``sft`` (oracle demonstrations only), ``grpo``
 (``--inner-fraction 0``), ``logo`` (LoGo-GRPO), ``logo-nocurr`` (straight to the longest
-horizon), ``logo-perrole`` (one adapter per role). Every RL arm starts from the SFT warm
-start of its seed (the tiny model learns nothing from scratch) and gets the same budget of
-GENERATED TOKENS (``charts/generated_tokens`` of ``metrics.jsonl``).
+horizon), ``logo-perrole`` (one adapter per role). Every RL arm starts from the SFT adapter
+of its seed (``python -m algos.sft``; the tiny model learns nothing from scratch) through
+``--init-adapter``, and gets the same budget of GENERATED TOKENS through the trainer's
+``--token-budget`` (split evenly over the curriculum stages; a stage ends at the first
+update that spends its share). Each arm is ONE call of ``python -m algos.logo_grpo``.
 
-How the budget is enforced without a budget flag in the trainer: each RL arm runs
-``algos.logo_grpo.main`` one update at a time (``--stop-after 1 --resume``, a checkpoint
-after every update) and stops once its cumulative generated tokens reach the budget, so
-budgets agree within one update's tokens. With a curriculum the budget is split evenly over
-the stages: when a stage's share is spent, the driver moves the checkpoint's trainer state
-to the next stage (optimizer and RNG states carry over, as in the trainer's own curriculum).
-The warm start enters as an update-0 checkpoint whose every trained adapter holds the SFT
-weights, so shared and per-role layouts start from the same weights.
+Runs live in ``--work-dir`` (default ``runs/<name>``), one directory per arm and seed. A
+killed reproduction continues with the same command: finished runs are reused, a run with
+a checkpoint is resumed (the trainer refuses a resume whose settings differ), and nothing
+in the work directory is ever deleted.
 
-Outputs: ``benchmarks/results/reproduce_<preset>.{md,json,png}`` (table of held-out answer
-F1, mean and std over seeds, per horizon and question kind; learning curves of training
-reward against cumulative generated tokens).
+Outputs: ``benchmarks/results/<name>.{md,json,png}`` (table of held-out answer F1, mean and
+std over seeds, per horizon and question kind; learning curves of training reward against
+cumulative generated tokens; the environment and lock the numbers were made with).
 """
 
 from __future__ import annotations
@@ -28,9 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import random
 import shlex
-import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -43,8 +39,7 @@ import numpy as np
 ARMS = ("base", "sft", "grpo", "logo", "logo-nocurr", "logo-perrole")
 RL_ARMS = ("grpo", "logo", "logo-nocurr", "logo-perrole")
 RESULTS_DIR = Path("benchmarks/results")
-MAX_CALLS = 500  # safety stop for one RL arm (updates)
-NEVER_ENDS = 100_000  # --updates-per-stage: the driver, not the trainer, ends stages
+MAX_UPDATES_PER_STAGE = 500  # --updates-per-stage: a safety stop; the token budget ends the stages
 CURVE_KEYS = ("charts/session_reward", "charts/episode_score")
 
 
@@ -107,13 +102,6 @@ def arm_flags(arm: str) -> dict[str, Any]:
             "logo-perrole": {"per_role_adapters": True}}[arm]
 
 
-def stage_targets(budget: int, num_stages: int) -> list[float]:
-    """Cumulative generated-token targets at which each stage ends (the budget split evenly)."""
-    if budget < 1 or num_stages < 1:
-        raise ValueError(f"budget and num_stages must be >= 1, got {budget}, {num_stages}")
-    return [budget * (k + 1) / num_stages for k in range(num_stages)]
-
-
 def to_argv(flags: dict[str, Any]) -> list[str]:
     """Trainer command-line flags from a dict (booleans as --x / --no-x, None left out)."""
     argv: list[str] = []
@@ -130,12 +118,25 @@ def to_argv(flags: dict[str, Any]) -> list[str]:
     return argv
 
 
-def trainer_argv(preset: Preset, arm: str, seed: int, out: Path) -> list[str]:
-    """The full ``algos.logo_grpo`` argv of one RL arm (a resumed, one-update call)."""
+def trainer_argv(preset: Preset, arm: str, seed: int, adapter: Path, out: Path) -> list[str]:
+    """The ``algos.logo_grpo`` command line of one RL arm: the SFT adapter, the token budget."""
     flags = {"model": preset.model, "seed": seed, "stages": arm_stages(arm, preset.stages),
-             "updates_per_stage": NEVER_ENDS, **preset.trainer, **arm_flags(arm), "checkpoint_every": 1,
-             "keep_checkpoints": 1, "stop_after": 1, "output_dir": str(out), "resume": str(out),
-             "progress": False, "tensorboard": False, "device": "cpu" if preset.model == "tiny" else None}
+             "updates_per_stage": MAX_UPDATES_PER_STAGE, "token_budget": preset.token_budget, **preset.trainer,
+             **arm_flags(arm), "init_adapter": str(adapter), "checkpoint_every": 1, "keep_checkpoints": 1,
+             "output_dir": str(out), "progress": False, "tensorboard": False,
+             "device": "cpu" if preset.model == "tiny" else None}
+    return to_argv(flags)
+
+
+def sft_argv(preset: Preset, seed: int, out: Path) -> list[str]:
+    """The ``algos.sft`` command line of a seed's warm start (the demonstrations of the roles RL trains)."""
+    trainer = preset.trainer
+    flags = {"model": preset.model, "seed": seed, "num_sessions": preset.stages[0], "num_worlds": preset.sft_worlds,
+             "roles": ("manage",) if trainer.get("extractor") else ("extract", "manage"), "steps": preset.sft_steps,
+             "learning_rate": preset.sft_learning_rate, "schedule": preset.sft_schedule, "lora_r": 16,
+             "lora_alpha": 32, "lora_lm_head": bool(trainer.get("lora_lm_head")),
+             "max_prompt_tokens": trainer["max_prompt_tokens"], "max_new_tokens": trainer["max_new_tokens"],
+             "prompt_style": trainer["prompt_style"], "output_dir": str(out)}
     return to_argv(flags)
 
 
@@ -144,12 +145,6 @@ def _limit_threads() -> None:
     import torch
 
     torch.set_num_threads(1)  # a shared 2-core machine: threads only spin against each other
-
-
-def _lora_targets(preset: Preset) -> list[str] | None:
-    from agents.lora import LLAMA_TARGET_MODULES
-
-    return [*LLAMA_TARGET_MODULES, "lm_head"] if preset.trainer.get("lora_lm_head") else None
 
 
 def _evaluate(preset: Preset, adapter: Path | None) -> dict[str, Any]:
@@ -162,112 +157,48 @@ def _evaluate(preset: Preset, adapter: Path | None) -> dict[str, Any]:
     return {str(h): r.to_dict() for h, r in res.items()}
 
 
-def run_sft(preset: Preset, seed: int, root: Path) -> dict[str, Any]:
-    """The seed's SFT warm start (as the trainer's ``--sft-warmup-steps`` does it), saved and evaluated."""
-    _limit_threads()
-    import gymnasium as gym
-    import torch
+def _finished(out: Path, marker: str) -> bool:
+    return (out / marker).exists()
 
-    import memenv  # noqa: F401
-    from agents.backbone import load_backbone
-    from agents.lora import POLICY_ADAPTER, add_lora, save_adapter
-    from algos.logo_grpo import TRAIN_SEED_OFFSET
-    from algos.sft import record_demonstrations, train_sft
+
+def run_sft(preset: Preset, seed: int, root: Path) -> dict[str, Any]:
+    """The seed's SFT warm start (``python -m algos.sft``), reused when already done, and evaluated."""
+    _limit_threads()
+    from algos import sft
 
     start = time.perf_counter()
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    backbone = load_backbone(preset.model, device="cpu" if preset.model == "tiny" else None)
-    model = add_lora(backbone, r=16, alpha=32, target_modules=_lora_targets(preset))
-    model.eval()
-    roles = ("manage",) if preset.trainer.get("extractor") else ("extract", "manage")
-    worlds = [TRAIN_SEED_OFFSET + i for i in range(preset.sft_worlds)]
-    pairs = record_demonstrations(lambda: gym.make("MemorySession-v0", num_sessions=preset.stages[0],
-                                                   disable_env_checker=True), worlds, roles=roles)
-    losses = train_sft(model, backbone.tokenizer, pairs, steps=preset.sft_steps, learning_rate=preset.sft_learning_rate,
-                       max_prompt_tokens=preset.trainer["max_prompt_tokens"], seed=seed,
-                       prompt_style=preset.trainer["prompt_style"], schedule=preset.sft_schedule)
-    adapter = save_adapter(model, root / "sft" / f"seed{seed}" / "adapter", POLICY_ADAPTER,
-                           prompt_style=preset.trainer["prompt_style"],
-                           max_prompt_tokens=preset.trainer["max_prompt_tokens"],
-                           max_new_tokens=preset.trainer["max_new_tokens"])
+    out = root / "sft" / f"seed{seed}"
+    if _finished(out, "sft_losses.json"):
+        adapter = out / "adapter"
+    else:
+        adapter = sft.main(sft_argv(preset, seed, out), progress=False)
+    losses = json.loads((out / "sft_losses.json").read_text())["losses"]
     return {"arm": "sft", "seed": seed, "adapter": str(adapter), "sft_loss": [losses[0], losses[-1]],
             "eval": _evaluate(preset, adapter), "seconds": time.perf_counter() - start}
 
 
-def seed_checkpoint(preset: Preset, arm: str, seed: int, sft_adapter: Path, out: Path) -> None:
-    """An update-0 checkpoint in ``out`` whose trained adapters all hold the SFT weights."""
-    import torch
-
-    from agents.backbone import load_backbone
-    from agents.lora import ADAPTER_META, add_lora, adapter_names, saved_adapter_info
-    from algos.logo_grpo import _rng_state
-
-    flags = {**preset.trainer, **arm_flags(arm)}
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    backbone = load_backbone(preset.model, device="cpu" if preset.model == "tiny" else None)
-    model = add_lora(backbone, r=16, alpha=32, per_role=bool(flags.get("per_role_adapters")),
-                     target_modules=_lora_targets(preset))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=flags["learning_rate"])
-    ckpt = out / "checkpoints" / "update-000000"
-    for name in adapter_names(model):
-        if name == "answer":
-            continue
-        target = shutil.copytree(sft_adapter, ckpt / "adapters" / name)
-        if (target / ADAPTER_META).is_file():  # the copy serves `name` now
-            (target / ADAPTER_META).write_text(json.dumps({**saved_adapter_info(target), "adapter_name": name}) + "\n")
-    np_rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed * 1000)
-    torch.save({"optimizer": optimizer.state_dict(), "rng": _rng_state(np_rng, gen),
-                "state": {"update": 0, "stage": 0, "update_in_stage": 0}}, ckpt / "trainer_state.pt")
-    (out / "checkpoints" / "latest").write_text(ckpt.name)
-
-
-def advance_stage(out: Path) -> None:
-    """Move the latest checkpoint's trainer state to the start of the next curriculum stage."""
-    import torch
-
-    root = out / "checkpoints"
-    path = root / (root / "latest").read_text().strip() / "trainer_state.pt"
-    blob = torch.load(path, weights_only=False)
-    st = blob["state"]
-    blob["state"] = {"update": st["update"], "stage": st["stage"] + 1, "update_in_stage": 0}
-    torch.save(blob, path)
+def read_curve(out: Path) -> list[dict[str, Any]]:
+    """An RL run's learning curve from its ``metrics.jsonl``: reward and F1 against cumulative tokens."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [{"tokens": r["charts/cumulative_tokens"], "stage_sessions": r["charts/stage_sessions"],
+             **{k.split("/")[-1]: r.get(k) for k in CURVE_KEYS}, "invalid_rate": r.get("charts/invalid_rate")}
+            for r in rows if "charts/cumulative_tokens" in r]
 
 
 def run_rl(preset: Preset, arm: str, seed: int, sft_adapter: str, root: Path) -> dict[str, Any]:
-    """Train one RL arm under the token budget, then evaluate its adapter on held-out worlds."""
+    """Train one RL arm under the token budget (one trainer call), then evaluate its adapter."""
     _limit_threads()
     from algos.logo_grpo import main as train
 
     start = time.perf_counter()
     out = root / arm / f"seed{seed}"
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    seed_checkpoint(preset, arm, seed, Path(sft_adapter), out)
-    stages = arm_stages(arm, preset.stages)
-    targets = stage_targets(preset.token_budget, len(stages))
-    argv = trainer_argv(preset, arm, seed, out)
-    cumulative, stage, curve = 0.0, 0, []
-    for _ in range(MAX_CALLS):
-        result = train(argv)
-        metrics = result["history"][-1]
-        cumulative += metrics["charts/generated_tokens"]
-        curve.append({"tokens": cumulative, "stage_sessions": metrics["charts/stage_sessions"],
-                      **{k.split("/")[-1]: metrics.get(k) for k in CURVE_KEYS},
-                      "invalid_rate": metrics.get("charts/invalid_rate")})
-        if cumulative >= targets[stage]:
-            if stage + 1 == len(stages):
-                break
-            advance_stage(out)
-            stage += 1
+    argv = trainer_argv(preset, arm, seed, Path(sft_adapter), out)
+    if not _finished(out, "adapter"):
+        resume = (out / "checkpoints" / "latest").is_file()
+        train([*argv, "--resume", str(out)] if resume else argv)
+    curve = read_curve(out)
     adapter = out / "adapter"
-    return {"arm": arm, "seed": seed, "adapter": str(adapter), "tokens": cumulative, "updates": len(curve),
+    return {"arm": arm, "seed": seed, "adapter": str(adapter), "tokens": curve[-1]["tokens"], "updates": len(curve),
             "curve": curve, "eval": _evaluate(preset, adapter), "seconds": time.perf_counter() - start}
 
 
@@ -317,6 +248,8 @@ def _fmt(ms: tuple[float, float]) -> str:
 
 def to_markdown(report: dict[str, Any]) -> str:
     """The results as markdown tables: overall F1 per horizon, then per kind at each horizon."""
+    from benchmarks.provenance import markdown_line
+
     table, horizons = report["table"], report["preset"]["eval_horizons"]
     lines = [f"# Memory-R2 reproduction, preset `{report['preset_name']}`", "",
              f"Command: `{report['command']}`", "",
@@ -327,6 +260,7 @@ def to_markdown(report: dict[str, Any]) -> str:
              f"tokens per arm, curriculum {list(report['preset']['stages'])}. SFT warm start: "
              f"{report['preset']['sft_steps']} steps at learning rate {report['preset']['sft_learning_rate']}, "
              f"{report['preset'].get('sft_schedule', 'constant')} schedule. Wall time {report['seconds'] / 60:.1f} min.",
+             "", markdown_line(report["environment"]) if "environment" in report else "Environment: not recorded.",
              "", "## Answer F1 (all questions)", "",
              "| arm | " + " | ".join(f"{h} sessions" for h in horizons) + " | invalid manage rate "
              f"({horizons[-1]}) | generated tokens | updates |",
@@ -505,8 +439,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results = Path(args.results_dir)
     stem = results / name
     plot = plot_curves(runs, stem.with_suffix(".png"))
+    from benchmarks.provenance import environment
+
     report = {"preset_name": args.preset, "preset": dataclasses.asdict(preset),
-              "command": "python -m benchmarks.reproduce " + shlex.join(argv),
+              "command": "python -m benchmarks.reproduce " + shlex.join(argv), "environment": environment(),
               "table": aggregate(runs, preset.arms, preset.seeds, preset.eval_horizons),
               "runs": runs, "plot": str(plot), "seconds": time.perf_counter() - start}
     if args.locomo:

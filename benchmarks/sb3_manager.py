@@ -5,7 +5,11 @@
 PPO (``MlpPolicy``) trains on :class:`agents.sb3_manager.ManagerDecisionEnv` — one step per
 candidate fact, ``Discrete(4)`` ADD / UPDATE nearest / DELETE nearest / NOOP over a
 fixed-size feature vector — on synthetic worlds with seeds ``TRAIN_SEED_OFFSET + (0 .. train_worlds - 1)``
-(gold extraction, scripted reader). Each trained model is saved, then played as a full
+(gold extraction, scripted reader). Each trained model is saved twice in ``--model-dir``:
+``ppo_seed<seed>.safetensors`` (:func:`agents.sb3_manager.save_manager`: tensors and a JSON
+header, no pickle; the file ``make_agent("sb3-manager:<path>")`` loads) and SB3's own
+``ppo_seed<seed>.zip`` for SB3 users (``PPO.load`` unpickles it, so the project never
+opens it). The ``.safetensors`` file is loaded back and played as a full
 agent (:class:`agents.sb3_manager.SB3ManagerAgent`) through the ordinary text protocol on
 *held-out* worlds (seeds from ``eval_seed_offset``, never seen in training) of
 ``MemorySessionBench-v0`` (every question after the last session), next to a random
@@ -37,6 +41,7 @@ from agents.sb3_manager import (
     RandomManagerAgent,
     SB3ManagerAgent,
     rule_decision,
+    save_manager,
 )
 from memenv.constants import TRAIN_SEED_OFFSET
 from memenv.scripted import AddAllAgent, NoopAgent, OracleAgent
@@ -127,7 +132,8 @@ HELP = {
     "gae_lambda": "GAE lambda",
     "ent_coef": "entropy bonus (keeps UPDATE and DELETE explored while ADD dominates early)",
     "torch_threads": "torch CPU threads (1 is fastest for this small MLP next to the env)",
-    "model_dir": "where the trained models are saved (ppo_seed<seed>.zip)",
+    "model_dir": "where the trained models are saved: ppo_seed<seed>.safetensors (what sb3-manager:<path> "
+                 "loads, no pickle) and SB3's ppo_seed<seed>.zip",
     "out": "results path without extension: writes <out>.md and <out>.json",
     "ablation_answers": "also train one model per seed with reward_mode='answers' (gamma 0.99, "
                         "gae_lambda 0.95) and report it as an extra row",
@@ -196,25 +202,26 @@ def evaluate_agent(agent: Any, world_seeds: Sequence[int], *, env_id: str = "Mem
     kind), ``num_questions``, ``mean_memory_size`` (at the end of the episodes) and
     ``invalid_actions``. ``progress`` is an optional callable run after each world.
     """
-    env = gym.make(env_id, num_sessions=num_sessions)
+    from memenv.play import play
+
     scores: list[float] = []
     by_kind: dict[str, list[float]] = {}
     sizes, invalid = [], 0
-    for seed in world_seeds:
-        obs, info = env.reset(options={"world_seed": int(seed)})
-        done = False
-        while not done:
-            obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
-            done = terminated or truncated
-            invalid += not info.get("valid", True)
-            answered = info.get("answered")
-            if isinstance(answered, dict):
-                scores.append(float(answered["score"]))
-                by_kind.setdefault(answered["kind"], []).append(float(answered["score"]))
-        sizes.append(info["memory_size"])
+
+    def on_turn(turn) -> None:
+        nonlocal invalid
+        invalid += not turn.next_info.get("valid", True)
+        answered = turn.next_info.get("answered")
+        if isinstance(answered, dict):
+            scores.append(float(answered["score"]))
+            by_kind.setdefault(answered["kind"], []).append(float(answered["score"]))
+        if turn.done:
+            sizes.append(turn.next_info["memory_size"])
+
+    for seed in world_seeds:  # one world at a time: a seeded random agent draws in the same order as before
+        play(lambda: gym.make(env_id, num_sessions=num_sessions), [int(seed)], agent, on_turn=on_turn)
         if progress is not None:
             progress()
-    env.close()
     return {
         "f1": float(np.mean(scores)) if scores else float("nan"),
         "by_kind": {k: float(np.mean(v)) for k, v in sorted(by_kind.items())},
@@ -243,6 +250,8 @@ def _kinds(rows: dict[str, dict]) -> list[str]:
 
 def render_markdown(result: dict) -> str:
     """The results as a markdown page (command, setup, table, notes)."""
+    from benchmarks.provenance import markdown_line
+
     rows = result["rows"]
     kinds = _kinds(rows)
     a = result["args"]
@@ -258,6 +267,8 @@ def render_markdown(result: dict) -> str:
         (f"Machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs, Python "
          f"{result['machine']['python']}; stable-baselines3 {result['versions']['stable_baselines3']}, "
          f"torch {result['versions']['torch']}, gymnasium {result['versions']['gymnasium']}."),
+        "",
+        markdown_line(result["environment"]) if "environment" in result else "Environment: not recorded.",
         "",
         (f"PPO (MlpPolicy) on `ManagerDecisionEnv` (reward_mode={a['reward_mode']!r}), {a['timesteps']} fact "
          f"decisions per seed, seeds {list(a['seeds'])}, training worlds {TRAIN_SEED_OFFSET}..{TRAIN_SEED_OFFSET + a['train_worlds'] - 1} "
@@ -352,11 +363,13 @@ def run(args: Args) -> dict:
             start = time.perf_counter()
             model = train_manager(train_args, seed, progress_bar=args.progress)
             seconds = time.perf_counter() - start
-            path = os.path.join(args.model_dir, f"{prefix}_seed{seed}.zip")
-            model.save(path)
+            stem = os.path.join(args.model_dir, f"{prefix}_seed{seed}")
+            path = save_manager(model, stem + ".safetensors")
+            model.save(stem + ".zip")
+            # evaluate the saved file, so the reported numbers are those of what was written
             runs.append({"row": row, "seed": seed, "reward_mode": train_args.reward_mode, "gamma": train_args.gamma,
-                         "model": path, "train_seconds": seconds, "steps_per_second": args.timesteps / seconds,
-                         "agent": SB3ManagerAgent(model)})
+                         "model": path, "sb3_zip": stem + ".zip", "train_seconds": seconds,
+                         "steps_per_second": args.timesteps / seconds, "agent": SB3ManagerAgent.load(path)})
     references = reference_agents(args.seeds[0])
     total = args.eval_worlds * (len(runs) + len(references))
     with Progress(disable=not args.progress, transient=True) as progress:
@@ -373,10 +386,13 @@ def run(args: Args) -> dict:
                     for name, agent in references.items()}
     rows = {row: _mean_rows([r["eval"] for r in runs if r["row"] == row]) for row, _, _ in variants}
     rows.update(ref_rows)
+    from benchmarks.provenance import environment
+
     return {
         "command": args.command or "python -m benchmarks.sb3_manager",
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
         "versions": _versions(),
+        "environment": environment(),
         "args": {k: v for k, v in asdict(args).items() if k != "command"},
         "num_questions": rows["oracle"]["num_questions"],
         "rows": rows,

@@ -19,6 +19,12 @@ MAX_OBSERVATION_CHARS = 2_000_000
 
 QA_SCHEDULES = ("after_evidence", "end")
 
+# Sessions per synthetic world, at most. LoCoMo conversations have up to 35 sessions; a
+# 1024-session world (about 0.5 M characters of dialogue, 0.25 s to generate, 2,000+
+# steps per episode) is far beyond any training horizon, and the bound stops a typo such
+# as 10**9 from hanging reset() and exhausting memory.
+MAX_SESSIONS = 1024
+
 # Synthetic world seeds: training uses seeds >= TRAIN_SEED_OFFSET, evaluation (leaderboards,
 # held-out tests) seeds below it, so no evaluated world is ever trained on.
 TRAIN_SEED_OFFSET = 1_000_000

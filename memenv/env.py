@@ -156,7 +156,7 @@ class MemorySessionEnv(gym.Env[str, str]):
         Args:
             source: ``"synthetic"`` (default), ``"locomo"``, ``"longmemeval"`` or a
                 :class:`~memenv.sources.ConversationSource`.
-            num_sessions: sessions per synthetic world (default 8).
+            num_sessions: sessions per synthetic world (default 8; 1 to ``constants.MAX_SESSIONS``).
             world_seeds: synthetic worlds to draw from (default: any seed).
             data_path, conversations, split, part: LoCoMo / LongMemEval file and selection.
             source_options: any further options of the source.

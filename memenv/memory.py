@@ -13,13 +13,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import reprlib
 import tempfile
-from dataclasses import asdict, dataclass
-from typing import Iterator
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Iterator
 
 import immutables
 
+from memenv.parsing import replace_lone_surrogates
+
 FORMAT_VERSION = 1
+# Ids and next_id in a loaded bank stay below this (adding a memory every microsecond
+# takes 30,000 years to reach it); it keeps int() of an id cheap and within Python's
+# limit on digits.
+MAX_ID = 10**18
+_MAX_ID_TEXT = "10**18"  # MAX_ID as messages write it
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,15 +195,16 @@ class MemoryBank:
 
     @classmethod
     def from_dict(cls, data: dict) -> "MemoryBank":
-        """Rebuild a bank written by :meth:`to_dict`; ValueError naming the bad key."""
-        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"not a memory bank of format version {FORMAT_VERSION}: {str(data)[:80]!r}")
-        try:
-            entries = [MemoryEntry(**e) for e in data["entries"]]
-            history = [OpRecord(**r) for r in data["history"]]
-            next_id = int(data["next_id"])
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"malformed memory bank data: {err}") from None
+        """Rebuild a bank written by :meth:`to_dict`.
+
+        Everything is checked before anything is built: keys and types of the bank, of
+        every entry and every history record; ids of the form ``m<k>``, none twice among
+        the entries, all below ``next_id`` (otherwise the next ADD would reuse one).
+        Raises ``ValueError`` with a one-line message naming the first problem. Lone
+        surrogates in texts are replaced (see :func:`memenv.parsing.replace_lone_surrogates`)
+        so the bank can always be saved again.
+        """
+        entries, history, next_id = _checked_bank(data)
         bank = cls()
         by_text: immutables.Map = immutables.Map()
         with bank._entries.mutate() as m:
@@ -225,16 +235,125 @@ class MemoryBank:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "MemoryBank":
-        """Read a bank written by :meth:`save`."""
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{os.fspath(path)}: not valid JSON ({err})") from None
+        """Read a bank written by :meth:`save`.
+
+        A file that is not a valid bank raises ``ValueError`` with a one-line message
+        naming the file and the problem (see :meth:`from_dict`); a missing file raises
+        ``FileNotFoundError``.
+        """
+        from memenv.data import read_json_file
+
+        where = os.fspath(path)
+        if not os.path.isfile(where):
+            raise FileNotFoundError(f"no memory bank file {where!r}")
+        data = read_json_file(where, error=ValueError)
         try:
             return cls.from_dict(data)
         except ValueError as err:
-            raise ValueError(f"{os.fspath(path)}: {err}") from None
+            raise ValueError(f"{where}: {err}") from None
+
+
+# -- checking loaded data --------------------------------------------------------------
+_TOP_KEYS = ("format_version", "next_id", "entries", "history")
+_ENTRY_KEYS = tuple(f.name for f in fields(MemoryEntry))
+_RECORD_KEYS = tuple(f.name for f in fields(OpRecord))
+_ID = re.compile(r"m(0|[1-9][0-9]*)")  # the ids add() writes, with no leading zeros
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+
+
+def _show(value: Any) -> str:
+    """A short one-line repr of a value from a file, whatever its size or depth."""
+    return f"{type(value).__name__} {_SHORT.repr(value)}"
+
+
+def _checked_keys(value: Any, keys: tuple[str, ...], where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be a JSON object, got {_show(value)}")
+    missing = [k for k in keys if k not in value]
+    if missing:
+        raise ValueError(f"{where} lacks the key {missing[0]!r}")
+    unknown = [k for k in value if k not in keys]
+    if unknown:
+        raise ValueError(f"{where} has the unknown key {_SHORT.repr(unknown[0])}; expected {list(keys)}")
+    return value
+
+
+def _checked_count(value: Any, where: str) -> int:
+    # JSON true/false must not pass for a number (bool is a subclass of int)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_ID:
+        raise ValueError(f"{where} must be a non-negative integer below {_MAX_ID_TEXT}, got {_show(value)}")
+    return value
+
+
+def _checked_text(value: Any, where: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        expected = "a string or null" if optional else "a string"
+        raise ValueError(f"{where} must be {expected}, got {_show(value)}")
+    return replace_lone_surrogates(value)
+
+
+def _checked_id(value: Any, where: str, next_id: int) -> str:
+    match = _ID.fullmatch(value) if isinstance(value, str) and len(value) <= 19 else None
+    if match is None:
+        raise ValueError(f"{where} must be an id like 'm3', got {_show(value)}")
+    if int(match.group(1)) >= next_id:
+        raise ValueError(f"{where} is {value!r} but next_id is {next_id}; it must exceed every id, or ADD reuses one")
+    return value
+
+
+def _checked_bank(data: Any) -> tuple[list[MemoryEntry], list[OpRecord], int]:
+    """Entries, history and next_id of bank data; ValueError naming the first problem."""
+    if not isinstance(data, dict) or "format_version" not in data:
+        raise ValueError(f"not a memory bank (no format_version): {_show(data)}")
+    version = data["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
+        raise ValueError(f"format_version is {_show(version)}; this version reads {FORMAT_VERSION}")
+    _checked_keys(data, _TOP_KEYS, "the bank")
+    next_id = _checked_count(data["next_id"], "next_id")
+    for key in ("entries", "history"):
+        if not isinstance(data[key], list):
+            raise ValueError(f"{key} must be a list, got {_show(data[key])}")
+    entries, seen = [], set()
+    for i, raw in enumerate(data["entries"]):
+        where = f"entries[{i}]"
+        _checked_keys(raw, _ENTRY_KEYS, where)
+        memory_id = _checked_id(raw["id"], f"{where}.id", next_id)
+        if memory_id in seen:
+            raise ValueError(f"{where}.id {memory_id!r} appears twice")
+        seen.add(memory_id)
+        entries.append(MemoryEntry(
+            id=memory_id,
+            text=_checked_text(raw["text"], f"{where}.text"),
+            speaker=_checked_text(raw["speaker"], f"{where}.speaker", optional=True),
+            session=_checked_count(raw["session"], f"{where}.session"),
+            date=_checked_text(raw["date"], f"{where}.date"),
+            created_turn=_checked_count(raw["created_turn"], f"{where}.created_turn"),
+            updated_turn=_checked_count(raw["updated_turn"], f"{where}.updated_turn"),
+        ))
+    history = []
+    for i, raw in enumerate(data["history"]):
+        where = f"history[{i}]"
+        _checked_keys(raw, _RECORD_KEYS, where)
+        op = raw["op"]
+        if op not in ("ADD", "UPDATE", "DELETE") or not isinstance(op, str):
+            raise ValueError(f"{where}.op must be 'ADD', 'UPDATE' or 'DELETE', got {_show(op)}")
+        # ADD has no text before, DELETE none after; every other text is a string
+        before = None if op == "ADD" and raw["before"] is None else _checked_text(raw["before"], f"{where}.before")
+        after = None if op == "DELETE" and raw["after"] is None else _checked_text(raw["after"], f"{where}.after")
+        if op == "ADD" and before is not None or op == "DELETE" and after is not None:
+            raise ValueError(f"{where}: {op} must have {'before' if op == 'ADD' else 'after'} null")
+        history.append(OpRecord(
+            op=op,
+            id=_checked_id(raw["id"], f"{where}.id", next_id),
+            before=before,
+            after=after,
+            session=_checked_count(raw["session"], f"{where}.session"),
+            turn=_checked_count(raw["turn"], f"{where}.turn"),
+        ))
+    return entries, history, next_id
 
 
 def _id_order(entry: MemoryEntry) -> tuple[int, str]:

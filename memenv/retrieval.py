@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import abc
 import heapq
-import importlib
 import math
 import re
 from collections import Counter
-from typing import Callable
+from typing import Any, Callable
 
 import immutables
 
@@ -165,11 +164,30 @@ class BM25Retriever(Retriever):
         return [(doc_id, score) for doc_id, score in best]
 
 
-# name -> "module:factory" building an empty retriever; third parties may add entries.
-RETRIEVERS: dict[str, str] = {
-    "bm25": "memenv.retrieval:BM25Retriever",
-    "embedding": "agents.embedding:EmbeddingRetriever",
-}
+# Built-in retrievers by name; others come from the "memenv.retrievers" entry-point group
+# (this project's own embedding retriever is one: see pyproject.toml) or register_retriever.
+RETRIEVERS: dict[str, Callable[[], Retriever]] = {"bm25": BM25Retriever}
+ENTRY_POINT_GROUP = "memenv.retrievers"
+
+
+def register_retriever(name: str, factory: Callable[[], Retriever], *, overwrite: bool = False) -> None:
+    """Make ``retriever=name`` build ``factory()`` (an empty :class:`Retriever`)."""
+    if not name or not isinstance(name, str):
+        raise ValueError(f"a retriever name is a non-empty string, got {name!r}")
+    if name in available_retrievers() and not overwrite:
+        raise ValueError(f"a retriever named {name!r} exists; pass overwrite=True to replace it")
+    RETRIEVERS[name] = factory
+
+
+def _entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_retrievers() -> list[str]:
+    """Every retriever name: built in, registered, or from installed packages' entry points."""
+    return sorted(set(RETRIEVERS) | set(_entry_points()))
 
 
 def make_retriever(spec: str | Retriever | Callable[[], Retriever]) -> Retriever:
@@ -179,10 +197,14 @@ def make_retriever(spec: str | Retriever | Callable[[], Retriever]) -> Retriever
             raise ValueError("the retriever given to the environment must be empty; it indexes the memory itself")
         return spec
     if isinstance(spec, str):
-        if spec not in RETRIEVERS:
-            raise ValueError(f"unknown retriever {spec!r}; choose one of {sorted(RETRIEVERS)} or pass a Retriever")
-        module_name, _, attr = RETRIEVERS[spec].partition(":")
-        return getattr(importlib.import_module(module_name), attr)()
+        factory = RETRIEVERS.get(spec)
+        if factory is None:
+            points = _entry_points()
+            if spec not in points:
+                raise ValueError(f"unknown retriever {spec!r}; choose one of {available_retrievers()} or pass a "
+                                 "Retriever (the 'embedding' retriever comes with the package's [train] install)")
+            factory = points[spec].load()
+        spec = factory
     if callable(spec):
         retriever = spec()
         if not isinstance(retriever, Retriever):

@@ -104,13 +104,31 @@ def _gold_facts(info: Any) -> list:
     return [f for f in facts if isinstance(f, (str, dict))] if isinstance(facts, list) else []
 
 
-def _answer_action(obs: dict) -> str:
+def answer_action(obs: str | dict) -> str:
+    """``{"answer": ...}``: :func:`scripted_answer` over an answer observation's memories."""
+    obs = load_observation(obs) if isinstance(obs, str) else obs
     question = obs.get("question")
     records = obs.get("memories")
     texts = [r.get("text") for r in records if isinstance(r, dict) and isinstance(r.get("text"), str)] \
         if isinstance(records, list) else []
     answer = scripted_answer(question, texts) if isinstance(question, str) else UNKNOWN
     return json.dumps({"answer": answer})
+
+
+class ScriptedReader:
+    """The answerer ``scripted``: the rule-based reader of the synthetic worlds' canonical
+    fact texts (:func:`scripted_answer`). It cannot read raw dialogue or LoCoMo, so with
+    other memories it mostly answers ``unknown``."""
+
+    name = "scripted"
+
+    def act(self, obs: str, info: dict) -> str:
+        """The answer action for one answer observation."""
+        return answer_action(obs)
+
+    def act_batch(self, observations: list[str], infos: list[dict]) -> list[str]:
+        """One answer action per observation."""
+        return [answer_action(obs) for obs in observations]
 
 
 def _empty_action(role: str) -> str:
@@ -131,7 +149,7 @@ class NoopAgent:
         """The action for this observation (JSON text)."""
         data = load_observation(obs)
         role = observation_role(data, info)
-        return _answer_action(data) if role == "answer" else _empty_action(role)
+        return answer_action(data) if role == "answer" else _empty_action(role)
 
 
 class OracleAgent:
@@ -150,7 +168,7 @@ class OracleAgent:
             ops = [op for op in ops if isinstance(op, dict)] if isinstance(ops, list) else []
             return json.dumps({"operations": ops or NOOP_OPERATIONS})
         if role == "answer":
-            return _answer_action(data)
+            return answer_action(data)
         return _empty_action(role)
 
 
@@ -178,7 +196,7 @@ class AddAllAgent:
                 ops.append(op)
             return json.dumps({"operations": ops or NOOP_OPERATIONS})
         if role == "answer":
-            return _answer_action(data)
+            return answer_action(data)
         return _empty_action(role)
 
 

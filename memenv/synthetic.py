@@ -52,6 +52,7 @@ from typing import Any, Sequence, TypeVar
 
 import numpy as np
 
+from memenv.constants import MAX_SESSIONS
 from memenv.sources import ConversationSource
 from memenv.types import (
     KNOWLEDGE_UPDATE,
@@ -924,11 +925,13 @@ class _WorldBuilder:
         )
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
+def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return int(value)
 
 
@@ -939,7 +942,7 @@ def generate_world(seed: int, num_sessions: int = 8) -> Conversation:
     offset in days or None)`` for every turn that states a fact.
     """
     seed = _check_int("seed", seed, 0)
-    num_sessions = _check_int("num_sessions", num_sessions, 1)
+    num_sessions = _check_int("num_sessions", num_sessions, 1, MAX_SESSIONS)
     return _WorldBuilder(seed, num_sessions).build()
 
 
@@ -978,11 +981,12 @@ def _cached_world(seed: int, num_sessions: int) -> Conversation:
 class SyntheticSource(ConversationSource):
     """Synthetic worlds by seed: a fixed list of seeds, or any seed (unbounded).
 
-    ``get(seed)`` returns the same (cached) conversation object for the same seed.
+    ``num_sessions`` is an int from 1 to ``constants.MAX_SESSIONS``. ``get(seed)`` returns
+    the same (cached) conversation object for the same seed.
     """
 
     def __init__(self, num_sessions: int = 8, world_seeds: Sequence[int] | None = None) -> None:
-        self.num_sessions = _check_int("num_sessions", num_sessions, 1)
+        self.num_sessions = _check_int("num_sessions", num_sessions, 1, MAX_SESSIONS)
         if world_seeds is None:
             self.world_seeds: tuple[int, ...] | None = None
         else:

@@ -43,3 +43,27 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--sabotage", choices=("flip", "zero"), default=None,
+        help="break the policy loss on purpose (flip: advantages negated; zero: advantages zeroed), to check that "
+             "the learning tests (-m learning) then fail",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _sabotaged_loss(request, monkeypatch):
+    """With ``--sabotage``, every call of algos.losses.logo_grpo_loss sees negated or zeroed advantages."""
+    mode = request.config.getoption("--sabotage")
+    if mode is None:
+        return
+    import algos.losses
+
+    real = algos.losses.logo_grpo_loss
+
+    def sabotaged(logp, old_logp, ref_logp, adv, mask, **kwargs):
+        return real(logp, old_logp, ref_logp, -adv if mode == "flip" else adv * 0.0, mask, **kwargs)
+
+    monkeypatch.setattr(algos.losses, "logo_grpo_loss", sabotaged)

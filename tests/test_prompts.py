@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.prompts import (
     ANSWER_SYSTEM_DIRECT,
@@ -206,8 +209,7 @@ def test_parse_relevant_ids():
     assert parse_relevant_ids("Relevant: m3, m7, m3\nAnswer: Lyon") == ["m3", "m7"]
     assert parse_relevant_ids("Relevant: m1 Answer: m2") == ["m1"]
     assert parse_relevant_ids("Answer: Lyon") == []
-    with pytest.raises(TypeError):
-        parse_answer(None)
+    assert parse_answer(None) == ""
 
 
 def test_compact_style_is_short_and_keeps_records(tiny_tokenizer):
@@ -239,3 +241,99 @@ def test_compact_style_trims_by_relevance_and_checks_style(tiny_tokenizer):
     with pytest.raises(ValueError, match="unknown prompt style"):
         system_prompt("manage", style="short")
     assert system_prompt("manage") == MANAGE_SYSTEM
+
+
+# --- parse_answer runs in linear time (it scores Memory-R1 rollouts) -------------------------
+
+N = 200_000  # the environment's longest action
+
+
+def _adversarial_answers() -> dict[str, str]:
+    return {
+        "x, blanks, x": "x" + " " * (N - 2) + "x",
+        "x, tabs, y": "x" + "\t" * (N - 2) + "y",
+        "newlines then x": "\n" * (N - 1) + "x",
+        "answer then blanks then y": "answer: x" + " " * (N - 10) + "y",
+        "newlines, answer, blanks": "\n" * (N // 2) + "answer" + " " * (N // 2 - 7) + "x",
+        "relevant then blanks": "Relevant" + " " * (N - 9) + "x",
+        "blanks then relevant line": " " * (N - 20) + "relevant: m1\nLyon",
+        "relevant lines": "Relevant:\n" * (N // 10),
+        "answer colon repeated": "answer:" * (N // 7),
+        "fences": "```" * (N // 3),
+        "fence, blanks, fence": "```" + " " * (N - 7) + "x```",
+        "open braces": "{" * N,
+        "keys never closed": '{"a":' * (N // 5),
+        "over-long number": '{"answer": ' + "1" * (N - 20) + "}",
+        "star lines": "*\n" * (N // 2),
+    }
+
+
+@pytest.mark.parametrize("name", list(_adversarial_answers()))
+def test_parse_answer_is_linear_and_never_raises_on_adversarial_text(name):
+    # "x, blanks, x" took ~150 s with the old fence regex, "relevant then blanks" minutes
+    # with the old Relevant regex; "keys never closed" raised RecursionError.
+    text = _adversarial_answers()[name]
+    assert len(text) <= N
+    for parse in (parse_answer, parse_relevant_ids):
+        start = time.perf_counter()
+        parse(text)
+        elapsed = time.perf_counter() - start
+        assert elapsed < 1.0, f"{parse.__name__} took {elapsed:.2f} s on {name!r}"
+
+
+@pytest.mark.parametrize("text, answer", [
+    ('```json\n{"answer": "Lyon"}', "Lyon"),
+    ('{"answer": "Lyon"}\n```', "Lyon"),
+    ('```json  \n {"answer": "Lyon"} \n ```', "Lyon"),
+    ('````{"answer": "Lyon"}```', '{"answer": "Lyon"}'),  # a 4th backtick hides the JSON
+    ("  * relevant memories: m1\n\nLyon", "Lyon"),
+    ("- Relevant:\n* Answer: Lyon", "Lyon"),
+    ("Relevant m1 and more\nLyon", "Relevant m1 and more"),
+])
+def test_parse_answer_fence_and_relevant_edge_cases(text, answer):
+    assert parse_answer(text) == answer == _old_parse_answer(text)
+
+
+# The regexes parse_answer used before, kept as the reference for its behaviour.
+OLD_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
+OLD_RELEVANT = re.compile(r"^\s*\W*relevant(?: memories)?\W*\s*[:：]\s*([^\n]*)", re.IGNORECASE | re.MULTILINE)
+PIECES = ["answer", "Answer", ":", "：", " ", "\n", "\t", "\r", "\u2028", "x", "Lyon", "```", "`", "json", "{", "}",
+          '"answer"', '"', "relevant", "Relevant", " memories", "*", "-", "m3", "m12", ","]
+
+
+def _old_parse_answer(text: str) -> str:
+    """parse_answer as it was, with the quadratic regexes (fine on short texts)."""
+    def clean(t: str) -> str:
+        return t.strip(" \t\r\n\"'`*")
+
+    stripped = text.strip()
+    unfenced = OLD_FENCE.sub("", stripped)
+    if unfenced.startswith("{"):
+        try:
+            value = json.loads(unfenced)
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, dict) and "answer" in value:
+            return clean(str(value["answer"]))
+    matches = re.findall(r"answer\s*[:：]\s*([^\n]*)", stripped, re.IGNORECASE)
+    if matches:
+        return clean(matches[-1])
+    for line in stripped.splitlines():
+        if line.strip() and not OLD_RELEVANT.match(line):
+            return clean(line)
+    return ""
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=14).map("".join))
+def test_parse_answer_and_relevant_ids_match_the_old_regexes(text):
+    assert parse_answer(text) == _old_parse_answer(text)
+    assert parse_relevant_ids(text) == _old_relevant_ids(text)
+
+
+def _old_relevant_ids(text: str) -> list[str]:
+    match = OLD_RELEVANT.search(text)
+    if not match:
+        return []
+    before_answer = re.split(r"answer\s*[:：]", match.group(1), maxsplit=1, flags=re.IGNORECASE)[0]
+    return list(dict.fromkeys(re.findall(r"\bm\d+\b", before_answer)))

@@ -16,3 +16,31 @@ def test_readme_python_blocks_run(capsys):
         exec(compile(block, str(README), "exec"), namespace)
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "1 0"  # the fork example: the branch has a memory, the parent none
+
+
+def _bash_block_after(heading: str) -> list[str]:
+    text = README.read_text()
+    section = text[text.index(heading):]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_ci_runs_the_readme_install_and_test_commands_in_a_new_virtualenv():
+    ci = (README.parent / ".ci" / "run").read_text()
+    install, test = _bash_block_after("## Install"), _bash_block_after("## Test")
+    assert len(install) == 1 and len(test) == 1, (install, test)
+    lines = [line.strip() for line in ci.splitlines()]
+    assert install[0] in lines and test[0] in lines
+    assert lines.index(install[0]) < lines.index(test[0])
+    venv = next(i for i, line in enumerate(lines) if "-m venv" in line)
+    assert venv < lines.index(install[0])  # installs into a new environment, never an old one
+
+
+def test_the_lock_pins_every_package_exactly():
+    lock = (README.parent / "constraints.txt").read_text().splitlines()
+    pins = [line for line in lock if line.strip() and not line.startswith("#")]
+    assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][^ ]*", p) for p in pins), pins
+    names = {p.split("==")[0].lower().replace("_", "-") for p in pins}
+    for needed in ("torch", "transformers", "peft", "gymnasium", "numpy", "accelerate", "stable-baselines3"):
+        assert needed in names
+    assert "torch==2.13.0" in pins  # the CPU build the install takes from the local disk

@@ -20,6 +20,34 @@ def micro(tmp_path_factory):
     return root, report
 
 
+def test_each_rl_arm_is_one_trainer_run_from_the_sft_adapter(micro):
+    root, report = micro
+    for r in report["runs"]:
+        if r["arm"] in R.RL_ARMS:
+            run = root / "runs" / r["arm"] / f"seed{r['seed']}"
+            args = json.loads((run / "args.json").read_text())
+            assert args["init_adapter"] == str(root / "runs" / "sft" / "seed0" / "adapter")
+            assert args["token_budget"] == report["preset"]["token_budget"]
+            assert not (run / "args_history.jsonl").exists()  # one call, never resumed or edited
+
+
+def test_a_second_call_reuses_finished_runs_and_deletes_nothing(micro):
+    root, report = micro
+    (root / "runs" / "grpo" / "seed0" / "my-notes.txt").write_text("keep me")
+    before = {p: p.stat().st_mtime_ns for p in (root / "runs").rglob("adapter_model.safetensors")}
+    again = R.main(["--preset", "micro", "--work-dir", str(root / "runs"), "--results-dir", str(root / "results2")])
+    assert (root / "runs" / "grpo" / "seed0" / "my-notes.txt").read_text() == "keep me"
+    assert {p: p.stat().st_mtime_ns for p in (root / "runs").rglob("adapter_model.safetensors")} == before
+    assert again["table"] == report["table"]
+
+
+def test_the_report_records_the_environment_and_lock(micro):
+    root, report = micro
+    env = report["environment"]
+    assert env["lock_sha256"] and env["versions"]["torch"] and env["cpu_capability"]
+    assert "Environment: lock `constraints.txt` sha256" in (root / "results" / "reproduce_micro.md").read_text()
+
+
 def test_micro_preset_writes_table_json_and_png(micro):
     root, report = micro
     res = root / "results"
@@ -55,12 +83,6 @@ def test_evaluation_returns_per_kind_scores_in_unit_interval(micro):
         assert 0.0 <= ev["f1"] <= 1.0
 
 
-def test_stage_targets_split_budget_evenly():
-    assert R.stage_targets(300, 3) == [100, 200, 300]
-    with pytest.raises(ValueError):
-        R.stage_targets(0, 2)
-
-
 def test_arms_differ_only_in_their_flag():
     assert R.arm_flags("grpo") == {"inner_fraction": 0.0}
     assert R.arm_flags("logo-perrole") == {"per_role_adapters": True}
@@ -68,9 +90,11 @@ def test_arms_differ_only_in_their_flag():
     assert R.arm_stages("logo", (8, 16, 32)) == (8, 16, 32)
     with pytest.raises(ValueError):
         R.arm_flags("sft")
-    argv = R.trainer_argv(R.PRESETS["gpu"], "grpo", 3, R.Path("/x"))
+    argv = R.trainer_argv(R.PRESETS["gpu"], "grpo", 3, R.Path("/sft"), R.Path("/x"))
     assert argv[argv.index("--inner-fraction") + 1] == "0.0"
     assert argv[argv.index("--stages") + 1: argv.index("--stages") + 4] == ["8", "16", "32"]
+    assert argv[argv.index("--init-adapter") + 1] == "/sft"
+    assert argv[argv.index("--token-budget") + 1] == str(R.PRESETS["gpu"].token_budget)
     assert "--extractor" not in argv  # the GPU preset trains the extractor too
 
 

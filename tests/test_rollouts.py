@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import memenv  # noqa: F401
+from agents.sampler import Generation
 from algos import rollouts as R
 from memenv.scripted import OracleAgent
 
@@ -28,7 +29,7 @@ class CoinPolicy:
                 text = json.dumps({"operations": [{"op": "ADD", "fact": i} for i in range(len(data["facts"]))]})
             else:
                 text = '{"operations": [{"op": "NOOP"}]}'
-            out.append(R.Generation(text, [1, 2], [3, len(text) % 7], [-0.5, -0.25]))
+            out.append(Generation(text, [1, 2], [3, len(text) % 7], [-0.5, -0.25]))
         return out
 
 

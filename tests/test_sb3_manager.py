@@ -1,9 +1,14 @@
-"""The per-fact manager wrapper for SB3, the trained-manager agent, and a short PPO run."""
+"""The per-fact manager wrapper for SB3, the trained-manager agent, its pickle-free files, and a short PPO run."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import pickle
+import re
 import warnings
+import zipfile
 
 import gymnasium as gym
 import numpy as np
@@ -22,9 +27,12 @@ from agents.sb3_manager import (
     SB3ManagerAgent,
     SessionDecisions,
     change_kind,
+    load_manager_policy,
     rule_decision,
+    save_manager,
     topics,
 )
+from agents.registry import make_agent
 from benchmarks.sb3_manager import Args, evaluate_agent, main, train_manager
 from memenv.env import MemorySessionEnv
 from memenv.scripted import OracleAgent
@@ -223,8 +231,7 @@ def trained(tmp_path_factory):
     args = Args(timesteps=8192, seeds=(0,), train_worlds=100, eval_worlds=len(HELD_OUT),
                 eval_seed_offset=HELD_OUT[0], progress=False)
     model = train_manager(args, seed=0)
-    path = str(tmp_path_factory.mktemp("sb3") / "ppo.zip")
-    model.save(path)
+    path = save_manager(model, str(tmp_path_factory.mktemp("sb3") / "ppo.safetensors"))
     return model, path
 
 
@@ -239,7 +246,13 @@ def test_ppo_beats_a_random_manager_on_held_out_worlds(trained):
 
 def test_saved_model_loads_through_the_registry_spec_and_acts_the_same(trained):
     model, path = trained
-    loaded = SB3ManagerAgent.from_spec(path)
+    loaded = make_agent(f"sb3-manager:{path}")
+    assert isinstance(loaded, SB3ManagerAgent)
+    features = np.random.default_rng(0).random((256, NUM_FEATURES), dtype=np.float32)
+    features[:, _f("placeholder")] = 0
+    expected = model.predict(features, deterministic=True)[0]
+    assert len(set(expected.tolist())) > 1  # a constant policy would not show a mix-up of weights
+    np.testing.assert_array_equal(loaded.model.predict(features, deterministic=True)[0], expected)
     env = gym.make("MemorySession-v0", num_sessions=4)
     obs, info = env.reset(options={"world_seed": HELD_OUT[0]})
     in_memory = SB3ManagerAgent(model)
@@ -262,6 +275,9 @@ def test_cli_writes_markdown_and_json(tmp_path):
     assert data["rows"]["oracle"]["f1"] == 1.0 and data["command"].startswith("python -m benchmarks.sb3_manager")
     assert "--timesteps 512" in markdown and "| oracle | 1.000 |" in markdown
     assert (tmp_path / "models" / "ppo_seed0.zip").exists() and result["runs"][0]["seed"] == 0
+    # the file the project loads is the pickle-free one, and it is what was evaluated
+    assert result["runs"][0]["model"] == str(tmp_path / "models" / "ppo_seed0.safetensors")
+    assert isinstance(make_agent(f"sb3-manager:{result['runs'][0]['model']}"), SB3ManagerAgent)
 
 
 def test_args_refuse_training_on_evaluation_worlds():
@@ -270,3 +286,177 @@ def test_args_refuse_training_on_evaluation_worlds():
     assert Args().train_seeds[0] == 1_000_000 and Args().eval_seeds[-1] < 1_000_000
     with pytest.raises(ValueError, match="batch-size"):
         Args(n_steps=100, n_envs=1, batch_size=64)
+
+
+# --------------------------------------------------------- saved managers: no pickle --
+class MarkerPayload:
+    """Unpickling this creates ``marker``: it stands in for the code a crafted model file runs."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def crafted_sb3_zip(marker: str) -> bytes:
+    """A zip laid out like SB3's: a cloudpickled field in ``data``, a pickle payload as ``policy.pth``."""
+    import torch
+
+    policy_pth = io.BytesIO()
+    torch.save(MarkerPayload(marker), policy_pth)
+    data = {"policy_class": {":type:": "<class 'abc.ABCMeta'>",
+                             ":serialized:": base64.b64encode(pickle.dumps(MarkerPayload(marker))).decode()},
+            "policy_kwargs": {}}
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("data", json.dumps(data))
+        z.writestr("policy.pth", policy_pth.getvalue())
+        z.writestr("_stable_baselines3_version", "2.9.2")
+    return archive.getvalue()
+
+
+def test_the_payload_is_live(tmp_path):
+    """The payloads below do run when unpickled, so the refusals are not vacuous."""
+    import torch
+
+    marker = tmp_path / "ran"
+    pickle.loads(pickle.dumps(MarkerPayload(str(marker))))
+    assert marker.exists()
+    marker.unlink()
+    with zipfile.ZipFile(io.BytesIO(crafted_sb3_zip(str(marker)))) as z:
+        policy_pth = z.read("policy.pth")
+    # torch's restricted unpickler refuses it (the loader does not even get that far) ...
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        torch.load(io.BytesIO(policy_pth), weights_only=True)
+    assert not marker.exists()
+    # ... a full unpickle runs it
+    torch.load(io.BytesIO(policy_pth), weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("name, content", [
+    ("model.zip", lambda marker: crafted_sb3_zip(marker)),
+    ("model.safetensors", lambda marker: crafted_sb3_zip(marker)),  # the name does not matter
+    ("policy.pth", lambda marker: zipfile.ZipFile(io.BytesIO(crafted_sb3_zip(marker))).read("policy.pth")),
+    ("model.pkl", lambda marker: pickle.dumps(MarkerPayload(marker))),
+    ("model.p0", lambda marker: pickle.dumps(MarkerPayload(marker), protocol=0)),
+])
+def test_a_crafted_model_file_is_refused_without_running_its_payload(tmp_path, name, content):
+    marker = tmp_path / "ran"
+    path = tmp_path / name
+    path.write_bytes(content(str(marker)))
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ": refused, ") as refused:
+        make_agent(f"sb3-manager:{path}")
+    assert "\n" not in str(refused.value)
+    assert not marker.exists()
+
+
+def _policy(net_arch=None, activation_fn=None):
+    import torch
+    from gymnasium import spaces
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    torch.manual_seed(0)
+    return ActorCriticPolicy(spaces.Box(0.0, 1.0, (NUM_FEATURES,), np.float32), spaces.Discrete(4), lambda _: 0.0,
+                             net_arch=net_arch, activation_fn=activation_fn or torch.nn.Tanh)
+
+
+@pytest.mark.parametrize("net_arch, activation", [(None, "Tanh"), ([16], "ReLU"), ({"pi": [8, 8], "vf": []}, "Tanh")])
+def test_save_and_load_round_trip_other_architectures(tmp_path, net_arch, activation):
+    import torch
+
+    policy = _policy(net_arch, getattr(torch.nn, activation))
+    loaded = load_manager_policy(save_manager(policy, str(tmp_path / "m.safetensors")))
+    assert loaded.state_dict().keys() == policy.state_dict().keys()
+    for key, value in policy.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    x = np.random.default_rng(1).random((64, NUM_FEATURES), dtype=np.float32)
+    np.testing.assert_array_equal(loaded.predict(x, deterministic=True)[0], policy.predict(x, deterministic=True)[0])
+
+
+def test_save_refuses_a_policy_it_could_not_rebuild(tmp_path):
+    import torch
+
+    with pytest.raises(ValueError, match="activation must be one of"):
+        save_manager(_policy(activation_fn=torch.nn.ELU), str(tmp_path / "m.safetensors"))
+    with pytest.raises(ValueError, match="cannot save this manager: net_arch"):
+        save_manager(_policy(net_arch=[2048]), str(tmp_path / "m.safetensors"))
+    with pytest.raises(ValueError, match="only SB3 MlpPolicy"):
+        save_manager(object(), str(tmp_path / "m.safetensors"))
+
+
+def _edit_header(**changes):
+    def edit(tensors, header):
+        header.update(changes)
+    return edit
+
+
+def _set_tensor(key, value):
+    def edit(tensors, header):
+        tensors[key] = value(tensors[key])
+    return edit
+
+
+@pytest.mark.parametrize("edit, why", [
+    (_set_tensor("action_net.weight", lambda t: t.new_zeros(5, 64)),
+     "tensors do not fit the architecture in its header ('action_net.weight' is F32 [5, 64], expected F32 [4, 64])"),
+    (_set_tensor("mlp_extractor.policy_net.0.weight", lambda t: t[:, :-1].contiguous()),
+     "'mlp_extractor.policy_net.0.weight' is F32 [64, 37], expected F32 [64, 38]"),
+    (_set_tensor("value_net.bias", lambda t: t.double()), "'value_net.bias' is F64 [1], expected F32 [1]"),
+    (lambda tensors, header: tensors.pop("action_net.bias"), "missing 'action_net.bias'"),
+    (lambda tensors, header: tensors.update(extra=tensors["value_net.bias"].clone()), "unexpected tensor 'extra'"),
+    (_edit_header(net_arch={"pi": [32, 32], "vf": [64, 64]}),
+     "'mlp_extractor.policy_net.0.weight' is F32 [64, 38], expected F32 [32, 38]"),
+    (_edit_header(net_arch={"pi": [100_000], "vf": [64]}), "net_arch {'pi': [100000], 'vf': [64]} is not"),
+    (_edit_header(net_arch={"pi": [64] * 10_000, "vf": [64]}), "net_arch {'pi': [64, 64, 64,"),
+    (_edit_header(format="something-else"), "not written by save_manager"),
+    (lambda tensors, header: header.clear(), "not written by save_manager"),
+    (_edit_header(format_version=2), "format version 2, this code reads 1"),
+    (_edit_header(feature_names=list(FEATURE_NAMES[:-1]), observation_size=NUM_FEATURES - 1),
+     "trained on other features"),
+    (_edit_header(feature_version=0), "trained on other features"),
+    (_edit_header(num_actions=5), "5 actions, the manager has 4"),
+    (_edit_header(activation="gelu"), "activation 'gelu' is not one of"),
+])
+def test_a_file_that_does_not_match_is_refused_with_the_reason(tmp_path, edit, why):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    good = save_manager(_policy(), str(tmp_path / "good.safetensors"))
+    with safe_open(good, framework="pt") as f:
+        header = json.loads(f.metadata()["memenv"])
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    edit(tensors, header)
+    path = tmp_path / "bad.safetensors"
+    save_file(tensors, str(path), metadata={"memenv": json.dumps(header)} if header else None)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: refused, ") + ".*" + re.escape(why)) as refused:
+        SB3ManagerAgent.from_spec(str(path))
+    assert "\n" not in str(refused.value) and len(str(refused.value)) < len(str(path)) + 200
+
+
+def test_a_missing_or_foreign_file_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such sb3-manager model file"):
+        make_agent(f"sb3-manager:{tmp_path / 'absent.safetensors'}")
+    path = tmp_path / "notes.txt"
+    path.write_text("not a model")
+    with pytest.raises(ValueError, match=re.escape(f"{path}: refused, not a safetensors file")):
+        make_agent(f"sb3-manager:{path}")
+
+
+def test_a_good_file_loads_whatever_its_first_byte(tmp_path):
+    """A safetensors file starts with its header's length: 0x80 there must not read as a pickle."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    good = save_manager(_policy(), str(tmp_path / "good.safetensors"))
+    with safe_open(good, framework="pt") as f:
+        metadata = f.metadata()
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    path = tmp_path / "x80.safetensors"
+    for pad in range(0, 256, 8):  # the header is padded to 8 bytes, and 0x80 is a multiple of 8
+        save_file(tensors, str(path), metadata={**metadata, "pad": "x" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    assert isinstance(make_agent(f"sb3-manager:{path}"), SB3ManagerAgent)

@@ -93,3 +93,24 @@ def test_bad_arguments_are_refused(capsys):
     with pytest.raises(SystemExit):
         sft.main(["--roles", "answer"])
     assert "--roles" in capsys.readouterr().err
+
+
+def test_an_environment_without_roles_is_refused_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "algos.sft", "--env", "CartPole-v1", "--output-dir",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "CartPole-v1 is not a MemorySession environment" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_command_never_overwrites_an_earlier_adapter(tmp_path):
+    from algos.run import UserError
+
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_model.safetensors").write_bytes(b"earlier")
+    with pytest.raises(UserError, match="already holds adapter"):
+        sft.main(["--steps", "1", "--num-worlds", "1", "--num-sessions", "2", "--output-dir", str(tmp_path)])
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes() == b"earlier"

@@ -7,6 +7,11 @@ Each loader reads a JSON file in its benchmark's original format and returns
 validated whole when loaded, so a malformed file fails with a :class:`DataFormatError`
 naming the file, the record and the key at fault, never midway through an episode.
 
+Texts are checked at this boundary: a lone surrogate (JSON's ``"\\ud800"`` escape makes
+one; UTF-8 cannot encode it, so a tokenizer or ``MemoryBank.save`` would fail on it
+later) is replaced by U+FFFD in every string a loader keeps
+(:func:`memenv.parsing.replace_lone_surrogates`).
+
 No benchmark data ships with the project (LoCoMo's licence forbids redistribution);
 users download the files themselves.
 """
@@ -17,6 +22,7 @@ import json
 import os
 from typing import Any
 
+from memenv.parsing import replace_lone_surrogates
 from memenv.sources import ConversationSource
 from memenv.types import Conversation
 
@@ -25,8 +31,10 @@ class DataFormatError(ValueError):
     """A data file does not follow its benchmark's format (the message says where)."""
 
 
-def read_json_file(path: str | os.PathLike) -> Any:
-    """Parse a JSON file; a missing file or invalid JSON raises an error naming the file."""
+def read_json_file(path: str | os.PathLike, error: type[ValueError] = DataFormatError) -> Any:
+    """Parse a JSON file; a missing file raises ``FileNotFoundError``, anything else that is not
+    valid UTF-8 JSON (bad syntax, nesting too deep for Python's parser, an integer over
+    Python's digit limit) one line of ``error`` naming the file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data file {path!r} does not exist")
@@ -34,9 +42,13 @@ def read_json_file(path: str | os.PathLike) -> Any:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except json.JSONDecodeError as err:
-        raise DataFormatError(f"{path}: invalid JSON ({err})") from None
+        raise error(f"{path}: not valid JSON ({err})") from None
     except UnicodeDecodeError as err:
-        raise DataFormatError(f"{path}: not UTF-8 text ({err})") from None
+        raise error(f"{path}: not UTF-8 text ({err})") from None
+    except RecursionError:
+        raise error(f"{path}: JSON nested too deeply for Python's parser") from None
+    except ValueError as err:  # e.g. an integer over Python's limit on digits
+        raise error(f"{path}: not valid JSON ({err})") from None
 
 
 def fail(where: str, message: str) -> DataFormatError:
@@ -45,7 +57,10 @@ def fail(where: str, message: str) -> DataFormatError:
 
 
 def get_key(mapping: dict, key: str, kinds: type | tuple[type, ...], where: str) -> Any:
-    """``mapping[key]`` checked against ``kinds``; a missing or mistyped key fails loudly."""
+    """``mapping[key]`` checked against ``kinds``; a missing or mistyped key fails loudly.
+
+    A string comes back with its lone surrogates replaced (see the module docstring).
+    """
     if key not in mapping:
         raise fail(where, f"missing key {key!r}")
     value = mapping[key]
@@ -54,7 +69,7 @@ def get_key(mapping: dict, key: str, kinds: type | tuple[type, ...], where: str)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         expected = "/".join(k.__name__ for k in kinds)
         raise fail(where, f"key {key!r} should be {expected}, got {type(value).__name__}")
-    return value
+    return replace_lone_surrogates(value) if isinstance(value, str) else value
 
 
 class FileSource(ConversationSource):

@@ -42,6 +42,7 @@ from collections import Counter
 from typing import Any, Iterable, Sequence
 
 from memenv.data import DataFormatError, FileSource, fail, get_key, read_json_file
+from memenv.parsing import replace_lone_surrogates
 from memenv.types import MULTI_HOP, SINGLE_HOP, TEMPORAL, Conversation, Question, Session, Turn
 
 OPEN_DOMAIN = "open-domain"
@@ -272,7 +273,7 @@ def _parse_turn(turn: Any, number: int, t_index: int, where: str) -> Turn:
     dia_id = turn.get("dia_id", f"D{number}:{t_index + 1}")
     if not isinstance(dia_id, str):
         raise fail(where, f"key 'dia_id' should be str, got {type(dia_id).__name__}")
-    return Turn(speaker=speaker, text=text, dia_id=dia_id)
+    return Turn(speaker=speaker, text=text, dia_id=replace_lone_surrogates(dia_id))
 
 
 def _answer_text(item: dict, key: str, where: str) -> str | None:
@@ -282,7 +283,7 @@ def _answer_text(item: dict, key: str, where: str) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise fail(where, f"key {key!r} should be text or a number, got {type(value).__name__}")
-    return str(value)
+    return replace_lone_surrogates(str(value))
 
 
 def _parse_question(

@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any, Sequence
 
 from memenv.data import DataFormatError, FileSource, fail, get_key, read_json_file
+from memenv.parsing import replace_lone_surrogates
 from memenv.types import Conversation, Question, Session, Turn
 
 SOURCE_NAME = "longmemeval"
@@ -39,8 +40,10 @@ DOWNLOAD_HINT = (
     "(https://github.com/xiaowu0162/LongMemEval) and pass its path as data_path"
 )
 
-# "2023/05/20 (Sat) 02:21" as LongMemEval writes dates; the weekday is redundant.
-_LME_DATE = re.compile(r"\s*(\d{4})/(\d{1,2})/(\d{1,2})\s*(?:\(\w+\))?\s*(?:(\d{1,2}):(\d{2}))?\s*")
+# "2023/05/20 (Sat) 02:21" as LongMemEval writes dates; the weekday is redundant. Matched
+# against the stripped text, with each blank run inside an optional group: adjacent \s*
+# (as in r"\s*(?:\(\w+\))?\s*") backtrack polynomially over a long run of blanks.
+_LME_DATE = re.compile(r"(\d{4})/(\d{1,2})/(\d{1,2})(?:\s*\(\w+\))?(?:\s*(\d{1,2}):(\d{2}))?")
 
 
 def parse_date(text: str) -> datetime:
@@ -48,7 +51,7 @@ def parse_date(text: str) -> datetime:
 
     Raises ``ValueError`` naming the text when it is neither.
     """
-    match = _LME_DATE.fullmatch(text)
+    match = _LME_DATE.fullmatch(text.strip())
     if match:
         year, month, day, hour, minute = match.groups()
         return datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0))
@@ -113,7 +116,7 @@ def _get_str_list(mapping: dict, key: str, where: str) -> list[str]:
     for index, value in enumerate(values):
         if not isinstance(value, str):
             raise fail(where, f"{key}[{index}] should be str, got {type(value).__name__}")
-    return values
+    return [replace_lone_surrogates(value) for value in values]
 
 
 def _parse_item(item: Any, position: int, path: str) -> Conversation:

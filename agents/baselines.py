@@ -1,4 +1,4 @@
-"""Baseline memory strategies for the leaderboard, and the scripted answerer.
+"""Baseline memory agents that need no model (the leaderboard's strategies), and the scripted answerer.
 
 A *memory strategy* is an agent that acts on the ``extract`` and ``manage`` turns of
 ``MemorySession-v0``; the leaderboard pairs it with an *answerer*. The strategies here
@@ -32,8 +32,7 @@ import re
 from typing import Any, Sequence
 
 from memenv.memory import count_tokens
-from memenv.scripted import load_observation, observation_role, scripted_answer
-from memenv.synthetic import UNKNOWN
+from memenv.scripted import ScriptedReader, answer_action, load_observation, observation_role
 
 EXTRACT, MANAGE, ANSWER = "extract", "manage", "answer"
 NOOP_ACTION = json.dumps({"operations": [{"op": "NOOP"}]})
@@ -66,22 +65,6 @@ def _fact_count(obs: dict) -> int:
     return len(facts) if isinstance(facts, list) else 0
 
 
-def memory_texts(obs: dict) -> list[str]:
-    """The texts of an observation's memory records."""
-    records = obs.get("memories")
-    if not isinstance(records, list):
-        return []
-    return [r["text"] for r in records if isinstance(r, dict) and isinstance(r.get("text"), str)]
-
-
-def scripted_answer_action(obs: Any) -> str:
-    """``{"answer": ...}`` by :func:`memenv.scripted.scripted_answer` over the observation's memories."""
-    data = load_observation(obs)
-    question = data.get("question")
-    answer = scripted_answer(question, memory_texts(data)) if isinstance(question, str) else UNKNOWN
-    return json.dumps({"answer": answer})
-
-
 def add_all_facts_action(obs: dict) -> str:
     """The manage action that ADDs every extracted fact by index (NOOP when there are none)."""
     n = _fact_count(obs)
@@ -90,20 +73,7 @@ def add_all_facts_action(obs: dict) -> str:
     return json.dumps({"operations": [{"op": "ADD", "fact": i} for i in range(n)]})
 
 
-class ScriptedAnswerer:
-    """The answerer ``scripted``: the rule-based reader of the synthetic worlds' canonical
-    fact texts (:func:`memenv.scripted.scripted_answer`). It cannot read raw dialogue or
-    LoCoMo, so with other memories it mostly answers ``unknown``."""
-
-    name = "scripted"
-
-    def act(self, obs: str, info: dict) -> str:
-        """The answer action for one answer observation."""
-        return scripted_answer_action(obs)
-
-    def act_batch(self, observations: list[str], infos: list[dict]) -> list[str]:
-        """One answer action per observation."""
-        return [scripted_answer_action(obs) for obs in observations]
+ScriptedAnswerer = ScriptedReader  # the leaderboard's ``scripted`` answerer
 
 
 # --------------------------------------------------------------------------- full context --
@@ -160,7 +130,7 @@ class FullContextAgent:
             self._record(data, info.get("conversation") if isinstance(info, dict) else None)
             return EMPTY_FACTS
         if role == ANSWER:
-            return scripted_answer_action(data)
+            return answer_action(data)
         return NOOP_ACTION
 
 
@@ -190,7 +160,7 @@ class AddEveryFactAgent:
         if role == MANAGE:
             return add_all_facts_action(data)
         if role == ANSWER:
-            return scripted_answer_action(data)
+            return answer_action(data)
         return NOOP_ACTION
 
 

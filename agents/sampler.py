@@ -1,0 +1,153 @@
+"""One LLM sampler for every caller: role prompt -> role adapter -> batched generation.
+
+Agents, trainers and leaderboards all turn MemorySession observations into generations the
+same way, through :class:`RoleSampler`:
+
+1. each observation is rendered into its role's prompt (:func:`agents.prompts.render_prompt`,
+   with the sampler's prompt style, distillation setting and prompt budget);
+2. observations of one role are generated together with that role's adapter
+   (:func:`agents.lora.role_adapter`: the shared ``policy`` adapter, a per-role one, or the
+   base model with adapters disabled);
+3. identical prompts are computed once: ``k`` observations with the same prompt and ``n``
+   samples each become one prompt sampled ``k * n`` times, sharing its KV cache (the G
+   rollouts of a conversation at its first turn, the rerolls of a forked state);
+4. prompts are generated in calls of at most ``batch_size`` sequences.
+
+Every :class:`Generation` keeps the prompt and completion token ids and the sampling
+log-probs, so a trainer can compute its loss from exactly what was sampled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Generation:
+    """One sampled completion of one observation's prompt."""
+
+    text: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+
+
+def generations(rollout) -> list[list[Generation]]:
+    """A :class:`agents.generation.Rollout` as, per prompt, its n generations (padding removed)."""
+    out = []
+    n = rollout.num_samples
+    for p in range(len(rollout.prompt_ids)):
+        prompt = rollout.prompt_ids[p][rollout.prompt_mask[p].bool()].tolist()
+        group = []
+        for j in range(p * n, (p + 1) * n):
+            mask = rollout.completion_mask[j].bool()
+            group.append(Generation(rollout.texts[j], prompt, rollout.completion_ids[j][mask].tolist(),
+                                    rollout.logprobs[j][mask].tolist()))
+        out.append(group)
+    return out
+
+
+def observation_role(obs: str) -> str:
+    """The role an observation asks for (its ``"role"`` field)."""
+    return json.loads(obs)["role"]
+
+
+class RoleSampler:
+    """Samples generations for MemorySession observations with a (LoRA) causal LM.
+
+    Args:
+        model, tokenizer: the backbone (a ``PeftModel`` when it holds adapters).
+        prompt_style: ``"default"`` or ``"compact"`` role prompts.
+        distill: answer prompts ask for the relevant memory ids before the answer.
+        max_prompt_tokens: prompts are trimmed by relevance to this many tokens.
+        max_new_tokens: the generation budget, one number or one per role.
+        temperature: sampling temperature (0: greedy); ``top_p``, ``top_k``: sampling filters.
+        generator: the torch generator sampling draws from.
+        batch_size: at most this many sequences per generation call (None: no limit).
+    """
+
+    def __init__(self, model, tokenizer, *, prompt_style: str = "default", distill: bool = True,
+                 max_prompt_tokens: int = 2048, max_new_tokens: int | Mapping[str, int] = 256,
+                 temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+                 generator: torch.Generator | None = None, batch_size: int | None = None) -> None:
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model, self.tokenizer = model, tokenizer
+        self.prompt_style, self.distill, self.max_prompt_tokens = prompt_style, distill, max_prompt_tokens
+        self.max_new_tokens = max_new_tokens
+        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
+        self.generator, self.batch_size = generator, batch_size
+
+    def new_tokens(self, role: str) -> int:
+        """The generation budget of ``role``."""
+        return self.max_new_tokens[role] if isinstance(self.max_new_tokens, Mapping) else self.max_new_tokens
+
+    def prompt(self, obs: str, role: str | None = None) -> str:
+        """The rendered prompt of one observation (its own role unless ``role`` is given)."""
+        from agents.prompts import render_prompt
+
+        return render_prompt(self.tokenizer, obs, max_prompt_tokens=self.max_prompt_tokens, role=role,
+                             distill=self.distill, style=self.prompt_style)
+
+    def sample(self, observations: Sequence[str], *, num_samples: int = 1, greedy: bool = False,
+               role: str | None = None, on_batch: Callable[[int], None] | None = None) -> list[list[Generation]]:
+        """``num_samples`` generations per observation, in the observations' order.
+
+        ``role`` renders every observation as that role (default: each its own).
+        ``on_batch(k)`` is called after each generation call with the number of
+        observations it served (for progress bars).
+        """
+        out: list[list[Generation]] = [[] for _ in observations]
+        by_role: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+        for i, obs in enumerate(observations):
+            this_role = role or observation_role(obs)
+            by_role[this_role][self.prompt(obs, this_role)].append(i)
+        temperature = 0.0 if greedy else self.temperature
+        for this_role, prompts in by_role.items():
+            by_count: dict[int, list[str]] = defaultdict(list)
+            for prompt, indices in prompts.items():
+                by_count[len(indices) * num_samples].append(prompt)
+            for count, plist in sorted(by_count.items()):
+                per_call = len(plist) if self.batch_size is None else max(1, self.batch_size // count)
+                for start in range(0, len(plist), per_call):
+                    chunk = plist[start: start + per_call]
+                    rollout = self._generate(chunk, this_role, count, temperature)
+                    for prompt, group in zip(chunk, generations(rollout)):
+                        for k, target in enumerate(prompts[prompt]):
+                            out[target] = group[k * num_samples: (k + 1) * num_samples]
+                    if on_batch is not None:
+                        on_batch(sum(len(prompts[p]) for p in chunk))
+        return out
+
+    def rollout(self, observations: Sequence[str], *, num_samples: int = 1, temperature: float | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None):
+        """Observations of ONE role in one generation call: the full :class:`agents.generation.Rollout`
+        (token ids, masks, sampling log-probs); settings not given are the sampler's."""
+        from agents.prompts import ROLES
+
+        roles = {json.loads(obs).get("role") for obs in observations}
+        if len(roles) != 1 or not roles <= set(ROLES):
+            raise ValueError(f"rollout() needs observations of one known role, got roles {sorted(map(str, roles))}")
+        role = roles.pop()
+        return self._generate([self.prompt(obs, role) for obs in observations], role, num_samples,
+                              self.temperature if temperature is None else temperature, top_p, generator)
+
+    def _generate(self, prompts: Sequence[str], role: str, num_samples: int, temperature: float,
+                  top_p: float | None = None, generator: torch.Generator | None = None):
+        from agents.generation import generate
+        from agents.lora import role_adapter, use_adapter
+
+        with use_adapter(self.model, role_adapter(self.model, role)):
+            return generate(self.model, self.tokenizer, list(prompts), num_samples=num_samples,
+                            max_new_tokens=self.new_tokens(role), temperature=temperature,
+                            top_p=self.top_p if top_p is None else top_p, top_k=self.top_k,
+                            generator=self.generator if generator is None else generator)
+
+    def generate(self, observations: Sequence[str]) -> list[Generation]:
+        """One generation per observation (the trainers' policy interface)."""
+        return [group[0] for group in self.sample(observations)]

@@ -1,0 +1,237 @@
+"""One policy update for every trainer: PPO epochs over a batch of sampled generations.
+
+:func:`ppo_update` takes :class:`Sample` objects (prompt tokens, completion tokens, their
+sampling log-probs, an advantage or a reward) and an :class:`UpdateConfig`:
+
+1. reference log-probs once per batch, under the reference policy (the base model with
+   the adapters disabled), and with a value head (Memory-R1's PPO) the critic's values
+   ``V(prompt)`` and the advantages ``A = r - V``;
+2. ``ppo_epochs`` passes over the batch in ``num_minibatches`` shuffled minibatches, each
+   accumulated over micro-batches of ``micro_batch_size`` sequences grouped by the adapter
+   their role uses: the loss of :func:`algos.losses.logo_grpo_loss` (clipped surrogate,
+   k3 KL, entropy bonus), token-weighted across micro-batches, plus ``vf_coef`` times the
+   value loss with a head;
+3. in a data-parallel run, gradients are averaged over the processes before clipping and
+   the optimizer step (every process takes every step, even with an empty minibatch).
+
+Shapes: N sequences, P the padded prompt length (left padding), T the longest completion
+(right padding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Sample:
+    """One generation of the policy, with what the loss needs."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+    role: str
+    session: int
+    local: bool
+    advantage: float = 0.0
+    group: tuple = ()  # e.g. ("global", conversation), ("local", conversation, session), ("answer", question)
+    ref_logprobs: list[float] | None = None  # filled by the update
+    reward: float = 0.0  # the outcome reward (PPO with a value head: the return)
+    value: float = 0.0  # PPO with a value head: the critic's V(prompt) when sampled
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """The settings of one PPO update (a trainer's ``Args`` carries them as flags)."""
+
+    ppo_epochs: int = 2
+    num_minibatches: int = 4
+    micro_batch_size: int = 8
+    clip_eps: float = 0.2
+    kl_coef: float = 0.001
+    entropy_coef: float = 0.001
+    max_grad_norm: float = 1.0
+    temperature: float = 1.0
+    vf_coef: float = 0.1  # used with a value head only
+    value_clip: float | None = None
+    whiten_advantages: bool = False
+
+    @classmethod
+    def from_args(cls, args: Any) -> "UpdateConfig":
+        """The fields of ``args`` (any object) that name an update setting."""
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+
+
+def all_reduce_mean(tensors: Sequence[torch.Tensor], world: int) -> None:
+    """Average tensors in place over the processes of a data-parallel run (no-op for one)."""
+    if world > 1:
+        for t in tensors:
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+            t.div_(world)
+
+
+def mean_over_processes(metrics: dict[str, float], world: int) -> dict[str, float]:
+    """Each metric averaged over the processes that logged it (a process whose batch had no
+    local group has no ``charts/local_reward``); every process gets the same dict."""
+    gathered: list[list[str]] = [[] for _ in range(world)]
+    torch.distributed.all_gather_object(gathered, sorted(metrics))
+    keys = sorted(set().union(*gathered))
+    sums = torch.tensor([[metrics.get(k, 0.0), float(k in metrics)] for k in keys], dtype=torch.float64)  # (K, 2)
+    torch.distributed.all_reduce(sums, op=torch.distributed.ReduceOp.SUM)
+    return {k: float(total / count) for k, (total, count) in zip(keys, sums.tolist())}
+
+
+def collate(samples: Sequence[Sample], pad_id: int, device) -> dict[str, torch.Tensor]:
+    """Left-padded prompts and right-padded completions of a list of samples."""
+    n = len(samples)
+    p_len = max(len(s.prompt_ids) for s in samples)
+    c_len = max(len(s.completion_ids) for s in samples)
+    prompt_ids = torch.full((n, p_len), pad_id, dtype=torch.long)  # (N, P)
+    prompt_mask = torch.zeros((n, p_len), dtype=torch.long)  # (N, P)
+    completion_ids = torch.full((n, c_len), pad_id, dtype=torch.long)  # (N, T)
+    completion_mask = torch.zeros((n, c_len), dtype=torch.float32)  # (N, T)
+    old_logprobs = torch.zeros((n, c_len), dtype=torch.float32)  # (N, T)
+    ref_logprobs = torch.zeros((n, c_len), dtype=torch.float32)  # (N, T)
+    for i, s in enumerate(samples):
+        prompt_ids[i, p_len - len(s.prompt_ids):] = torch.tensor(s.prompt_ids)
+        prompt_mask[i, p_len - len(s.prompt_ids):] = 1
+        completion_ids[i, : len(s.completion_ids)] = torch.tensor(s.completion_ids)
+        completion_mask[i, : len(s.completion_ids)] = 1
+        old_logprobs[i, : len(s.logprobs)] = torch.tensor(s.logprobs)
+        if s.ref_logprobs is not None:
+            ref_logprobs[i, : len(s.ref_logprobs)] = torch.tensor(s.ref_logprobs)
+    advantages = torch.tensor([s.advantage for s in samples], dtype=torch.float32)  # (N,)
+    out = dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
+               completion_mask=completion_mask, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs,
+               advantages=advantages)
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def policy_and_values(model, value_head, batch: dict[str, torch.Tensor], *, temperature: float,
+                      with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """One forward pass: per-token log-probs (N, T), entropy (N, T) and values V(prompt) (N,).
+
+    The value reads the last layer's hidden state at the last prompt token (prompts are
+    left-padded, completions right-padded, as :func:`collate` makes them).
+    """
+    from agents.generation import logits_to_logprobs, positions_from_mask
+    from algos.value import last_token_hidden
+
+    prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
+    completion_ids, completion_mask = batch["completion_ids"], batch["completion_mask"]
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (N, P + T)
+    mask = torch.cat([prompt_mask, completion_mask.long()], dim=1)  # (N, P + T)
+    num_new, p_len = completion_ids.shape[1], prompt_ids.shape[1]
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False,
+                logits_to_keep=num_new + 1, output_hidden_states=True)
+    logits = out.logits[:, :-1].float() / (temperature if temperature > 0 else 1.0)  # (N, T, V)
+    logprobs, entropy = logits_to_logprobs(logits, completion_ids, completion_mask, with_entropy=with_entropy)
+    hidden = last_token_hidden(out.hidden_states[-1][:, :p_len], prompt_mask)  # (N, H)
+    return logprobs, entropy, value_head(hidden)
+
+
+def _prepare(model, samples: Sequence[Sample], config: UpdateConfig, pad_id: int, value_head) -> None:
+    """Reference log-probs (and, with a value head, values and ``A = r - V``) for every sample."""
+    from agents.generation import reference_logprobs
+    from agents.lora import role_adapter, use_adapter
+    from algos.value import outcome_advantages, whiten
+
+    device = next(model.parameters()).device
+    for i in range(0, len(samples), config.micro_batch_size):
+        micro = samples[i: i + config.micro_batch_size]
+        b = collate(micro, pad_id, device)
+        ref = reference_logprobs(model, b["prompt_ids"], b["prompt_mask"], b["completion_ids"], b["completion_mask"],
+                                 temperature=config.temperature).cpu()
+        for j, s in enumerate(micro):
+            s.ref_logprobs = ref[j, : len(s.completion_ids)].tolist()
+        if value_head is not None:
+            with torch.no_grad(), use_adapter(model, role_adapter(model, micro[0].role)):
+                _, _, values = policy_and_values(model, value_head, b, temperature=config.temperature,
+                                                 with_entropy=False)
+            for j, s in enumerate(micro):
+                s.value = float(values[j])
+    if value_head is not None:
+        adv = outcome_advantages(torch.tensor([s.reward for s in samples], dtype=torch.float32),
+                                 torch.tensor([s.value for s in samples], dtype=torch.float32))
+        if config.whiten_advantages:
+            adv = whiten(adv)
+        for s, a in zip(samples, adv.tolist()):
+            s.advantage = float(a)
+
+
+def ppo_update(model, samples: Sequence[Sample], optimizer, config: UpdateConfig, *, pad_id: int,
+               rng: np.random.Generator, world: int = 1, value_head: torch.nn.Module | None = None) -> dict[str, float]:
+    """PPO epochs over the batch: clipped surrogate + k3 KL + entropy (token-level mean), plus
+    ``vf_coef`` times the value loss with a ``value_head``; returns ``losses/...`` statistics.
+
+    With a value head every sample must be of one role (the head reads that adapter's
+    hidden states), and the advantages are set here to ``r - V``.
+    """
+    from agents.generation import sequence_logprobs
+    from agents.lora import role_adapter, use_adapter
+    from algos.losses import logo_grpo_loss
+    from algos.value import value_loss
+
+    samples = list(samples)
+    if value_head is not None and len({s.role for s in samples}) > 1:
+        raise ValueError(f"a PPO batch with a value head holds samples of one role, got {sorted({s.role for s in samples})}")
+    device = next(model.parameters()).device
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    stats: dict[str, list[float]] = defaultdict(list)
+    if samples:
+        _prepare(model, samples, config, pad_id, value_head)
+    for _ in range(config.ppo_epochs):
+        order = rng.permutation(len(samples))
+        for chunk in np.array_split(order, config.num_minibatches):
+            if len(chunk) == 0 and world == 1:
+                continue  # fewer samples than minibatches: an empty step would still move AdamW's weights
+            optimizer.zero_grad(set_to_none=True)
+            minibatch = [samples[i] for i in chunk]
+            total_tokens = max(sum(len(s.completion_ids) for s in minibatch), 1)
+            for i in range(0, len(minibatch), config.micro_batch_size):
+                micro = minibatch[i: i + config.micro_batch_size]
+                by_adapter: dict[str | None, list[Sample]] = {}
+                for s in micro:
+                    by_adapter.setdefault(role_adapter(model, s.role), []).append(s)
+                for adapter, group in by_adapter.items():
+                    b = collate(group, pad_id, device)
+                    with use_adapter(model, adapter):
+                        if value_head is None:
+                            logp, entropy = sequence_logprobs(model, b["prompt_ids"], b["prompt_mask"],
+                                                              b["completion_ids"], b["completion_mask"],
+                                                              temperature=config.temperature, return_entropy=True)
+                        else:
+                            logp, entropy, values = policy_and_values(model, value_head, b,
+                                                                      temperature=config.temperature)
+                    loss, st = logo_grpo_loss(logp, b["old_logprobs"], b["ref_logprobs"], b["advantages"],
+                                              b["completion_mask"], clip_eps=config.clip_eps, kl_coef=config.kl_coef,
+                                              entropy_coef=config.entropy_coef, entropy=entropy, agg="token")
+                    loss = loss * float(b["completion_mask"].sum()) / total_tokens
+                    if value_head is not None:
+                        old_values = torch.tensor([s.value for s in group], dtype=torch.float32, device=device)
+                        returns = torch.tensor([s.reward for s in group], dtype=torch.float32, device=device)
+                        v_loss, vst = value_loss(values, old_values, returns, clip_range=config.value_clip)
+                        loss = loss + config.vf_coef * v_loss * len(group) / len(minibatch)
+                        st = {**st, **vst}
+                    loss.backward()
+                    for k, v in st.items():
+                        stats[k].append(float(v))
+            if world > 1:
+                # every process must reduce the same tensors: parameters its batch did not reach get zeros
+                for p in params:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                all_reduce_mean([p.grad for p in params], world)
+            norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], config.max_grad_norm)
+            stats["grad_norm"].append(float(norm))
+            optimizer.step()
+    out = {f"losses/{k}": float(np.mean(v)) for k, v in stats.items()}
+    if value_head is not None and samples:
+        out["charts/value_mean"] = float(np.mean([s.value for s in samples]))
+    return out

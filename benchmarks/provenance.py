@@ -1,0 +1,82 @@
+"""What a committed result was made with: the lock, the library versions, the machine.
+
+Every result table in ``benchmarks/results`` records :func:`environment` (JSON) and
+:func:`markdown_line` (its table), so a number can be reproduced on the same lock and CPU
+kernel path, and a difference can be traced to a version or machine change.
+
+Results are exact only within one float path: the same versions, the same thread count and
+the same CPU kernel family (``torch.backends.cpu.get_cpu_capability()``: AVX2 and AVX-512
+kernels round differently, and a tiny model's RL trajectory diverges from there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+LOCK = Path(__file__).resolve().parent.parent / "constraints.txt"
+KEY_PACKAGES = ("torch", "transformers", "peft", "accelerate", "tokenizers", "gymnasium", "numpy",
+                "stable-baselines3", "safetensors")
+
+
+def lock_pins(path: Path = LOCK) -> dict[str, str]:
+    """Package -> version pinned by the lock file (empty when there is none)."""
+    if not path.is_file():
+        return {}
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "==" in line:
+            name, version = line.split("==", 1)
+            pins[_norm(name)] = version.strip()
+    return pins
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """The lock (sha256 of constraints.txt, and every installed package that differs from it),
+    key library versions, Python, the CPU kernel family and torch's thread count."""
+    import torch
+
+    pins = lock_pins()
+    differs = {}
+    for name, pinned in pins.items():
+        installed = _installed(name)
+        if installed is None or installed.split("+")[0] != pinned.split("+")[0]:
+            differs[name] = {"lock": pinned, "installed": installed}
+    return {
+        "lock_sha256": hashlib.sha256(LOCK.read_bytes()).hexdigest()[:16] if LOCK.is_file() else None,
+        "matches_lock": bool(pins) and not differs,
+        "differs_from_lock": differs,
+        "versions": {name: _installed(name) for name in KEY_PACKAGES},
+        "python": platform.python_version(),
+        "machine": f"{platform.system()} {platform.machine()}",
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def markdown_line(env: dict[str, Any] | None = None) -> str:
+    """One line for a results table: lock digest (and whether the install matched it), versions, CPU path."""
+    env = env or environment()
+    lock = (f"lock `constraints.txt` sha256 {env['lock_sha256']}" + ("" if env["matches_lock"] else
+            f" (installed versions differ: {', '.join(sorted(env['differs_from_lock']))})")) if env["lock_sha256"] \
+        else "no lock file"
+    v = env["versions"]
+    return (f"Environment: {lock}; torch {v.get('torch')}, transformers {v.get('transformers')}, peft {v.get('peft')}; "
+            f"Python {env['python']} on {env['machine']}, CPU kernels {env['cpu_capability']}, "
+            f"{env['torch_threads']} torch threads" + (f", GPU {env['cuda']}" if env.get("cuda") else "") + ".")

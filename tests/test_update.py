@@ -1,0 +1,145 @@
+"""The one PPO update of every trainer (algos.update): steps, parameters it moves, value head."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agents.sampler import RoleSampler
+from algos.update import Sample, UpdateConfig, collate, ppo_update
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+def test_config_takes_the_update_fields_of_any_args_object():
+    from algos.cli import parse_args
+    from algos.logo_grpo import Args
+
+    args = parse_args(Args, ["--ppo-epochs", "3", "--kl-coef", "0.5", "--clip-eps", "0.1"])
+    config = UpdateConfig.from_args(args)
+    assert (config.ppo_epochs, config.kl_coef, config.clip_eps) == (3, 0.5, 0.1)
+    assert config.num_minibatches == args.num_minibatches and config.temperature == args.temperature
+
+
+def test_collate_pads_prompts_left_and_completions_right():
+    samples = [Sample([5, 6, 7], [8], [-0.5], "manage", 0, False, advantage=1.0, ref_logprobs=[-0.7]),
+               Sample([9], [10, 11], [-0.1, -0.2], "manage", 0, False, advantage=-1.0)]
+    b = collate(samples, pad_id=0, device="cpu")
+    assert b["prompt_ids"].tolist() == [[5, 6, 7], [0, 0, 9]] and b["prompt_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert b["completion_ids"].tolist() == [[8, 0], [10, 11]] and b["completion_mask"].tolist() == [[1, 0], [1, 1]]
+    assert torch.allclose(b["old_logprobs"], torch.tensor([[-0.5, 0.0], [-0.1, -0.2]]))
+    assert torch.allclose(b["ref_logprobs"], torch.tensor([[-0.7, 0.0], [0.0, 0.0]]))
+    assert b["advantages"].tolist() == [1.0, -1.0]
+
+
+def test_update_with_fewer_samples_than_minibatches_takes_one_step_per_sample(tiny_backbone):
+    from agents.lora import add_lora
+
+    model = add_lora(tiny_backbone)
+    model.eval()
+    samples = [Sample([5, 6, 7], [8, 9], [-1.0, -1.0], role="manage", session=0, local=False, group=("g",),
+                      advantage=a) for a in (1.0, -1.0)]
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    ppo_update(model, samples, optimizer, UpdateConfig(ppo_epochs=1, num_minibatches=4),
+               pad_id=tiny_backbone.tokenizer.pad_token_id, rng=np.random.default_rng(0))
+    assert int(optimizer.state[params[0]]["step"]) == 2  # no empty minibatch steps
+
+
+def test_update_changes_every_lora_parameter_and_no_base_parameter(tiny_backbone):
+    import gymnasium as gym
+
+    import memenv  # noqa: F401
+    from agents.lora import add_lora
+    from algos import rollouts as R
+    from memenv.scripted import OracleAgent
+
+    model = add_lora(tiny_backbone)
+    model.eval()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    policy = RoleSampler(model, tiny_backbone.tokenizer, max_prompt_tokens=1024, max_new_tokens=8, temperature=1.0,
+                         generator=torch.Generator().manual_seed(0))
+    make = lambda: gym.make("MemorySession-v0", num_sessions=3, disable_env_checker=True)  # noqa: E731
+    rng = np.random.default_rng(0)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):
+        batch = R.collect(policy, R.ScriptedAnswerer(), make, [1_000_000], group_size=3, inner_fraction=1.0, inner_n=2,
+                          max_local_questions=16, local_weight=1.0, rng=rng, extractor=OracleAgent())
+        ppo_update(model, batch.samples, optimizer, UpdateConfig(ppo_epochs=2, num_minibatches=2),
+                   pad_id=tiny_backbone.tokenizer.pad_token_id, rng=rng)
+    lora = [n for n in before if "lora_" in n]
+    base = [n for n in before if "lora_" not in n]
+    assert lora and base
+    unchanged_lora = [n for n in lora if torch.equal(before[n], dict(model.named_parameters())[n])]
+    changed_base = [n for n in base if not torch.equal(before[n], dict(model.named_parameters())[n])]
+    assert unchanged_lora == [] and changed_base == []
+
+
+def test_first_epoch_ratio_is_one_and_zero_advantages_leave_only_the_kl_and_entropy_terms(tiny_backbone):
+    """Sampling-time and training-time log-probs agree (ratio 1 on the first epoch)."""
+    from agents.generation import generate
+    from agents.lora import add_lora
+    from agents.sampler import generations
+
+    model = add_lora(tiny_backbone)
+    model.eval()
+    rollout = generate(model, tiny_backbone.tokenizer, ["<|im_start|>user\nhi<|im_end|>\n"], num_samples=4,
+                       max_new_tokens=6, seed=0)
+    samples = [Sample(g.prompt_ids, g.completion_ids, g.logprobs, "manage", 0, False, advantage=0.0)
+               for g in generations(rollout)[0]]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    stats = ppo_update(model, samples, optimizer, UpdateConfig(ppo_epochs=1, num_minibatches=1, kl_coef=0.0,
+                                                              entropy_coef=0.0),
+                       pad_id=tiny_backbone.tokenizer.pad_token_id, rng=np.random.default_rng(0))
+    assert stats["losses/ratio_mean"] == pytest.approx(1.0, abs=1e-4)
+    assert stats["losses/loss"] == pytest.approx(0.0, abs=1e-6)  # no advantage, no KL, no entropy: nothing to learn
+
+
+def test_value_head_update_trains_lora_and_the_critic_towards_the_rewards(tiny_backbone):
+    """Random tiny outputs all score 0, so rewards are set by hand (1 for even samples)."""
+    from agents.lora import add_lora
+    from algos import memory_r1 as M
+    from algos.value import ValueHead
+
+    model = add_lora(tiny_backbone, r=4, alpha=8, names=("answer",))
+    head = ValueHead(model.config.hidden_size)
+    config = UpdateConfig(ppo_epochs=2, num_minibatches=1, vf_coef=1.0)
+    sampler = RoleSampler(model, tiny_backbone.tokenizer, prompt_style="compact", max_prompt_tokens=512,
+                          max_new_tokens=6, generator=torch.Generator().manual_seed(0), batch_size=64)
+    obs = [json.dumps({"role": "answer", "session": 0, "num_sessions": 1, "date": "1 May 2023", "speakers": ["A", "B"],
+                       "question": f"Where does A live {i}?", "memories": []}) for i in range(6)]
+    items = [M.AnswerItem(o, "Paris", "single-hop", 0, i) for i, o in enumerate(obs)]
+    before_lora = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    before_base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    optimizer = torch.optim.AdamW([{"params": [p for p in model.parameters() if p.requires_grad], "lr": 1e-3},
+                                   {"params": list(head.parameters()), "lr": 1e-2}])
+    rng = np.random.default_rng(0)
+    value_means = []
+    for _ in range(3):
+        samples, _ = M.collect_answer_batch(sampler, items, n=1, metric="em", algo="ppo")
+        for i, s in enumerate(samples):
+            s.reward = float(i % 2 == 0)
+        stats = ppo_update(model, samples, optimizer, config, pad_id=tiny_backbone.tokenizer.pad_token_id, rng=rng,
+                           value_head=head)
+        value_means.append(stats["charts/value_mean"])
+        # the advantages the loss used are r - V_old
+        assert [s.advantage for s in samples] == pytest.approx([s.reward - s.value for s in samples], abs=1e-6)
+    after = dict(model.named_parameters())
+    assert [n for n in before_lora if torch.equal(after[n], before_lora[n])] == []
+    assert all(torch.equal(after[n], p) for n, p in before_base.items())
+    assert head.linear.weight.abs().sum() > 0 and head.linear.bias.item() != 0.0
+    # the critic starts at 0 and moves towards the mean reward 0.5
+    assert value_means[0] == 0.0 and 0.02 < value_means[-1] < 0.9, value_means
+
+
+def test_a_value_head_batch_must_hold_one_role(tiny_backbone):
+    from agents.lora import add_lora
+    from algos.value import ValueHead
+
+    model = add_lora(tiny_backbone)
+    samples = [Sample([5], [6], [-1.0], role, 0, False) for role in ("extract", "manage")]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    with pytest.raises(ValueError, match="one role"):
+        ppo_update(model, samples, optimizer, UpdateConfig(), pad_id=0, rng=np.random.default_rng(0),
+                   value_head=ValueHead(model.config.hidden_size))
