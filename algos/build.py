@@ -77,7 +77,7 @@ def check_prompt_room(make_env, tokenizer, *, max_prompt_tokens: int, style: str
     observations of each role in one episode of ``make_env()``, played by the oracle
     (other agents for non-synthetic sources), before any model is loaded."""
     from agents.prompts import render_prompt
-    from algos.run import UserError
+    from algos.cli import UserError
     from memenv.scripted import NoopAgent, OracleAgent
 
     env = make_env()

@@ -15,15 +15,28 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import inspect
 import json
 import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence, TypeVar
 
 T = TypeVar("T")
+# OS errors that mean "this place cannot be written", reported as one line.
+DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
+class UserError(Exception):
+    """A problem with the user's input or files, reported as one line (no traceback)."""
+
+
+def print_error(prog: str, message: str) -> None:
+    """``prog: error: message`` on stderr, as argparse prints its own errors."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -129,8 +142,6 @@ def run_main(main: Callable[[Sequence[str] | None], Any], prog: str, argv: Seque
     cannot be written) is printed as ``prog: error: <one line>`` with exit status 2, not a
     traceback. Use as ``raise SystemExit(run_main(main, "python -m algos.x"))``."""
     import errno as _errno
-
-    from algos.run import DISK_ERRNOS, UserError, print_error
 
     try:
         main(argv)

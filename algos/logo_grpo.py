@@ -105,7 +105,7 @@ def make_env_factory(args: Args, num_sessions: int):
     import gymnasium as gym
 
     import memenv  # noqa: F401
-    from algos.run import UserError
+    from algos.cli import UserError
 
     kwargs = json.loads(args.env_kwargs)
     try:
@@ -141,8 +141,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from agents.lora import adapter_names, role_adapter
     from agents.sampler import RoleSampler
     from algos import rollouts as R
-    from algos.run import (MetricsLog, adapter_digest, dist_info, export_adapters, load_checkpoint, open_run_dir,
-                           run_name, save_checkpoint, seed_everything, start_run)
+    from algos.checkpoint import load_checkpoint, save_checkpoint
+    from algos.run import (MetricsLog, adapter_digest, dist_info, export_adapters, open_run_dir, run_name,
+                           seed_everything, start_run)
     from agents.backbone import load_tokenizer
     from algos.build import build_policy_model, check_prompt_room, make_optimizer, resolve_device, sft_warm_start
     from algos.update import UpdateConfig, mean_over_processes, ppo_update

@@ -227,7 +227,7 @@ def demonstration_env(args: SFTArgs) -> Callable[[], Any]:
     import gymnasium as gym
 
     import memenv  # noqa: F401
-    from algos.run import UserError
+    from algos.cli import UserError
 
     kwargs = {} if args.num_sessions is None else {"num_sessions": args.num_sessions}
 

@@ -12,7 +12,6 @@ second with the oracle agent at 32 sessions.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -22,14 +21,18 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import gymnasium as gym
 
 import memenv  # noqa: F401  (registers the environments)
-from algos.cli import OneLineParser
+from algos.cli import parse_args
 from memenv.memory import MemoryBank
 from memenv.scripted import OracleAgent
+
+PROG = "python -m benchmarks.env_speed"
 
 
 def _time(fn, *, min_repeats: int = 5, budget_s: float = 0.5) -> float:
@@ -120,36 +123,29 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Refuse counts that are not positive, before anything is timed."""
-    for flag, values in (("--sizes", args.sizes), ("--horizons", args.horizons), ("--episodes", [args.episodes])):
-        bad = [v for v in values if v < 1]
-        if bad:
-            parser.error(f"{flag} takes positive integers, got {' '.join(map(str, bad))}")
-    if args.out.exists() and args.out.is_dir():
-        parser.error(f"--out {args.out} is a directory; give a file name such as {args.out / 'env_speed.json'}")
+@dataclass
+class EnvSpeedArgs:
+    """The benchmark's command line; counts must be positive, and --out a file."""
+
+    sizes: tuple[int, ...] = field(default=(10, 100, 1000, 10000), metadata={"help": "memory sizes at which to time fork, deepcopy and pickle"})
+    horizons: tuple[int, ...] = field(default=(8, 16, 32), metadata={"help": "sessions per world for the oracle throughput"})
+    episodes: int = field(default=20, metadata={"help": "oracle episodes per horizon"})
+    out: str = field(default="benchmarks/results/env_speed.json", metadata={"help": "where to write the JSON results (the markdown goes next to it)"})
+
+    def __post_init__(self) -> None:
+        for flag, values in (("--sizes", self.sizes), ("--horizons", self.horizons), ("--episodes", [self.episodes])):
+            bad = [v for v in values if v < 1]
+            if bad:
+                raise ValueError(f"{flag} takes positive integers, got {' '.join(map(str, bad))}")
+        out = Path(self.out)
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a directory; give a file name such as {out / 'env_speed.json'}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface."""
-    parser = OneLineParser(prog="python -m benchmarks.env_speed", description=__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000, 10000],
-                        help="memory sizes at which to time fork, deepcopy and pickle (default: %(default)s)")
-    parser.add_argument("--horizons", type=int, nargs="+", default=[8, 16, 32],
-                        help="sessions per world for the oracle throughput (default: %(default)s)")
-    parser.add_argument("--episodes", type=int, default=20, help="oracle episodes per horizon (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/env_speed.json"),
-                        help="where to write the JSON results (default: %(default)s)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict:
     """Time fork / deepcopy / pickle and the oracle throughput; write the JSON and markdown."""
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    check_args(parser, args)
+    args = parse_args(EnvSpeedArgs, argv, description=__doc__, prog=PROG)
 
     from rich.console import Console
     from rich.table import Table
@@ -191,14 +187,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     result = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
                           "cpus": os.cpu_count()},
-              "command": " ".join(["python -m benchmarks.env_speed", *argv]),
+              "command": " ".join([PROG, *argv]),
               "fork": forks, "throughput": speeds, "checks": checks, "environment": environment()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    args.out.with_suffix(".md").write_text(markdown(result))
-    console.print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    out.with_suffix(".md").write_text(markdown(result))
+    console.print(f"wrote {out} and {out.with_suffix('.md')}")
     return result
 
 
 if __name__ == "__main__":
-    main()
+    from algos.cli import run_main
+
+    raise SystemExit(run_main(main, PROG))

@@ -13,12 +13,17 @@ writes JSON. Defaults: SmolLM2-135M-Instruct on a GPU, the tiny backbone on a CP
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
+
+from algos.cli import check_range, parse_args
+
+PROG = "python -m benchmarks.gen_speed"
 
 
 def markdown(result: dict) -> str:
@@ -36,17 +41,33 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="backbone (default: smollm2-135m on GPU, tiny on CPU)")
-    parser.add_argument("--groups", type=int, nargs="+", default=[4, 8, 16], help="samples per prompt (default: %(default)s)")
-    parser.add_argument("--prompts", type=int, default=2, help="distinct prompts per call (default: %(default)s)")
-    parser.add_argument("--new-tokens", type=int, default=64, help="tokens generated per sample (default: %(default)s)")
-    parser.add_argument("--max-prompt-tokens", type=int, default=1024, help="prompt budget (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=2, help="timed repeats, best kept (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gen_speed.json"), help="JSON output (default: %(default)s)")
-    args = parser.parse_args(argv)
+@dataclass
+class GenSpeedArgs:
+    """The benchmark's command line; counts must be positive, and --out a file."""
+
+    model: str | None = field(default=None, metadata={"help": "backbone (none: smollm2-135m on GPU, tiny on CPU)"})
+    groups: tuple[int, ...] = field(default=(4, 8, 16), metadata={"help": "samples per prompt"})
+    prompts: int = field(default=2, metadata={"help": "distinct prompts per call"})
+    new_tokens: int = field(default=64, metadata={"help": "tokens generated per sample"})
+    max_prompt_tokens: int = field(default=1024, metadata={"help": "prompt budget"})
+    repeats: int = field(default=2, metadata={"help": "timed repeats, best kept"})
+    out: str = field(default="benchmarks/results/gen_speed.json", metadata={"help": "JSON output (the markdown goes next to it)"})
+
+    def __post_init__(self) -> None:
+        bad = [n for n in self.groups if n < 1]
+        if bad:
+            raise ValueError(f"--groups takes positive integers, got {' '.join(map(str, bad))}")
+        for name in ("prompts", "new_tokens", "max_prompt_tokens", "repeats"):
+            check_range(name, getattr(self, name), low=1)
+        out = Path(self.out)
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a directory; give a file name such as {out / 'gen_speed.json'}")
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Time naive and batched generation for each group size; print the table, write JSON and markdown."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(GenSpeedArgs, argv, description=__doc__, prog=PROG)
 
     import gymnasium as gym
     import torch
@@ -68,7 +89,12 @@ def main(argv: list[str] | None = None) -> dict:
     prompts = []
     for seed in range(args.prompts):
         obs, _ = env.reset(seed=seed)
-        prompts.append(render_prompt(tokenizer, obs, max_prompt_tokens=args.max_prompt_tokens))
+        try:
+            prompts.append(render_prompt(tokenizer, obs, max_prompt_tokens=args.max_prompt_tokens))
+        except ValueError as err:  # the budget cannot hold the prompt's fixed part
+            from algos.cli import UserError
+
+            raise UserError(f"--max-prompt-tokens {args.max_prompt_tokens}: {err}") from None
     no_stop: list[int] = []  # fixed-length completions, so both paths make the same tokens
 
     def sync() -> None:
@@ -113,13 +139,16 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks.provenance import environment
 
     result = {"model": name, "device": device, "environment": environment(),
-              "command": " ".join(["python -m benchmarks.gen_speed", *argv]),
+              "command": " ".join([PROG, *argv]),
               "prompt_tokens": [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts], "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    args.out.with_suffix(".md").write_text(markdown(result))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    out.with_suffix(".md").write_text(markdown(result))
     return result
 
 
 if __name__ == "__main__":
-    main()
+    from algos.cli import run_main
+
+    raise SystemExit(run_main(main, PROG))

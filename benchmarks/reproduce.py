@@ -23,19 +23,21 @@ cumulative generated tokens; the environment and lock the numbers were made with
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from algos.cli import check_range, parse_args
+
+PROG = "python -m benchmarks.reproduce"
 ARMS = ("base", "sft", "grpo", "logo", "logo-nocurr", "logo-perrole")
 RL_ARMS = ("grpo", "logo", "logo-nocurr", "logo-perrole")
 RESULTS_DIR = Path("benchmarks/results")
@@ -325,28 +327,43 @@ def plot_curves(runs: Sequence[dict[str, Any]], path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------- main
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.reproduce", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    p.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
-    p.add_argument("--arms", nargs="+", choices=ARMS, help="override the preset's arms")
-    p.add_argument("--token-budget", type=int, help="override the preset's generated-token budget per RL arm")
-    p.add_argument("--eval-worlds", type=int, help="override the number of held-out worlds")
-    p.add_argument("--eval-horizons", type=int, nargs="+", help="override the evaluation horizons")
-    p.add_argument("--jobs", type=int, help="parallel worker processes (default: the preset's)")
-    p.add_argument("--sft-schedule", choices=("constant", "linear"),
-                   help="learning-rate schedule of every arm's SFT warm start (default: the preset's, constant)")
-    p.add_argument("--name", default=None, help="results file stem (default reproduce_<preset>), e.g. "
-                                                "reproduce_cpu_linear_sft for a variant")
-    p.add_argument("--work-dir", default=None, help="runs go here (default runs/<name>)")
-    p.add_argument("--results-dir", default=str(RESULTS_DIR))
-    p.add_argument("--locomo", default=None, help="GPU preset: also score the trained LoGo adapter and its "
-                                                  "zero-shot self on this LoCoMo dev file")
-    return p
+@dataclass
+class ReproduceArgs:
+    """The driver's command line: a preset and the overrides of its settings."""
+
+    preset: str = field(default="cpu", metadata={"help": "settings: cpu (tiny backbone, 2 CPU cores), gpu (SmolLM2-135M-Instruct) or micro (the test's)", "choices": sorted(PRESETS)})
+    seeds: tuple[int, ...] | None = field(default=None, metadata={"help": "override the preset's seeds"})
+    arms: tuple[str, ...] | None = field(default=None, metadata={"help": f"override the preset's arms, of: {' '.join(ARMS)}"})
+    token_budget: int | None = field(default=None, metadata={"help": "override the preset's generated-token budget per RL arm"})
+    eval_worlds: int | None = field(default=None, metadata={"help": "override the number of held-out worlds"})
+    eval_horizons: tuple[int, ...] | None = field(default=None, metadata={"help": "override the evaluation horizons"})
+    jobs: int | None = field(default=None, metadata={"help": "parallel worker processes (none: the preset's)"})
+    sft_schedule: str | None = field(default=None, metadata={"help": "learning-rate schedule of every arm's SFT warm start (none: the preset's, constant)", "choices": ["constant", "linear"]})
+    name: str | None = field(default=None, metadata={"help": "results file stem (none: reproduce_<preset>), e.g. reproduce_cpu_linear_sft for a variant"})
+    work_dir: str | None = field(default=None, metadata={"help": "runs go here (none: runs/<name>)"})
+    results_dir: str = field(default=str(RESULTS_DIR), metadata={"help": "where the table (.md), the report (.json) and the learning curves (.png) go"})
+    locomo: str | None = field(default=None, metadata={"help": "GPU preset: also score the trained LoGo adapter and its zero-shot self on this LoCoMo dev file (needs the logo arm)"})
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"--preset must be one of {', '.join(sorted(PRESETS))}, got {self.preset!r}")
+        unknown = [arm for arm in self.arms or () if arm not in ARMS]
+        if unknown:
+            raise ValueError(f"--arms: invalid choice: {unknown[0]!r} (choose from {', '.join(ARMS)})")
+        for name in ("token_budget", "eval_worlds", "jobs"):
+            check_range(name, getattr(self, name), low=1, allow_none=True)
+        if any(seed < 0 for seed in self.seeds or ()):
+            raise ValueError(f"--seeds takes seeds >= 0, got {' '.join(map(str, self.seeds or ()))}")
+        if any(h < 1 for h in self.eval_horizons or ()):
+            raise ValueError(f"--eval-horizons takes positive session counts, got "
+                             f"{' '.join(map(str, self.eval_horizons or ()))}")
+        if self.name is not None and ("/" in self.name or self.name.startswith(".") or not self.name.strip()):
+            raise ValueError(f"--name must be a plain file stem, got {self.name!r}")
+        if self.locomo and "logo" not in resolve_preset(self).arms:
+            raise ValueError("--locomo needs the 'logo' arm")
 
 
-def resolve_preset(args: argparse.Namespace) -> Preset:
+def resolve_preset(args: ReproduceArgs) -> Preset:
     """The preset with the command line's overrides."""
     preset = PRESETS[args.preset]
     changes: dict[str, Any] = {}
@@ -357,8 +374,6 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
             changes[name] = tuple(getattr(args, name))
     for name in ("token_budget", "eval_worlds", "jobs"):
         if getattr(args, name) is not None:
-            if getattr(args, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
             changes[name] = getattr(args, name)
     return dataclasses.replace(preset, **changes)
 
@@ -426,14 +441,13 @@ def locomo_comparison(preset: Preset, adapter: Path, data_path: str) -> dict[str
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run (or continue) every arm and seed, then write the table, the report and the learning curves."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = parse_args(ReproduceArgs, argv, description=__doc__, prog=PROG)
     preset = resolve_preset(args)
     _limit_threads()
     start = time.perf_counter()
     name = args.name or f"reproduce_{args.preset}"
-    if "/" in name or name.startswith(".") or not name.strip():
-        raise SystemExit(f"--name must be a plain file stem, got {name!r}")
     root = Path(args.work_dir or f"runs/{name}")
     runs = run_all(preset, root)
     results = Path(args.results_dir)
@@ -442,13 +456,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from benchmarks.provenance import environment
 
     report = {"preset_name": args.preset, "preset": dataclasses.asdict(preset),
-              "command": "python -m benchmarks.reproduce " + shlex.join(argv), "environment": environment(),
+              "command": f"{PROG} " + shlex.join(argv), "environment": environment(),
               "table": aggregate(runs, preset.arms, preset.seeds, preset.eval_horizons),
               "runs": runs, "plot": str(plot), "seconds": time.perf_counter() - start}
-    if args.locomo:
+    if args.locomo:  # the checks made sure the logo arm ran
         logo = [r for r in runs if r["arm"] == "logo"]
-        if not logo:
-            raise SystemExit("--locomo needs the 'logo' arm")
         report["locomo"] = locomo_comparison(preset, Path(logo[0]["adapter"]), args.locomo)
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
@@ -458,4 +470,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from algos.cli import run_main
+
+    raise SystemExit(run_main(main, PROG))

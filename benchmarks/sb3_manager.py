@@ -2,25 +2,24 @@
 
     python -m benchmarks.sb3_manager [--timesteps 65536] [--seeds 0 1] [--eval-worlds 50]
 
-PPO (``MlpPolicy``) trains on :class:`agents.sb3_manager.ManagerDecisionEnv` — one step per
-candidate fact, ``Discrete(4)`` ADD / UPDATE nearest / DELETE nearest / NOOP over a
-fixed-size feature vector — on synthetic worlds with seeds ``TRAIN_SEED_OFFSET + (0 .. train_worlds - 1)``
-(gold extraction, scripted reader). Each trained model is saved twice in ``--model-dir``:
-``ppo_seed<seed>.safetensors`` (:func:`agents.sb3_manager.save_manager`: tensors and a JSON
-header, no pickle; the file ``make_agent("sb3-manager:<path>")`` loads) and SB3's own
-``ppo_seed<seed>.zip`` for SB3 users (``PPO.load`` unpickles it, so the project never
-opens it). The ``.safetensors`` file is loaded back and played as a full
-agent (:class:`agents.sb3_manager.SB3ManagerAgent`) through the ordinary text protocol on
-*held-out* worlds (seeds from ``eval_seed_offset``, never seen in training) of
-``MemorySessionBench-v0`` (every question after the last session), next to a random
-manager and the scripted noop / add-all / oracle agents, which share the same gold
-extraction and scripted reader. Reported: token F1 pooled over all questions, overall
-and per question kind. Results go to ``<out>.md`` and ``<out>.json``.
+PPO (``MlpPolicy``) trains on :class:`agents.sb3_decision_env.ManagerDecisionEnv` — one
+step per candidate fact, ``Discrete(4)`` ADD / UPDATE nearest / DELETE nearest / NOOP over a
+fixed-size feature vector — on synthetic worlds with seeds
+``TRAIN_SEED_OFFSET + (0 .. train_worlds - 1)`` (gold extraction, scripted reader). Each
+trained model is saved twice in ``--model-dir``: ``ppo_seed<seed>.safetensors``
+(:func:`agents.sb3_model_file.save_manager`: tensors and a JSON header, no pickle; the file
+``make_agent("sb3-manager:<path>")`` loads) and SB3's own ``ppo_seed<seed>.zip`` for SB3
+users (``PPO.load`` unpickles it, so the project never opens it). The ``.safetensors`` file
+is loaded back and played as a full agent (:class:`agents.sb3_agents.SB3ManagerAgent`)
+through the ordinary text protocol on *held-out* worlds (seeds from ``eval_seed_offset``,
+never seen in training) of ``MemorySessionBench-v0`` (every question after the last
+session), next to a random manager and the scripted noop / add-all / oracle agents, which
+share the same gold extraction and scripted reader. Reported: token F1 pooled over all
+questions, overall and per question kind. Results go to ``<out>.md`` and ``<out>.json``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -34,19 +33,16 @@ import gymnasium as gym
 import numpy as np
 
 import memenv  # noqa: F401  (registers the environments)
-from agents.sb3_manager import (
-    REWARD_MODES,
-    FeatureManagerAgent,
-    ManagerDecisionEnv,
-    RandomManagerAgent,
-    SB3ManagerAgent,
-    rule_decision,
-    save_manager,
-)
+from agents.sb3_agents import FeatureManagerAgent, RandomManagerAgent, SB3ManagerAgent
+from agents.sb3_decision_env import REWARD_MODES, ManagerDecisionEnv
+from agents.sb3_features import rule_decision
+from agents.sb3_model_file import save_manager
+from algos import cli
 from memenv.constants import TRAIN_SEED_OFFSET
 from memenv.scripted import AddAllAgent, NoopAgent, OracleAgent
 from memenv.types import SYNTHETIC_KINDS
 
+PROG = "python -m benchmarks.sb3_manager"
 DEFAULT_OUT = os.path.join("benchmarks", "results", "sb3_manager")
 # The ablation: the inner env's own answer rewards, with the discounting that learned them
 # best in development (the reward comes once per question, possibly sessions later).
@@ -60,36 +56,44 @@ TABLE_WIDTH = 130
 
 @dataclass
 class Args:
-    """Settings of one benchmark run (the CLI help comes from ``HELP``)."""
+    """Settings of one benchmark run (each field is a flag; its ``help`` metadata is the CLI help)."""
 
-    timesteps: int = 65_536
-    seeds: tuple[int, ...] = (0,)
-    n_envs: int = 4
-    num_sessions: int = 8
-    train_worlds: int = 200
-    eval_worlds: int = 50
-    eval_seed_offset: int = EVAL_SEED_OFFSET
-    eval_env: str = "MemorySessionBench-v0"
-    reward_mode: str = "probe"
-    learning_rate: float = 1e-3
-    n_steps: int = 512
-    batch_size: int = 256
-    n_epochs: int = 10
-    gamma: float = 0.9
-    gae_lambda: float = 0.9
-    ent_coef: float = 0.01
-    torch_threads: int = 1
-    model_dir: str = os.path.join("runs", "sb3_manager")
-    out: str = DEFAULT_OUT
-    ablation_answers: bool = False
-    progress: bool = True
-    command: str = field(default="", repr=False)
+    timesteps: int = field(default=65_536, metadata={"help": "PPO environment steps (fact decisions) per training seed"})
+    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "training seeds; one model is trained and evaluated per seed"})
+    n_envs: int = field(default=4, metadata={"help": "parallel training environments (DummyVecEnv)"})
+    num_sessions: int = field(default=8, metadata={"help": "sessions per synthetic world (training and evaluation)"})
+    train_worlds: int = field(default=200, metadata={"help": f"training worlds are the world seeds {TRAIN_SEED_OFFSET} .. {TRAIN_SEED_OFFSET} + N - 1"})
+    eval_worlds: int = field(default=50, metadata={"help": "number of held-out evaluation worlds"})
+    eval_seed_offset: int = field(default=EVAL_SEED_OFFSET, metadata={"help": f"first held-out world seed (held-out seeds stay below {TRAIN_SEED_OFFSET})"})
+    eval_env: str = field(default="MemorySessionBench-v0", metadata={"help": "registered env id played by every agent at evaluation"})
+    reward_mode: str = field(default="probe", metadata={
+        "help": "'probe': change of the summed score of every question due so far, re-asked on the current memory "
+                "(aligned with the final-memory benchmark); 'answers': the inner env's answer rewards (each question "
+                "asked once, right after its evidence)",
+        "choices": REWARD_MODES})
+    learning_rate: float = field(default=1e-3, metadata={"help": "PPO learning rate"})
+    n_steps: int = field(default=512, metadata={"help": "PPO rollout steps per environment and update"})
+    batch_size: int = field(default=256, metadata={"help": "PPO minibatch size"})
+    n_epochs: int = field(default=10, metadata={"help": "PPO epochs per update"})
+    gamma: float = field(default=0.9, metadata={"help": "discount; the probe reward credits each session at once, so a short horizon suffices"})
+    gae_lambda: float = field(default=0.9, metadata={"help": "GAE lambda"})
+    ent_coef: float = field(default=0.01, metadata={"help": "entropy bonus (keeps UPDATE and DELETE explored while ADD dominates early)"})
+    torch_threads: int = field(default=1, metadata={"help": "torch CPU threads (1 is fastest for this small MLP next to the env)"})
+    model_dir: str = field(default=os.path.join("runs", "sb3_manager"), metadata={
+        "help": "where the trained models are saved: ppo_seed<seed>.safetensors (what sb3-manager:<path> loads, "
+                "no pickle) and SB3's ppo_seed<seed>.zip"})
+    out: str = field(default=DEFAULT_OUT, metadata={"help": "results path without extension: writes <out>.md and <out>.json"})
+    ablation_answers: bool = field(default=False, metadata={
+        "help": "also train one model per seed with reward_mode='answers' (gamma 0.99, gae_lambda 0.95) and report "
+                "it as an extra row"})
+    progress: bool = field(default=True, metadata={"help": "progress bars (--no-progress: none)"})
+    # The command line that made these settings, for the results; not a flag (parse_args sets it).
+    command: str = field(default="", init=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("timesteps", "n_envs", "num_sessions", "train_worlds", "eval_worlds", "n_steps",
                      "batch_size", "n_epochs", "torch_threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+            cli.check_range(name, getattr(self, name), low=1)
         if not self.seeds:
             raise ValueError("--seeds needs at least one seed")
         if self.reward_mode not in REWARD_MODES:
@@ -112,59 +116,13 @@ class Args:
         return list(range(self.eval_seed_offset, self.eval_seed_offset + self.eval_worlds))
 
 
-HELP = {
-    "timesteps": "PPO environment steps (fact decisions) per training seed",
-    "seeds": "training seeds; one model is trained and evaluated per seed",
-    "n_envs": "parallel training environments (DummyVecEnv)",
-    "num_sessions": "sessions per synthetic world (training and evaluation)",
-    "train_worlds": f"training worlds are the world seeds {TRAIN_SEED_OFFSET} .. {TRAIN_SEED_OFFSET} + N - 1",
-    "eval_worlds": "number of held-out evaluation worlds",
-    "eval_seed_offset": f"first held-out world seed (held-out seeds stay below {TRAIN_SEED_OFFSET})",
-    "eval_env": "registered env id played by every agent at evaluation",
-    "reward_mode": "'probe': change of the summed score of every question due so far, re-asked on the "
-                   "current memory (aligned with the final-memory benchmark); 'answers': the inner env's "
-                   "answer rewards (each question asked once, right after its evidence)",
-    "learning_rate": "PPO learning rate",
-    "n_steps": "PPO rollout steps per environment and update",
-    "batch_size": "PPO minibatch size",
-    "n_epochs": "PPO epochs per update",
-    "gamma": "discount; the probe reward credits each session at once, so a short horizon suffices",
-    "gae_lambda": "GAE lambda",
-    "ent_coef": "entropy bonus (keeps UPDATE and DELETE explored while ADD dominates early)",
-    "torch_threads": "torch CPU threads (1 is fastest for this small MLP next to the env)",
-    "model_dir": "where the trained models are saved: ppo_seed<seed>.safetensors (what sb3-manager:<path> "
-                 "loads, no pickle) and SB3's ppo_seed<seed>.zip",
-    "out": "results path without extension: writes <out>.md and <out>.json",
-    "ablation_answers": "also train one model per seed with reward_mode='answers' (gamma 0.99, "
-                        "gae_lambda 0.95) and report it as an extra row",
-}
-
-
 def parse_args(argv: Sequence[str] | None = None) -> Args:
-    """Args from the command line (defaults from :class:`Args`)."""
-    defaults = Args()
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.sb3_manager",
-        description=__doc__.split("\n\n")[0].strip().rstrip(".") + ". Trains, saves, evaluates on held-out "
-        "synthetic worlds against random / noop / add-all / oracle, writes markdown + JSON.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    for name, help_text in HELP.items():
-        default = getattr(defaults, name)
-        flag = "--" + name.replace("_", "-")
-        if name == "seeds":
-            parser.add_argument(flag, type=int, nargs="+", default=list(default), help=help_text)
-        elif isinstance(default, bool):
-            parser.add_argument(flag, action="store_true", help=help_text)
-        else:
-            parser.add_argument(flag, type=type(default), default=default, help=help_text)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    ns = parser.parse_args(argv)
-    values = {name: getattr(ns, name) for name in HELP}
-    values["seeds"] = tuple(values["seeds"])
+    """Args from the command line (defaults from :class:`Args`); bad values exit with
+    ``python -m benchmarks.sb3_manager: error: ...`` (status 2)."""
+    args = cli.parse_args(Args, argv, description=__doc__, prog=PROG)
     argv_list = list(sys.argv[1:] if argv is None else argv)
-    command = "python -m benchmarks.sb3_manager" + (" " + shlex.join(argv_list) if argv_list else "")
-    return Args(**values, progress=not ns.no_progress, command=command)
+    args.command = PROG + (" " + shlex.join(argv_list) if argv_list else "")
+    return args
 
 
 # ------------------------------------------------------------------------- training --
@@ -425,4 +383,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli.run_main(main, PROG))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +49,11 @@ def test_tiny_run_writes_json_and_markdown(tmp_path, monkeypatch):
     assert result["throughput"][0]["num_sessions"] == 2 and result["throughput"][0]["steps"] > 0
     assert json.loads(out.read_text())["command"].endswith("--out " + str(out))
     assert "| 3 |" in out.with_suffix(".md").read_text()
+
+
+def test_the_module_command_refuses_a_bad_count_in_one_line(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "benchmarks.env_speed", "--episodes", "0", "--out",
+                           str(tmp_path / "speed.json")], capture_output=True, text=True, cwd=root, timeout=120)
+    assert done.returncode == 2 and not (tmp_path / "speed.json").exists()
+    assert done.stderr == "python -m benchmarks.env_speed: error: --episodes takes positive integers, got 0\n"

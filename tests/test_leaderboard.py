@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import gymnasium as gym
 import pytest
 
 import agents.registry as registry
+import benchmarks.leaderboard.rows as lb_rows
+from algos.cli import build_parser, parse_args, run_main
 from benchmarks import leaderboard as lb
 from agents import baselines as S
 from memenv.memory import count_tokens
 from memenv.synthetic import generate_world
 
+ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_LOCOMO = Path(__file__).parent / "fixtures" / "locomo_tiny.json"
 DEV_LOCOMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo" / "locomo_dev.json"
 
@@ -294,13 +300,19 @@ def no_agents(monkeypatch):
     def build(spec):
         pytest.fail(f"agent {spec!r} was built before the arguments were refused")
 
-    monkeypatch.setattr(lb, "make_agent", build)
+    monkeypatch.setattr(lb_rows, "make_agent", build)  # where AgentPool looks it up
+
+
+def test_the_no_agents_fixture_catches_an_agent_build(no_agents):
+    with pytest.raises(pytest.fail.Exception, match="was built before"):
+        lb.AgentPool().get("noop")
 
 
 def refused(capsys, tmp_path, *args):
-    """The one stderr line main() exits with (status 2, no usage block, no traceback)."""
+    """The one stderr line the command exits with, as ``python -m benchmarks.leaderboard``
+    runs it (status 2, no usage block, no traceback)."""
     with pytest.raises(SystemExit) as exit_info:
-        lb.main([*args, "--out", str(tmp_path / "lb"), "--no-progress"])
+        raise SystemExit(run_main(lb.main, lb.PROG, [*args, "--out", str(tmp_path / "lb"), "--no-progress"]))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "usage:" not in err and "Traceback" not in err, err
@@ -331,6 +343,48 @@ LOCOMO = ("--source", "locomo", "--data-path", str(FIXTURE_LOCOMO))
 ])
 def test_contradictory_flags_are_refused_in_one_line(capsys, tmp_path, no_agents, args, message):
     assert message in refused(capsys, tmp_path, *args)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--source", "longmemeval"), "--source longmemeval needs --data-path"),
+    (("--source", "locomo", "--data-path", "/nowhere/locomo.json"), "/nowhere/locomo.json"),
+    (("--max-questions", "0"), "--max-questions must be >= 1, got 0"),
+    (("--context-tokens", "-1"), "--context-tokens must be >= 0, got -1"),
+    (("--judge", "tiny"), "--judge takes an LLM spec such as 'llm:smollm2-135m', got 'tiny'"),
+    (("--worlds", "3-1"), "bad world range '3-1'"),
+    (("--batch-size", "x"), "--batch-size: invalid int value: 'x'"),
+    (("--source", "web"), "--source: invalid choice: 'web'"),
+])
+def test_bad_values_and_missing_data_are_refused_in_one_line(capsys, tmp_path, no_agents, args, message):
+    assert message in refused(capsys, tmp_path, *args)
+
+
+def test_defaults_are_filled_in_only_where_they_apply():
+    synthetic = parse_args(lb.LeaderboardArgs, [])
+    assert (synthetic.num_sessions, synthetic.worlds, synthetic.judge_max_new_tokens) == (8, ("0-9",), None)
+    assert [row.label for row in synthetic.row_specs] == [f"{s} + scripted" for s in lb.DEFAULT_SYNTHETIC_ROWS]
+    locomo = parse_args(lb.LeaderboardArgs, [*LOCOMO, "--judge", "llm:tiny"])
+    assert (locomo.num_sessions, locomo.worlds, locomo.judge_max_new_tokens) == (None, None, 64)
+    assert {row.answerer for row in locomo.row_specs} == {lb.DEFAULT_LLM}
+    for args in (synthetic, locomo):  # the filled-in arguments pass the checks again
+        assert dataclasses.replace(args) == args
+
+
+def test_every_flag_of_the_argparse_version_is_kept():
+    options = {option for action in build_parser(lb.LeaderboardArgs)._actions for option in action.option_strings}
+    assert options >= {
+        "--source", "--num-sessions", "--worlds", "--data-path", "--split", "--part", "--conversations",
+        "--include-adversarial", "--rows", "--answerer", "--max-questions", "--context-tokens", "--answer-top-k",
+        "--batch-size", "--judge", "--judge-max-new-tokens", "--torch-threads", "--out", "--save-predictions",
+        "--title", "--no-progress"}
+
+
+def test_the_module_command_refuses_a_bad_flag_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.leaderboard", "--part", "train", "--out",
+                           str(tmp_path / "lb")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2 and not (tmp_path / "lb.json").exists()
+    assert done.stderr == ("python -m benchmarks.leaderboard: error: --part only applies to --source locomo, "
+                           "not --source synthetic\n")
 
 
 @pytest.mark.parametrize("row, message", [

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from algos import memory_r1 as M
+from algos import memory_r1_rollouts
 from algos.cli import parse_args
 from algos.run import UserError
 from algos.update import Sample
@@ -114,7 +115,7 @@ def test_informative_samples_drop_groups_of_equal_rewards():
 
 
 def test_skip_uniform_groups_trains_only_on_informative_groups(tmp_path, monkeypatch):
-    monkeypatch.setattr(M, "answer_reward", lambda text, gold, metric="em": float(len(text) % 2))  # varied groups
+    monkeypatch.setattr(memory_r1_rollouts, "answer_reward", lambda text, gold, metric="em": float(len(text) % 2))  # varied groups
     result = M.main([*SMALL, "--algo", "grpo", "--group-size", "2", "--sft-warmup-steps", "2", "--updates", "3",
                      "--skip-uniform-groups", "--output-dir", str(tmp_path)])
     rows = result["history"]

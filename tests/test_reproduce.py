@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
 from algos.evaluate import check_heldout, summarise  # noqa: E402
+from algos.cli import parse_args  # noqa: E402
 from benchmarks import reproduce as R  # noqa: E402
 
 
@@ -123,9 +124,41 @@ def test_aggregate_mean_and_std_over_seeds():
     assert table["grpo"]["tokens"][0] == pytest.approx(10.5)
 
 
-def test_sft_schedule_and_name_overrides(tmp_path):
-    args = R.build_parser().parse_args(["--preset", "micro", "--sft-schedule", "linear"])
+def test_sft_schedule_and_name_overrides(tmp_path, capsys):
+    args = parse_args(R.ReproduceArgs, ["--preset", "micro", "--sft-schedule", "linear"])
     assert R.resolve_preset(args).sft_schedule == "linear"
-    assert R.resolve_preset(R.build_parser().parse_args(["--preset", "micro"])).sft_schedule == "constant"
-    with pytest.raises(SystemExit, match="plain file stem"):
+    assert R.resolve_preset(parse_args(R.ReproduceArgs, ["--preset", "micro"])).sft_schedule == "constant"
+    with pytest.raises(SystemExit) as exit_info:
         R.main(["--preset", "micro", "--name", "../x", "--work-dir", str(tmp_path), "--results-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--name must be a plain file stem, got '../x'" in capsys.readouterr().err
+
+
+def test_overrides_replace_the_presets_settings():
+    args = parse_args(R.ReproduceArgs, ["--preset", "micro", "--seeds", "3", "4", "--arms", "logo", "--jobs", "2",
+                                        "--token-budget", "7", "--eval-worlds", "2", "--eval-horizons", "4", "8"])
+    preset = R.resolve_preset(args)
+    assert (preset.seeds, preset.arms, preset.jobs, preset.token_budget) == ((3, 4), ("logo",), 2, 7)
+    assert (preset.eval_worlds, preset.eval_horizons) == (2, (4, 8))
+    assert R.resolve_preset(parse_args(R.ReproduceArgs, [])) == R.PRESETS["cpu"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--arms", "logo", "nosuch"], "--arms: invalid choice: 'nosuch'"),
+    (["--jobs", "0"], "--jobs must be >= 1, got 0"),
+    (["--token-budget", "-1"], "--token-budget must be >= 1, got -1"),
+    (["--eval-worlds", "0"], "--eval-worlds must be >= 1, got 0"),
+    (["--eval-horizons", "8", "0"], "--eval-horizons takes positive session counts, got 8 0"),
+    (["--seeds", "-1"], "--seeds takes seeds >= 0, got -1"),
+    (["--arms", "base", "sft", "--locomo", "dev.json"], "--locomo needs the 'logo' arm"),
+    (["--arms", "grpo", "--locomo", "dev.json"], "--locomo needs the 'logo' arm"),
+    (["--name", ".hidden"], "--name must be a plain file stem"),
+    (["--preset", "tpu"], "--preset: invalid choice: 'tpu'"),
+])
+def test_bad_flags_are_refused_in_one_line_before_anything_runs(capsys, monkeypatch, argv, message):
+    monkeypatch.setattr(R, "run_all", lambda *a: pytest.fail("ran despite a bad flag"))
+    with pytest.raises(SystemExit) as exit_info:
+        R.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "usage:" not in err, err
+    assert message in err

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from algos import logo_grpo
-from algos.run import RunDir, UserError, resume_args, save_checkpoint
+from algos.checkpoint import save_checkpoint
+from algos.run import RunDir, UserError, resume_args
 from algos.update import Sample
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -25,7 +26,7 @@ TINY = ("--model tiny --stages 2 3 --updates-per-stage 2 --group-size 2 --conver
 
 def _manifest_refresh(ckpt: Path) -> None:
     """Rewrite a checkpoint's digests after tampering, so that only the deeper checks can catch it."""
-    from algos.run import MANIFEST, _sha256
+    from algos.checkpoint import MANIFEST, _sha256
 
     manifest = json.loads((ckpt / MANIFEST).read_text())
     manifest["files"] = {rel: _sha256(ckpt / rel) for rel in manifest["files"]}

@@ -7,8 +7,12 @@ import io
 import json
 import pickle
 import re
+import subprocess
+import sys
 import warnings
 import zipfile
+from dataclasses import fields
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -33,7 +37,7 @@ from agents.sb3_manager import (
     topics,
 )
 from agents.registry import make_agent
-from benchmarks.sb3_manager import Args, evaluate_agent, main, train_manager
+from benchmarks.sb3_manager import Args, evaluate_agent, main, parse_args, train_manager
 from memenv.env import MemorySessionEnv
 from memenv.scripted import OracleAgent
 from memenv.sources import ConversationSource
@@ -286,6 +290,65 @@ def test_args_refuse_training_on_evaluation_worlds():
     assert Args().train_seeds[0] == 1_000_000 and Args().eval_seeds[-1] < 1_000_000
     with pytest.raises(ValueError, match="batch-size"):
         Args(n_steps=100, n_envs=1, batch_size=64)
+
+
+def test_cli_flags_keep_their_defaults_and_record_the_command():
+    args = parse_args(["--seeds", "3", "4", "--no-progress", "--ablation-answers", "--reward-mode", "answers"])
+    assert args.seeds == (3, 4) and not args.progress and args.ablation_answers and args.reward_mode == "answers"
+    assert args.command == "python -m benchmarks.sb3_manager --seeds 3 4 --no-progress --ablation-answers " \
+                           "--reward-mode answers"
+    defaults = parse_args([])
+    assert defaults.command == "python -m benchmarks.sb3_manager"
+    defaults.command = ""
+    assert defaults == Args()
+
+
+def test_cli_help_lists_every_flag_with_its_help(capsys):
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--help"])
+    assert exited.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for f in fields(Args):
+        if f.init:
+            assert "--" + f.name.replace("_", "-") in shown and " ".join(f.metadata["help"].split()) in shown, f.name
+    assert "--command" not in shown
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--timesteps", "0"], "--timesteps must be >= 1, got 0"),
+    (["--batch-size", "100"], "--batch-size 100 must divide n_steps * n_envs = 2048"),
+    (["--reward-mode", "dense"], "argument --reward-mode: invalid choice: 'dense'"),
+])
+def test_cli_bad_values_are_one_line_errors(capsys, argv, message):
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.startswith(f"python -m benchmarks.sb3_manager: error: {message}")
+    assert err.count("\n") == 1
+
+
+def test_cli_module_exits_2_with_one_line_on_a_bad_flag():
+    done = subprocess.run([sys.executable, "-m", "benchmarks.sb3_manager", "--timesteps", "0"],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "python -m benchmarks.sb3_manager: error: --timesteps must be >= 1, got 0\n"
+
+
+def test_the_old_module_re_exports_every_part():
+    """agents.sb3_manager keeps its public names; each is the object of the module that defines it."""
+    import agents.sb3_agents
+    import agents.sb3_decision_env
+    import agents.sb3_features
+    import agents.sb3_manager
+    import agents.sb3_model_file
+    from agents.registry import _load
+
+    parts = (agents.sb3_features, agents.sb3_decision_env, agents.sb3_agents, agents.sb3_model_file)
+    for name in agents.sb3_manager.__all__:
+        owners = [m for m in parts if name in vars(m) and getattr(m, name) is getattr(agents.sb3_manager, name)]
+        assert owners, name
+    assert _load("agents.sb3_agents:SB3ManagerAgent.from_spec") == SB3ManagerAgent.from_spec
+    assert isinstance(make_agent("random-manager:3"), RandomManagerAgent)
 
 
 # --------------------------------------------------------- saved managers: no pickle --

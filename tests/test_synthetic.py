@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
+import json
 import re
 import time
 from collections import Counter, defaultdict
@@ -43,6 +46,26 @@ def test_same_seed_gives_equal_world_and_different_seeds_differ():
     c = generate_world(12, 8)
     assert c != a
     assert [s.turns for s in c.sessions] != [s.turns for s in a.sessions]
+
+
+# SHA-256 of the canonical JSON of worlds 0-4 at 8 sessions and world 1,000,000 (a training
+# seed) at 32, as the generator made them when memenv/synthetic.py became a package. Seeds
+# name worlds in stored results, checkpoints and baselines, so a world must not change
+# silently: change the generator on purpose only, and then update this digest with it.
+PINNED_WORLDS = ((0, 8), (1, 8), (2, 8), (3, 8), (4, 8), (1_000_000, 32))
+PINNED_WORLDS_SHA256 = "229b7339fbe092703d80b3131b0076452c24fd771de6fbe8451b0f15308bc492"
+
+
+def test_same_seed_gives_the_same_world_as_before():
+    digest = hashlib.sha256()
+    for seed, num_sessions in PINNED_WORLDS:
+        # Everything in the world: sessions, turns, dates, gold facts and memory, questions
+        # with answers, evidence, kinds and meta, and extra["fact_turns"].
+        world = dataclasses.asdict(generate_world(seed, num_sessions))
+        digest.update(json.dumps(world, sort_keys=True, separators=(",", ":")).encode())
+    assert digest.hexdigest() == PINNED_WORLDS_SHA256, (
+        "the generator now makes other worlds for the same seeds; if that is intended, "
+        "update PINNED_WORLDS_SHA256 (and say so: stored results name worlds by seed)")
 
 
 def test_generation_leaves_global_random_state_alone():
