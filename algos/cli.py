@@ -177,7 +177,7 @@ def with_defaults(args: T, argv: Sequence[str], defaults: dict[str, Any]) -> T:
     return dataclasses.replace(args, **{k: v for k, v in defaults.items() if k not in given})
 
 
-DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 PROMPT_STYLE_CHOICES = ("auto", "default", "compact")
 
 
@@ -260,6 +260,7 @@ class TrainerArgs:
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of training rollouts (> 0)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling, in (0, 1]"})
+    recompute_old_logprobs: str = field(default="auto", metadata={"help": "recompute the sampling policy's log-probs with the training forward pass (auto: when the model is not fp32, whose sampler and trainer round differently: the first epoch's ratio is then exactly 1)", "choices": ["auto", "always", "never"]})
     max_prompt_tokens: int = field(default=2048, metadata={"help": "prompts are trimmed by relevance to this many tokens"})
     prompt_style: str = field(default="auto", metadata={"help": "role prompts: 'default' (full instructions), 'compact' (for tiny models) or 'auto' (compact for the tiny model)", "choices": PROMPT_STYLE_CHOICES})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
@@ -273,8 +274,8 @@ class TrainerArgs:
     keep_checkpoints: int = field(default=3, metadata={"help": "how many of the latest checkpoints to keep"})
     stop_after: int | None = field(default=None, metadata={"help": "leave after this many updates in this invocation (continue later with --resume)"})
     device: str | None = field(default=None, metadata={"help": "cuda / cuda:N / cpu (none: cuda when available)"})
-    dtype: str | None = field(default=None, metadata={"help": "float32 / bfloat16 (none: bf16 on GPU, fp32 on CPU)", "choices": DTYPES})
-    num_threads: int | None = field(default=None, metadata={"help": "CPU: torch threads (none: 1 for the tiny model, whose small kernels only contend; torch's default otherwise)"})
+    dtype: str = field(default="auto", metadata={"help": "model weights: float32, bfloat16, or auto: bf16 on GPU and on CPUs where it measures faster for the model (LoRA weights and optimizer state stay fp32)", "choices": DTYPES})
+    num_threads: int | None = field(default=None, metadata={"help": "CPU: torch threads (none: 1 for the tiny model, whose small kernels only contend; every core otherwise)"})
     demo: bool | None = field(default=None, metadata={"help": "short CPU demo settings (none: on when no GPU and no --model)"})
     progress: bool = field(default=True, metadata={"help": "show the rich progress bar"})
     tensorboard: bool = field(default=False, metadata={"help": "also write TensorBoard events when tensorboard is installed"})

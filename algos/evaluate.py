@@ -200,7 +200,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from algos.cli import parse_args
 
     a = parse_args(EvalArgs, argv, description=__doc__, prog=PROG)
-    torch.set_num_threads(1)
+    from algos.build import default_threads
+
+    torch.set_num_threads(default_threads(a.model))
     model, tok = load_policy_model(a.model, a.adapter)
     res = evaluate_synthetic(model, tok, worlds=range(a.worlds), horizons=a.horizons, prompt_style=a.prompt_style,
                              max_new_tokens=a.max_new_tokens, max_prompt_tokens=a.max_prompt_tokens,

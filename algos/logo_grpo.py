@@ -197,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     state = {"update": 0, "stage": 0, "update_in_stage": 0, "tokens": 0.0}
     if args.resume:
-        state = load_checkpoint(out, model, optimizer, np_rng, sampling_gen, trained_adapters, log=console.print)
+        state = load_checkpoint(out, model, optimizer, np_rng, sampling_gen, trained_adapters,
+                                log=lambda m: console.print(m, soft_wrap=True))
         console.print(f"resumed from {out} at update {state['update']} (stage {state['stage']})")
     elif args.sft_warmup_steps:
         from algos.sft import record_demonstrations

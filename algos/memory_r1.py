@@ -329,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     state: dict[str, Any] = {"update": 0, "evals": {}}
     if args.resume:
         state = load_checkpoint(out, model, optimizer, np_rng, generator, (adapter,), modules=modules,
-                                log=console.print)
+                                log=lambda m: console.print(m, soft_wrap=True))
         log.truncate_after(state["update"])  # rows past the checkpoint are written again
         console.print(f"resumed from {out} at update {state['update']}")
     evals: dict[str, float] = dict(state["evals"])

@@ -256,8 +256,9 @@ def main(argv: Sequence[str] | None = None, *, progress: bool = True) -> Path:
     out = run_dir.path
     run_dir.write_json("args.json", dataclasses.asdict(args))
     seed_everything(args.seed)
-    if args.model == "tiny":
-        torch.set_num_threads(1)  # a tiny model gains nothing from threads that spin against each other
+    from algos.build import default_threads
+
+    torch.set_num_threads(default_threads(args.model))
     worlds = [TRAIN_SEED_OFFSET + i for i in range(args.num_worlds)]
     pairs = record_demonstrations(make, worlds, roles=args.roles)
     backbone = load_backbone(args.model)

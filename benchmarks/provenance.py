@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-LOCK = Path(__file__).resolve().parent.parent / "constraints.txt"
+LOCK = Path(__file__).resolve().parent.parent / "requirements.lock"
 KEY_PACKAGES = ("torch", "transformers", "peft", "accelerate", "tokenizers", "gymnasium", "numpy",
                 "stable-baselines3", "safetensors")
 
@@ -47,7 +47,7 @@ def _installed(name: str) -> str | None:
 
 
 def environment() -> dict[str, Any]:
-    """The lock (sha256 of constraints.txt, and every installed package that differs from it),
+    """The lock (sha256 of requirements.lock, and every installed package that differs from it),
     key library versions, Python, the CPU kernel family and torch's thread count."""
     import torch
 
@@ -73,7 +73,7 @@ def environment() -> dict[str, Any]:
 def markdown_line(env: dict[str, Any] | None = None) -> str:
     """One line for a results table: lock digest (and whether the install matched it), versions, CPU path."""
     env = env or environment()
-    lock = (f"lock `constraints.txt` sha256 {env['lock_sha256']}" + ("" if env["matches_lock"] else
+    lock = (f"lock `requirements.lock` sha256 {env['lock_sha256']}" + ("" if env["matches_lock"] else
             f" (installed versions differ: {', '.join(sorted(env['differs_from_lock']))})")) if env["lock_sha256"] \
         else "no lock file"
     v = env["versions"]

@@ -143,10 +143,14 @@ def sft_argv(preset: Preset, seed: int, out: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- workers
-def _limit_threads() -> None:
+def _limit_threads(preset: Preset) -> None:
+    """The model's default threads shared among the preset's parallel workers (the tiny
+    model: one each, its small kernels only contend)."""
     import torch
 
-    torch.set_num_threads(1)  # a shared 2-core machine: threads only spin against each other
+    from algos.build import default_threads
+
+    torch.set_num_threads(max(1, default_threads(preset.model) // preset.jobs))
 
 
 def _evaluate(preset: Preset, adapter: Path | None) -> dict[str, Any]:
@@ -165,7 +169,7 @@ def _finished(out: Path, marker: str) -> bool:
 
 def run_sft(preset: Preset, seed: int, root: Path) -> dict[str, Any]:
     """The seed's SFT warm start (``python -m algos.sft``), reused when already done, and evaluated."""
-    _limit_threads()
+    _limit_threads(preset)
     from algos import sft
 
     start = time.perf_counter()
@@ -189,7 +193,7 @@ def read_curve(out: Path) -> list[dict[str, Any]]:
 
 def run_rl(preset: Preset, arm: str, seed: int, sft_adapter: str, root: Path) -> dict[str, Any]:
     """Train one RL arm under the token budget (one trainer call), then evaluate its adapter."""
-    _limit_threads()
+    _limit_threads(preset)
     from algos.logo_grpo import main as train
 
     start = time.perf_counter()
@@ -206,7 +210,7 @@ def run_rl(preset: Preset, arm: str, seed: int, sft_adapter: str, root: Path) ->
 
 def run_base(preset: Preset, root: Path) -> dict[str, Any]:
     """The untrained backbone (greedy, deterministic: one evaluation serves every seed)."""
-    _limit_threads()
+    _limit_threads(preset)
     start = time.perf_counter()
     return {"arm": "base", "seed": None, "eval": _evaluate(preset, None), "seconds": time.perf_counter() - start}
 
@@ -445,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(ReproduceArgs, argv, description=__doc__, prog=PROG)
     preset = resolve_preset(args)
-    _limit_threads()
+    _limit_threads(preset)
     start = time.perf_counter()
     name = args.name or f"reproduce_{args.preset}"
     root = Path(args.work_dir or f"runs/{name}")

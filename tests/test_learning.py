@@ -2,7 +2,7 @@
 float path, thread count or library version can move, and far below what training reaches.
 
 Margins were measured on two float paths (AVX-512 and AVX2 kernels, ``ATEN_CPU_CAPABILITY``),
-one and two torch threads, with the versions of ``constraints.txt``; the numbers are in
+one and two torch threads, with the versions of ``requirements.lock``; the numbers are in
 each test's docstring. Both fail when learning is broken: run
 
     python -m pytest -m learning --sabotage flip    # advantages negated

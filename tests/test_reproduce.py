@@ -46,7 +46,7 @@ def test_the_report_records_the_environment_and_lock(micro):
     root, report = micro
     env = report["environment"]
     assert env["lock_sha256"] and env["versions"]["torch"] and env["cpu_capability"]
-    assert "Environment: lock `constraints.txt` sha256" in (root / "results" / "reproduce_micro.md").read_text()
+    assert "Environment: lock `requirements.lock` sha256" in (root / "results" / "reproduce_micro.md").read_text()
 
 
 def test_micro_preset_writes_table_json_and_png(micro):

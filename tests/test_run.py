@@ -89,7 +89,7 @@ def test_renamed_lora_keys_fall_back_to_the_previous_intact_checkpoint(finished_
     save_file({k.replace("q_proj", "q_renamed"): v for k, v in weights.items()}, str(path))
     _manifest_refresh(latest)
     result = logo_grpo.main([*TINY, "--resume", str(run), "--no-progress"])
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
     assert "update-000004 is damaged" in out and "LoRA tensors differ" in out
     assert "resumed from update-000003" in out
     assert result["state"]["update"] == 4 and len(result["history"]) == 1  # update 4 done again
@@ -103,7 +103,7 @@ def test_a_changed_byte_is_caught_by_the_digest(finished_run, tmp_path, capsys):
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
     logo_grpo.main([*TINY, "--resume", str(run)])
-    assert "does not match its SHA-256" in capsys.readouterr().out
+    assert "does not match its SHA-256" in " ".join(capsys.readouterr().out.split())
 
 
 def test_no_intact_checkpoint_is_one_line_naming_the_file(finished_run, tmp_path):

@@ -143,3 +143,37 @@ def test_a_value_head_batch_must_hold_one_role(tiny_backbone):
     with pytest.raises(ValueError, match="one role"):
         ppo_update(model, samples, optimizer, UpdateConfig(), pad_id=0, rng=np.random.default_rng(0),
                    value_head=ValueHead(model.config.hidden_size))
+
+
+@pytest.mark.parametrize("dtype,recompute", [(torch.float32, False), (torch.bfloat16, True)])
+def test_first_epoch_ratio_is_one_in_every_dtype(dtype, recompute):
+    """fp32: the sampled log-probs are used (sampler and trainer agree within 1e-4).
+    bf16: they are recomputed by the training forward pass, so the first epoch's ratio is
+    exactly 1, and the sampler-trainer gap is reported."""
+    from agents.backbone import tiny_backbone
+    from agents.generation import generate
+    from agents.lora import add_lora
+    from agents.sampler import generations
+    from algos.update import recompute_old_logprobs
+
+    backbone = tiny_backbone(0)
+    backbone.model.to(dtype)
+    model = add_lora(backbone)
+    model.eval()
+    assert recompute_old_logprobs(model, UpdateConfig()) is recompute
+    rollout = generate(model, backbone.tokenizer, ["<|im_start|>user\nhi<|im_end|>\n", "Lyon?"], num_samples=4,
+                       max_new_tokens=12, seed=0)
+    samples = [Sample(g.prompt_ids, g.completion_ids, g.logprobs, "manage", 0, False, advantage=(-1.0) ** i)
+               for i, g in enumerate(group for prompt in generations(rollout) for group in prompt)]
+    sampled = [list(s.logprobs) for s in samples]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    stats = ppo_update(model, samples, optimizer, UpdateConfig(ppo_epochs=1, num_minibatches=1),
+                       pad_id=backbone.tokenizer.pad_token_id, rng=np.random.default_rng(0))
+    assert stats["losses/ratio_mean"] == pytest.approx(1.0, abs=1e-6 if recompute else 1e-4)
+    assert stats["losses/clipfrac"] == 0.0
+    if recompute:
+        assert 0.0 < stats["losses/sampler_gap"] < 0.1  # bf16 rounding, not a different policy
+        assert any(s.logprobs != old for s, old in zip(samples, sampled))
+    else:
+        assert "losses/sampler_gap" not in stats
+        assert [s.logprobs for s in samples] == sampled

@@ -107,7 +107,7 @@ class LeaderboardArgs:
     batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata={"help": "answer observations per answerer call"})
     judge: str | None = field(default=None, metadata={"help": "LLM-as-a-Judge model, llm:MODEL (any local causal LM); adds J"})
     judge_max_new_tokens: int | None = field(default=None, metadata={"help": f"judge generation budget (with --judge; none: {DEFAULT_JUDGE_MAX_NEW_TOKENS})"})
-    torch_threads: int = field(default=1, metadata={"help": "torch CPU threads (more only on an idle machine)"})
+    torch_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (none: every core for real models, 1 for the tiny one)"})
     # output
     out: str | None = field(default=None, metadata={"help": "output prefix: writes OUT.md and OUT.json (none: benchmarks/results/leaderboard_<source>[<sessions>])"})
     save_predictions: bool = field(default=False, metadata={"help": "store every answer (question id, kind, prediction, F1, judge label; plus question and gold answer on synthetic worlds) in the JSON"})
@@ -136,7 +136,8 @@ class LeaderboardArgs:
             self.judge_max_new_tokens = DEFAULT_JUDGE_MAX_NEW_TOKENS
         for name in ("num_sessions", "judge_max_new_tokens", "max_questions"):
             check_range(name, getattr(self, name), low=1, allow_none=True)
-        for name in ("batch_size", "torch_threads"):
+        check_range("torch_threads", self.torch_threads, low=1, allow_none=True)
+        for name in ("batch_size",):
             check_range(name, getattr(self, name), low=1)
         for name in ("context_tokens", "answer_top_k"):
             check_range(name, getattr(self, name), low=0)

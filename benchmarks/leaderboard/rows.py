@@ -127,23 +127,26 @@ def check_rows(rows: Sequence[RowSpec], source: str) -> None:
                         f"such as {DEFAULT_LLM}")
 
 
-def _limit_torch_threads(threads: int) -> None:
-    """One torch thread by default: on a shared 2-core CPU two threads spin against each other."""
+def _limit_torch_threads(threads: int | None, spec: str) -> None:
+    """``--torch-threads``, else the model's default (every core; 1 for the tiny model)."""
     if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
+        from algos.build import default_threads
+
+        tiny = "tiny" in spec.replace("=", ":").replace(",", ":").split(":")
+        sys.modules["torch"].set_num_threads(threads or default_threads("tiny" if tiny else spec))
 
 
 class AgentPool:
     """Agents by spec, built once: a model used as strategy, answerer and judge loads once."""
 
-    def __init__(self, torch_threads: int = 1) -> None:
+    def __init__(self, torch_threads: int | None = None) -> None:
         self.torch_threads = torch_threads
         self._agents: dict[str, Any] = {}
 
     def get(self, spec: str) -> Any:
         """The agent for ``spec`` (``"scripted"`` is the scripted answerer)."""
         if spec not in self._agents:
-            _limit_torch_threads(self.torch_threads)
+            _limit_torch_threads(self.torch_threads, spec)
             self._agents[spec] = ScriptedAnswerer() if spec == SCRIPTED_ANSWERER else make_agent(spec)
-            _limit_torch_threads(self.torch_threads)
+            _limit_torch_threads(self.torch_threads, spec)
         return self._agents[spec]

@@ -1,0 +1,29 @@
+"""The prepared GPU run (benchmarks.gpu_run): its --dry-run runs every step on the CPU."""
+
+import json
+
+import pytest
+
+from benchmarks import gpu_run
+
+
+@pytest.mark.slow
+def test_dry_run_runs_every_step_on_the_cpu(tmp_path):
+    locomo = tmp_path / "locomo.json"
+    locomo.write_text((__import__("pathlib").Path(__file__).parent / "fixtures" / "locomo_tiny.json").read_text())
+    summary = gpu_run.main(["--dry-run", "--out", str(tmp_path / "out"), "--budget", "600", "--locomo", str(locomo)])
+    steps = {s["step"]: s for s in summary["steps"]}
+    assert list(steps) == ["compute_speed", "logo_smoke", "memory_r1_ppo", "locomo_leaderboard", "logo_stage8"]
+    assert all(s["rc"] == 0 for s in steps.values()), [(s["step"], s["rc"]) for s in summary["steps"]]
+    out = tmp_path / "out"
+    speed = json.loads((out / "compute_speed_cpu.json").read_text())
+    assert speed["model"] == "tiny" and set(speed["decode_tok_s"]) == {"1", "16", "64"}
+    assert (out / "logo_stage8" / "checkpoints" / "latest").is_file()  # the next lease resumes it
+    assert json.loads((out / "summary.json").read_text())["dry_run"] is True
+
+
+def test_a_step_past_its_time_is_recorded_and_the_run_goes_on(tmp_path):
+    import sys
+
+    result = gpu_run.run_step("slow", [sys.executable, "-c", "import time; time.sleep(30)"], tmp_path, timeout=1)
+    assert result["rc"] == "timeout" and (tmp_path / "slow.log").is_file()
