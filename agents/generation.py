@@ -173,8 +173,24 @@ def _next_tokens(
         scaled = logits / temperature
         logp = scaled.log_softmax(-1)
         probs = filter_logits(scaled, top_k=top_k, top_p=top_p).softmax(-1)
-        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        tokens = sample_categorical(probs, generator)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+# Above this vocabulary, sample by the inverse of the cumulative distribution: on a CPU
+# torch.multinomial took 83 ms per step for 64 rows of SmolLM2's 49,152 tokens, a third of a
+# bf16 decode step; below it multinomial is as fast (and the tiny test model keeps its draws).
+INVERSE_CDF_MIN_VOCAB = 4096
+
+
+def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row of (N, V) probabilities (rows sum to 1): an exact categorical draw."""
+    if probs.shape[-1] < INVERSE_CDF_MIN_VOCAB:
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    cdf = probs.cumsum(-1)  # (N, V); fp32 rounding moves at most ~1e-6 of mass between neighbours
+    u = torch.rand((probs.shape[0], 1), generator=generator, dtype=cdf.dtype, device=probs.device) * cdf[:, -1:]
+    tokens = torch.searchsorted(cdf, u).squeeze(-1)  # (N,) first index whose cumulative mass exceeds u
+    return tokens.clamp(max=probs.shape[-1] - 1)
 
 
 @torch.no_grad()

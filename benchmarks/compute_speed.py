@@ -127,7 +127,7 @@ def _prompt_ids(tokenizer, count: int, length: int) -> list[list[int]]:
 
 def measure(args: Args) -> dict[str, Any]:
     """Every measurement of the module docstring, as the result dict."""
-    from agents.backbone import load_backbone, resolve_dtype
+    from agents.backbone import load_backbone
     from agents.generation import generate, left_pad, positions_from_mask, sequence_logprobs
     from agents.lora import add_lora
 
@@ -141,10 +141,9 @@ def measure(args: Args) -> dict[str, Any]:
     if device.type == "cuda":
         dtypes["float16"] = torch.float16
     peaks = {key: matmul_peak(dt, device, args.repeats) for key, dt in dtypes.items()}
-    dtype = resolve_dtype(args.dtype, device)
-    dtype_key = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
-    backbone = load_backbone(name, device=device, dtype=dtype)
+    backbone = load_backbone(name, device=device, dtype=args.dtype)
     model, tokenizer = backbone.model, backbone.tokenizer
+    dtype_key = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[model.dtype]
     n_params = matmul_params(model)
     cfg = model.config
 

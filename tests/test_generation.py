@@ -230,3 +230,19 @@ def test_generation_uses_no_deprecated_transformers_argument(tiny_backbone):
         generate(model, tiny_backbone.tokenizer, PROMPTS[:2], num_samples=2, max_new_tokens=4, seed=0)
     messages = [str(w.message) for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
     assert not [m for m in messages if "past_key_values" in m], messages
+
+
+def test_inverse_cdf_sampling_draws_the_categorical_distribution():
+    """Large vocabularies sample by the inverse CDF (multinomial is slow there): frequencies
+    match the probabilities, zero-probability tokens are never drawn."""
+    from agents.generation import INVERSE_CDF_MIN_VOCAB, sample_categorical
+
+    vocab = INVERSE_CDF_MIN_VOCAB * 2
+    probs = torch.zeros(4, vocab)
+    probs[:, [3, 700, vocab - 1]] = torch.tensor([0.5, 0.3, 0.2])
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.cat([sample_categorical(probs, gen) for _ in range(2500)])  # 10,000 draws
+    freq = {t: float((draws == t).float().mean()) for t in (3, 700, vocab - 1)}
+    assert set(draws.tolist()) == {3, 700, vocab - 1}
+    assert freq[3] == pytest.approx(0.5, abs=0.02) and freq[700] == pytest.approx(0.3, abs=0.02)
+    assert freq[vocab - 1] == pytest.approx(0.2, abs=0.02)
