@@ -1,6 +1,9 @@
 """Named constants for rewards, penalties and defaults, in one place."""
 
-# Reward given for an action that cannot be parsed or is invalid (it changes nothing).
+# Default cost of an action that cannot be parsed or is invalid (it changes nothing): the
+# environment's ``invalid_penalty`` option. A small model's first outputs are mostly
+# invalid, and the penalty tells them apart from valid no-ops; the official Memory-R2 code
+# has none (``invalid_penalty=0``).
 INVALID_ACTION_PENALTY = 0.1
 
 # Memory-R2 compression penalty: lambda * max(0, mem_tokens - RATIO * seen_tokens) / seen_tokens.
@@ -18,6 +21,10 @@ DEFAULT_EXTRACT_TOP_K = 0  # related memories shown to the extractor
 MAX_OBSERVATION_CHARS = 2_000_000
 
 QA_SCHEDULES = ("after_evidence", "end")
+
+# How an answer observation orders each speaker's retrieved memories: best first, or grouped
+# by session in time order (the official Memory-R2 answer prompt).
+ANSWER_ORDERS = ("relevance", "session")
 
 # Sessions per synthetic world, at most. LoCoMo conversations have up to 35 sessions; a
 # 1024-session world (about 0.5 M characters of dialogue, 0.25 s to generate, 2,000+

@@ -77,8 +77,10 @@ class MemorySessionEnv(gym.Env[str, str]):
 
     Code fences, prose around the JSON and trailing commas are tolerated. An action that
     cannot be parsed, or an operation list with any invalid operation (unknown or deleted
-    id, UPDATE without text, ...), changes nothing, earns ``-INVALID_ACTION_PENALTY``, and
-    ``info["error"]`` says what was wrong. No string raises an exception.
+    id, UPDATE without text, ...), changes nothing, earns ``-invalid_penalty`` (default
+    ``constants.INVALID_ACTION_PENALTY`` = 0.1; the official Memory-R2 code has none: pass
+    ``invalid_penalty=0``), and ``info["error"]`` says what was wrong. No string raises an
+    exception.
 
     ## Observation Space
     ``UnicodeText``: a JSON object (structured content, not a prompt) with ``role``,
@@ -88,10 +90,21 @@ class MemorySessionEnv(gym.Env[str, str]):
     (related memories for manage and extract, top-k per speaker for answer, best first).
 
     ## Rewards
-    ``extract`` and ``manage`` turns: 0, or ``-INVALID_ACTION_PENALTY`` for an invalid
-    action. ``answer`` turns: ``score(answer, gold) - lambda_comp * max(0, memory_tokens -
-    0.7 * seen_tokens) / seen_tokens`` where ``score`` is token F1 (``metric="f1"``), exact
-    match (``"em"``) or BLEU-1 (``"bleu1"``), and tokens are whitespace tokens.
+    ``extract`` and ``manage`` turns: 0, or ``-invalid_penalty`` for an invalid action. ``answer`` turns: ``score(answer, gold) - lambda_comp * max(0, memory_tokens -
+    0.7 * seen_tokens) / seen_tokens`` where ``score`` is token F1 (``metric="f1"``, the mem0
+    evaluation's), exact match (``"em"``), BLEU-1 (``"bleu1"``) or the SQuAD-style F1 the
+    official Memory-R2 code trains on (``"squad_f1"``), and tokens are whitespace tokens.
+
+    ## Chunked sessions
+    ``session_chunks=K`` splits every session's turns into up to K consecutive chunks (the
+    official code's ``MAX_NUM_TURNS``, 4-6; chunk size ``ceil(turns / K)``, empty chunks
+    skipped) and gives each chunk its own extract and manage turn. Observations then carry
+    ``chunk`` and ``num_chunks``; an extract observation also holds ``previous_turns`` (the
+    session's earlier chunks) and a manage observation ``previous_operations`` (what the
+    session's earlier chunks applied), as context only -- the session history the official
+    code keeps in its chat. Questions and per-session credit are unchanged: they follow the
+    session's last chunk. Gold annotations (``info["gold"]``) come with the first chunk;
+    later chunks' gold is no facts and a NOOP.
 
     ## Starting State
     The first session's ``extract`` turn of a conversation drawn from the source with the
@@ -149,6 +162,10 @@ class MemorySessionEnv(gym.Env[str, str]):
         manage_top_k: int = C.DEFAULT_MANAGE_TOP_K,
         answer_top_k: int = C.DEFAULT_ANSWER_TOP_K,
         extract_top_k: int = C.DEFAULT_EXTRACT_TOP_K,
+        invalid_penalty: float = C.INVALID_ACTION_PENALTY,
+        similarity_threshold: float = 0.0,
+        answer_order: str = "relevance",
+        session_chunks: int | None = None,
         render_mode: str | None = None,
     ) -> None:
         """Build the environment.
@@ -162,12 +179,22 @@ class MemorySessionEnv(gym.Env[str, str]):
             source_options: any further options of the source.
             qa_schedule: ``"after_evidence"`` (questions right after their last evidence
                 session; for training) or ``"end"`` (all after the last session; benchmarks).
-            metric: answer score, ``"f1"``, ``"em"`` or ``"bleu1"``.
+            metric: answer score, ``"f1"``, ``"em"``, ``"bleu1"`` or ``"squad_f1"``.
             lambda_comp: weight of the compression penalty (0 disables it).
             retriever: ``"bm25"``, ``"embedding"``, a Retriever or a factory of one.
             manage_top_k: related memories shown per fact in ``manage``.
             answer_top_k: memories shown per speaker in ``answer``.
             extract_top_k: related memories shown in ``extract``.
+            invalid_penalty: what an invalid extract or manage action costs (>= 0; 0 is
+                the official Memory-R2 code, which has no such penalty).
+            similarity_threshold: a related memory shown in ``extract`` / ``manage`` needs
+                at least this retriever score (official: 0.1 on cosine similarities; BM25
+                scores are on another scale, so 0.1 removes little there).
+            answer_order: ``"relevance"`` (each speaker's memories best first) or
+                ``"session"`` (the official answer prompt: each speaker's retrieved
+                memories grouped by session in time order, best first within a session).
+            session_chunks: None (one extract/manage round per session) or K >= 1: up to K
+                rounds per session, see "Chunked sessions".
             render_mode: None or ``"ansi"``.
         """
         if qa_schedule not in C.QA_SCHEDULES:
@@ -179,6 +206,15 @@ class MemorySessionEnv(gym.Env[str, str]):
         for name, value in (("manage_top_k", manage_top_k), ("answer_top_k", answer_top_k), ("extract_top_k", extract_top_k)):
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        if not (isinstance(invalid_penalty, (int, float)) and 0 <= invalid_penalty < float("inf")):
+            raise ValueError(f"invalid_penalty must be a finite number >= 0, got {invalid_penalty!r}")
+        if not (isinstance(similarity_threshold, (int, float)) and similarity_threshold == similarity_threshold):
+            raise ValueError(f"similarity_threshold must be a number, got {similarity_threshold!r}")
+        if answer_order not in C.ANSWER_ORDERS:
+            raise ValueError(f"answer_order must be one of {C.ANSWER_ORDERS}, got {answer_order!r}")
+        if session_chunks is not None and (isinstance(session_chunks, bool) or not isinstance(session_chunks, int)
+                                           or session_chunks < 1):
+            raise ValueError(f"session_chunks must be None or an int >= 1, got {session_chunks!r}")
         options = dict(source_options or {})
         given = {"num_sessions": num_sessions, "world_seeds": world_seeds, "data_path": data_path,
                  "conversations": conversations, "split": split, "part": part}
@@ -194,6 +230,11 @@ class MemorySessionEnv(gym.Env[str, str]):
         self.manage_top_k = manage_top_k
         self.answer_top_k = answer_top_k
         self.extract_top_k = extract_top_k
+        self.invalid_penalty = float(invalid_penalty)
+        self.similarity_threshold = float(similarity_threshold)
+        self.answer_order = answer_order
+        self.session_chunks = session_chunks
+        self._chunk = 0
         self.render_mode = render_mode
         self.observation_space = UnicodeText(C.MAX_OBSERVATION_CHARS)
         self.action_space = UnicodeText(MAX_ACTION_CHARS)
@@ -288,6 +329,8 @@ class MemorySessionEnv(gym.Env[str, str]):
         conv = self.source.get(key) if key is not None else self.source.sample(self.np_random)
         self._conv, self._stats = self._conversation_stats(conv)
         self._session = 0
+        self._chunk = 0
+        self._session_ops: tuple[dict, ...] = ()
         self._phase = EXTRACT
         self._facts: tuple[Fact, ...] = ()
         self._queue: tuple[int, ...] = ()
@@ -332,9 +375,14 @@ class MemorySessionEnv(gym.Env[str, str]):
         info["valid"], info["error"] = error is None, error
         self._facts = tuple(facts) if error is None else ()
         info["facts"] = [f.text for f in self._facts]
-        self._seen_tokens += self._stats.session_tokens[self._session]
+        if self.session_chunks is None:
+            self._seen_tokens += self._stats.session_tokens[self._session]
+        else:
+            start, end = self._chunk_bounds()[self._chunk]
+            turns = self._conv.sessions[self._session].turns[start:end]
+            self._seen_tokens += sum(count_tokens(t.text) for t in turns)
         self._phase = MANAGE
-        return 0.0 if error is None else -C.INVALID_ACTION_PENALTY
+        return 0.0 if error is None else -self.invalid_penalty
 
     def _step_manage(self, action: Any, info: dict) -> float:
         ops, error = parse_operations(action)
@@ -347,8 +395,14 @@ class MemorySessionEnv(gym.Env[str, str]):
             applied = self._apply(ops)
         info["valid"], info["error"], info["applied"] = error is None, error, applied
         self._facts = ()
-        self._after_session()
-        return 0.0 if error is None else -C.INVALID_ACTION_PENALTY
+        if self.session_chunks is not None and self._chunk + 1 < len(self._chunk_bounds()):
+            self._session_ops += tuple(applied)
+            self._chunk += 1
+            self._phase = EXTRACT
+        else:
+            self._chunk, self._session_ops = 0, ()
+            self._after_session()
+        return 0.0 if error is None else -self.invalid_penalty
 
     def _step_answer(self, action: Any, info: dict) -> float:
         qi, self._queue = self._queue[0], self._queue[1:]
@@ -385,6 +439,14 @@ class MemorySessionEnv(gym.Env[str, str]):
             return
         self._session += 1
         self._phase = EXTRACT
+
+    def _chunk_bounds(self) -> list[tuple[int, int]]:
+        """``(start, end)`` turn ranges of the current session's chunks (one when not chunking)."""
+        n = len(self._conv.sessions[self._session].turns)
+        if self.session_chunks is None or n == 0:
+            return [(0, n)]
+        size = -(-n // self.session_chunks)  # ceiling division, as the official rollout splits
+        return [(i * size, min((i + 1) * size, n)) for i in range(self.session_chunks) if i * size < n]
 
     def compression_penalty(self) -> float:
         """Memory-R2's compression penalty for the current memory and the sessions seen."""
@@ -467,17 +529,28 @@ class MemorySessionEnv(gym.Env[str, str]):
     def _observation(self) -> str:
         obs = self._base()
         session = self._conv.sessions[self._session]
+        turns = session.turns
+        if self.session_chunks is not None:
+            bounds = self._chunk_bounds()
+            start, end = bounds[self._chunk]
+            obs["chunk"], obs["num_chunks"] = self._chunk, len(bounds)
+            if self._phase == EXTRACT:
+                obs["previous_turns"] = [{"speaker": t.speaker, "text": t.text, "dia_id": t.dia_id}
+                                         for t in turns[:start]]
+            elif self._phase == MANAGE:
+                obs["previous_operations"] = list(self._session_ops)
+            turns = turns[start:end]
         if self._phase == EXTRACT:
-            obs["turns"] = [{"speaker": t.speaker, "text": t.text, "dia_id": t.dia_id} for t in session.turns]
+            obs["turns"] = [{"speaker": t.speaker, "text": t.text, "dia_id": t.dia_id} for t in turns]
             ids = []
             if self.extract_top_k and len(self._bank):
-                query = " ".join(t.text for t in session.turns)
-                ids = [d for d, _ in self._index.search(query, self.extract_top_k)]
+                query = " ".join(t.text for t in turns)
+                ids = self._related(query, self.extract_top_k)
             obs["memories"] = [self._bank[i].record() for i in ids]
         elif self._phase == MANAGE:
             facts, seen = [], {}
             for j, fact in enumerate(self._facts):
-                related = [d for d, _ in self._index.search(fact.text, self.manage_top_k)] if self.manage_top_k else []
+                related = self._related(fact.text, self.manage_top_k) if self.manage_top_k else []
                 for d in related:
                     seen.setdefault(d, None)
                 facts.append({"index": j, "text": fact.text, "speaker": fact.speaker, "related": related})
@@ -488,8 +561,13 @@ class MemorySessionEnv(gym.Env[str, str]):
             return self.probe(self._queue[0])
         return json.dumps(obs, ensure_ascii=False)
 
+    def _related(self, query: str, k: int) -> list[str]:
+        """Ids of the ``k`` memories most related to ``query`` scoring at least ``similarity_threshold``."""
+        return [d for d, score in self._index.search(query, k) if score >= self.similarity_threshold]
+
     def _answer_memories(self, query: str) -> list[str]:
-        """Top-k memories per speaker (and k for memories about neither), padded with recent ones."""
+        """Top-k memories per speaker (and k for memories about neither), padded with recent ones;
+        with ``answer_order="session"`` each speaker's are grouped by session, in time order."""
         k = self.answer_top_k
         if k == 0 or not len(self._bank):
             return []
@@ -507,6 +585,9 @@ class MemorySessionEnv(gym.Env[str, str]):
                 rest = [e for e in bank if e.speaker == speaker and e.id not in taken]
                 rest.sort(key=lambda e: e.updated_turn, reverse=True)
                 hits += [e.id for e in rest[: k - len(hits)]]
+            if self.answer_order == "session":
+                rank = {d: i for i, d in enumerate(hits)}
+                hits.sort(key=lambda d: (bank[d].session, rank[d]))
             chosen += hits
         return chosen
 
@@ -515,7 +596,9 @@ class MemorySessionEnv(gym.Env[str, str]):
                 "memory_size": len(self._bank), "memory_tokens": self._bank.tokens,
                 "seen_tokens": self._seen_tokens, "conversation": self._conv.conv_id}
         if not self._done and self._phase in (EXTRACT, MANAGE) and self._stats.has_gold:
-            info["gold"] = self._gold()
+            info["gold"] = self._gold() if self._chunk == 0 else self._later_chunk_gold()
+        if self.session_chunks is not None and not self._done:
+            info["chunk"] = self._chunk
         if not self._done and self._phase == ANSWER:
             question = self._conv.questions[self._queue[0]]
             info["question_kind"] = question.kind
@@ -554,6 +637,12 @@ class MemorySessionEnv(gym.Env[str, str]):
             "operations": ops or [{"op": "NOOP"}],
             "memory": list(session.gold_memory) if session.gold_memory is not None else None,
         }
+
+    def _later_chunk_gold(self) -> dict:
+        """Gold of a session's second and later chunks: the first chunk carries the session's."""
+        session = self._conv.sessions[self._session]
+        return {"facts": [], "operations": [{"op": "NOOP"}],
+                "memory": list(session.gold_memory) if session.gold_memory is not None else None}
 
     def _episode_summary(self) -> dict:
         questions = self._conv.questions

@@ -1,7 +1,7 @@
 """Answer metrics for evaluation: token F1, exact match, BLEU-1, LoCoMo's original F1,
 LLM-as-a-Judge accuracy (J), and per-kind summaries for the leaderboard.
 
-``token_f1``, ``exact_match`` and ``bleu1`` are those of :mod:`memenv.scoring` (the
+``token_f1``, ``exact_match``, ``bleu1`` and ``squad_f1`` (Memory-R2's training F1) are those of :mod:`memenv.scoring` (the
 environment's rewards), re-exported here. ``locomo_f1`` reproduces the F1 of LoCoMo's
 evaluation code (snap-research/locomo, ``task_eval/evaluation.py``) and needs nltk's
 Porter stemmer (``pip install nltk``). ``judge_answers`` runs any text generator as a
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from memenv.data.locomo import ADVERSARIAL_CATEGORY, LOCOMO_KINDS
-from memenv.scoring import bleu1, exact_match, token_f1
+from memenv.scoring import bleu1, exact_match, squad_f1, squad_normalize, token_f1
 
 __all__ = [
     "CORRECT",
@@ -32,6 +32,8 @@ __all__ = [
     "locomo_f1",
     "locomo_normalize",
     "parse_judgement",
+    "squad_f1",
+    "squad_normalize",
     "summarize",
     "token_f1",
 ]

@@ -359,3 +359,83 @@ def test_lone_surrogates_in_actions_are_replaced_so_the_memory_saves(tmp_path):
     assert bank["m0"].text == "Oskar \ufffd lives in Lisbon." and bank["m1"].text == "Raw \ufffd, escaped \ufffd."
     env = gym.make("MemorySession-v0", num_sessions=2)
     play_with_lone_surrogates(env, tmp_path)
+
+
+# ---------------------------------------------------------------- Memory-R2 options (issue 17)
+def test_invalid_penalty_is_an_option_and_zero_reproduces_the_official_code():
+    for penalty in (0.0, 0.25):
+        env = make(invalid_penalty=penalty)
+        env.reset(seed=0)
+        _, reward, _, _, info = env.step("not json at all")
+        assert info["valid"] is False and reward == -penalty
+    with pytest.raises(ValueError, match="invalid_penalty"):
+        make(invalid_penalty=-0.1)
+
+
+def test_squad_f1_is_a_selectable_reward_metric():
+    env = make(metric="squad_f1")
+    env.reset(seed=0)
+    env.step("[]")
+    env.step('{"operations": [{"op": "ADD", "text": "Bob works as a nurse."}]}')
+    # "A nurse!" -> "nurse" under SQuAD normalisation; the mem0 F1 keeps "a" and scores 2/3
+    _, _, _, _, info = env.step("A nurse!")
+    assert info["score"] == 1.0
+    env = make()
+    env.reset(seed=0)
+    env.step("[]")
+    env.step('{"operations": [{"op": "ADD", "text": "Bob works as a nurse."}]}')
+    _, _, _, _, info = env.step("A nurse!")
+    assert info["score"] == pytest.approx(2 / 3)
+
+
+def test_session_chunks_give_each_chunk_an_extract_and_a_manage_turn():
+    env = make(session_chunks=2)
+    obs, info = env.reset(seed=0)
+    first = json.loads(obs)
+    assert (first["chunk"], first["num_chunks"]) == (0, 2) and info["chunk"] == 0
+    assert [t["dia_id"] for t in first["turns"]] == ["D1:1"] and first["previous_turns"] == []
+    assert info["gold"]["operations"][0]["op"] == "ADD"
+    obs, _, _, _, info = env.step('{"facts": ["Alice lives in Paris."]}')
+    assert json.loads(obs)["previous_operations"] == [] and info["role"] == "manage"
+    obs, _, _, _, info = env.step('{"operations": [{"op": "ADD", "fact": 0}]}')
+    second = json.loads(obs)
+    assert info["role"] == "extract" and info["session"] == 0 and info["chunk"] == 1
+    assert [t["dia_id"] for t in second["turns"]] == ["D1:2"]
+    assert [t["dia_id"] for t in second["previous_turns"]] == ["D1:1"]
+    assert info["gold"] == {"facts": [], "operations": [{"op": "NOOP"}], "memory": list(
+        env.conversation.sessions[0].gold_memory)}
+    obs, _, _, _, info = env.step('{"facts": ["Bob works as a nurse."]}')
+    assert json.loads(obs)["previous_operations"][0]["op"] == "ADD"
+    _, _, _, _, info = env.step('{"operations": [{"op": "ADD", "fact": 0}]}')
+    assert info["role"] == "answer" and len(env.memory) == 2  # q0 is due after session 0
+    # every turn's tokens were seen exactly once
+    assert info["seen_tokens"] == sum(len(t.text.split()) for t in env.conversation.sessions[0].turns)
+
+
+def test_unchunked_sessions_are_unchanged_by_the_option_default():
+    roles, _, _ = run_oracle(make())
+    roles_chunked, _, _ = run_oracle(make(session_chunks=1))
+    assert roles == roles_chunked == ["extract", "manage", "answer", "extract", "manage", "answer"]
+    with pytest.raises(ValueError, match="session_chunks"):
+        make(session_chunks=0)
+
+
+def test_similarity_threshold_and_session_order_shape_the_retrieved_memories():
+    env = make(similarity_threshold=1e9)
+    env.reset(seed=0)
+    env.step('{"facts": ["Alice lives in Paris."]}')
+    env.step('{"operations": [{"op": "ADD", "fact": 0}]}')
+    env.step("Paris")
+    obs, _, _, _, _ = env.step('{"facts": ["Alice lives in Paris now."]}')
+    assert json.loads(obs)["facts"][0]["related"] == []  # nothing scores that high
+    env = make(answer_order="session")
+    env.reset(seed=0)
+    env.step("[]")
+    env.step('{"operations": [{"op": "ADD", "text": "Alice plays violin."}]}')
+    env.step("x")
+    env.step("[]")
+    env.step('{"operations": [{"op": "ADD", "text": "Alice lives in Lyon, Alice moved."}]}')
+    memories = json.loads(env.probe(1))["memories"]
+    assert [m["session"] for m in memories] == [0, 1]  # relevance alone would put session 1 first
+    with pytest.raises(ValueError, match="answer_order"):
+        make(answer_order="random")

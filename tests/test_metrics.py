@@ -264,3 +264,16 @@ def test_summarize_without_locomo_or_judge_and_bad_inputs():
         summarize([("a", "x", "x")], judge_labels=["maybe"], locomo=False)
     with pytest.raises(ValueError, match="record 0"):
         summarize([("a", "x")], locomo=False)
+
+
+def test_squad_f1_matches_the_official_memory_r2_reward_by_hand():
+    from memenv.metrics import squad_f1, squad_normalize
+
+    assert squad_normalize("The cat's hat, an apple!") == "cats hat apple"
+    assert squad_f1("A nurse.", "nurse") == 1.0
+    # pred {lyon, france} vs gold {lyon}: P = 1/2, R = 1 -> F1 = 2/3
+    assert squad_f1("Lyon, France", "the Lyon") == pytest.approx(2 / 3)
+    # the official rule: common tokens as a set, precision over the token list (3 tokens)
+    assert squad_f1("lyon lyon paris", "lyon") == pytest.approx(2 * (1 / 3) * 1 / (1 / 3 + 1))
+    assert squad_f1("", "") == 1.0 and squad_f1("the", "a") == 1.0  # both empty once normalised
+    assert squad_f1("", "nurse") == 0.0 and squad_f1("doctor", "nurse") == 0.0
