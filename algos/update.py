@@ -8,9 +8,10 @@ sampling log-probs, an advantage or a reward) and an :class:`UpdateConfig`:
    ``V(prompt)`` and the advantages ``A = r - V``;
 2. ``ppo_epochs`` passes over the batch in ``num_minibatches`` shuffled minibatches, each
    accumulated over micro-batches of ``micro_batch_size`` sequences grouped by the adapter
-   their role uses: the loss of :func:`algos.losses.logo_grpo_loss` (clipped surrogate,
-   k3 KL, entropy bonus), token-weighted across micro-batches, plus ``vf_coef`` times the
-   value loss with a head;
+   their role uses: the loss of :func:`algos.losses.logo_grpo_loss` (clipped surrogate per
+   token or per generation -- ``clip_mode`` --, k3 KL, entropy bonus), its policy term a
+   token mean or a mean over generations (``loss_agg``) and its KL and entropy terms token
+   means over the whole minibatch, plus ``vf_coef`` times the value loss with a head;
 3. in a data-parallel run, gradients are averaged over the processes before clipping and
    the optimizer step (every process takes every step, even with an empty minibatch).
 
@@ -27,6 +28,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+
+ADDITIVE_STATS = ("loss", "policy_loss", "kl", "entropy")
+"""Loss terms whose micro-batch values are parts of the minibatch's (divided by its totals):
+logged as their sum per minibatch."""
 
 
 @dataclass
@@ -61,6 +67,13 @@ class UpdateConfig:
     vf_coef: float = 0.1  # used with a value head only
     value_clip: float | None = None
     whiten_advantages: bool = False
+    # The policy-loss granularity. These defaults are plain per-token PPO-clip with a token
+    # mean (Memory-R1's PPO); LoGo-GRPO's flags default to the official Memory-R2 pair
+    # (turn, turn) with the dual clip and the log-ratio cap of 3 (algos.losses).
+    clip_mode: str = "token"
+    loss_agg: str = "token"
+    dual_clip_c: float | None = None
+    log_ratio_cap: float | None = None
     # "auto": recompute the old log-probs with the training forward pass when the model is
     # not fp32. In bf16 the sampler's incremental (KV-cache) forward and the trainer's full
     # forward round differently: SmolLM2-135M's per-token log-probs differed by 0.044 nats on
@@ -202,7 +215,8 @@ def recompute_old_logprobs(model, config: UpdateConfig) -> bool:
 
 def ppo_update(model, samples: Sequence[Sample], optimizer, config: UpdateConfig, *, pad_id: int,
                rng: np.random.Generator, world: int = 1, value_head: torch.nn.Module | None = None) -> dict[str, float]:
-    """PPO epochs over the batch: clipped surrogate + k3 KL + entropy (token-level mean), plus
+    """PPO epochs over the batch: clipped surrogate (``config.clip_mode``, ``config.loss_agg``) + k3 KL +
+    entropy (token means), plus
     ``vf_coef`` times the value loss with a ``value_head``; returns ``losses/...`` statistics.
 
     With a value head every sample must be of one role (the head reads that adapter's
@@ -231,6 +245,8 @@ def ppo_update(model, samples: Sequence[Sample], optimizer, config: UpdateConfig
             optimizer.zero_grad(set_to_none=True)
             minibatch = [samples[i] for i in chunk]
             total_tokens = max(sum(len(s.completion_ids) for s in minibatch), 1)
+            total_sequences = max(sum(1 for s in minibatch if s.completion_ids), 1)
+            summed: dict[str, float] = defaultdict(float)  # micro-batch parts of the minibatch's loss terms
             for i in range(0, len(minibatch), config.micro_batch_size):
                 micro = minibatch[i: i + config.micro_batch_size]
                 by_adapter: dict[str | None, list[Sample]] = {}
@@ -246,10 +262,13 @@ def ppo_update(model, samples: Sequence[Sample], optimizer, config: UpdateConfig
                         else:
                             logp, entropy, values = policy_and_values(model, value_head, b,
                                                                       temperature=config.temperature)
+                    # minibatch totals as divisors: the micro-batch losses add up to the minibatch's
                     loss, st = logo_grpo_loss(logp, b["old_logprobs"], b["ref_logprobs"], b["advantages"],
                                               b["completion_mask"], clip_eps=config.clip_eps, kl_coef=config.kl_coef,
-                                              entropy_coef=config.entropy_coef, entropy=entropy, agg="token")
-                    loss = loss * float(b["completion_mask"].sum()) / total_tokens
+                                              entropy_coef=config.entropy_coef, entropy=entropy,
+                                              agg=config.loss_agg, clip_mode=config.clip_mode,
+                                              dual_clip_c=config.dual_clip_c, log_ratio_cap=config.log_ratio_cap,
+                                              num_sequences=total_sequences, num_tokens=total_tokens)
                     if value_head is not None:
                         old_values = torch.tensor([s.value for s in group], dtype=torch.float32, device=device)
                         returns = torch.tensor([s.reward for s in group], dtype=torch.float32, device=device)
@@ -258,7 +277,12 @@ def ppo_update(model, samples: Sequence[Sample], optimizer, config: UpdateConfig
                         st = {**st, **vst}
                     loss.backward()
                     for k, v in st.items():
-                        stats[k].append(float(v))
+                        if k in ADDITIVE_STATS:
+                            summed[k] += float(v)
+                        else:
+                            stats[k].append(float(v))
+            for k, v in summed.items():
+                stats[k].append(v)
             if world > 1:
                 # every process must reduce the same tensors: parameters its batch did not reach get zeros
                 for p in params:

@@ -228,3 +228,102 @@ def test_logo_grpo_loss_entropy_grad_and_rejects_bad_inputs():
         logo_grpo_loss(logp, logp, logp, torch.zeros(3), mask)
     with pytest.raises(ValueError, match="mask"):
         logo_grpo_loss(logp, logp, logp, torch.zeros(2), torch.ones(2, 4))
+
+
+# ---------------------------------------------------------------- turn-level loss (official Memory-R2)
+def _rows(log_ratios, pad_to=3):
+    """old_logp = -1 everywhere, logp = old + the given per-token log-ratios, right padding."""
+    b = len(log_ratios)
+    old = torch.full((b, pad_to), -1.0)
+    logp = old.clone()
+    mask = torch.zeros(b, pad_to)
+    for i, row in enumerate(log_ratios):
+        logp[i, : len(row)] += torch.tensor(row)
+        mask[i, : len(row)] = 1
+    logp[mask == 0] = -math.inf  # padding may hold anything
+    return logp.requires_grad_(True), old, mask
+
+
+def test_turn_ratio_is_exp_of_the_mean_token_log_ratio_with_clip_and_dual_clip_by_hand():
+    from algos.losses import turn_clipped_surrogate
+
+    logp, old, mask = _rows([[0.1, 0.3], [math.log(0.5)] * 3, [math.log(4.0)], [0.0, 0.0]])
+    adv = torch.tensor([1.0, -1.0, -2.0, 1.0])
+    loss, stats = turn_clipped_surrogate(logp, old, adv, mask, clip_eps=0.2, dual_clip_c=3.0, log_ratio_cap=3.0)
+    # row 0: r = e^0.2 = 1.221 > 1.2, A > 0 -> -1.2 * 1 (clipped)
+    # row 1: r = 0.5 < 0.8, A < 0      -> -min(-0.5, -0.8) = 0.8 (clipped)
+    # row 2: r = 4, A = -2             -> PPO gives 8, the dual clip caps it at -A * 3 = 6
+    # row 3: r = 1, A = 1              -> -1
+    assert loss.tolist() == pytest.approx([-1.2, 0.8, 6.0, -1.0])
+    assert stats["clipfrac"].item() == pytest.approx(2 / 4) and stats["clipfrac_dual"].item() == pytest.approx(1 / 4)
+    assert stats["ratio_mean"].item() == pytest.approx((math.exp(0.2) + 0.5 + 4 + 1) / 4)
+    loss.sum().backward()
+    # only row 3 passes a gradient: d(-A r)/d logp_t = -A * r / len = -0.5 for each of its 2 tokens
+    assert logp.grad[3, :2].tolist() == pytest.approx([-0.5, -0.5])
+    assert torch.all(logp.grad[:3] == 0)
+
+
+def test_turn_log_ratio_is_capped_at_3_before_exp():
+    from algos.losses import turn_clipped_surrogate
+
+    logp, old, mask = _rows([[5.0, 5.0]])
+    capped, st = turn_clipped_surrogate(logp, old, torch.tensor([-1.0]), mask, dual_clip_c=None, log_ratio_cap=3.0)
+    uncapped, _ = turn_clipped_surrogate(logp, old, torch.tensor([-1.0]), mask, dual_clip_c=None, log_ratio_cap=None)
+    # A = -1 and r > 1 + eps: the loss is r itself, e^3 with the cap and e^5 without
+    assert capped.item() == pytest.approx(math.exp(3.0)) and uncapped.item() == pytest.approx(math.exp(5.0))
+    assert st["log_ratio_capped"].item() == 1.0
+
+
+def test_token_mode_dual_clip_and_cap_by_hand():
+    logp, old, mask = _rows([[math.log(4.0), 5.0]], pad_to=2)
+    loss, st = clipped_surrogate(logp, old, torch.tensor([-2.0]), mask, 0.2, dual_clip_c=3.0, log_ratio_cap=3.0)
+    # token 0: PPO 8 -> dual clip 6; token 1: log-ratio 5 capped at 3, r = e^3, PPO 2 e^3 -> dual clip 6
+    assert loss[0].tolist() == pytest.approx([6.0, 6.0]) and st["clipfrac_dual"].item() == 1.0
+    plain, _ = clipped_surrogate(logp, old, torch.tensor([-2.0]), mask, 0.2)
+    assert plain[0].tolist() == pytest.approx([8.0, 2 * math.exp(5.0)])
+
+
+def test_turn_aggregation_weighs_every_generation_equally_and_token_aggregation_by_length():
+    logp, old, mask = _rows([[0.1, 0.3], [math.log(0.5)] * 3, [math.log(4.0)]])
+    adv = torch.tensor([1.0, -1.0, -2.0])
+    common = dict(clip_eps=0.2, kl_coef=0.0, clip_mode="turn", dual_clip_c=3.0, log_ratio_cap=3.0)
+    turn, _ = logo_grpo_loss(logp, old, old, adv, mask, agg="turn", **common)
+    token, _ = logo_grpo_loss(logp, old, old, adv, mask, agg="token", **common)
+    assert turn.item() == pytest.approx((-1.2 + 0.8 + 6.0) / 3)  # lengths 2, 3, 1 do not matter
+    assert token.item() == pytest.approx((-1.2 * 2 + 0.8 * 3 + 6.0 * 1) / 6)
+    # per-token ratios, generations weighted equally: row means of the token losses
+    tok_turn, _ = logo_grpo_loss(logp, old, old, adv, mask, agg="turn", clip_eps=0.2, kl_coef=0.0)
+    r0 = (-min(math.exp(0.1), 1.2) - min(math.exp(0.3), 1.2)) / 2
+    assert tok_turn.item() == pytest.approx((r0 + 0.8 + 8.0) / 3)
+
+
+def test_turn_aggregation_keeps_kl_and_entropy_as_token_means():
+    logp, old, mask = _rows([[0.0, 0.0], [0.0, 0.0, 0.0], [0.0]])
+    ref = logp.detach().clone()
+    ref[0, :2] += LN2  # k3 = e^ln2 - ln2 - 1 = 1 - ln2 on row 0's two tokens, 0 elsewhere
+    entropy = mask * 2.0
+    loss, st = logo_grpo_loss(logp, old, ref, torch.zeros(3), mask, agg="turn", clip_mode="turn", kl_coef=0.5,
+                              entropy_coef=0.1, entropy=entropy, dual_clip_c=3.0, log_ratio_cap=3.0)
+    assert st["kl"].item() == pytest.approx(2 * (1 - LN2) / 6)
+    assert loss.item() == pytest.approx(0.5 * 2 * (1 - LN2) / 6 - 0.1 * 2.0)
+
+
+def test_micro_batch_losses_with_minibatch_divisors_add_up_to_the_whole_batch_loss():
+    logp, old, mask = _rows([[0.1, 0.3], [math.log(0.5)] * 3, [math.log(4.0)], [0.2]])
+    ref = old - 0.3
+    adv = torch.tensor([1.0, -1.0, -2.0, 0.5])
+    for clip_mode in ("token", "turn"):
+        for agg in ("token", "turn", "sequence"):
+            kw = dict(clip_mode=clip_mode, agg=agg, kl_coef=0.1, dual_clip_c=3.0, log_ratio_cap=3.0)
+            whole, _ = logo_grpo_loss(logp, old, ref, adv, mask, **kw)
+            parts = sum(logo_grpo_loss(logp[i:i + 2], old[i:i + 2], ref[i:i + 2], adv[i:i + 2], mask[i:i + 2],
+                                       num_sequences=4, num_tokens=7, **kw)[0] for i in (0, 2))
+            assert parts.item() == pytest.approx(whole.item()), (clip_mode, agg)
+
+
+def test_unknown_clip_mode_and_bad_clip_settings_are_refused():
+    logp, old, mask = _rows([[0.0]])
+    with pytest.raises(ValueError, match="clip mode"):
+        logo_grpo_loss(logp, old, old, torch.zeros(1), mask, clip_mode="sentence")
+    with pytest.raises(ValueError, match="dual_clip_c"):
+        logo_grpo_loss(logp, old, old, torch.zeros(1), mask, dual_clip_c=0.5)
