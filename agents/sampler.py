@@ -148,6 +148,48 @@ class RoleSampler:
                             top_p=self.top_p if top_p is None else top_p, top_k=self.top_k,
                             generator=self.generator if generator is None else generator)
 
-    def generate(self, observations: Sequence[str]) -> list[Generation]:
-        """One generation per observation (the trainers' policy interface)."""
-        return [group[0] for group in self.sample(observations)]
+    def generate(self, observations: Sequence[str], *, temperature: float | None = None) -> list[Generation]:
+        """One generation per observation (the trainers' policy interface); ``temperature``
+        overrides the sampler's for this call (0: greedy)."""
+        if temperature is None or temperature == self.temperature:
+            return [group[0] for group in self.sample(observations)]
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        own = self.temperature
+        try:
+            self.temperature = temperature
+            return [group[0] for group in self.sample(observations, greedy=temperature == 0)]
+        finally:
+            self.temperature = own
+
+    @torch.no_grad()
+    def rescore(self, observations: Sequence[str], gens: Sequence[Generation]) -> list[Generation]:
+        """The generations with their log-probs recomputed under the sampler's own temperature
+        (e.g. rerolls decoded greedily or at another temperature, trained at this one)."""
+        from agents.generation import left_pad, sequence_logprobs
+        from agents.lora import role_adapter, use_adapter
+
+        if len(observations) != len(gens):
+            raise ValueError(f"{len(observations)} observations for {len(gens)} generations")
+        out = list(gens)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        device = next(self.model.parameters()).device
+        by_role: dict[str, list[int]] = defaultdict(list)
+        for i, obs in enumerate(observations):
+            by_role[observation_role(obs)].append(i)
+        for role, rows in by_role.items():
+            prompt_ids, prompt_mask = left_pad([gens[i].prompt_ids for i in rows], pad, device)
+            longest = max(len(gens[i].completion_ids) for i in rows)
+            completion_ids = torch.full((len(rows), longest), pad, dtype=torch.long, device=device)
+            completion_mask = torch.zeros((len(rows), longest), dtype=torch.long, device=device)
+            for k, i in enumerate(rows):
+                n = len(gens[i].completion_ids)
+                completion_ids[k, :n] = torch.tensor(gens[i].completion_ids, device=device)
+                completion_mask[k, :n] = 1
+            with use_adapter(self.model, role_adapter(self.model, role)):
+                logp = sequence_logprobs(self.model, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                         temperature=self.temperature).float().cpu()
+            for k, i in enumerate(rows):
+                g = gens[i]
+                out[i] = Generation(g.text, g.prompt_ids, g.completion_ids, logp[k, : len(g.completion_ids)].tolist())
+        return out

@@ -6,6 +6,30 @@ turns to the (frozen) answerer in another. Global rollouts run whole conversatio
 local rerollout is a fork of one global rollout taken *before* a session, run through
 that session's extract and manage turns only, and scored at once on the questions due so
 far with :meth:`MemorySessionEnv.probe` (Memory-R2, arXiv 2605.21768, section 3).
+
+When the per-session credit of a global rollout is measured (``reward_timing``):
+
+* ``"final"`` (default, the official code: ``rema.py`` ``locomo_score`` and the reward
+  assembly after it): at most ``max_final_questions`` (64) of the conversation's questions,
+  drawn at random once per conversation so that every rollout of the group answers the
+  same ones, are scored on the rollout's *final* memory; session s gets the mean score of
+  those whose evidence lies in s (a question without evidence credits the last session),
+  0 when none does, minus the *final* compression penalty, plus the invalid-action
+  penalties of its own turns. Answer turns during the episode are skipped (answered with
+  an empty string, no model call).
+* ``"asked"`` (this library's earlier rule): every question is scored when the environment
+  asks it (``qa_schedule="after_evidence"``: right after its last evidence session); a
+  session no question credits gets the episode's mean score, and each session's
+  compression penalty is the one after it.
+
+Local rerolls are scored on one seeded sample of at most ``max_local_questions`` (16) of
+the questions whose evidence lies in sessions up to the rerolled one, the same sample for
+every reroll of a set (``local_questions="sample"``; ``"latest"``: the latest ones, as
+before). Sessions with no such question are rerolled too (their rerolls differ by
+compression and invalid actions) unless ``skip_unprobed_sessions``. ``local_temperature``
+decodes the rerolls at another temperature than the global rollouts (0: greedy, what the
+official code does by using its validation decoding settings); their log-probs are then
+recomputed at the training temperature so that the PPO ratio starts at 1.
 """
 
 from __future__ import annotations
@@ -47,6 +71,8 @@ class _Slot:
     done: bool = False
     final_info: dict | None = None
     reward: float | None = None  # local rerollouts: their scalar reward
+    questions: tuple[int, ...] | None = None  # local rerollouts: the questions that score them
+    final_scores: dict[int, float] | None = None  # reward_timing "final": question -> score on the final memory
 
 
 @dataclass
@@ -77,12 +103,25 @@ def collect(
     local_weight: float,
     rng: np.random.Generator,
     extractor: Any | None = None,
+    reward_timing: str = "final",
+    max_final_questions: int = 64,
+    local_questions: str = "sample",
+    skip_unprobed_sessions: bool = False,
+    local_temperature: float | None = None,
 ) -> RolloutBatch:
     """Run ``group_size`` rollouts per conversation plus local rerollouts; return samples with advantages.
 
     ``extractor``, when given, plays every extract turn (e.g. ``OracleAgent``) and those
-    turns give no training samples.
+    turns give no training samples. ``reward_timing``, ``max_final_questions``,
+    ``local_questions``, ``skip_unprobed_sessions`` and ``local_temperature``: see the
+    module docstring (the defaults are the official Memory-R2 code's, except that rerolls
+    are sampled at the policy's temperature, as the paper describes).
     """
+    if reward_timing not in REWARD_TIMINGS:
+        raise ValueError(f"reward_timing must be one of {REWARD_TIMINGS}, got {reward_timing!r}")
+    if local_questions not in LOCAL_QUESTION_PICKS:
+        raise ValueError(f"local_questions must be one of {LOCAL_QUESTION_PICKS}, got {local_questions!r}")
+    final = reward_timing == "final"
     slots: list[_Slot] = []
     for c, key in enumerate(conversations):
         for g in range(group_size):
@@ -94,15 +133,18 @@ def collect(
         active = [s for s in slots if not s.done]
         if not active:
             break
-        _spawn_local_rerollouts(slots, active, decided, rng, group_size, inner_fraction, inner_n)
+        _spawn_local_rerollouts(slots, active, decided, rng, group_size, inner_fraction, inner_n,
+                                max_local_questions, local_questions, skip_unprobed_sessions)
         active = [s for s in slots if not s.done]
         to_policy = [s for s in active if s.info["role"] in POLICY_ROLES
                      and not (extractor is not None and s.info["role"] == "extract")]
         to_extractor = [s for s in active if extractor is not None and s.info["role"] == "extract"]
-        to_answerer = [s for s in active if s.info["role"] == "answer"]
-        actions: dict[int, str] = {}
-        if to_policy:
-            for slot, gen in zip(to_policy, policy.generate([s.obs for s in to_policy])):
+        # "final" timing: a global rollout's answers during the episode do not count, so none is generated
+        skipped = [s for s in active if s.info["role"] == "answer" and final and not s.local]
+        to_answerer = [s for s in active if s.info["role"] == "answer" and not (final and not s.local)]
+        actions: dict[int, str] = {id(s): "" for s in skipped}
+        for batch, temperature in _by_temperature(to_policy, local_temperature):
+            for slot, gen in zip(batch, _generate(policy, [s.obs for s in batch], temperature)):
                 actions[id(slot)] = gen.text
                 slot.samples.append(Sample(gen.prompt_ids, gen.completion_ids, gen.logprobs,
                                            slot.info["role"], slot.info["session"], slot.local))
@@ -122,16 +164,50 @@ def collect(
             slot.obs, slot.info = obs, info
             if terminated or truncated:
                 slot.done, slot.final_info = True, info
-            if slot.local and role == "manage":
+            # a session ends with its (last chunk's) manage turn: the next turn is not its extract
+            session_over = role == "manage" and not (info.get("role") == "extract" and info.get("session") == session)
+            if slot.local and session_over:
                 slot.done = True
                 finished_locals.append(slot)
+            last = slot.env.unwrapped.conversation.num_sessions - 1
+            if final and not slot.local and session_over and session == last:
+                slot.done = True  # the final memory is written; its questions are scored below
         if finished_locals:
-            _score_locals(finished_locals, answerer, max_local_questions)
-    return _advantages(slots, len(conversations), group_size, local_weight)
+            _score_locals(finished_locals, answerer)
+    if final:
+        _score_final(slots, answerer, rng, max_final_questions)
+    return _advantages(slots, len(conversations), group_size, local_weight, final)
 
 
-def _spawn_local_rerollouts(slots, active, decided, rng, group_size, inner_fraction, inner_n) -> None:
-    """At the start of a session, maybe fork one global rollout ``inner_n`` times."""
+REWARD_TIMINGS = ("final", "asked")
+LOCAL_QUESTION_PICKS = ("sample", "latest")
+
+
+def _by_temperature(to_policy: list[_Slot], local_temperature: float | None) -> list[tuple[list[_Slot], float | None]]:
+    """The policy turns in one batch, or two when the local rerolls decode at their own temperature."""
+    if local_temperature is None:
+        return [(to_policy, None)] if to_policy else []
+    out = [([s for s in to_policy if not s.local], None), ([s for s in to_policy if s.local], local_temperature)]
+    return [(batch, t) for batch, t in out if batch]
+
+
+def _generate(policy: Policy, observations: list[str], temperature: float | None) -> list[Any]:
+    """One generation per observation; at ``temperature``, with log-probs under the policy's own
+    training temperature (:meth:`agents.sampler.RoleSampler.rescore`) when they differ."""
+    if temperature is None:
+        return policy.generate(observations)
+    gens = policy.generate(observations, temperature=temperature)
+    own = getattr(policy, "temperature", 1.0)
+    # greedy decoding records untempered (temperature 1) log-probs
+    if (temperature if temperature > 0 else 1.0) != (own if own > 0 else 1.0):
+        gens = policy.rescore(observations, gens)
+    return gens
+
+
+def _spawn_local_rerollouts(slots, active, decided, rng, group_size, inner_fraction, inner_n, max_local_questions,
+                            local_questions, skip_unprobed_sessions) -> None:
+    """At the start of a session, maybe fork one global rollout ``inner_n`` times, with the
+    questions (one pick for the whole set) that will score the rerolls."""
     if inner_fraction <= 0 or inner_n < 2:
         return
     by_conv: dict[int, list[_Slot]] = defaultdict(list)
@@ -141,27 +217,32 @@ def _spawn_local_rerollouts(slots, active, decided, rng, group_size, inner_fract
     for c, members in sorted(by_conv.items()):
         first = members[0]
         session = first.info["session"]
-        if first.info["role"] != "extract" or (c, session) in decided:
+        if first.info["role"] != "extract" or first.info.get("chunk", 0) != 0 or (c, session) in decided:
             continue
         decided.add((c, session))
-        # A session with no question due by its end gives every reroll the same score.
-        if not first.env.unwrapped.questions_due_by(session):
+        due = first.env.unwrapped.questions_due_by(session)
+        if skip_unprobed_sessions and not due:
             continue
         if rng.random() >= inner_fraction:
             continue
         parent = members[int(rng.integers(len(members)))]
+        if len(due) <= max_local_questions:
+            questions = tuple(due)
+        elif local_questions == "latest":
+            questions = tuple(due[-max_local_questions:])
+        else:
+            questions = tuple(due[i] for i in sorted(rng.choice(len(due), size=max_local_questions, replace=False)))
         for _ in range(inner_n):
             child = _fork_state(parent.env)
             slots.append(_Slot(child, parent.obs, dict(parent.info), ("local", c, session), local=True,
-                               stop_session=session))
+                               stop_session=session, questions=questions))
 
 
-def _score_locals(finished: list[_Slot], answerer: Answerer, max_local_questions: int) -> None:
-    """Score each finished reroll on the (at most ``max_local_questions``) questions due so far."""
-    from memenv.probing import due_questions, score_on_memory
+def _score_locals(finished: list[_Slot], answerer: Answerer) -> None:
+    """Score each finished reroll on its set's questions, in one batch."""
+    from memenv.probing import score_on_memory
 
-    requests = [(slot, q) for slot in finished for q in due_questions(slot.env, slot.stop_session,
-                                                                        max_local_questions)]
+    requests = [(slot, q) for slot in finished for q in slot.questions]
     infos = [{"role": "answer", "session": slot.stop_session} for slot, _ in requests]
     scores: dict[int, list[float]] = defaultdict(list)
     for (slot, _), score in zip(requests, score_on_memory([(slot.env, q) for slot, q in requests], answerer.answer,
@@ -171,6 +252,46 @@ def _score_locals(finished: list[_Slot], answerer: Answerer, max_local_questions
         s = slot.stop_session
         answer_score = float(np.mean(scores[id(slot)])) if scores[id(slot)] else 0.0
         slot.reward = answer_score - slot.compression.get(s, 0.0) + slot.penalty[s]
+
+
+def _score_final(slots: list[_Slot], answerer: Answerer, rng: np.random.Generator, max_questions: int) -> None:
+    """Score every global rollout's final memory on its conversation's question sample, in one batch."""
+    from memenv.probing import score_on_memory
+
+    requests: list[tuple[_Slot, int]] = []
+    by_conv: dict[int, list[_Slot]] = defaultdict(list)
+    for s in slots:
+        if not s.local:
+            by_conv[s.group[1]].append(s)
+    for c, members in sorted(by_conv.items()):
+        n = len(members[0].env.unwrapped.conversation.questions)
+        picked = range(n) if n <= max_questions else sorted(rng.choice(n, size=max_questions, replace=False).tolist())
+        requests += [(slot, int(q)) for slot in members for q in picked]
+    infos = [{"role": "answer", "session": slot.env.unwrapped.session_index} for slot, _ in requests]
+    scores = score_on_memory([(slot.env, q) for slot, q in requests], answerer.answer, infos=infos)
+    for s in slots:
+        if not s.local:
+            s.final_scores = {}
+    for (slot, q), score in zip(requests, scores):
+        slot.final_scores[q] = float(score)
+
+
+def final_session_rewards(slot: _Slot, num_sessions: int) -> np.ndarray:
+    """Per-session rewards of a global rollout under the official rule (``reward_timing="final"``).
+
+    Session s: the mean final-memory score of the sampled questions whose evidence lies in
+    s (a question without evidence credits the last session), 0 when none does; minus the
+    final compression penalty; plus the invalid-action penalties of s's turns.
+    """
+    questions = slot.env.unwrapped.conversation.questions
+    credited: list[list[float]] = [[] for _ in range(num_sessions)]
+    for q, score in (slot.final_scores or {}).items():
+        sessions = {s for s in questions[q].evidence if 0 <= s < num_sessions} or {num_sessions - 1}
+        for s in sessions:
+            credited[s].append(score)
+    compression = slot.env.unwrapped.compression_penalty()
+    return np.array([(float(np.mean(v)) if v else 0.0) - compression + slot.penalty[s]
+                     for s, v in enumerate(credited)])
 
 
 def session_rewards(slot: _Slot, num_sessions: int) -> np.ndarray:
@@ -191,13 +312,15 @@ def session_rewards(slot: _Slot, num_sessions: int) -> np.ndarray:
     return out
 
 
-def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, local_weight: float) -> RolloutBatch:
+def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, local_weight: float,
+                final: bool = False) -> RolloutBatch:
     samples: list[Sample] = []
     stats: dict[str, list[float]] = defaultdict(list)
+    rewards_of = final_session_rewards if final else session_rewards
     for c in range(num_conversations):
         members = [s for s in slots if not s.local and s.group[1] == c]
         num_sessions = members[0].env.unwrapped.conversation.num_sessions
-        rewards = np.stack([session_rewards(s, num_sessions) for s in members])  # (G, S)
+        rewards = np.stack([rewards_of(s, num_sessions) for s in members])  # (G, S)
         adv = session_group_advantages(torch.tensor(rewards), torch.ones(rewards.shape, dtype=torch.bool))  # (G, S)
         for g, slot in enumerate(members):
             for sample in slot.samples:
@@ -206,9 +329,11 @@ def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, loc
                 samples.append(sample)
             episode = (slot.final_info or {}).get("episode_summary", {})
             score = episode.get("mean_score", 0.0)
+            if final:
+                score = float(np.mean(list(slot.final_scores.values()))) if slot.final_scores else 0.0
             stats["charts/episode_score"].append(score if score == score else 0.0)
             stats["charts/session_reward"].append(float(rewards[g].mean()))
-            stats["charts/memory_size"].append(float(episode.get("memory_size", 0)))
+            stats["charts/memory_size"].append(float(len(slot.env.unwrapped.memory)))
     local_groups: dict[tuple, list[_Slot]] = defaultdict(list)
     for s in slots:
         if s.local:

@@ -52,3 +52,30 @@ class LongSource(ConversationSource):
 
     def get(self, key):
         return self.conv
+
+
+def credit_conversation() -> Conversation:
+    """Three sessions (8, 2 and 5 whitespace tokens of dialogue, 15 in all) and three
+    questions: q0 rests on session 0, q1 on sessions 0 and 2, q2 on no session (it credits
+    the last one). No question rests on session 1."""
+    s0 = Session(0, "1 May 2023", (Turn("Alice", "I live in Paris.", "D1:1"), Turn("Bob", "I am a nurse.", "D1:2")))
+    s1 = Session(1, "2 May 2023", (Turn("Alice", "Hi.", "D2:1"), Turn("Bob", "Hi.", "D2:2")))
+    s2 = Session(2, "3 May 2023", (Turn("Alice", "I moved to Lyon.", "D3:1"), Turn("Bob", "Cool.", "D3:2")))
+    questions = (
+        Question("q0", "What is Bob's job?", "nurse", "single-hop", (0,)),
+        Question("q1", "Where does Alice live?", "Lyon", "knowledge-update", (0, 2)),
+        Question("q2", "What does Alice play?", "violin", "single-hop", ()),
+    )
+    return Conversation("credit", ("Alice", "Bob"), (s0, s1, s2), questions)
+
+
+class CreditSource(ConversationSource):
+    """The one conversation of :func:`credit_conversation`."""
+
+    def keys(self):
+        return ["credit"]
+
+    def get(self, key):
+        if key != "credit":
+            raise ValueError(f"unknown conversation {key!r}")
+        return credit_conversation()

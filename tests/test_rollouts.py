@@ -96,3 +96,192 @@ def test_session_rewards_use_credit_compression_and_penalties():
     slot.compression = {0: 0.1, 2: 0.2}
     slot.penalty[1] = -0.1
     assert R.session_rewards(slot, 3).tolist() == pytest.approx([0.9, 0.5, 0.3])
+
+
+# ---------------------------------------------------------------- Memory-R2's reward timing (issue 17)
+# Facts the scripted policy extracts per session, and how the scripted answerer reads memories.
+CREDIT_FACTS = {0: ["Bob is a nurse."], 1: ["Weather talk."], 2: ["Alice lives in the city of Lyon now."]}
+CREDIT_READER = {"q0": ("nurse", "nurse"), "q1": ("Lyon", "Lyon"), "q2": ("violin", "violin")}
+
+
+class KeepOrForget:
+    """Extracts ``CREDIT_FACTS``; manage: the even-indexed rollouts of a batch ADD every fact,
+    the odd ones keep nothing (so rollout 0 writes memories and rollout 1 does not)."""
+
+    temperature = 1.0
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, observations, temperature=None):
+        self.calls.append((len(observations), temperature))
+        out = []
+        for i, obs in enumerate(observations):
+            data = json.loads(obs)
+            if data["role"] == "extract":
+                text = json.dumps({"facts": CREDIT_FACTS[data["session"]]})
+            elif i % 2 == 0:
+                text = json.dumps({"operations": [{"op": "ADD", "fact": j} for j in range(len(data["facts"]))]})
+            else:
+                text = '{"operations": [{"op": "NOOP"}]}'
+            out.append(Generation(text, [1, 2], [3, 4], [-0.5, -0.25]))
+        return out
+
+    def rescore(self, observations, gens):
+        return [Generation(g.text, g.prompt_ids, g.completion_ids, [-9.0] * len(g.completion_ids)) for g in gens]
+
+
+class KeywordReader:
+    """Answers a question with its keyword when a shown memory contains it, else 'no idea'."""
+
+    def __init__(self):
+        self.asked = []
+
+    def answer(self, observations, infos):
+        out = []
+        for obs in observations:
+            data = json.loads(obs)
+            self.asked.append(data["question_id"])
+            keyword, answer = CREDIT_READER[data["question_id"]]
+            out.append(answer if any(keyword in m["text"] for m in data["memories"]) else "no idea")
+        return out
+
+
+def credit_env(**kwargs):
+    from memenv.env import MemorySessionEnv
+    from tests.helpers_env import CreditSource
+
+    return lambda: MemorySessionEnv(source=CreditSource(), **kwargs)
+
+
+def credit_collect(reader=None, **kwargs):
+    options = dict(group_size=2, inner_fraction=0.0, inner_n=2, max_local_questions=16, local_weight=1.0,
+                   rng=np.random.default_rng(0))
+    options.update(kwargs)
+    return R.collect(KeepOrForget(), reader or KeywordReader(), credit_env(), ["credit"], **options)
+
+
+# rollout 0's final memory: 4 + 2 + 8 = 14 tokens against 15 seen: 0.2 * (14 - 0.7 * 15) / 15
+COMPRESSION = 0.2 * (14 - 10.5) / 15
+
+
+def test_final_timing_scores_the_final_memory_credits_evidence_sessions_and_zero_elsewhere():
+    reader = KeywordReader()
+    batch = credit_collect(reader)
+    # the answerer is asked once per rollout and question, after the last session only
+    assert sorted(reader.asked) == ["q0", "q0", "q1", "q1", "q2", "q2"]
+    # hand-computed rewards: rollout 0 answers q0 and q1 (1.0 each) and not q2 (0.0)
+    #   session 0: mean(q0, q1) = 1.0;  session 1: no question -> 0;  session 2: mean(q1, q2) = 0.5
+    #   each minus the FINAL compression penalty
+    # rollout 1 kept nothing: 0 everywhere, no compression
+    expected = np.array([[1.0 - COMPRESSION, 0.0 - COMPRESSION, 0.5 - COMPRESSION], [0.0, 0.0, 0.0]])
+    assert batch.stats["charts/session_reward"] == pytest.approx(expected.mean())
+    assert batch.stats["charts/episode_score"] == pytest.approx((2 / 3 + 0.0) / 2)
+    # two rollouts: every session column normalises to +-1/sqrt(2), session 1 too (by compression
+    # alone): rollout 0 (the one that writes memories) is ahead in sessions 0 and 2, behind in 1
+    manage = [s for s in batch.samples if s.role == "manage"]
+    assert len(manage) == 6 and all(abs(abs(s.advantage) - 2 ** -0.5) < 1e-4 for s in manage)
+    signs = sorted((s.session, s.advantage > 0) for s in manage)
+    assert signs == [(0, False), (0, True), (1, False), (1, True), (2, False), (2, True)]
+
+
+def test_final_session_rewards_by_hand():
+    slots = []
+    policy, reader = KeepOrForget(), KeywordReader()
+    make = credit_env()
+    for g in range(2):
+        env = make()
+        obs, info = env.reset(options={"conversation": "credit"})
+        slots.append(R._Slot(env, obs, info, ("global", 0), local=False))
+    while not all(s.done for s in slots):
+        active = [s for s in slots if not s.done]
+        gens = policy.generate([s.obs for s in active]) if active[0].info["role"] != "answer" else None
+        for k, slot in enumerate(active):
+            action = gens[k].text if gens else ""
+            slot.obs, _, done, _, slot.info = slot.env.step(action)
+            slot.done = done
+    R._score_final(slots, reader, np.random.default_rng(0), max_questions=64)
+    assert R.final_session_rewards(slots[0], 3).tolist() == pytest.approx(
+        [1.0 - COMPRESSION, -COMPRESSION, 0.5 - COMPRESSION])
+    assert R.final_session_rewards(slots[1], 3).tolist() == pytest.approx([0.0, 0.0, 0.0])
+    # at most 2 questions: one draw for the whole group, so both rollouts answer the same two
+    R._score_final(slots, reader, np.random.default_rng(7), max_questions=2)
+    assert len(slots[0].final_scores) == 2 and set(slots[0].final_scores) == set(slots[1].final_scores)
+
+
+def test_asked_timing_keeps_the_earlier_rule():
+    batch = credit_collect(reward_timing="asked")
+    # rollout 0: q0 asked after session 0 (1.0), q1 and q2 after session 2 (1.0, 0.0): episode mean 2/3;
+    # session 1 has no question and gets that mean; q2 has no evidence and credits no session, so
+    # session 2 gets q1 alone; compression is taken after each session
+    comp = [0.2 * max(0.0, m - 0.7 * seen) / seen for m, seen in ((4, 8), (6, 10), (14, 15))]
+    row0 = [1.0 - comp[0], 2 / 3 - comp[1], 1.0 - comp[2]]
+    assert batch.stats["charts/session_reward"] == pytest.approx((sum(row0) + 0.0) / 6)
+
+
+def test_invalid_penalty_enters_the_session_reward_and_zero_penalty_leaves_it_out():
+    class Broken(KeepOrForget):
+        def generate(self, observations, temperature=None):
+            return [Generation("garbage", [1], [2], [-1.0]) for _ in observations]
+
+    for penalty in (0.1, 0.0):
+        make = credit_env(invalid_penalty=penalty)
+        batch = R.collect(Broken(), KeywordReader(), make, ["credit"], group_size=2, inner_fraction=0.0, inner_n=2,
+                          max_local_questions=16, local_weight=1.0, rng=np.random.default_rng(0))
+        # extract and manage both invalid in every session: -2 * penalty each; memories stay empty
+        assert batch.stats["charts/session_reward"] == pytest.approx(-2 * penalty)
+
+
+def test_local_rerolls_share_one_question_sample_and_sessions_without_questions_are_rerolled():
+    reader = KeywordReader()
+    batch = credit_collect(reader, inner_fraction=1.0, inner_n=2, max_local_questions=1)
+    groups = {s.group for s in batch.samples if s.local}
+    assert groups == {("local", 0, 0), ("local", 0, 1), ("local", 0, 2)}
+    # one sampled question (of those due so far) scores every reroll of a set: 3 sets x 2 rerolls
+    assert len(reader.asked) == 6 + 6  # plus the final scoring of 2 rollouts x 3 questions
+    from memenv.env import MemorySessionEnv
+    from tests.helpers_env import LongSource
+
+    def make():
+        return MemorySessionEnv(source=LongSource(3))
+
+    def groups_of(skip):
+        batch = R.collect(KeepOrForget(), KeywordReader(), make, ["long-3"], group_size=2, inner_fraction=1.0,
+                          inner_n=2, max_local_questions=16, local_weight=1.0, rng=np.random.default_rng(0),
+                          skip_unprobed_sessions=skip)
+        return {s.group for s in batch.samples if s.local}
+
+    # no question is ever due: rerolled by default (compression and invalid actions still differ), skipped on request
+    assert groups_of(False) == {("local", 0, 0), ("local", 0, 1), ("local", 0, 2)} and groups_of(True) == set()
+
+
+def test_local_question_sample_is_drawn_once_per_reroll_set():
+    from memenv.env import MemorySessionEnv
+
+    env = MemorySessionEnv(num_sessions=4)
+    env.reset(options={"conversation": 1_000_003})
+    due = env.questions_due_by(3)
+    assert len(due) > 2
+    slots = [R._Slot(env, "", {"role": "extract", "session": 3}, ("global", 0), local=False)]
+    R._spawn_local_rerollouts(slots, list(slots), set(), np.random.default_rng(0), 1, 1.0, 3, 2, "sample", False)
+    picks = {s.questions for s in slots if s.local}
+    assert len(picks) == 1 and len(next(iter(picks))) == 2 and set(next(iter(picks))) <= set(due)
+    latest = [R._Slot(env, "", {"role": "extract", "session": 3}, ("global", 0), local=False)]
+    R._spawn_local_rerollouts(latest, list(latest), set(), np.random.default_rng(0), 1, 1.0, 3, 2, "latest", False)
+    assert {s.questions for s in latest if s.local} == {tuple(due[-2:])}
+
+
+def test_local_temperature_decodes_rerolls_apart_and_rescores_them_at_the_training_temperature():
+    policy = KeepOrForget()
+    batch = R.collect(policy, KeywordReader(), credit_env(), ["credit"], group_size=2, inner_fraction=1.0,
+                      inner_n=2, max_local_questions=16, local_weight=1.0, rng=np.random.default_rng(0),
+                      local_temperature=0.5)
+    assert (2, None) in policy.calls and any(t == 0.5 for _, t in policy.calls)
+    assert all(s.logprobs == [-9.0, -9.0] for s in batch.samples if s.local)  # rescored
+    assert all(s.logprobs == [-0.5, -0.25] for s in batch.samples if not s.local)
+    greedy = KeepOrForget()
+    batch = R.collect(greedy, KeywordReader(), credit_env(), ["credit"], group_size=2, inner_fraction=1.0,
+                      inner_n=2, max_local_questions=16, local_weight=1.0, rng=np.random.default_rng(0),
+                      local_temperature=0.0)
+    # greedy log-probs are untempered, i.e. already at the training temperature 1: kept
+    assert all(s.logprobs == [-0.5, -0.25] for s in batch.samples)
