@@ -9,7 +9,10 @@ The answer agent uses the frozen base model unless an ``"answer"`` adapter exist
 :func:`role_adapter` reads the layout off the model, so callers never hard-code it.
 
 The reference policy for the KL penalty is the same model with its adapter disabled
-(``with model.disable_adapter():``), never a second copy of the weights.
+(``with model.disable_adapter():``), never a second copy of the weights -- or, for a
+reference taken at a curriculum stage's start (the official Memory-R2 hand-off), a frozen
+copy of each trained adapter, ``reference-<name>`` (:func:`snapshot_reference`), which
+:func:`reference_adapter` finds for a role: a copy of the adapter, not of the model.
 
 Adapters are saved in the standard PEFT format (``adapter_config.json`` +
 ``adapter_model.safetensors`` directly in the given directory), so
@@ -167,6 +170,48 @@ def adapter_parameters(model: torch.nn.Module, adapter_name: str) -> list[torch.
         raise ValueError(f"model has no adapter {adapter_name!r}; it has {adapter_names(model)}")
     marker = f".{adapter_name}."
     return [p for n, p in model.named_parameters() if "lora_" in n and marker in n]
+
+
+REFERENCE_PREFIX = "reference-"
+"""Frozen reference copies of trained adapters are named ``reference-<adapter>``."""
+
+
+def reference_name(adapter: str) -> str:
+    """The name of ``adapter``'s frozen reference copy."""
+    return REFERENCE_PREFIX + adapter
+
+
+def snapshot_reference(model: torch.nn.Module, adapters: Sequence[str]) -> list[str]:
+    """Copy each adapter's current weights into its frozen reference copy (created on first use).
+
+    From then on :func:`reference_adapter` gives the copy for the roles the adapter serves,
+    so KL penalties pull towards the weights as they are now (e.g. a curriculum stage's
+    starting point) instead of the base model. Returns the copies' names.
+    """
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    names = []
+    for adapter in adapters:
+        if adapter not in adapter_names(model):
+            raise ValueError(f"model has no adapter {adapter!r}; it has {adapter_names(model)}")
+        name = reference_name(adapter)
+        if name not in adapter_names(model):
+            model.add_adapter(name, copy.deepcopy(model.peft_config[adapter]))
+        weights = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model, adapter_name=adapter).items()}
+        set_peft_model_state_dict(model, weights, adapter_name=name)
+        for param in adapter_parameters(model, name):
+            param.requires_grad_(False)
+        names.append(name)
+    return names
+
+
+def reference_adapter(model: torch.nn.Module, role: str) -> str | None:
+    """The frozen reference copy of the adapter ``role`` uses, or None (the base model) when it has none."""
+    adapter = role_adapter(model, role)
+    if adapter is None:
+        return None
+    name = reference_name(adapter)
+    return name if name in adapter_names(model) else None
 
 
 def role_adapter(model: torch.nn.Module, role: str) -> str | None:

@@ -4,7 +4,8 @@
 sampling log-probs, an advantage or a reward) and an :class:`UpdateConfig`:
 
 1. reference log-probs once per batch, under the reference policy (the base model with
-   the adapters disabled), and with a value head (Memory-R1's PPO) the critic's values
+   the adapters disabled, or the frozen copy of a role's adapter when the model holds one:
+   :func:`agents.lora.snapshot_reference`), and with a value head (Memory-R1's PPO) the critic's values
    ``V(prompt)`` and the advantages ``A = r - V``;
 2. ``ppo_epochs`` passes over the batch in ``num_minibatches`` shuffled minibatches, each
    accumulated over micro-batches of ``micro_batch_size`` sequences grouped by the adapter
@@ -160,7 +161,7 @@ def _prepare(model, samples: Sequence[Sample], config: UpdateConfig, pad_id: int
     """Reference log-probs, the old log-probs when recomputed, and (with a value head) values
     and ``A = r - V`` for every sample; returns the mean sampler-trainer gap when recomputed."""
     from agents.generation import reference_logprobs, sequence_logprobs
-    from agents.lora import role_adapter, use_adapter
+    from agents.lora import reference_adapter, role_adapter, use_adapter
     from algos.value import outcome_advantages, whiten
 
     device = next(model.parameters()).device
@@ -169,10 +170,21 @@ def _prepare(model, samples: Sequence[Sample], config: UpdateConfig, pad_id: int
     for i in range(0, len(samples), config.micro_batch_size):
         micro = samples[i: i + config.micro_batch_size]
         b = collate(micro, pad_id, device)
-        ref = reference_logprobs(model, b["prompt_ids"], b["prompt_mask"], b["completion_ids"], b["completion_mask"],
-                                 temperature=config.temperature).cpu()
+        by_reference: dict[str | None, list[int]] = {}
         for j, s in enumerate(micro):
-            s.ref_logprobs = ref[j, : len(s.completion_ids)].tolist()
+            by_reference.setdefault(reference_adapter(model, s.role), []).append(j)
+        for reference, rows in by_reference.items():
+            # the base model (adapters disabled), or a frozen copy of the role's adapter
+            sub = b if len(rows) == len(micro) else collate([micro[j] for j in rows], pad_id, device)
+            if reference is None:
+                ref = reference_logprobs(model, sub["prompt_ids"], sub["prompt_mask"], sub["completion_ids"],
+                                         sub["completion_mask"], temperature=config.temperature).cpu()
+            else:
+                with torch.no_grad(), use_adapter(model, reference):
+                    ref = sequence_logprobs(model, sub["prompt_ids"], sub["prompt_mask"], sub["completion_ids"],
+                                            sub["completion_mask"], temperature=config.temperature).float().cpu()
+            for k, j in enumerate(rows):
+                micro[j].ref_logprobs = ref[k, : len(micro[j].completion_ids)].tolist()
         if recompute:
             by_adapter: dict[str | None, list[int]] = {}
             for j, s in enumerate(micro):

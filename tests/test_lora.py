@@ -103,3 +103,38 @@ def test_malformed_base_record_is_refused(tmp_path):
     (path / lora.ADAPTER_META).write_text(json.dumps({"adapter_name": "policy", "base_model": "tiny"}))
     with pytest.raises(ValueError, match="'base_model' should be a JSON object"):
         lora.load_adapter(bb.tiny_backbone(), path)
+
+
+def test_snapshot_reference_is_a_frozen_copy_of_the_adapter_that_the_reference_pass_uses(tiny_backbone):
+    from agents.generation import sequence_logprobs
+    from agents.lora import adapter_parameters, reference_adapter, snapshot_reference, use_adapter
+    from algos.build import make_optimizer
+
+    model = lora.add_lora(tiny_backbone, r=4, alpha=8)
+    assert reference_adapter(model, "manage") is None  # the base model, adapter disabled
+    with torch.no_grad():
+        for p in adapter_parameters(model, "policy"):
+            p.add_(0.05)
+    assert snapshot_reference(model, ["policy"]) == ["reference-policy"]
+    assert reference_adapter(model, "manage") == reference_adapter(model, "extract") == "reference-policy"
+    assert reference_adapter(model, "answer") is None
+    assert not any(p.requires_grad for p in adapter_parameters(model, "reference-policy"))
+    optimizer = make_optimizer(model, 1e-3)
+    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == sum(
+        p.numel() for p in adapter_parameters(model, "policy"))
+    ids = torch.tensor([[5, 6, 7]])
+    mask = torch.ones_like(ids)
+
+    def logp(adapter):
+        with torch.no_grad(), use_adapter(model, adapter):
+            return sequence_logprobs(model, ids, mask, torch.tensor([[8, 9]]), torch.ones(1, 2, dtype=torch.long))
+
+    at_snapshot = logp("policy")
+    assert torch.allclose(logp("reference-policy"), at_snapshot)
+    with torch.no_grad():
+        for p in adapter_parameters(model, "policy"):
+            p.add_(0.05)
+    assert not torch.allclose(logp("policy"), at_snapshot)  # training moves on
+    assert torch.allclose(logp("reference-policy"), at_snapshot)  # the reference stays
+    snapshot_reference(model, ["policy"])  # the next stage's start
+    assert torch.allclose(logp("reference-policy"), logp("policy"))
