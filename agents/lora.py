@@ -196,7 +196,11 @@ def snapshot_reference(model: torch.nn.Module, adapters: Sequence[str]) -> list[
             raise ValueError(f"model has no adapter {adapter!r}; it has {adapter_names(model)}")
         name = reference_name(adapter)
         if name not in adapter_names(model):
+            # peft's add_adapter re-marks which adapters train: keep every existing one as it was
+            flags = {p: p.requires_grad for n, p in model.named_parameters() if "lora_" in n}
             model.add_adapter(name, copy.deepcopy(model.peft_config[adapter]))
+            for param, flag in flags.items():
+                param.requires_grad_(flag)
         weights = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model, adapter_name=adapter).items()}
         set_peft_model_state_dict(model, weights, adapter_name=name)
         for param in adapter_parameters(model, name):

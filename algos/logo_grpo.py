@@ -9,9 +9,16 @@ the memory manager share one LoRA adapter (told apart by role prompts) and one r
   is forked (``env.fork()``) and the session rerolled ``inner_n`` times from the identical
   memory state; each reroll is scored at once on the questions due so far and normalised
   within its reroll set. ``--inner-fraction 0`` is plain trajectory-level GRPO.
-* One PPO-clip objective over global and local samples, k3 KL to the reference (the base
-  model with the adapter disabled), entropy bonus, gradient clipping.
-* Curriculum: stages of 8, 16 and 32 sessions, each warm-started from the previous one.
+* One PPO-clip objective over global and local samples -- by default the official code's
+  turn level: one ratio per generation (capped log-ratio, dual clip), each generation
+  weighted equally --, k3 KL to the reference (the adapter as it was when the stage
+  started, a frozen copy; ``--reference base``: the base model), entropy bonus, gradient
+  clipping.
+* Curriculum: stages of 8, 16 and 32 sessions, each warm-started from the previous one,
+  with a fresh optimizer per stage; with ``--val-worlds`` the stage hands on its best
+  checkpoint on held-out worlds and stops early when validation stalls.
+* ``--preset memory-r2`` sets every value of the official Memory-R2 code at once
+  (``MEMORY_R2``; the README's table lists them beside this library's defaults).
 
     python -m algos.logo_grpo --env MemorySession-v0                 # GPU: SmolLM2; CPU: short demo
     torchrun --nproc-per-node 2 -m algos.logo_grpo --env MemorySession-v0   # data parallel
@@ -34,7 +41,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from algos.cli import TrainerArgs, check_agent_name, check_range, progress_bar, run_main, with_defaults
+from algos.cli import (TrainerArgs, check_agent_name, check_json_object, check_range, progress_bar, run_main,
+                       with_defaults)
 from memenv.constants import TRAIN_SEED_OFFSET  # training worlds use seeds >= it, evaluation below
 
 PROG = "python -m algos.logo_grpo"
@@ -50,6 +58,24 @@ CPU_DEMO = dict(model="tiny", stages=(2, 4), updates_per_stage=8, group_size=8, 
                 kl_coef=0.0, sft_warmup_steps=100, sft_learning_rate=1e-2, sft_schedule="linear", answerer="scripted",
                 extractor="oracle", prompt_style="compact", lora_lm_head=True, checkpoint_every=4,
                 micro_batch_size=16, ppo_epochs=1, num_minibatches=1)
+
+
+# The official Memory-R2 settings (github.com/ahmedehabb/Memory-R2: the launch script
+# scripts/vllm_clients/vllm_client_standalone.sh, the verl config and reward manager).
+# Learning rate: the official 2e-6 is for full fine-tuning; LoRA's best rate is about ten
+# times full fine-tuning's (Thinking Machines, "LoRA Without Regret", 2025), so 2e-5.
+MEMORY_R2 = dict(
+    stages=(8, 16, 32), updates_per_stage=10, group_size=16, inner_fraction=0.5, inner_n=4, local_weight=1.0,
+    max_local_questions=16, local_questions="sample", skip_unprobed_sessions=False, local_temperature=0.0,
+    reward_timing="final", max_final_questions=64, learning_rate=2e-5, ppo_epochs=2, clip_eps=0.2,
+    clip_mode="turn", loss_agg="turn", dual_clip_c=3.0, log_ratio_cap=3.0, kl_coef=0.001, entropy_coef=0.001,
+    max_grad_norm=1.0, temperature=1.0, top_p=1.0, reference="stage-start", reset_optimizer=True, handoff="best",
+    val_worlds=4, val_every=5, early_stop_patience=3,
+)
+MEMORY_R2_ENV = dict(invalid_penalty=0.0, metric="squad_f1", lambda_comp=0.2, manage_top_k=25, answer_top_k=30,
+                     similarity_threshold=0.1, answer_order="session", session_chunks=4)
+"""Environment options of the preset, merged under ``--env-kwargs`` (the command line wins)."""
+PRESETS = {"memory-r2": (MEMORY_R2, MEMORY_R2_ENV)}
 
 
 @dataclass
@@ -71,9 +97,38 @@ class Args(TrainerArgs):
     sft_worlds: int = field(default=16, metadata={"help": "training worlds whose oracle demonstrations the warm start imitates"})
     init_adapter: str | None = field(default=None, metadata={"help": "start from this PEFT adapter, e.g. an SFT result (with --per-role-adapters: each role's adapter starts from it)"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard events when tensorboard is installed"})
+    preset: str | None = field(default=None, metadata={"help": "memory-r2: every setting of the official Memory-R2 code at once (flags given explicitly win; see the README's table)", "choices": [None, *PRESETS]})
+    # the policy loss (algos.losses)
+    clip_mode: str = field(default="turn", metadata={"help": "PPO ratio per generation (turn: exp of the mean token log-ratio, the official code) or per token (PPO/GRPO's usual)", "choices": ["token", "turn"]})
+    loss_agg: str = field(default="turn", metadata={"help": "policy loss averaged over generations (turn: each weighs the same, the official code; long manage outputs do not dominate) or over tokens", "choices": ["token", "turn"]})
+    dual_clip_c: float | None = field(default=3.0, metadata={"help": "dual clip: a negative-advantage sample loses at most -A*c, bounding what one stale sample can do (official 3; none: off)"})
+    log_ratio_cap: float | None = field(default=3.0, metadata={"help": "cap on the log-ratio before exp, against overflow on stale samples (official 3; none: off)"})
+    # the rewards (algos.rollouts)
+    reward_timing: str = field(default="final", metadata={"help": "final: sampled questions scored on the final memory, 0 for uncredited sessions, final compression (the official code); asked: each question scored when asked, uncredited sessions get the episode mean (this library's earlier rule)", "choices": ["final", "asked"]})
+    max_final_questions: int = field(default=64, metadata={"help": "with --reward-timing final: questions (one random draw per conversation, shared by its group) scored on each final memory"})
+    local_questions: str = field(default="sample", metadata={"help": "which of the due questions score a reroll set when there are more than --max-local-questions: one seeded random sample for the set (official) or the latest ones", "choices": ["sample", "latest"]})
+    skip_unprobed_sessions: bool = field(default=False, metadata={"help": "no local rerolls for a session with no question due by its end (their rerolls then differ only by compression and invalid actions)"})
+    local_temperature: float | None = field(default=None, metadata={"help": "decoding temperature of the local rerolls (none: --temperature, sampling as the paper describes; 0: greedy, what the official code's validation settings do, which can make a reroll set identical and its advantage 0)"})
+    # the curriculum hand-off
+    reference: str = field(default="stage-start", metadata={"help": "KL reference: the adapter as the stage started (a frozen copy; official) or the base model with the adapter disabled", "choices": ["stage-start", "base"]})
+    reset_optimizer: bool = field(default=True, metadata={"help": "a fresh AdamW state at each curriculum stage (official: each stage is a new run)"})
+    val_worlds: int = field(default=0, metadata={"help": "held-out synthetic worlds to validate on between updates (greedy rollouts, final-memory answer score; 0: no validation)"})
+    val_env_kwargs: str | None = field(default=None, metadata={"help": "JSON object merged over --env-kwargs for the validation env (e.g. other LoCoMo conversations); its conversations are the validation set"})
+    val_every: int = field(default=5, metadata={"help": "validate every K updates of a stage (and at its start and end)"})
+    early_stop_patience: int = field(default=3, metadata={"help": "end a stage after this many validations without a new best (0: never)"})
+    handoff: str = field(default="best", metadata={"help": "with validation: the next stage starts from the stage's best validated weights (official) or its last", "choices": ["best", "last"]})
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_range("max_final_questions", self.max_final_questions, low=1)
+        check_range("local_temperature", self.local_temperature, low=0, allow_none=True)
+        check_range("dual_clip_c", self.dual_clip_c, low=1, low_open=True, allow_none=True)
+        check_range("log_ratio_cap", self.log_ratio_cap, low=0, allow_none=True)
+        for name in ("val_worlds", "early_stop_patience"):
+            check_range(name, getattr(self, name), low=0)
+        check_range("val_every", self.val_every, low=1)
+        if self.val_env_kwargs is not None:
+            check_json_object("--val-env-kwargs", self.val_env_kwargs)
         if not 0.0 <= self.inner_fraction <= 1.0:
             raise ValueError(f"--inner-fraction must be in [0, 1], got {self.inner_fraction}")
         if self.inner_fraction > 0 and self.inner_n < 2:
@@ -93,10 +148,33 @@ class Args(TrainerArgs):
             raise ValueError(f"--local-weight must be >= 0, got {self.local_weight}")
 
 
+def apply_preset(args: Args, argv: Sequence[str]) -> tuple[Args, list[str]]:
+    """``--preset``'s values for every flag not given, its environment options merged under
+    ``--env-kwargs``; returns the arguments and ``argv`` with the preset's flags marked as given."""
+    if args.preset is None:
+        return args, list(argv)
+    values, env_options = PRESETS[args.preset]
+    args = with_defaults(args, argv, values)
+    env_kwargs = {**env_options, **json.loads(args.env_kwargs)}
+    args = dataclasses.replace(args, env_kwargs=json.dumps(env_kwargs, sort_keys=True))
+    return args, [*argv, *("--" + k.replace("_", "-") for k in values)]
+
+
 def apply_demo_defaults(args: Args, argv: Sequence[str], has_gpu: bool) -> Args:
-    """On a CPU without --model, use the short tiny-model demo (flags given explicitly win)."""
+    """``--preset`` first; then on a CPU without --model, the short tiny-model demo (flags
+    given explicitly, or set by the preset, win)."""
+    args, argv = apply_preset(args, argv)
     demo = args.demo if args.demo is not None else (not has_gpu and args.model is None)
     return with_defaults(dataclasses.replace(args, demo=True), argv, CPU_DEMO) if demo else args
+
+
+def collect_options(args: Args) -> dict[str, Any]:
+    """The keyword arguments of :func:`algos.rollouts.collect` that the flags set."""
+    return dict(group_size=args.group_size, inner_fraction=args.inner_fraction, inner_n=args.inner_n,
+                max_local_questions=args.max_local_questions, local_weight=args.local_weight,
+                reward_timing=args.reward_timing, max_final_questions=args.max_final_questions,
+                local_questions=args.local_questions, skip_unprobed_sessions=args.skip_unprobed_sessions,
+                local_temperature=args.local_temperature)
 
 
 # ---------------------------------------------------------------------------- environments
@@ -135,10 +213,50 @@ def training_pool(env, num_worlds: int) -> list[Any]:
     return [TRAIN_SEED_OFFSET + i for i in range(num_worlds)]
 
 
+def validation_set(args: Args, num_sessions: int) -> tuple[Any, list[Any]] | None:
+    """The validation environment factory and conversations at ``num_sessions``, or None
+    without validation: ``--val-env-kwargs``' source's conversations, else ``--val-worlds``
+    held-out synthetic worlds (seeds from ``memenv.constants.VALIDATION_SEED_OFFSET``)."""
+    from memenv.constants import VALIDATION_SEED_OFFSET
+
+    if args.val_worlds == 0 and args.val_env_kwargs is None:
+        return None
+    merged = {**json.loads(args.env_kwargs), **json.loads(args.val_env_kwargs or "{}")}
+    make, env = make_env_factory(dataclasses.replace(args, env_kwargs=json.dumps(merged)), num_sessions)
+    source = getattr(env.unwrapped, "source", None)
+    keys = source.keys() if source is not None else None
+    if keys and args.val_env_kwargs is not None:
+        return make, list(keys)
+    return make, [VALIDATION_SEED_OFFSET + i for i in range(max(args.val_worlds, 1))]
+
+
+def adapter_weights(model, adapters: Sequence[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """A copy of the adapters' weights (PEFT state dicts)."""
+    from peft import get_peft_model_state_dict
+
+    return {a: {k: v.detach().clone() for k, v in get_peft_model_state_dict(model, adapter_name=a).items()}
+            for a in adapters}
+
+
+def read_adapter_weights(folder, adapters: Sequence[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """The weights :func:`algos.run.export_adapters` wrote into ``folder/<adapter>/``."""
+    from safetensors.torch import load_file
+
+    return {a: load_file(str(folder / a / "adapter_model.safetensors")) for a in adapters}
+
+
+def load_adapter_weights(model, weights: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Put copied adapter weights back into the model."""
+    from peft import set_peft_model_state_dict
+
+    for adapter, state in weights.items():
+        set_peft_model_state_dict(model, state, adapter_name=adapter)
+
+
 # ---------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the trainer; returns ``{"output_dir", "history", "digest", "state"}``."""
-    from agents.lora import adapter_names, role_adapter
+    from agents.lora import adapter_names, role_adapter, snapshot_reference
     from agents.sampler import RoleSampler
     from algos import rollouts as R
     from algos.checkpoint import load_checkpoint, save_checkpoint
@@ -180,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model, tokenizer = build_policy_model(args, model_name, device=device, per_role=args.per_role_adapters,
                                           lm_head=args.lora_lm_head, init_adapter=args.init_adapter)
     trained_adapters = [a for a in adapter_names(model) if a != "answer"]
+    # frozen reference copies exist from the start so that a checkpoint can restore them
+    references = snapshot_reference(model, trained_adapters) if args.reference == "stage-start" else []
+    saved_adapters = [*trained_adapters, *references]
     optimizer = make_optimizer(model, args.learning_rate)
     sampling_gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + rank)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -197,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     state = {"update": 0, "stage": 0, "update_in_stage": 0, "tokens": 0.0}
     if args.resume:
-        state = load_checkpoint(out, model, optimizer, np_rng, sampling_gen, trained_adapters,
+        state = load_checkpoint(out, model, optimizer, np_rng, sampling_gen, saved_adapters,
                                 log=lambda m: console.print(m, soft_wrap=True))
         console.print(f"resumed from {out} at update {state['update']} (stage {state['stage']})")
     elif args.sft_warmup_steps:
@@ -224,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     progress = progress_bar("live", console=console, enabled=args.progress and rank == 0)
     history = []
     done_here = 0
+    val: dict[str, Any] = state.get("val") or {}
+    best_weights = None
     start_time = time.perf_counter()
     with progress:
         task = progress.add_task("LoGo-GRPO", total=total, completed=state["update"], live="")
@@ -232,15 +355,32 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             make, env = make_env_factory(args, horizon)
             pool = training_pool(env, args.num_train_worlds)
             first = state["update_in_stage"] if stage_idx == state["stage"] else 0
+            validation = validation_set(args, horizon)
+            best_dir = out / f"stage-{horizon}-best"
+            if first == 0:
+                # the stage's hand-off: its start is the KL reference, the optimizer starts afresh
+                if references:
+                    snapshot_reference(model, trained_adapters)
+                if args.reset_optimizer:
+                    optimizer = make_optimizer(model, args.learning_rate)
+                if validation is not None:
+                    score = R.validate(policy, answerer, validation[0], validation[1], extractor=extractor)
+                    val = {"best": score, "best_update": state["update"], "stalled": 0}
+                    best_weights = adapter_weights(model, trained_adapters)
+                    if rank == 0:
+                        export_adapters(model, best_dir, trained_adapters, nested=True, **serving)
+                    console.print(f"stage {horizon}: validation score {score:.3f} at its start")
+            elif validation is not None:
+                val = state.get("val") or {"best": float("-inf"), "best_update": state["update"], "stalled": 0}
+                best_weights = read_adapter_weights(best_dir, trained_adapters) if best_dir.is_dir() else None
+            early_stop = False
             for k in range(first, args.updates_per_stage):
                 t0 = time.perf_counter()
                 chosen = [pool[int(i)] for i in np_rng.choice(len(pool), size=args.conversations_per_update,
                                                                replace=len(pool) < args.conversations_per_update)]
                 mine = chosen[rank::world]
-                batch = R.collect(policy, answerer, make, mine, group_size=args.group_size,
-                                  inner_fraction=args.inner_fraction, inner_n=args.inner_n,
-                                  max_local_questions=args.max_local_questions, local_weight=args.local_weight,
-                                  rng=np_rng, extractor=extractor)
+                batch = R.collect(policy, answerer, make, mine, rng=np_rng, extractor=extractor,
+                                  **collect_options(args))
                 t1 = time.perf_counter()
                 losses = ppo_update(model, batch.samples, optimizer, update_config, pad_id=pad_id, rng=np_rng,
                                     world=world)
@@ -266,6 +406,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 budget_spent = (args.token_budget is not None
                                 and tokens >= args.token_budget * (stage_idx + 1) / len(args.stages))
                 end_of_stage = k + 1 == args.updates_per_stage or budget_spent
+                if validation is not None and ((k + 1) % args.val_every == 0 or end_of_stage):
+                    score = R.validate(policy, answerer, validation[0], validation[1], extractor=extractor)
+                    if score > val["best"]:
+                        val = {"best": score, "best_update": state["update"], "stalled": 0}
+                        best_weights = adapter_weights(model, trained_adapters)
+                        if rank == 0:
+                            export_adapters(model, best_dir, trained_adapters, nested=True, **serving)
+                    else:
+                        val = {**val, "stalled": val["stalled"] + 1}
+                    early_stop = 0 < args.early_stop_patience <= val["stalled"]
+                    end_of_stage = end_of_stage or early_stop
+                    log.write(state["update"], {"val/score": score, "val/best": val["best"]})
+                    if early_stop:
+                        console.print(f"stage {horizon}: no better validation score in {val['stalled']} checks; "
+                                      f"ending the stage (best {val['best']:.3f} at update {val['best_update']})")
+                if end_of_stage and validation is not None and args.handoff == "best" and best_weights is not None:
+                    load_adapter_weights(model, best_weights)
                 stopping = args.stop_after is not None and done_here + 1 >= args.stop_after
                 if end_of_stage:
                     state = {**state, "stage": stage_idx + 1, "update_in_stage": 0}
@@ -274,10 +431,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         # kill in between resumes before the export and writes it again
                         export_adapters(model, out / f"stage-{horizon}", trained_adapters, nested=True, **serving)
                 if rank == 0 and (state["update"] % args.checkpoint_every == 0 or end_of_stage or stopping):
-                    save_checkpoint(out, model, optimizer, state, np_rng, sampling_gen, trained_adapters,
-                                    keep=args.keep_checkpoints)
+                    save_checkpoint(out, model, optimizer, {**state, "val": val}, np_rng, sampling_gen,
+                                    saved_adapters, keep=args.keep_checkpoints)
                 done_here += 1
-                if (args.stop_after is not None and done_here >= args.stop_after) or budget_spent:
+                if (args.stop_after is not None and done_here >= args.stop_after) or budget_spent or early_stop:
                     break
             if args.stop_after is not None and done_here >= args.stop_after:
                 console.print(f"stopping after {done_here} updates (--stop-after); continue with --resume {out}")

@@ -416,6 +416,27 @@ def logo_grpo_loss(
     def sequence_mean(per_token: torch.Tensor) -> torch.Tensor:
         return masked_mean(per_token, keep, dim=-1).sum() / n_seq
 
+    if clip_mode == CLIP_TOKEN and agg == AGG_TOKEN:
+        # one token mean of the summed terms: the same float operations as before the turn modes existed
+        policy_tok, stats = clipped_surrogate(logp, old_logp, adv, mask, clip_eps, dual_clip_c=dual_clip_c,
+                                              log_ratio_cap=log_ratio_cap)  # (B, T)
+        zeros = torch.zeros_like(logp)
+        kl_tok = k3_kl(torch.where(keep, logp, zeros), torch.where(keep, ref_logp, zeros))  # (B, T)
+        total_tok = policy_tok + kl_coef * kl_tok  # (B, T)
+        if entropy is not None:
+            _check_same_shape("entropy", entropy, "logp", logp)
+            entropy = torch.where(keep, entropy, torch.zeros_like(entropy))  # (B, T)
+            total_tok = total_tok - entropy_coef * entropy  # (B, T)
+        share = float(keep.sum()) / n_tok  # this micro-batch's share of the tokens
+        loss = aggregate(total_tok, mask, AGG_TOKEN)
+        loss = loss if num_tokens is None else loss * float(keep.sum()) / n_tok
+        with torch.no_grad():
+            stats["loss"] = loss.detach()
+            stats["policy_loss"] = aggregate(policy_tok, mask, AGG_TOKEN).detach() * share
+            stats["kl"] = aggregate(kl_tok, mask, AGG_TOKEN).detach() * share
+            if entropy is not None:
+                stats["entropy"] = aggregate(entropy, mask, AGG_TOKEN).detach() * share
+        return loss, stats
     if clip_mode == CLIP_TURN:
         policy_seq, stats = turn_clipped_surrogate(logp, old_logp, adv, mask, clip_eps, dual_clip_c=dual_clip_c,
                                                    log_ratio_cap=log_ratio_cap)  # (B,)

@@ -359,6 +359,25 @@ def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, loc
     return RolloutBatch(policy_samples, out)
 
 
+class GreedyPolicy:
+    """A policy decoded greedily (validation, as the official code validates)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def generate(self, observations: Sequence[str], temperature: float | None = None) -> list[Any]:
+        return self.policy.generate(observations, temperature=0.0)
+
+
+def validate(policy: Policy, answerer: Answerer, make_env: Callable[[], Any], conversations: Sequence[Any], *,
+             extractor: Any | None = None) -> float:
+    """Mean answer score of one greedy rollout per conversation, every question scored on its final memory."""
+    batch = collect(GreedyPolicy(policy), answerer, make_env, conversations, group_size=1, inner_fraction=0.0,
+                    inner_n=2, max_local_questions=1, local_weight=1.0, rng=np.random.default_rng(0),
+                    extractor=extractor, reward_timing="final", max_final_questions=10**9)
+    return float(batch.stats["charts/episode_score"])
+
+
 # ---------------------------------------------------------------------------- answerers
 class SamplerAnswerer:
     """A frozen LLM answer agent: greedy generations of a :class:`agents.sampler.RoleSampler`

@@ -64,9 +64,17 @@ class Preset:
     sft_schedule: str = "constant"  # learning-rate schedule of the warm start (algos.sft.SCHEDULES)
 
 
+# The LoGo-GRPO settings the published CPU results were made with, pinned so that the new
+# trainer defaults (the official Memory-R2 code's: turn-level loss, final-memory rewards,
+# stage-start reference, ...) do not change them: per-token PPO-clip with a token mean,
+# questions scored when asked, the latest due questions for rerolls, sessions without
+# questions not rerolled, the base model as reference, one optimizer for the whole run.
+LEGACY_LOGO_GRPO = dict(clip_mode="token", loss_agg="token", dual_clip_c="none", log_ratio_cap="none",
+                        reward_timing="asked", local_questions="latest", skip_unprobed_sessions=True,
+                        reference="base", reset_optimizer=False)
 _CPU_TRAINER = dict(group_size=8, conversations_per_update=2, num_train_worlds=2, inner_n=4, max_new_tokens=128,
                     max_prompt_tokens=256, learning_rate=1e-3, kl_coef=0.0, answerer="scripted", extractor="oracle",
-                    prompt_style="compact", lora_lm_head=True, micro_batch_size=16)
+                    prompt_style="compact", lora_lm_head=True, micro_batch_size=16, **LEGACY_LOGO_GRPO)
 PRESETS = {
     # The CPU demo's settings (algos.logo_grpo.CPU_DEMO); 30k tokens is about 6 of the demo's updates
     # (sized so that 4 RL arms x 3 seeds finish within an hour on a shared 2-core machine).

@@ -35,3 +35,7 @@ MAX_SESSIONS = 1024
 # Synthetic world seeds: training uses seeds >= TRAIN_SEED_OFFSET, evaluation (leaderboards,
 # held-out tests) seeds below it, so no evaluated world is ever trained on.
 TRAIN_SEED_OFFSET = 1_000_000
+
+# Validation worlds of a training run (held out from training, far from the leaderboards'
+# small evaluation seeds): seeds VALIDATION_SEED_OFFSET, VALIDATION_SEED_OFFSET + 1, ...
+VALIDATION_SEED_OFFSET = 900_000
