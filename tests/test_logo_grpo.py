@@ -158,3 +158,99 @@ def test_demo_defaults_never_override_a_flag_given_on_the_command_line():
     assert args.demo and args.model == "tiny" and args.prompt_style == "compact"
     assert args.lora_lm_head is False and args.group_size == 3
     assert logo_grpo.apply_demo_defaults(parse_args(Args, ["--model", "x"]), ["--model", "x"], has_gpu=False).demo is None
+
+
+# ---------------------------------------------------------------- the official Memory-R2 settings (issue 17)
+def preset_args(argv=()):
+    argv = ["--preset", "memory-r2", *argv]
+    return logo_grpo.apply_demo_defaults(parse_args(Args, argv), argv, has_gpu=True)
+
+
+def test_memory_r2_preset_sets_every_official_value_and_given_flags_win():
+    args = preset_args()
+    for name, value in logo_grpo.MEMORY_R2.items():
+        assert getattr(args, name) == value, name
+    assert (args.group_size, args.learning_rate, args.ppo_epochs, args.clip_mode, args.loss_agg) == (16, 2e-5, 2, "turn", "turn")
+    assert (args.reward_timing, args.reference, args.handoff, args.local_temperature) == ("final", "stage-start", "best", 0.0)
+    env = json.loads(args.env_kwargs)
+    assert env == logo_grpo.MEMORY_R2_ENV and env["invalid_penalty"] == 0.0 and env["metric"] == "squad_f1"
+    mine = preset_args(["--group-size", "4", "--env-kwargs", '{"metric": "f1"}'])
+    assert mine.group_size == 4 and json.loads(mine.env_kwargs)["metric"] == "f1"
+    assert json.loads(mine.env_kwargs)["session_chunks"] == 4
+    # on a CPU the demo fills only what neither the command line nor the preset set
+    demo = logo_grpo.apply_demo_defaults(parse_args(Args, ["--preset", "memory-r2"]), ["--preset", "memory-r2"],
+                                         has_gpu=False)
+    assert demo.model == "tiny" and demo.group_size == 16 and demo.learning_rate == 2e-5
+
+
+def test_defaults_are_the_official_algorithm():
+    args = parse_args(Args, [])
+    assert (args.clip_mode, args.loss_agg, args.dual_clip_c, args.log_ratio_cap) == ("turn", "turn", 3.0, 3.0)
+    assert (args.reward_timing, args.max_final_questions, args.local_questions) == ("final", 64, "sample")
+    assert (args.reference, args.reset_optimizer, args.skip_unprobed_sessions) == ("stage-start", True, False)
+    assert args.local_temperature is None  # rerolls are sampled, as the paper describes
+
+
+def test_one_update_under_the_memory_r2_preset_on_the_tiny_model_with_hand_computed_rewards(tiny_backbone):
+    from agents.lora import add_lora
+    from algos import rollouts as R
+    from algos.build import make_optimizer
+    from algos.update import UpdateConfig, ppo_update
+    from memenv.env import MemorySessionEnv
+    from tests.helpers_env import CreditSource
+    from tests.test_rollouts import KeepOrForget, KeywordReader
+
+    args = preset_args(["--group-size", "2"])
+    env_options = json.loads(args.env_kwargs)
+
+    def make():
+        return MemorySessionEnv(source=CreditSource(), **env_options)
+
+    reader = KeywordReader()
+    batch = R.collect(KeepOrForget(), reader, make, ["credit"], rng=np.random.default_rng(0),
+                      **logo_grpo.collect_options(args))
+    # which questions: all 3 (fewer than 64), each asked once per rollout on the final memory
+    assert sorted(q for q in reader.asked[-6:]) == ["q0", "q0", "q1", "q1", "q2", "q2"]
+    # session_chunks=4 splits each 2-turn session into 2 rounds; rollout 0 ADDs its facts in both,
+    # so its final memory holds every fact twice: 2 * (4 + 2 + 8) = 28 tokens against 15 seen
+    compression = 0.2 * (28 - 0.7 * 15) / 15
+    # rollout 0: q0 (session 0) and q1 (sessions 0, 2) answered (SQuAD F1 1.0), q2 (no evidence:
+    # the last session) not; session 1 uncredited -> 0; the final compression off every session
+    rollout0 = [1.0 - compression, 0.0 - compression, 0.5 - compression]
+    assert batch.stats["charts/session_reward"] == pytest.approx((sum(rollout0) + 0.0) / 6)
+    manage = [s for s in batch.samples if not s.local and s.role == "manage"]
+    assert len(manage) == 2 * 3 * 2 and all(abs(abs(s.advantage) - 2 ** -0.5) < 1e-4 for s in manage)
+    model = add_lora(tiny_backbone, r=4, alpha=8)
+    model.eval()
+    optimizer = make_optimizer(model, args.learning_rate)
+    config = UpdateConfig.from_args(args)
+    assert (config.clip_mode, config.loss_agg, config.dual_clip_c, config.log_ratio_cap) == ("turn", "turn", 3.0, 3.0)
+    losses = ppo_update(model, batch.samples, optimizer, config, pad_id=0, rng=np.random.default_rng(0))
+    assert np.isfinite(losses["losses/loss"]) and "losses/clipfrac_dual" in losses
+
+
+def test_validation_hands_on_the_best_weights_and_stops_a_stalled_stage(tmp_path):
+    from safetensors.torch import load_file
+
+    result = logo_grpo.main([*TINY, "--updates-per-stage", "3", "--val-worlds", "1", "--val-every", "1",
+                             "--early-stop-patience", "1", "--output-dir", str(tmp_path)])
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in rows if "val/score" in r]
+    assert val and all(r["val/best"] >= r["val/score"] for r in val)
+    per_stage = [r["charts/stage_sessions"] for r in result["history"]]
+    # a validation that does not beat the stage's start ends the stage (patience 1)
+    assert len(per_stage) < 6 or all(v["val/score"] > 0 for v in val)
+    for horizon in (2, 3):
+        best = load_file(str(tmp_path / f"stage-{horizon}-best" / "policy" / "adapter_model.safetensors"))
+        handed = load_file(str(tmp_path / f"stage-{horizon}" / "policy" / "adapter_model.safetensors"))
+        assert best.keys() == handed.keys() and all(torch.equal(best[k], handed[k]) for k in best)
+
+
+def test_stage_start_reference_is_saved_with_checkpoints(tmp_path):
+    logo_grpo.main([*TINY, "--stop-after", "1", "--output-dir", str(tmp_path)])
+    ckpt = tmp_path / "checkpoints" / (tmp_path / "checkpoints" / "latest").read_text()
+    assert (ckpt / "adapters" / "reference-policy" / "adapter_model.safetensors").is_file()
+    base = tmp_path / "base"
+    logo_grpo.main([*TINY, "--stop-after", "1", "--reference", "base", "--output-dir", str(base)])
+    ckpt = base / "checkpoints" / (base / "checkpoints" / "latest").read_text()
+    assert not (ckpt / "adapters" / "reference-policy").exists()
