@@ -96,3 +96,22 @@ def test_each_role_uses_its_adapter(tiny_backbone):
         plain_extract = base.sample([_obs("extract")], greedy=True)[0][0].completion_ids
     assert sampler.sample([_obs("answer")], greedy=True)[0][0].completion_ids == plain_answer
     assert sampler.sample([_obs("extract")], greedy=True)[0][0].completion_ids != plain_extract
+
+
+def test_generate_at_another_temperature_and_rescore_at_the_samplers_own(tiny_backbone):
+    from agents.generation import sequence_logprobs
+
+    sampler = RoleSampler(tiny_backbone.model, tiny_backbone.tokenizer, prompt_style="compact", max_new_tokens=6,
+                          temperature=0.7, generator=torch.Generator().manual_seed(0))
+    obs = [_obs("answer"), _obs("answer", "Who is Bob?")]
+    greedy = sampler.generate(obs, temperature=0.0)
+    assert [g.text for g in greedy] == [g.text for g in sampler.generate(obs, temperature=0.0)]
+    assert sampler.temperature == 0.7  # restored
+    rescored = sampler.rescore(obs, greedy)
+    for g, r in zip(greedy, rescored):
+        assert (r.text, r.prompt_ids, r.completion_ids) == (g.text, g.prompt_ids, g.completion_ids)
+        expected = sequence_logprobs(tiny_backbone.model, torch.tensor([g.prompt_ids]),
+                                     torch.ones(1, len(g.prompt_ids), dtype=torch.long),
+                                     torch.tensor([g.completion_ids]),
+                                     torch.ones(1, len(g.completion_ids), dtype=torch.long), temperature=0.7)
+        assert r.logprobs == pytest.approx(expected[0].tolist(), abs=1e-4)
