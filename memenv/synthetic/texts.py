@@ -4,6 +4,17 @@ A fact's canonical text (``GoldFact.text``) is third person with the absolute da
 follows exactly one template per event (``FACT_TEMPLATES``), so :func:`parse_fact` reads
 it back; questions follow ``QUESTION_TEMPLATES`` and :func:`parse_question` reads them
 back. The scripted reader in :mod:`memenv.scripted` is built on these two parsers.
+
+The contract the reader relies on (every template here is one): *state* texts say what
+holds now (``FACT_TEMPLATES`` entries marked as state); *retraction* texts report an end
+and are never read; hard worlds add one *history* text per speaker and slot
+("Alice's past homes: Paris until 3 May 2023; Lyon from 3 May 2023 until 4 July 2023.",
+nouns in ``HISTORY_NOUNS``, entries "<value>[ from <date>] until <date>" joined by "; ",
+pets "<species> <name> ..."), and *third-party* texts ("Alice's cousin moved to Rome on 2
+May 2023.", ``HARD_FACT_TEMPLATES``) that are never read as the speaker's. Dates are
+absolute, "8 May 2023". :func:`parse_fact` returns the category of each. Questions follow
+``QUESTION_TEMPLATES`` (slot, when, multi-hop) and ``HARD_QUESTION_TEMPLATES`` (previous,
+ever, count, order).
 """
 
 from __future__ import annotations
