@@ -40,7 +40,7 @@ from agents.sb3_model_file import save_manager
 from algos import cli
 from memenv.constants import TRAIN_SEED_OFFSET
 from memenv.scripted import AddAllAgent, NoopAgent, OracleAgent
-from memenv.types import SYNTHETIC_KINDS
+from memenv.types import HARD_SYNTHETIC_KINDS
 
 PROG = "python -m benchmarks.sb3_manager"
 DEFAULT_OUT = os.path.join("benchmarks", "results", "sb3_manager")
@@ -65,7 +65,13 @@ class Args:
     train_worlds: int = field(default=200, metadata={"help": f"training worlds are the world seeds {TRAIN_SEED_OFFSET} .. {TRAIN_SEED_OFFSET} + N - 1"})
     eval_worlds: int = field(default=50, metadata={"help": "number of held-out evaluation worlds"})
     eval_seed_offset: int = field(default=EVAL_SEED_OFFSET, metadata={"help": f"first held-out world seed (held-out seeds stay below {TRAIN_SEED_OFFSET})"})
-    eval_env: str = field(default="MemorySessionBench-v0", metadata={"help": "registered env id played by every agent at evaluation"})
+    difficulty: str = field(default="default", metadata={
+        "help": "synthetic worlds for training and evaluation: 'default', or 'hard' (MemorySessionHard-v0: history, "
+                "corrections, third parties, distractor talk, each world's memory budget)",
+        "choices": ("default", "hard")})
+    eval_env: str = field(default="", metadata={
+        "help": "registered env id played by every agent at evaluation, with every question after the last session "
+                "(default: MemorySessionBench-v0, or MemorySessionHard-v0 with --difficulty hard)"})
     reward_mode: str = field(default="probe", metadata={
         "help": "'probe': change of the summed score of every question due so far, re-asked on the current memory "
                 "(aligned with the final-memory benchmark); 'answers': the inner env's answer rewards (each question "
@@ -96,6 +102,10 @@ class Args:
             cli.check_range(name, getattr(self, name), low=1)
         if not self.seeds:
             raise ValueError("--seeds needs at least one seed")
+        if self.difficulty not in ("default", "hard"):
+            raise ValueError(f"--difficulty must be 'default' or 'hard', got {self.difficulty!r}")
+        if not self.eval_env:
+            self.eval_env = "MemorySessionHard-v0" if self.difficulty == "hard" else "MemorySessionBench-v0"
         if self.reward_mode not in REWARD_MODES:
             raise ValueError(f"--reward-mode must be one of {REWARD_MODES}, got {self.reward_mode!r}")
         if (self.n_steps * self.n_envs) % self.batch_size:
@@ -106,6 +116,11 @@ class Args:
                              f"reach the training worlds (seeds >= {TRAIN_SEED_OFFSET}); they must never be trained on")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise ValueError(f"need 0 < gamma <= 1 and 0 <= gae_lambda <= 1, got {self.gamma}, {self.gae_lambda}")
+
+    @property
+    def train_env(self) -> str:
+        """The env id of the training worlds."""
+        return "MemorySessionHard-v0" if self.difficulty == "hard" else "MemorySession-v0"
 
     @property
     def train_seeds(self) -> list[int]:
@@ -127,8 +142,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
 
 # ------------------------------------------------------------------------- training --
 def make_train_env(args: Args) -> ManagerDecisionEnv:
-    """One training environment: the wrapper over MemorySession-v0 on the training worlds."""
-    return ManagerDecisionEnv("MemorySession-v0", reward_mode=args.reward_mode,
+    """One training environment: the wrapper over MemorySession-v0 (MemorySessionHard-v0
+    with ``--difficulty hard``) on the training worlds."""
+    return ManagerDecisionEnv(args.train_env, reward_mode=args.reward_mode,
                               env_kwargs={"num_sessions": args.num_sessions, "world_seeds": args.train_seeds})
 
 
@@ -154,7 +170,8 @@ def train_manager(args: Args, seed: int, *, progress_bar: bool = False):
 # ----------------------------------------------------------------------- evaluation --
 def evaluate_agent(agent: Any, world_seeds: Sequence[int], *, env_id: str = "MemorySessionBench-v0",
                    num_sessions: int = 8, progress: Any = None) -> dict:
-    """Play ``agent`` on each world through the ordinary text protocol.
+    """Play ``agent`` on each world through the ordinary text protocol, every question
+    after the last session (``qa_schedule="end"``).
 
     Returns ``f1`` (token F1 pooled over every question), ``by_kind`` (F1 per question
     kind), ``num_questions``, ``mean_memory_size`` (at the end of the episodes) and
@@ -177,7 +194,8 @@ def evaluate_agent(agent: Any, world_seeds: Sequence[int], *, env_id: str = "Mem
             sizes.append(turn.next_info["memory_size"])
 
     for seed in world_seeds:  # one world at a time: a seeded random agent draws in the same order as before
-        play(lambda: gym.make(env_id, num_sessions=num_sessions), [int(seed)], agent, on_turn=on_turn)
+        play(lambda: gym.make(env_id, num_sessions=num_sessions, qa_schedule="end"), [int(seed)], agent,
+             on_turn=on_turn)
         if progress is not None:
             progress()
     return {
@@ -203,7 +221,7 @@ def reference_agents(seed: int = 0) -> dict[str, Any]:
 # -------------------------------------------------------------------------- report ---
 def _kinds(rows: dict[str, dict]) -> list[str]:
     present = {k for r in rows.values() for k in r["by_kind"]}
-    return [k for k in SYNTHETIC_KINDS if k in present] + sorted(present - set(SYNTHETIC_KINDS))
+    return [k for k in HARD_SYNTHETIC_KINDS if k in present] + sorted(present - set(HARD_SYNTHETIC_KINDS))
 
 
 def render_markdown(result: dict) -> str:
@@ -230,18 +248,19 @@ def render_markdown(result: dict) -> str:
         "",
         (f"PPO (MlpPolicy) on `ManagerDecisionEnv` (reward_mode={a['reward_mode']!r}), {a['timesteps']} fact "
          f"decisions per seed, seeds {list(a['seeds'])}, training worlds {TRAIN_SEED_OFFSET}..{TRAIN_SEED_OFFSET + a['train_worlds'] - 1} "
-         f"({a['num_sessions']} sessions). Evaluation: {a['eval_worlds']} held-out worlds (seeds "
+         f"({a['num_sessions']} sessions, difficulty {a.get('difficulty', 'default')!r}). Evaluation: {a['eval_worlds']} held-out worlds (seeds "
          f"{a['eval_seed_offset']}..{a['eval_seed_offset'] + a['eval_worlds'] - 1}) of `{a['eval_env']}`, "
          f"{result['num_questions']} questions; token F1 pooled over questions. Every agent extracts the gold "
          "facts and answers with the scripted reader; only the manager differs."),
         "",
-        "| manager | F1 | " + " | ".join(kinds) + " | memories at end |",
-        "| --- | ---: | " + " | ".join("---:" for _ in kinds) + " | ---: |",
+        "| manager | F1 | " + " | ".join(kinds) + " | memories at end | invalid |",
+        "| --- | ---: | " + " | ".join("---:" for _ in kinds) + " | ---: | ---: |",
     ]
     for name, row in rows.items():
         cells = [f"{row['by_kind'].get(k, float('nan')):.3f}" for k in kinds]
         f1 = f"{row['f1']:.3f}" + (f" ± {row['f1_std']:.3f}" if "f1_std" in row else "")
-        lines.append(f"| {name} | {f1} | " + " | ".join(cells) + f" | {row['mean_memory_size']:.1f} |")
+        lines.append(f"| {name} | {f1} | " + " | ".join(cells) + f" | {row['mean_memory_size']:.1f} | "
+                     f"{row['invalid_actions']} |")
     lines += ["", "Per training run:", "", "| reward_mode | gamma | seed | F1 | train seconds | model |",
               "| --- | ---: | ---: | ---: | ---: | --- |"]
     for run in result["runs"]:
@@ -256,7 +275,11 @@ def render_markdown(result: dict) -> str:
          "of their summed score, so the return is the score on the final memory; `reward_mode='answers'` "
          "pays the inner `MemorySession-v0` rewards, where each question is asked once, right after its "
          "evidence, so overwriting a memory whose questions were already asked costs nothing. "
-         "Training seconds depend on the load of the machine."),
+         "Training seconds depend on the load of the machine."
+         + (" Hard worlds: `MemorySessionHard-v0` (history merged into one text per slot, corrections, "
+            "third-party facts, distractor talk, history / ordering / counting questions) under each world's "
+            "memory budget; a manage action over it is refused (counted in `invalid`)."
+            if a.get("difficulty") == "hard" else "")),
         "",
     ]
     return "\n".join(lines)

@@ -15,6 +15,9 @@ COMPRESSION_RATIO = 0.7
 DEFAULT_MANAGE_TOP_K = 25  # related memories shown per extracted fact
 DEFAULT_ANSWER_TOP_K = 30  # memories shown per speaker when answering
 DEFAULT_EXTRACT_TOP_K = 0  # related memories shown to the extractor
+# Hard synthetic worlds keep history, so a speaker may hold 40 memories at 32 sessions:
+# their registered ids show more per speaker when answering.
+HARD_ANSWER_TOP_K = 48
 
 # Observations longer than this are outside the observation space (LoCoMo sessions with a
 # full answer context stay far below it).

@@ -50,6 +50,7 @@ class _ConvStats:
     session_tokens: tuple[int, ...]
     due: tuple[tuple[int, ...], ...]  # per session: indices of questions asked after it
     has_gold: bool
+    budget: int | None  # most memory entries a manage action may leave (None: no cap)
 
 
 class MemorySessionEnv(gym.Env[str, str]):
@@ -150,6 +151,7 @@ class MemorySessionEnv(gym.Env[str, str]):
         *,
         num_sessions: int | None = None,
         world_seeds: list[int] | None = None,
+        difficulty: str | None = None,
         data_path: str | None = None,
         conversations: list[str] | None = None,
         split: str | None = None,
@@ -166,6 +168,7 @@ class MemorySessionEnv(gym.Env[str, str]):
         similarity_threshold: float = 0.0,
         answer_order: str = "relevance",
         session_chunks: int | None = None,
+        memory_budget: int | str | None = None,
         render_mode: str | None = None,
     ) -> None:
         """Build the environment.
@@ -175,6 +178,8 @@ class MemorySessionEnv(gym.Env[str, str]):
                 :class:`~memenv.sources.ConversationSource`.
             num_sessions: sessions per synthetic world (default 8; 1 to ``constants.MAX_SESSIONS``).
             world_seeds: synthetic worlds to draw from (default: any seed).
+            difficulty: synthetic worlds' difficulty, ``"default"`` or ``"hard"`` (see
+                :mod:`memenv.synthetic.hard`).
             data_path, conversations, split, part: LoCoMo / LongMemEval file and selection.
             source_options: any further options of the source.
             qa_schedule: ``"after_evidence"`` (questions right after their last evidence
@@ -195,6 +200,10 @@ class MemorySessionEnv(gym.Env[str, str]):
                 memories grouped by session in time order, best first within a session).
             session_chunks: None (one extract/manage round per session) or K >= 1: up to K
                 rounds per session, see "Chunked sessions".
+            memory_budget: most memory entries a ``manage`` action may leave: None (no
+                cap), an int, or ``"world"`` (the conversation's own budget,
+                ``Conversation.extra["memory_budget"]``, which hard synthetic worlds set). A
+                manage action over it is invalid: nothing is applied, ``info["error"]`` says so.
             render_mode: None or ``"ansi"``.
         """
         if qa_schedule not in C.QA_SCHEDULES:
@@ -215,8 +224,13 @@ class MemorySessionEnv(gym.Env[str, str]):
         if session_chunks is not None and (isinstance(session_chunks, bool) or not isinstance(session_chunks, int)
                                            or session_chunks < 1):
             raise ValueError(f"session_chunks must be None or an int >= 1, got {session_chunks!r}")
+        if memory_budget is not None and memory_budget != "world" and (
+                isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget < 1):
+            raise ValueError(f"memory_budget must be None, a positive int or 'world', got {memory_budget!r}")
+        self.memory_budget = memory_budget
         options = dict(source_options or {})
-        given = {"num_sessions": num_sessions, "world_seeds": world_seeds, "data_path": data_path,
+        given = {"num_sessions": num_sessions, "world_seeds": world_seeds, "difficulty": difficulty,
+                 "data_path": data_path,
                  "conversations": conversations, "split": split, "part": part}
         options.update({k: v for k, v in given.items() if v is not None})
         if source == "synthetic":
@@ -487,6 +501,12 @@ class MemorySessionEnv(gym.Env[str, str]):
                     return f"operations[{i}]: no memory with id {op.id[:40]!r}"
                 if op.op == "DELETE":
                     deleted.add(op.id)
+        budget = self._stats.budget
+        if budget is not None:
+            size = len(self._bank) + sum(op.op == "ADD" for op in ops) - len(deleted)
+            if size > budget and size > len(self._bank):
+                return (f"memory budget exceeded: these operations would leave {size} memories, the budget "
+                        f"is {budget}; DELETE or UPDATE (merge) memories to make room")
         return None
 
     def _apply(self, ops: list[Operation]) -> list[dict]:
@@ -557,6 +577,8 @@ class MemorySessionEnv(gym.Env[str, str]):
             obs["facts"] = facts
             obs["memories"] = [self._bank[i].record() for i in seen]
             obs["memory_size"] = len(self._bank)
+            if self._stats.budget is not None:
+                obs["memory_budget"] = self._stats.budget
         else:
             return self.probe(self._queue[0])
         return json.dumps(obs, ensure_ascii=False)
@@ -632,8 +654,13 @@ class MemorySessionEnv(gym.Env[str, str]):
                 ops.append({"op": "ADD", "text": fact.text, "speaker": fact.speaker})
                 text_to_id[fact.text] = f"m{next_id}"
                 next_id += 1
+        # Hard synthetic worlds list what the dialogue states apart from the gold operations
+        # (a past-state text is the manager's own writing, not an extracted fact).
+        stated = self._conv.extra.get("stated_facts")
+        facts = ([{"text": text, "speaker": speaker} for text, speaker in stated[self._session]]
+                 if stated is not None else [{"text": f.text, "speaker": f.speaker} for f in session.gold_facts])
         return {
-            "facts": [{"text": f.text, "speaker": f.speaker} for f in session.gold_facts],
+            "facts": facts,
             "operations": ops or [{"op": "NOOP"}],
             "memory": list(session.gold_memory) if session.gold_memory is not None else None,
         }
@@ -676,10 +703,17 @@ class MemorySessionEnv(gym.Env[str, str]):
         for i, q in enumerate(conv.questions):
             # a question without usable evidence is asked after the last session
             due[min(max(q.due_after, 0), n - 1) if q.evidence else n - 1].append(i)
+        budget = self.memory_budget
+        if budget == "world":
+            budget = conv.extra.get("memory_budget")
+            if not isinstance(budget, int):
+                raise ValueError(f"memory_budget='world' needs a conversation with its own budget "
+                                 f"(hard synthetic worlds); {conv.conv_id!r} has none")
         stats = _ConvStats(
             session_tokens=tuple(sum(count_tokens(t.text) for t in s.turns) for s in conv.sessions),
             due=tuple(tuple(d) for d in due),
             has_gold=any(s.gold_facts or s.gold_memory is not None for s in conv.sessions),
+            budget=budget,
         )
         if len(self._stats_cache) > 64:
             self._stats_cache.clear()

@@ -40,13 +40,19 @@ def scripted_answer(question: str, memories: Sequence[str]) -> str:
     memory order) without repeats, joined with " and ". Retraction texts (break-ups, quitting, selling, giving away) are not read, so
     a memory that keeps stale entries answers with several values. "When" questions get
     the date of the event's text; multi-hop questions the city of whoever works as the
-    job. Nothing found, or a question it does not understand: ``"unknown"``.
+    job. The hard worlds' history, counting and ordering questions are read from past and
+    state texts together (:func:`_timeline_answer`). Nothing found, or a question it does
+    not understand: ``"unknown"``. The texts it reads are documented in
+    :mod:`memenv.synthetic.texts` (the canonical text contract).
     """
     parsed = parse_question(question)
     if parsed is None:
         return UNKNOWN
+    texts = () if isinstance(memories, (str, bytes)) else memories
+    if parsed.qtype in _TIMELINE_QUESTIONS:
+        return _timeline_answer(parsed, [f for f in map(parse_fact, texts) if f is not None])
     facts: list[ParsedFact] = []
-    for text in () if isinstance(memories, (str, bytes)) else memories:
+    for text in texts:
         fact = parse_fact(text)
         if fact is not None and fact.is_state:
             facts.append(fact)
@@ -66,6 +72,83 @@ def scripted_answer(question: str, memories: Sequence[str]) -> str:
         values = [f.value for f in facts if f.speaker in holders and f.slot == parsed.slot]
     values = _dedup(values)
     return ANSWER_JOINER.join(values) if values else UNKNOWN
+
+
+_TIMELINE_QUESTIONS = ("previous", "ever", "count", "order")
+
+
+def _date_or_min(text: str) -> dt.date:
+    try:
+        return parse_date(text) if text else dt.date.min
+    except ValueError:
+        return dt.date.min
+
+
+def _timeline(facts: Sequence[ParsedFact], speaker: str, slot: str) -> list[tuple[dt.date, str]]:
+    """(start, value) of every value the speaker's slot has held, earliest first, one per value.
+
+    Past values come from history texts, present ones from state texts (their date;
+    undated introductions first); retraction and third-party texts are not read.
+    """
+    starts: dict[str, dt.date] = {}
+
+    def note(value: str, start: dt.date) -> None:
+        if value not in starts or start < starts[value]:
+            starts[value] = start
+
+    for fact in facts:
+        if fact.speaker != speaker or fact.slot != slot:
+            continue
+        if fact.category == "state":
+            note(fact.value, _date_or_min(fact.date))
+        elif fact.category == "history":
+            for state in fact.past:
+                note(state.value, _date_or_min(state.start))
+    return sorted(((start, value) for value, start in starts.items()), key=lambda item: item[0])
+
+
+def _event_dates(facts: Sequence[ParsedFact], speaker: str, slot: str, value: str) -> set[dt.date]:
+    """Every date the memory gives for the start of ``value`` in the speaker's slot."""
+    out = set()
+    for fact in facts:
+        if fact.speaker != speaker or fact.slot != slot:
+            continue
+        if fact.category == "state" and fact.date and fact.value.lower() == value.lower():
+            out.add(_date_or_min(fact.date))
+        elif fact.category == "history":
+            out.update(_date_or_min(p.start) for p in fact.past if p.start and p.value.lower() == value.lower())
+    return out
+
+
+def _timeline_answer(parsed, facts: Sequence[ParsedFact]) -> str:
+    """Answers of the hard worlds' history, counting and ordering questions.
+
+    ``previous``: the value that started last before ``value`` started; ``ever``: every
+    value, earliest first; ``count``: how many values; ``order``: ``"before"`` or
+    ``"after"`` when every date the memory gives for the two events agrees, else unknown.
+    """
+    if parsed.qtype == "order":
+        first = _event_dates(facts, parsed.speaker, parsed.slot, parsed.value)
+        second = _event_dates(facts, parsed.speaker, parsed.other_slot, parsed.other_value)
+        if not first or not second:
+            return UNKNOWN
+        if max(first) < min(second):
+            return "before"
+        if min(first) > max(second):
+            return "after"
+        return UNKNOWN
+    timeline = _timeline(facts, parsed.speaker, parsed.slot)
+    if not timeline:
+        return UNKNOWN
+    if parsed.qtype == "count":
+        return str(len(timeline))
+    if parsed.qtype == "ever":
+        return ANSWER_JOINER.join(value for _, value in timeline)
+    starts = [start for start, value in timeline if value.lower() == parsed.value.lower()]
+    if not starts:
+        return UNKNOWN
+    before = [value for start, value in timeline if start < starts[0]]
+    return before[-1] if before else UNKNOWN
 
 
 def _chronology(fact: ParsedFact) -> tuple:

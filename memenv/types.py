@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Question kinds. Synthetic worlds use the first five; LoCoMo categories are mapped by
+# Question kinds. Default synthetic worlds use the first five; LoCoMo categories are mapped by
 # the loader to LoCoMo's own numbering names (see ``memenv.data.locomo``).
 SINGLE_HOP = "single-hop"
 MULTI_HOP = "multi-hop"
@@ -22,6 +22,11 @@ TEMPORAL = "temporal"
 KNOWLEDGE_UPDATE = "knowledge-update"
 UNANSWERABLE = "unanswerable"
 SYNTHETIC_KINDS = (SINGLE_HOP, MULTI_HOP, TEMPORAL, KNOWLEDGE_UPDATE, UNANSWERABLE)
+# Hard synthetic worlds (``difficulty="hard"``) add these three.
+HISTORY = "history"
+ORDERING = "ordering"
+COUNTING = "counting"
+HARD_SYNTHETIC_KINDS = SYNTHETIC_KINDS + (HISTORY, ORDERING, COUNTING)
 
 
 @dataclass(frozen=True)

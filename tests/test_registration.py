@@ -25,7 +25,9 @@ def test_variants_differ_only_in_kwargs():
         assert type(env.unwrapped) is memenv.MemorySessionEnv
         horizons[env_id] = (env.unwrapped.conversation.num_sessions, env.unwrapped.qa_schedule)
     assert horizons == {"MemorySession-v0": (8, "after_evidence"), "MemorySession16-v0": (16, "after_evidence"),
-                        "MemorySession32-v0": (32, "after_evidence"), "MemorySessionBench-v0": (8, "end")}
+                        "MemorySession32-v0": (32, "after_evidence"), "MemorySessionBench-v0": (8, "end"),
+                        "MemorySessionHard-v0": (8, "after_evidence"), "MemorySessionHard16-v0": (16, "after_evidence"),
+                        "MemorySessionHard32-v0": (32, "after_evidence")}
 
 
 def rollout(env, agent, seed):

@@ -50,6 +50,9 @@ Modules, in the order they build on each other:
 - :mod:`~memenv.synthetic.people`: the two speakers and the state each holds;
 - :mod:`~memenv.synthetic.questions`: the questions of a world, from its final state;
 - :mod:`~memenv.synthetic.world`: the world builder, :func:`generate_world`, :func:`apply_gold_facts`;
+- :mod:`~memenv.synthetic.hard`: hard worlds (``difficulty="hard"``): history merged into
+  one text per slot, corrections, third-party facts, distractor talk, history / ordering /
+  counting questions and a memory budget;
 - :mod:`~memenv.synthetic.source`: :class:`SyntheticSource`, the ``"synthetic"`` data source.
 
 The names code outside the package uses are re-exported here: write
@@ -88,8 +91,13 @@ from memenv.synthetic.questions import (
 from memenv.synthetic.source import WORLD_CACHE_SIZE, SyntheticSource
 from memenv.synthetic.texts import (
     FACT_TEMPLATES,
+    HARD_FACT_TEMPLATES,
+    HARD_QUESTION_TEMPLATES,
+    HISTORY_NOUNS,
     PARSE_CACHE_SIZE,
     QUESTION_TEMPLATES,
+    PastState,
+    history_text,
     ParsedFact,
     ParsedQuestion,
     canonical_fact,
@@ -141,6 +149,7 @@ from memenv.synthetic.world import (
     MAX_GAP_DAYS,
     MIN_EVENTS,
     MIN_GAP_DAYS,
+    DIFFICULTIES,
     RETRACT_WEIGHTS,
     apply_gold_facts,
     generate_world,
@@ -163,4 +172,7 @@ __all__ = [
     "SyntheticSource", "apply_gold_facts", "canonical_fact", "find_relative_phrase",
     "format_date", "generate_world", "parse_date", "parse_fact", "parse_question",
     "relative_date_phrases", "resolve_relative_date",
+    # hard worlds
+    "DIFFICULTIES", "HARD_FACT_TEMPLATES", "HARD_QUESTION_TEMPLATES", "HISTORY_NOUNS", "PastState",
+    "history_text",
 ]

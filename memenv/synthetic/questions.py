@@ -50,13 +50,19 @@ def _final_values(person: Person, slot: str, memory: Sequence[str]) -> tuple[lis
 
 def make_questions(rng: np.random.Generator, conv_id: str, num_sessions: int,
                    people: Sequence[Person], memory: Sequence[str],
-                   dated: dict[str, tuple[int, str, str, str, str, str]]) -> tuple[Question, ...]:
+                   dated: dict[str, tuple[int, str, str, str, str, str]], *,
+                   extra_drafts: Sequence[Question] = (),
+                   corrections: dict[str, tuple[int, ...]] | None = None,
+                   max_unanswerable: int = MAX_UNANSWERABLE) -> tuple[Question, ...]:
     """The questions of a world, in the order they fall due, ids ``<conv_id>-q<n>``.
 
     ``people`` and ``memory`` are the final speakers and gold memory; ``dated`` maps the
     canonical text of each dated state fact to ``(session, speaker, slot, value, detail,
-    date)``.
+    date)``. Hard worlds add ``extra_drafts`` (history, counting and ordering questions)
+    and ``corrections``: the sessions that corrected a dated text, evidence of its date;
+    they keep at most ``max_unanswerable`` unanswerable questions.
     """
+    corrections = corrections or {}
     drafts = []
     unanswerable = []
     for person in people:
@@ -83,7 +89,8 @@ def make_questions(rng: np.random.Generator, conv_id: str, num_sessions: int,
         session, speaker, slot, value, detail, date_text = dated[text]
         female = next(p.female for p in people if p.name == speaker)
         question = question_text(rng, "when", slot, speaker, value, female, detail)
-        drafts.append(Question("", question, date_text, TEMPORAL, (session,),
+        evidence = tuple(sorted({session, *corrections.get(text, ())}))
+        drafts.append(Question("", question, date_text, TEMPORAL, evidence,
                                (("speaker", speaker), ("slot", slot), ("value", value))))
     for person in people:
         if JOB in person.current and CITY in person.current:
@@ -92,10 +99,10 @@ def make_questions(rng: np.random.Generator, conv_id: str, num_sessions: int,
             drafts.append(Question("", question_text(rng, "multi", CITY, value=job),
                                    person.current[CITY][0], MULTI_HOP, evidence,
                                    (("speaker", person.name), ("slot", CITY), ("job", job))))
-    if len(unanswerable) > MAX_UNANSWERABLE:
-        keep = sorted(int(i) for i in rng.choice(len(unanswerable), MAX_UNANSWERABLE, replace=False))
+    if len(unanswerable) > max_unanswerable:
+        keep = sorted(int(i) for i in rng.choice(len(unanswerable), max_unanswerable, replace=False))
         unanswerable = [unanswerable[i] for i in keep]
-    drafts = _cap(rng, drafts + unanswerable, num_sessions)
+    drafts = _cap(rng, drafts + list(extra_drafts) + unanswerable, num_sessions)
     order = sorted(range(len(drafts)), key=lambda i: (drafts[i].due_after, i))
     return tuple(
         Question(f"{conv_id}-q{n}", drafts[i].question, drafts[i].answer, drafts[i].kind,

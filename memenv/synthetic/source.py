@@ -10,26 +10,30 @@ import numpy as np
 
 from memenv.constants import MAX_SESSIONS
 from memenv.sources import ConversationSource
-from memenv.synthetic.world import check_int, generate_world
+from memenv.synthetic.world import check_difficulty, check_int, generate_world
 from memenv.types import Conversation
 
 WORLD_CACHE_SIZE = 256
 
 
 @functools.lru_cache(maxsize=WORLD_CACHE_SIZE)
-def _cached_world(seed: int, num_sessions: int) -> Conversation:
-    return generate_world(seed, num_sessions)
+def _cached_world(seed: int, num_sessions: int, difficulty: str) -> Conversation:
+    return generate_world(seed, num_sessions, difficulty)
 
 
 class SyntheticSource(ConversationSource):
     """Synthetic worlds by seed: a fixed list of seeds, or any seed (unbounded).
 
-    ``num_sessions`` is an int from 1 to ``constants.MAX_SESSIONS``. ``get(seed)`` returns
-    the same (cached) conversation object for the same seed.
+    ``num_sessions`` is an int from 1 to ``constants.MAX_SESSIONS``; ``difficulty`` is
+    ``"default"`` or ``"hard"`` (history, corrections, third parties, distractor talk and a
+    memory budget: :mod:`memenv.synthetic.hard`). ``get(seed)`` returns the same (cached)
+    conversation object for the same seed.
     """
 
-    def __init__(self, num_sessions: int = 8, world_seeds: Sequence[int] | None = None) -> None:
+    def __init__(self, num_sessions: int = 8, world_seeds: Sequence[int] | None = None,
+                 difficulty: str = "default") -> None:
         self.num_sessions = check_int("num_sessions", num_sessions, 1, MAX_SESSIONS)
+        self.difficulty = check_difficulty(difficulty)
         if world_seeds is None:
             self.world_seeds: tuple[int, ...] | None = None
         else:
@@ -60,7 +64,7 @@ class SyntheticSource(ConversationSource):
             raise ValueError(f"synthetic world seed must be >= 0, got {key!r}")
         if self.world_seeds is not None and seed not in self.world_seeds:
             raise ValueError(f"seed {key!r} is not one of this source's world_seeds")
-        return _cached_world(seed, self.num_sessions)
+        return _cached_world(seed, self.num_sessions, self.difficulty)
 
     def sample(self, rng: np.random.Generator) -> Conversation:
         """A world drawn with the environment's RNG (any seed below 2**31 - 1 if unbounded)."""

@@ -4,18 +4,31 @@ A fact's canonical text (``GoldFact.text``) is third person with the absolute da
 follows exactly one template per event (``FACT_TEMPLATES``), so :func:`parse_fact` reads
 it back; questions follow ``QUESTION_TEMPLATES`` and :func:`parse_question` reads them
 back. The scripted reader in :mod:`memenv.scripted` is built on these two parsers.
+
+The contract the reader relies on (every template here is one): *state* texts say what
+holds now (``FACT_TEMPLATES`` entries marked as state); *retraction* texts report an end
+and are never read; hard worlds add one *history* text per speaker and slot
+("Alice's past homes: Paris until 3 May 2023; Lyon from 3 May 2023 until 4 July 2023.",
+nouns in ``HISTORY_NOUNS``, entries "<value>[ from <date>] until <date>" joined by "; ",
+pets "<species> <name> ..."), and *third-party* texts ("Alice's cousin moved to Rome on 2
+May 2023.", ``HARD_FACT_TEMPLATES``) that are never read as the speaker's. Dates are
+absolute, "8 May 2023". :func:`parse_fact` returns the category of each. Questions follow
+``QUESTION_TEMPLATES`` (slot, when, multi-hop) and ``HARD_QUESTION_TEMPLATES`` (previous,
+ever, count, order).
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from memenv.synthetic.sampling import choice
 from memenv.synthetic.vocabulary import (
+    KIN,
     CITY,
     CLUB,
     CONCERT,
@@ -64,6 +77,8 @@ _PLACEHOLDER_RE = {
     "pronoun": r"(?:her|his)",
     "species": r"(?P<species>" + "|".join(PET_SPECIES) + r")",
     "relation": r"(?P<relation>sister|brother)",
+    "start": r"(?P<start>\d{1,2} [A-Z][a-z]+ \d{4})",
+    "kin": r"(?P<kin>" + "|".join(KIN) + r")",
 }
 
 
@@ -88,8 +103,14 @@ class ParsedFact:
     value: str
     date: str
     is_state: bool
-    # Pet species or sibling relation ("sister" / "brother"), else "".
+    # Pet species or sibling relation ("sister" / "brother"), third party's relation to
+    # the speaker ("cousin", ...), else "".
     detail: str = ""
+    # "state" (holds now), "retraction", "history" (the past states of a slot, hard
+    # worlds) or "third-party" (about someone the speaker knows, hard worlds).
+    category: str = "state"
+    # History texts: the past states, in the order they ended (``value`` is then "").
+    past: tuple["PastState", ...] = ()
 
 
 PARSE_CACHE_SIZE = 1 << 16
@@ -112,8 +133,16 @@ def _parse_fact(text: str) -> ParsedFact | None:
             groups = match.groupdict()
             slot, _, is_state = FACT_TEMPLATES[event]
             return ParsedFact(event, slot, groups["s"], groups["value"], groups.get("date") or "",
-                              is_state, groups.get("species") or groups.get("relation") or "")
-    return None
+                              is_state, groups.get("species") or groups.get("relation") or "",
+                              category="state" if is_state else "retraction")
+    for event, regex in _HARD_FACT_RES:
+        match = regex.fullmatch(stripped)
+        if match:
+            groups = match.groupdict()
+            slot, _, category = HARD_FACT_TEMPLATES[event]
+            return ParsedFact(event, slot, groups["s"], groups["value"], groups.get("date") or "",
+                              False, groups.get("kin") or "", category=category)
+    return _parse_history(stripped)
 
 
 def article(word: str) -> str:
@@ -130,6 +159,79 @@ def canonical_fact(event: str, speaker: str, value: str, *, female: bool, date: 
     first_noun = detail if event == "pet_add" else value
     return template.format(s=speaker, value=value, date=date, article=article(first_noun),
                            pronoun="her" if female else "his", species=detail, relation=detail)
+
+
+# ------------------------------------------------------------ hard-world fact texts --
+# Hard worlds (``difficulty="hard"``) keep history in one *history text* per speaker and
+# slot, which the manager merges each ended state into:
+#     "Alice's past homes: Paris until 3 May 2023; Lyon from 3 May 2023 until 4 July 2023."
+# Entries are "<value>[ from <start>] until <end>", pets "<species> <name> from ... until
+# ...", separated by "; ", in the order the states ended. Facts about third parties are
+# kept apart from the speaker's own. event -> (slot, template, category).
+HISTORY_NOUNS: dict[str, str] = {CITY: "homes", JOB: "jobs", PARTNER: "partners", CLUB: "clubs",
+                                 VEHICLE: "cars", PET: "pets"}
+_NOUN_SLOTS = {noun: slot for slot, noun in HISTORY_NOUNS.items()}
+HARD_FACT_TEMPLATES: dict[str, tuple[str, str, str]] = {
+    "third_city": (CITY, "{s}'s {kin} moved to {value} on {date}.", "third-party"),
+    "third_job": (JOB, "{s}'s {kin} started working as {article} {value} on {date}.", "third-party"),
+    "third_club": (CLUB, "{s}'s {kin} quit the {value} on {date}.", "third-party"),
+    "third_vehicle": (VEHICLE, "{s}'s {kin} sold {article} {value} on {date}.", "third-party"),
+}
+_HARD_FACT_RES = tuple((event, _template_regex(template))
+                       for event, (_, template, _) in HARD_FACT_TEMPLATES.items())
+_DATE_RE_TEXT = r"\d{1,2} [A-Z][a-z]+ \d{4}"
+_HISTORY_RE = re.compile(r"(?P<s>[A-Z][a-z]+)'s past (?P<noun>" + "|".join(HISTORY_NOUNS.values())
+                         + r"): (?P<entries>.+?)\.?")
+_ENTRY_RE = re.compile(r"(?:(?P<species>" + "|".join(PET_SPECIES) + r") )?(?P<value>.+?)"
+                       r"(?: from (?P<start>" + _DATE_RE_TEXT + r"))? until (?P<end>" + _DATE_RE_TEXT + r")")
+
+
+@dataclass(frozen=True)
+class PastState:
+    """One entry of a history text: a value a slot held, and when."""
+
+    value: str
+    start: str      # "" when unknown (an undated introduction)
+    end: str
+    detail: str = ""  # pet species
+
+
+def history_entry(state: PastState) -> str:
+    """An entry of a history text (see ``HISTORY_NOUNS``)."""
+    name = f"{state.detail} {state.value}" if state.detail else state.value
+    return name + (f" from {state.start}" if state.start else "") + f" until {state.end}"
+
+
+def history_text(speaker: str, slot: str, states: Sequence[PastState]) -> str:
+    """The history text of a speaker's slot: every past state, in the order they ended."""
+    if slot not in HISTORY_NOUNS:
+        raise ValueError(f"slot {slot!r} has no history text; choose one of {sorted(HISTORY_NOUNS)}")
+    if not states:
+        raise ValueError("a history text needs at least one past state")
+    return f"{speaker}'s past {HISTORY_NOUNS[slot]}: " + "; ".join(map(history_entry, states)) + "."
+
+
+def _parse_history(text: str) -> ParsedFact | None:
+    match = _HISTORY_RE.fullmatch(text)
+    if match is None:
+        return None
+    states = []
+    for entry in match.group("entries").split("; "):
+        part = _ENTRY_RE.fullmatch(entry)
+        if part is None:
+            return None
+        states.append(PastState(part.group("value"), part.group("start") or "", part.group("end"),
+                                part.group("species") or ""))
+    return ParsedFact("history", _NOUN_SLOTS[match.group("noun")], match.group("s"), "", "", False,
+                      category="history", past=tuple(states))
+
+
+def canonical_hard_fact(event: str, speaker: str, value: str, *, date: str, detail: str = "") -> str:
+    """The canonical text of a third-party event (see ``HARD_FACT_TEMPLATES``)."""
+    if event not in HARD_FACT_TEMPLATES:
+        raise ValueError(f"unknown hard fact event {event!r}; choose one of {sorted(HARD_FACT_TEMPLATES)}")
+    template = HARD_FACT_TEMPLATES[event][1]
+    return template.format(s=speaker, value=value, date=date, article=article(value), kin=detail)
 
 
 # ------------------------------------------------------------------- question texts --
@@ -192,6 +294,10 @@ class ParsedQuestion:
     value: str = ""
     # Sibling relation or pet species named by the question, else "".
     detail: str = ""
+    # "order" questions: the event compared with (slot, value): did ``speaker``'s
+    # ``slot`` get ``value`` before or after ``other_slot`` got ``other_value``?
+    other_slot: str = ""
+    other_value: str = ""
 
 
 def parse_question(text: str) -> ParsedQuestion | None:
@@ -205,7 +311,110 @@ def parse_question(text: str) -> ParsedQuestion | None:
             groups = match.groupdict()
             return ParsedQuestion(qtype, slot, groups.get("s") or "", groups.get("value") or "",
                                   groups.get("species") or groups.get("relation") or "")
+    return _parse_hard_question(stripped)
+
+
+# ------------------------------------------------------- hard-world question texts --
+# "previous": the value a scalar slot had right before ``value``; "ever": every value a
+# slot has had, in order; "count": how many values it has had; "order": whether one dated
+# event came before or after another (slot "": the events are in the text).
+HARD_QUESTION_TEMPLATES: dict[tuple[str, str], tuple[str, ...]] = {
+    # Every template shares a word with the texts it is answered from ("home" with the
+    # history text "<s>'s past homes: ...", "travelled" with the trips...), so BM25 brings
+    # them into the answer observation even from a long memory.
+    ("previous", CITY): ("Where was {s}'s home before {value}?",
+                         "Which city was {s}'s home before {value}?"),
+    ("previous", JOB): ("What was {s}'s job before becoming {article} {value}?",
+                        "What job did {s} have before becoming {article} {value}?"),
+    ("previous", PARTNER): ("Who was {s}'s partner before {value}?",
+                            "Which partner did {s} have before {value}?"),
+    ("ever", CITY): ("Which cities has {s} called home?", "Which cities have been {s}'s homes?"),
+    ("ever", JOB): ("Which jobs has {s} had?", "What jobs has {s} ever worked as?"),
+    ("ever", PARTNER): ("Which partners has {s} had?", "Who are all the partners {s} has had?"),
+    ("ever", CLUB): ("Which clubs has {s} ever been a member of?", "Which clubs has {s} ever joined?"),
+    ("ever", VEHICLE): ("Which cars has {s} ever owned?", "What cars has {s} owned over the years?"),
+    ("ever", PET): ("What are the names of all the pets {s} has had?", "Which pets has {s} ever had?"),
+    ("count", CITY): ("How many homes has {s} had?", "In how many cities has {s} had a home?"),
+    ("count", JOB): ("How many jobs has {s} had?", "How many different jobs has {s} worked?"),
+    ("count", PARTNER): ("How many partners has {s} had?", "How many partners has {s} dated?"),
+    ("count", CLUB): ("How many clubs has {s} ever joined?", "How many clubs has {s} been a member of?"),
+    ("count", VEHICLE): ("How many cars has {s} owned?", "How many cars has {s} ever had?"),
+    ("count", PET): ("How many pets has {s} had?", "How many pets has {s} ever adopted?"),
+    ("count", TRIP): ("How many countries has {s} travelled to?", "To how many countries has {s} travelled?"),
+    ("count", CONCERT): ("How many artists has {s} seen in concert?",
+                         "How many artists has {s} seen at a concert?"),
+    ("order", ""): ("Did {s} {first} before or after {subject} {second}?",
+                    "Did {s} {first} earlier or later than {subject} {second}?"),
+}
+# slot -> (infinitive, past tense) of the event that starts a state, as ordering
+# questions name it; {pronoun} is the speaker's possessive.
+EVENT_PHRASES: dict[str, tuple[str, str]] = {
+    CITY: ("move to {value}", "moved to {value}"),
+    JOB: ("start working as {article} {value}", "started working as {article} {value}"),
+    PARTNER: ("start dating {value}", "started dating {value}"),
+    CLUB: ("join the {value}", "joined the {value}"),
+    VEHICLE: ("buy {pronoun} {value}", "bought {pronoun} {value}"),
+    PET: ("adopt {value}", "adopted {value}"),
+    TRIP: ("travel to {value}", "travelled to {value}"),
+    CONCERT: ("see {value} in concert", "saw {value} in concert"),
+}
+_HARD_QUESTION_RES = tuple(
+    (qtype, slot, _template_regex(t))
+    for (qtype, slot), templates in HARD_QUESTION_TEMPLATES.items() if qtype != "order" for t in templates
+)
+_ORDER_RES = tuple(
+    re.compile(re.escape(t[:-1]).replace(re.escape("{s}"), _PLACEHOLDER_RE["s"])
+               .replace(re.escape("{first}"), r"(?P<first>.+?)")
+               .replace(re.escape("{subject}"), r"(?:she|he)")
+               .replace(re.escape("{second}"), r"(?P<second>.+?)") + r"\??")
+    for t in HARD_QUESTION_TEMPLATES[("order", "")]
+)
+_PHRASE_RES = tuple(
+    tuple((slot, _template_regex(phrases[tense])) for slot, phrases in EVENT_PHRASES.items())
+    for tense in (0, 1)
+)
+
+
+def _parse_event_phrase(text: str, tense: int) -> tuple[str, str] | None:
+    for slot, regex in _PHRASE_RES[tense]:
+        match = regex.fullmatch(text)
+        if match:
+            return slot, match.group("value")
     return None
+
+
+def _parse_hard_question(text: str) -> ParsedQuestion | None:
+    for qtype, slot, regex in _HARD_QUESTION_RES:
+        match = regex.fullmatch(text)
+        if match:
+            groups = match.groupdict()
+            return ParsedQuestion(qtype, slot, groups.get("s") or "", groups.get("value") or "")
+    for regex in _ORDER_RES:
+        match = regex.fullmatch(text)
+        if match:
+            first = _parse_event_phrase(match.group("first"), 0)
+            second = _parse_event_phrase(match.group("second"), 1)
+            if first and second:
+                return ParsedQuestion("order", first[0], match.group("s"), first[1],
+                                      other_slot=second[0], other_value=second[1])
+    return None
+
+
+def order_question_text(rng: np.random.Generator, speaker: str, female: bool, first: tuple[str, str],
+                        second: tuple[str, str]) -> str:
+    """"Did <speaker> <first event> before or after <she|he> <second event>?" for two
+    ``(slot, value)`` events, in one of its paraphrases drawn at random."""
+    pronoun = "her" if female else "his"
+    phrases = [EVENT_PHRASES[slot][tense].format(value=value, article=article(value), pronoun=pronoun)
+               for tense, (slot, value) in enumerate((first, second))]
+    template = choice(rng, HARD_QUESTION_TEMPLATES[("order", "")])
+    return template.format(s=speaker, first=phrases[0], second=phrases[1], subject="she" if female else "he")
+
+
+def hard_question_text(rng: np.random.Generator, qtype: str, slot: str, speaker: str, value: str = "") -> str:
+    """A hard-world "previous", "ever" or "count" question, in one of its paraphrases."""
+    template = choice(rng, HARD_QUESTION_TEMPLATES[(qtype, slot)])
+    return template.format(s=speaker, value=value, article=article(value))
 
 
 def question_text(rng: np.random.Generator, qtype: str, slot: str, speaker: str = "",

@@ -62,6 +62,10 @@ ARTISTS = ("Coldplay", "Radiohead", "Adele", "Muse", "Daft Punk", "Arctic Monkey
 FOODS = ("sushi", "lasagna", "ramen", "tacos", "paella", "curry", "pho", "dumplings",
          "pizza", "falafel", "risotto", "pad thai")
 
+# People a speaker talks about in hard worlds ("my cousin moved to Rome"): their facts are
+# kept apart from the speaker's own.
+KIN = ("cousin", "neighbour", "colleague", "best friend", "uncle", "aunt")
+
 # slot -> the values it draws from. Siblings are missing: their pool depends on the
 # relation (SISTER_NAMES or BROTHER_NAMES), drawn first.
 VALUE_POOLS: dict[str, tuple[str, ...]] = {

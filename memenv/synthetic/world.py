@@ -79,7 +79,9 @@ class _WorldBuilder:
         # canonical text of a dated state fact -> (session, speaker, slot, value, detail, date)
         self.dated: dict[str, tuple[int, str, str, str, str, str]] = {}
         self.fact_turns: list[tuple[int, str, str, int | None]] = []
+        self.aside_turns: list[tuple[int, str, str, str, str, str]] = []
         self.people = draw_people(self.rng)
+        self.change_weights, self.retract_weights = CHANGE_WEIGHTS, RETRACT_WEIGHTS
 
     # -- values --
     def _free_values(self, person: Person, slot: str,
@@ -111,18 +113,18 @@ class _WorldBuilder:
             if slot in touched or slot in person.hidden or slot in person.pending:
                 continue
             if self._free_values(person, slot):
-                out.append((CHANGE_WEIGHTS[slot], "change", slot))
+                out.append((self.change_weights[slot], "change", slot))
             if slot == PARTNER and PARTNER in person.current:
-                out.append((RETRACT_WEIGHTS[slot], "end", slot))
+                out.append((self.retract_weights[slot], "end", slot))
         for slot in LIST_SLOTS:
             if slot in touched or slot in person.hidden or slot in person.pending:
                 continue
             held = person.items.get(slot, {})
             cap = LIST_CAPS[slot]
             if (cap is None or len(held) < cap) and self._free_values(person, slot):
-                out.append((CHANGE_WEIGHTS[slot], "add", slot))
+                out.append((self.change_weights[slot], "add", slot))
             if held and slot not in ADD_ONLY_SLOTS:
-                out.append((RETRACT_WEIGHTS[slot], "remove", slot))
+                out.append((self.retract_weights[slot], "remove", slot))
         return out
 
     def _draw_offset(self, max_offset: int) -> int:
@@ -208,6 +210,11 @@ class _WorldBuilder:
             draw -= weight
             if draw < 0:
                 break
+        return self._do(action, slot, person, touched, session, date, max_offset)
+
+    def _do(self, action: str, slot: str, person: Person, touched: set[str], session: int,
+            date: dt.date, max_offset: int) -> FactEvent | None:
+        """The event of a drawn (action, slot)."""
         if action == "intro":
             slot = choice(self.rng, [s for s in person.pending if s not in touched])
             return self._intro(person, slot, session, date, max_offset)
@@ -244,10 +251,28 @@ class _WorldBuilder:
             for person in (self.people[(first + i) % 2], self.people[(first + i + 1) % 2]):
                 event = self._random_event(person, touched[person.name], session, date, max_offset)
                 if event is not None:
-                    touched[person.name].add(FACT_TEMPLATES[event.event][0])
+                    touched[person.name].add(self._event_slot(event))
                     events.append(event)
                     break
         return events
+
+    def _event_slot(self, event: FactEvent) -> str:
+        """The slot an event touches (a speaker touches a slot at most once per session)."""
+        return FACT_TEMPLATES[event.event][0]
+
+    # -- hooks of the hard worlds (memenv.synthetic.hard); nothing in default worlds --
+    def _asides(self, session: int, events: Sequence[FactEvent]) -> tuple:
+        """Distractor statements of a session (none in default worlds)."""
+        return ()
+
+    def _extra_questions(self) -> tuple[list, dict, dict]:
+        """Further question drafts, correction sessions per fact text and options of
+        :func:`make_questions` (none by default)."""
+        return [], {}, {}
+
+    def _extra(self) -> dict:
+        """Further entries of ``Conversation.extra`` (none by default)."""
+        return {}
 
     # -- the whole world --
     def build(self) -> Conversation:
@@ -262,20 +287,25 @@ class _WorldBuilder:
                 date += dt.timedelta(days=gap)
                 max_offset = min(MAX_EVENT_OFFSET_DAYS, gap - 1)
             events = self._session_events(i, date, max_offset)
-            turns, fact_turns = session_turns(rng, i, [p.name for p in self.people], events)
+            turns, fact_turns = session_turns(rng, i, [p.name for p in self.people], events,
+                                              self._asides(i, events), self.aside_turns)
             self.fact_turns += fact_turns
             sessions.append(Session(index=i, date=format_date(date), turns=turns,
-                                    gold_facts=tuple(e.fact for e in events),
+                                    gold_facts=tuple(f for e in events for f in e.facts),
                                     gold_memory=tuple(self.memory)))
         return Conversation(
             conv_id=self.conv_id,
             speakers=(self.people[0].name, self.people[1].name),
             sessions=tuple(sessions),
-            questions=make_questions(rng, self.conv_id, self.num_sessions, self.people,
-                                     self.memory, self.dated),
+            questions=self._questions(),
             source="synthetic",
-            extra={"fact_turns": tuple(self.fact_turns)},
+            extra={"fact_turns": tuple(self.fact_turns), **self._extra()},
         )
+
+    def _questions(self) -> tuple:
+        extra_drafts, corrections, options = self._extra_questions()
+        return make_questions(self.rng, self.conv_id, self.num_sessions, self.people, self.memory,
+                              self.dated, extra_drafts=extra_drafts, corrections=corrections, **options)
 
 
 def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
@@ -289,14 +319,29 @@ def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -
     return int(value)
 
 
-def generate_world(seed: int, num_sessions: int = 8) -> Conversation:
+DIFFICULTIES = ("default", "hard")
+
+
+def check_difficulty(difficulty: Any) -> str:
+    """``difficulty`` if it is one of ``DIFFICULTIES``; ``ValueError`` naming it otherwise."""
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
+    return difficulty
+
+
+def generate_world(seed: int, num_sessions: int = 8, difficulty: str = "default") -> Conversation:
     """The synthetic world of this seed: a deterministic, pure function of its arguments.
 
     ``Conversation.extra["fact_turns"]`` lists ``(session, dia_id, canonical fact text,
-    offset in days or None)`` for every turn that states a fact.
+    offset in days or None)`` for every gold fact a turn states. ``difficulty="hard"``
+    draws a hard world (:mod:`memenv.synthetic.hard`); default worlds never change with it.
     """
     seed = check_int("seed", seed, 0)
     num_sessions = check_int("num_sessions", num_sessions, 1, MAX_SESSIONS)
+    if check_difficulty(difficulty) == "hard":
+        from memenv.synthetic.hard import HardWorldBuilder
+
+        return HardWorldBuilder(seed, num_sessions).build()
     return _WorldBuilder(seed, num_sessions).build()
 
 
