@@ -245,12 +245,11 @@ def count_tokens(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _render(tokenizer, obs: dict, role: str, distill: bool, style: str) -> str:
-    messages = [
+def _messages(obs: dict, role: str, distill: bool, style: str) -> list[dict]:
+    return [
         {"role": "system", "content": system_prompt(role, distill=distill, style=style)},
         {"role": "user", "content": _USER_BUILDERS[style][role](obs)},
     ]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def parse_observation(obs_json: str) -> dict:
@@ -280,6 +279,26 @@ def render_prompt(
     the module docstring); ``ValueError`` when even the minimal prompt (system prompt,
     header and, for answer, the question) does not fit.
     """
+    return _fit(tokenizer, obs_json, max_prompt_tokens, role, distill, style)[0]
+
+
+def prompt_messages(
+    tokenizer,
+    obs_json: str,
+    *,
+    max_prompt_tokens: int,
+    role: str | None = None,
+    distill: bool = True,
+    style: str = DEFAULT_STYLE,
+) -> list[dict]:
+    """The same prompt as :func:`render_prompt`, as chat messages (system, then user) before
+    templating: trimmed so that the templated prompt fits ``max_prompt_tokens``."""
+    return _fit(tokenizer, obs_json, max_prompt_tokens, role, distill, style)[1]
+
+
+def _fit(tokenizer, obs_json: str, max_prompt_tokens: int, role: str | None, distill: bool,
+         style: str) -> tuple[str, list[dict]]:
+    """The templated prompt and its messages, with the fewest records dropped that make it fit."""
     _check_style(style)
     obs = parse_observation(obs_json)
     role = role if role is not None else obs.get("role")
@@ -290,26 +309,27 @@ def render_prompt(
 
     order = drop_order(obs, role)
 
-    def render(num_dropped: int) -> tuple[str, int]:
-        text = _render(tokenizer, _without(obs, order[:num_dropped]), role, distill, style)
-        return text, count_tokens(tokenizer, text)
+    def render(num_dropped: int) -> tuple[str, int, list[dict]]:
+        messages = _messages(_without(obs, order[:num_dropped]), role, distill, style)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text, count_tokens(tokenizer, text), messages
 
-    text, length = render(0)
+    text, length, messages = render(0)
     if length <= max_prompt_tokens:
-        return text
-    minimal, minimal_length = render(len(order))
+        return text, messages
+    minimal, minimal_length, minimal_messages = render(len(order))
     if minimal_length > max_prompt_tokens:
         raise ValueError(
             f"the {role} prompt needs {minimal_length} tokens even with every droppable record "
             f"removed, more than max_prompt_tokens={max_prompt_tokens}"
         )
     # Binary search for the fewest drops that fit: length falls as records are dropped.
-    low, high, best = 0, len(order), minimal
+    low, high, best = 0, len(order), (minimal, minimal_messages)
     while high - low > 1:
         mid = (low + high) // 2
-        candidate, candidate_length = render(mid)
+        candidate, candidate_length, candidate_messages = render(mid)
         if candidate_length <= max_prompt_tokens:
-            high, best = mid, candidate
+            high, best = mid, (candidate, candidate_messages)
         else:
             low = mid
     return best
