@@ -1,8 +1,12 @@
-"""Answer metrics for evaluation: token F1, exact match, BLEU-1, LoCoMo's original F1,
-LLM-as-a-Judge accuracy (J), and per-kind summaries for the leaderboard.
+"""Answer metrics for evaluation: token F1, exact match (two rules), BLEU-1, LoCoMo's
+original F1, LLM-as-a-Judge accuracy (J), and per-kind summaries for the leaderboard.
 
-``token_f1``, ``exact_match``, ``bleu1`` and ``squad_f1`` (Memory-R2's training F1) are those of :mod:`memenv.scoring` (the
-environment's rewards), re-exported here. ``locomo_f1`` reproduces the F1 of LoCoMo's
+``token_f1``, ``exact_match``, ``mem0_exact_match``, ``bleu1`` (with its tokenizer
+``word_tokens``) and ``squad_f1`` (Memory-R2's training F1) are those of
+:mod:`memenv.scoring` (the environment's rewards), re-exported here: F1, BLEU-1 and
+``mem0_exact_match`` are computed as the mem0 / A-Mem evaluation code behind the Mem0,
+Memory-R1 and Memory-R2 tables computes them; ``exact_match`` is this package's rule (equal
+normalised token lists). BLEU-1 needs nltk's word tokenizer, imported on first use. ``locomo_f1`` reproduces the F1 of LoCoMo's
 evaluation code (snap-research/locomo, ``task_eval/evaluation.py``) and needs nltk's
 Porter stemmer (``pip install nltk``). ``judge_answers`` runs any text generator as a
 judge with a generous CORRECT / WRONG protocol; the result always names the judge.
@@ -18,7 +22,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from memenv.data.locomo import ADVERSARIAL_CATEGORY, LOCOMO_KINDS
-from memenv.scoring import bleu1, exact_match, squad_f1, squad_normalize, token_f1
+from memenv.scoring import (
+    bleu1,
+    exact_match,
+    mem0_exact_match,
+    squad_f1,
+    squad_normalize,
+    token_f1,
+    word_tokens,
+)
 
 __all__ = [
     "CORRECT",
@@ -31,11 +43,13 @@ __all__ = [
     "judge_prompt",
     "locomo_f1",
     "locomo_normalize",
+    "mem0_exact_match",
     "parse_judgement",
     "squad_f1",
     "squad_normalize",
     "summarize",
     "token_f1",
+    "word_tokens",
 ]
 
 # --- LoCoMo's original F1 ---------------------------------------------------------------
@@ -242,6 +256,7 @@ def _record_scores(kind: str, prediction: str, gold: str, with_locomo: bool) -> 
         "f1": token_f1(prediction, gold),
         "bleu1": bleu1(prediction, gold),
         "em": exact_match(prediction, gold),
+        "em_mem0": mem0_exact_match(prediction, gold),
     }
     if with_locomo:
         scores["locomo_f1"] = locomo_f1(prediction, gold, kind)
@@ -263,10 +278,12 @@ def summarize(
 ) -> dict[str, Any]:
     """Mean metrics over ``(kind, prediction, gold)`` records, overall and per kind.
 
-    Returns ``{"overall": {"count", "f1", "bleu1", "em", "locomo_f1"[, "j"]},
-    "per_kind": {kind: {...same keys...}}}``. ``judge_labels`` (CORRECT / WRONG, one per
-    record, e.g. ``JudgeResult.labels``) adds J; ``locomo=False`` leaves out
-    ``locomo_f1`` (which needs nltk).
+    Returns ``{"overall": {"count", "f1", "bleu1", "em", "em_mem0", "locomo_f1"[, "j"]},
+    "per_kind": {kind: {...same keys...}}}``: ``em`` is :func:`exact_match` (equal
+    normalised token lists), ``em_mem0`` the mem0 / A-Mem rule (lower-cased string
+    equality). ``judge_labels`` (CORRECT / WRONG, one per record, e.g.
+    ``JudgeResult.labels``) adds J; ``locomo=False`` leaves out ``locomo_f1`` (its Porter
+    stemmer is nltk's; ``bleu1`` needs nltk's word tokenizer either way).
     """
     records = list(records)
     if not records:

@@ -1,16 +1,30 @@
-"""Answer metrics: token F1, exact match, BLEU-1 and the SQuAD-style F1 of Memory-R2's training reward.
+"""Answer metrics: token F1, two exact matches, BLEU-1 and the SQuAD-style F1 of Memory-R2's
+training reward.
 
-``token_f1`` follows the mem0 / A-Mem evaluation code that the Memory-R1 and Memory-R2
-papers report: lowercase, replace ``.,!?`` by spaces, split on whitespace, F1 over the
-*sets* of tokens. ``bleu1`` equals nltk's ``sentence_bleu(..., weights=(1, 0, 0, 0),
-smoothing_function=SmoothingFunction().method1)`` on lowercased whitespace tokens, without
-importing nltk. ``squad_f1`` is the training reward of the official Memory-R2 code
-(``rema.py``, ``normalize_text`` / ``compute_f1``): lowercase, every punctuation character
-removed, a/an/the removed; leaderboards keep reporting the mem0 ``token_f1``.
+The mem0 / A-Mem evaluation code (mem0ai/mem0 ``evaluation/metrics/utils.py``, borrowed
+from WujiangXu/AgenticMemory ``utils.py``) is what the Mem0, Memory-R1 and Memory-R2 tables
+report; three metrics here follow it:
+
+- ``token_f1``: lowercase, replace ``.,!?`` by spaces, split on whitespace, F1 over the
+  *sets* of tokens (its ``calculate_metrics`` ``f1``).
+- ``bleu1``: its ``calculate_bleu_scores`` ``bleu1``: ``sentence_bleu`` with weights
+  (1, 0, 0, 0) and ``SmoothingFunction().method1`` over ``nltk.word_tokenize`` tokens of
+  the lower-cased texts (punctuation split off: "agencies." -> "agencies", "."); see
+  :func:`word_tokens`. Needs nltk, imported on first use (``pip install nltk``); the
+  BLEU arithmetic itself is done here.
+- ``mem0_exact_match``: its ``exact_match``, equality of the lower-cased, stripped strings
+  (0 when either string is empty).
+
+``exact_match`` is this package's own rule: equal lists of ``token_f1``'s tokens, so
+"Paris." matches "paris" (mem0's rule says no) and "new york" matches "New  York".
+``squad_f1`` is the training reward of the official Memory-R2 code (``rema.py``,
+``normalize_text`` / ``compute_f1``): lowercase, every punctuation character removed,
+a/an/the removed; leaderboards keep reporting the mem0 ``token_f1``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
@@ -37,14 +51,50 @@ def token_f1(prediction: str, gold: str) -> float:
 
 
 def exact_match(prediction: str, gold: str) -> float:
-    """1.0 when the normalised token sequences are equal, else 0.0."""
+    """1.0 when the normalised token lists (:func:`simple_tokens`) are equal, else 0.0."""
     return float(simple_tokens(prediction) == simple_tokens(gold))
 
 
+def mem0_exact_match(prediction: str, gold: str) -> float:
+    """The mem0 / A-Mem ``exact_match``: 1.0 when the lower-cased strings, stripped of outer
+    whitespace, are equal; 0.0 when either string is empty."""
+    prediction, gold = str(prediction), str(gold)
+    if not prediction or not gold:
+        return 0.0
+    return float(prediction.strip().lower() == gold.strip().lower())
+
+
+@functools.lru_cache(maxsize=1)
+def _nltk_tokenizers() -> tuple:
+    """(sentence splitter, word tokenizer) of ``nltk.word_tokenize``, built without data files."""
+    try:
+        from nltk.tokenize.destructive import NLTKWordTokenizer
+        from nltk.tokenize.punkt import PunktSentenceTokenizer
+    except ImportError:
+        raise ImportError("bleu1 needs nltk's word tokenizer: pip install nltk") from None
+    return PunktSentenceTokenizer(), NLTKWordTokenizer()
+
+
+@functools.lru_cache(maxsize=65536)
+def word_tokens(text: str) -> tuple[str, ...]:
+    """The tokens the mem0 / A-Mem BLEU code scores: ``nltk.word_tokenize(text.lower())``.
+
+    ``word_tokenize`` splits sentences with Punkt, then runs ``NLTKWordTokenizer`` (nltk's
+    improved Treebank tokenizer) on each sentence; the tokenizer splits punctuation off and
+    a full stop only at the end of a sentence. Its English Punkt model is a data download
+    that is not used here: the sentences come from Punkt's untrained parameters instead,
+    which split at the same places except after abbreviations the English model knows
+    ("dr. smith" is one sentence there and two here, so "dr." becomes "dr", ".").
+    """
+    sentences, words = _nltk_tokenizers()
+    return tuple(token for sentence in sentences.tokenize(str(text).lower()) for token in words.tokenize(sentence))
+
+
 def bleu1(prediction: str, gold: str) -> float:
-    """Sentence BLEU-1 as nltk computes it (weights (1, 0, 0, 0), smoothing method 1)."""
-    hyp = str(prediction).lower().split()
-    ref = str(gold).lower().split()
+    """Sentence BLEU-1 of the mem0 / A-Mem evaluation code: nltk's ``sentence_bleu`` with
+    weights (1, 0, 0, 0) and smoothing method 1 over :func:`word_tokens`."""
+    hyp = word_tokens(str(prediction))
+    ref = word_tokens(str(gold))
     ref_counts = Counter(ref)
     clipped = sum(min(c, ref_counts[w]) for w, c in Counter(hyp).items())
     # nltk returns 0 outright when no unigram matches, so method 1's epsilon never
@@ -88,14 +138,19 @@ def squad_f1(prediction: str, gold: str) -> float:
 METRICS: dict[str, Callable[[str, str], float]] = {
     "f1": token_f1,
     "em": exact_match,
+    "em_mem0": mem0_exact_match,
     "bleu1": bleu1,
     "squad_f1": squad_f1,
 }
 
 
 def get_metric(name: str) -> Callable[[str, str], float]:
-    """Return the metric function called ``name`` (one of ``METRICS``)."""
+    """Return the metric function called ``name`` (one of ``METRICS``); for ``"bleu1"``
+    nltk is imported here, so a missing install shows before any scoring."""
     try:
-        return METRICS[name]
+        metric = METRICS[name]
     except KeyError:
         raise ValueError(f"unknown answer metric {name!r}; choose one of {sorted(METRICS)}") from None
+    if metric is bleu1:
+        _nltk_tokenizers()
+    return metric

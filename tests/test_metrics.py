@@ -1,5 +1,6 @@
-"""Tests of memenv.metrics: BLEU-1 against hand arithmetic and nltk, LoCoMo's F1, the
-LLM judge protocol with fake generators, and summaries."""
+"""Tests of memenv.metrics: BLEU-1 against hand arithmetic and nltk (with the mem0 / A-Mem
+tokenizer), the two exact-match rules, LoCoMo's F1, the LLM judge protocol with fake
+generators, and summaries."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from memenv.metrics import (
     CORRECT,
     WRONG,
     bleu1,
+    word_tokens,
     judge_answers,
     locomo_f1,
     locomo_normalize,
@@ -28,12 +30,14 @@ def test_reexports_are_the_scoring_functions():
     assert metrics.token_f1 is scoring.token_f1
     assert metrics.exact_match is scoring.exact_match
     assert metrics.bleu1 is scoring.bleu1
+    assert metrics.mem0_exact_match is scoring.mem0_exact_match
+    assert metrics.word_tokens is scoring.word_tokens
 
 
-def test_importing_metrics_pulls_in_no_torch():
-    code = "import sys, memenv.metrics; print('torch' in sys.modules, 'transformers' in sys.modules)"
+def test_importing_metrics_pulls_in_no_torch_and_no_nltk():
+    code = "import sys, memenv.metrics; print(*(m in sys.modules for m in ('torch', 'transformers', 'nltk')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["False", "False"]
+    assert out.split() == ["False", "False", "False"]
 
 
 # --- BLEU-1 -----------------------------------------------------------------------------
@@ -56,6 +60,7 @@ def test_importing_metrics_pulls_in_no_torch():
     ],
 )
 def test_bleu1_by_hand(prediction, gold, expected):
+    pytest.importorskip("nltk")
     assert bleu1(prediction, gold) == pytest.approx(expected, abs=1e-12)
 
 
@@ -63,16 +68,124 @@ def test_bleu1_equals_nltk_sentence_bleu_on_random_pairs():
     bleu_score = pytest.importorskip("nltk.translate.bleu_score")
     smoothing = bleu_score.SmoothingFunction().method1
     rng = random.Random(1234)
-    vocab = ["the", "The", "cat", "cat.", "mat", "on", "a", "Paris", "paris,", "2023", "May"]
+    vocab = ["the", "The", "cat", "cat.", "mat", "on", "a", "Paris", "paris,", "2023", "May", "it's", "(twice)"]
     for _ in range(1500):
         hyp = " ".join(rng.choice(vocab) for _ in range(rng.randint(0, 9)))
         ref = " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 9)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             expected = bleu_score.sentence_bleu(
-                [ref.lower().split()], hyp.lower().split(), weights=(1, 0, 0, 0), smoothing_function=smoothing
+                [list(word_tokens(ref))], list(word_tokens(hyp)), weights=(1, 0, 0, 0), smoothing_function=smoothing
             )
         assert bleu1(hyp, ref) == pytest.approx(expected, rel=1e-9, abs=1e-12), (hyp, ref)
+
+
+# --- the mem0 / A-Mem tokenizer and the perturbations of the issue ----------------------
+
+
+@pytest.mark.parametrize(
+    "text, tokens",
+    [
+        ("agencies.", ("agencies", ".")),
+        ("Government agencies.", ("government", "agencies", ".")),
+        ("Hiking, chess; painting!", ("hiking", ",", "chess", ";", "painting", "!")),
+        ("It's John's dog, isn't it?", ("it", "'s", "john", "'s", "dog", ",", "is", "n't", "it", "?")),
+        ('She said "hi" (twice)', ("she", "said", "``", "hi", "''", "(", "twice", ")")),
+        # Punkt splits the sentences, so the inner full stop comes off as well
+        ("He went home. Then he slept.", ("he", "went", "home", ".", "then", "he", "slept", ".")),
+        ("7 May 2023", ("7", "may", "2023")),
+        ("3.5 miles", ("3.5", "miles")),  # a decimal point is no full stop
+        ("", ()),
+    ],
+)
+def test_word_tokens_split_punctuation_off(text, tokens):
+    pytest.importorskip("nltk")
+    assert metrics.word_tokens(text) == tokens
+
+
+def test_word_tokens_are_nltk_word_tokenize_within_a_sentence():
+    nltk = pytest.importorskip("nltk")
+    texts = [
+        "The answer is: John plans to travel with his team on 21 August, 2023.",
+        "Caroline's friends (Mel & Jon) went camping -- twice!",
+        "\"Becoming Nicole\" by Amy Ellis Nutt",
+        "She can't wait... maybe next year?",
+        "LGBTQ+ pride parade, $20 tickets, 50% off",
+    ]
+    for text in texts:
+        # preserve_line=True: nltk's own word tokenizer without the Punkt model download
+        assert metrics.word_tokens(text) == tuple(nltk.word_tokenize(text.lower(), preserve_line=True)), text
+
+
+def test_word_tokens_match_word_tokenize_with_the_english_punkt_model_when_installed():
+    nltk = pytest.importorskip("nltk")
+    try:
+        nltk.data.find("tokenizers/punkt_tab/english/")
+    except LookupError:
+        pytest.skip("nltk's English Punkt model (punkt_tab) is not installed")
+    for text in ["He went home. Then he slept.", "Paris.", "A painting of a sunset. She loved it!"]:
+        assert metrics.word_tokens(text) == tuple(nltk.word_tokenize(text.lower())), text
+
+
+GOLD = "A painting of a sunset"  # tokens: a painting of a sunset (5; "a" twice)
+
+
+@pytest.mark.parametrize(
+    "prediction, expected",
+    [
+        (GOLD, 1.0),
+        # truncation: 2 of 2 match; hyp 2 vs ref 5 tokens -> BP exp(1 - 5/2)
+        ("A painting", math.exp(-1.5)),
+        # upper case plus a full stop: a painting of a sunset . -> 5 of 6 match, hyp longer -> BP 1
+        # (whitespace tokens gave 4/5: "sunset." matched nothing)
+        ("A PAINTING OF A SUNSET.", 5 / 6),
+        # a wrapping sentence: the answer is a painting of a sunset . -> a x2, painting, of,
+        # sunset = 5 of 9 (whitespace tokens: 4/8)
+        ("The answer is a painting of a sunset.", 5 / 9),
+        # a wrong answer: a photo of the beach . -> a, of = 2 of 6 (whitespace tokens: 2/5)
+        ("A photo of the beach.", 2 / 6),
+        # punctuation in the gold answer counts too: paris vs paris . -> 1/1, BP exp(1 - 2)
+        ("Paris", math.exp(-1)),
+    ],
+)
+def test_bleu1_on_perturbed_answers_by_hand(prediction, expected):
+    pytest.importorskip("nltk")
+    gold = "Paris." if prediction == "Paris" else GOLD
+    assert bleu1(prediction, gold) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "prediction, gold, em, em_mem0",
+    [
+        ("Paris", "paris", 1.0, 1.0),
+        ("  Paris ", "paris", 1.0, 1.0),  # mem0 strips outer whitespace
+        ("Paris.", "Paris", 1.0, 0.0),  # ours drops .,!? ; mem0 compares the strings
+        ("7 May, 2023", "7 May 2023", 1.0, 0.0),
+        ("New  York", "new york", 1.0, 0.0),  # ours splits on whitespace
+        ("the Paris", "Paris", 0.0, 0.0),  # neither drops articles
+        ("", "", 1.0, 0.0),  # mem0 scores an empty string 0
+        ("", "paris", 0.0, 0.0),
+    ],
+)
+def test_exact_match_rules(prediction, gold, em, em_mem0):
+    assert metrics.exact_match(prediction, gold) == em
+    assert metrics.mem0_exact_match(prediction, gold) == em_mem0
+
+
+def test_bleu1_without_nltk_says_how_to_install(monkeypatch):
+    scoring._nltk_tokenizers.cache_clear()
+    scoring.word_tokens.cache_clear()
+    for name in ("nltk", "nltk.tokenize", "nltk.tokenize.destructive", "nltk.tokenize.punkt"):
+        monkeypatch.setitem(sys.modules, name, None)
+    try:
+        with pytest.raises(ImportError, match="pip install nltk"):
+            bleu1("some words", "other words")
+        with pytest.raises(ImportError, match="pip install nltk"):
+            scoring.get_metric("bleu1")  # at once, before any scoring
+        assert scoring.get_metric("em_mem0") is metrics.mem0_exact_match  # others need no nltk
+    finally:
+        scoring._nltk_tokenizers.cache_clear()
+        scoring.word_tokens.cache_clear()
 
 
 # --- LoCoMo's F1 ------------------------------------------------------------------------
@@ -236,13 +349,13 @@ def test_summarize_overall_and_per_kind():
     ]
     summary = summarize(records, judge_labels=[CORRECT, WRONG, CORRECT])
     single = summary["per_kind"]["single-hop"]
-    assert single == {"count": 2, "f1": 0.5, "bleu1": 0.5, "em": 0.5, "locomo_f1": 0.5, "j": 0.5}
+    assert single == {"count": 2, "f1": 0.5, "bleu1": 0.5, "em": 0.5, "em_mem0": 0.5, "locomo_f1": 0.5, "j": 0.5}
     multi = summary["per_kind"]["multi-hop"]
     # token F1 over sets: {chess hiking} vs {hiking chess painting}: P 1, R 2/3 -> 0.8
     assert multi["f1"] == pytest.approx(0.8)
-    # BLEU-1: tokens "chess," "hiking" vs "hiking," "chess," "painting": only "chess," matches
-    # -> 1/2, BP exp(1 - 3/2)
-    assert multi["bleu1"] == pytest.approx(0.5 * math.exp(-0.5))
+    # BLEU-1: chess , hiking vs hiking , chess , painting: all 3 match ("," once of twice)
+    # -> 3/3, BP exp(1 - 5/3)
+    assert multi["bleu1"] == pytest.approx(math.exp(-2 / 3))
     assert multi["locomo_f1"] == pytest.approx(2 / 3)  # multi-hop rule applies by kind
     overall = summary["overall"]
     assert overall["count"] == 3
@@ -253,8 +366,9 @@ def test_summarize_overall_and_per_kind():
 
 
 def test_summarize_without_locomo_or_judge_and_bad_inputs():
+    pytest.importorskip("nltk")  # for BLEU-1's tokenizer
     summary = summarize([("temporal", "May 2023", "7 May 2023")], locomo=False)
-    assert set(summary["overall"]) == {"count", "f1", "bleu1", "em"}
+    assert set(summary["overall"]) == {"count", "f1", "bleu1", "em", "em_mem0"}
     assert summary["overall"]["f1"] == pytest.approx(0.8)
     with pytest.raises(ValueError, match="no records"):
         summarize([])
