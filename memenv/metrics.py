@@ -36,6 +36,7 @@ __all__ = [
     "CORRECT",
     "JUDGE_PROMPT",
     "JudgeResult",
+    "METRIC_RULES",
     "WRONG",
     "bleu1",
     "exact_match",
@@ -249,6 +250,20 @@ def judge_answers(
 
 
 # --- summaries --------------------------------------------------------------------------
+
+# What each key of a summary measures, written into result files next to the numbers.
+METRIC_RULES: dict[str, str] = {
+    "f1": "token F1 of the mem0 / A-Mem evaluation code: lower-cased, .,!? replaced by spaces, "
+    "whitespace tokens, F1 over the token sets",
+    "bleu1": "BLEU-1 of the mem0 / A-Mem evaluation code: nltk sentence_bleu, weights (1, 0, 0, 0), "
+    "smoothing method 1, over nltk word tokens of the lower-cased texts (punctuation split off)",
+    "em": "exact match, this package's rule: equal normalised token lists (as for f1, in order)",
+    "em_mem0": "exact match of the mem0 / A-Mem evaluation code: lower-cased strings, stripped of "
+    "outer whitespace, equal (0 when either is empty)",
+    "locomo_f1": "F1 of LoCoMo's task_eval/evaluation.py: Porter-stemmed normalised tokens, "
+    "multi-hop and open-domain rules by category",
+    "j": "LLM-as-a-Judge accuracy, the fraction of answers the judge labels CORRECT",
+}
 
 
 def _record_scores(kind: str, prediction: str, gold: str, with_locomo: bool) -> dict[str, float]:

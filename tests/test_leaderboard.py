@@ -454,3 +454,89 @@ def test_longmemeval_conversations_select_question_ids(tmp_path, isolated_regist
                         "--conversations", "lme_002", "--rows", "rag-turns+fake-reader")
     assert results["settings"]["conversations"] == ["lme_002"]
     assert [c["conversation"] for c in results["rows"][0]["conversations"]] == ["lme_002"]
+
+
+# ------------------------------------------------------------------------ re-scoring ------
+from benchmarks.leaderboard import rescore as lb_rescore  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def test_new_results_name_both_exact_matches_and_every_rule(tmp_path, isolated_registry):
+    registry.register_agent("fake-reader", lambda: TranscriptChecker([]))
+    results, md, _ = run(tmp_path, "--source", "locomo", "--data-path", str(FIXTURE_LOCOMO),
+                         "--rows", "rag-turns+fake-reader")
+    overall = results["rows"][0]["overall"]
+    assert {"bleu1", "em", "em_mem0", "locomo_f1"} <= set(overall)
+    assert set(results["metric_rules"]) == {"f1", "bleu1", "em", "em_mem0", "locomo_f1"}
+    assert "nltk word tokens" in results["metric_rules"]["bleu1"]
+    assert "| EM | EM-mem0 |" in md and "EM-mem0 = the mem0 / A-Mem exact match" in md
+    assert "`metric_rules`" in md and "Re-scored" not in md
+
+
+def test_rescore_recomputes_scores_from_the_locomo_data_and_records_what_changed(tmp_path, isolated_registry):
+    registry.register_agent("fake-reader", lambda: TranscriptChecker([]))
+    results, _, _ = run(tmp_path, "--source", "locomo", "--data-path", str(FIXTURE_LOCOMO),
+                        "--rows", "rag-turns+fake-reader")
+    fresh = results["rows"][0]
+    # results as an older metric wrote them: another BLEU-1, no mem0 exact match, no rules
+    old = json.loads((tmp_path / "lb.json").read_text())
+    old.pop("metric_rules")
+    for scores in [old["rows"][0]["overall"], *old["rows"][0]["per_kind"].values()]:
+        scores["bleu1"] = 0.123
+        scores.pop("em_mem0")
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    rescored = lb_rescore.main(["--results", str(tmp_path / "old.json"), "--out", str(tmp_path / "new")])
+    row = rescored["rows"][0]
+    assert row["overall"] == fresh["overall"] and row["per_kind"] == fresh["per_kind"]
+    assert rescored["metric_rules"] == results["metric_rules"]
+    record = rescored["rescored"]
+    assert record["previous"][row["row"]]["bleu1"] == 0.123
+    assert record["note"].startswith("Scores changed: bleu1; added: em_mem0 (")
+    md = (tmp_path / "new.md").read_text()
+    assert "Re-scored" in md and "python -m benchmarks.leaderboard.rescore --results" in md and "EM-mem0" in md
+    assert json.loads((tmp_path / "new.json").read_text()) == rescored
+    # the old markdown (no rules recorded) said which BLEU-1 it holds
+    assert "B1 = BLEU-1 over lower-cased whitespace tokens" in lb.to_markdown(old)
+
+
+def test_rescore_synthetic_results_needs_no_data(tmp_path):
+    results, _, _ = run(tmp_path, "--worlds", "0", "--rows", "oracle", "--max-questions", "3")
+    rescored = lb_rescore.main(["--results", str(tmp_path / "lb.json"), "--out", str(tmp_path / "again")])
+    assert rescored["rows"][0]["overall"] == results["rows"][0]["overall"]
+    assert rescored["rescored"]["note"].startswith("No score changed (")
+
+
+def test_rescore_refuses_results_it_cannot_score_in_one_line(tmp_path, capsys, isolated_registry):
+    registry.register_agent("fake-reader", lambda: TranscriptChecker([]))
+    run(tmp_path, "--source", "locomo", "--data-path", str(FIXTURE_LOCOMO), "--rows", "rag-turns+fake-reader")
+    saved = json.loads((tmp_path / "lb.json").read_text())
+    cases = {}
+    no_predictions = json.loads(json.dumps(saved))
+    no_predictions["rows"][0].pop("predictions")
+    cases["no saved predictions"] = no_predictions
+    other_gold = json.loads(json.dumps(saved))
+    other_gold["rows"][0]["predictions"][0]["f1"] = 0.5 if other_gold["rows"][0]["predictions"][0]["f1"] != 0.5 else 0.25
+    cases["does not give the F1 saved"] = other_gold
+    unknown = json.loads(json.dumps(saved))
+    unknown["rows"][0]["predictions"][0]["question_id"] = "conv-t1/q999"
+    cases["is not in the data set"] = unknown
+    for message, broken in cases.items():
+        path = tmp_path / "broken.json"
+        path.write_text(json.dumps(broken))
+        assert run_main(lb_rescore.main, lb_rescore.PROG, ["--results", str(path), "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert run_main(lb_rescore.main, lb_rescore.PROG, ["--results", str(tmp_path / "absent.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not DEV_LOCOMO.exists(), reason=f"LoCoMo dev file {DEV_LOCOMO} is absent (never committed)")
+@pytest.mark.parametrize("name", ["leaderboard_locomo_dev_smollm2", "leaderboard_locomo_dev_smollm2_answer_r1"])
+def test_committed_locomo_rows_carry_the_current_metrics(tmp_path, name):
+    committed = json.loads((RESULTS / f"{name}.json").read_text())
+    assert "em_mem0" in committed["rows"][0]["overall"] and "metric_rules" in committed
+    again = lb_rescore.main(["--results", str(RESULTS / f"{name}.json"), "--data-path", str(DEV_LOCOMO),
+                             "--out", str(tmp_path / name)])
+    assert [row["overall"] for row in again["rows"]] == [row["overall"] for row in committed["rows"]]
+    assert [row["per_kind"] for row in again["rows"]] == [row["per_kind"] for row in committed["rows"]]

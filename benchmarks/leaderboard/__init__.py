@@ -14,6 +14,8 @@ Modules:
 * ``evaluation`` -- one row: the memory phase, the answers on the final memory, the scores.
 * ``judge`` -- the LLM judge (J) and its control items.
 * ``render`` -- the markdown document and the terminal table.
+* ``rescore`` -- ``python -m benchmarks.leaderboard.rescore``: saved results scored again
+  with the current metrics from their saved predictions, no model run.
 """
 
 from benchmarks.leaderboard.cli import (DEFAULT_DATA_ROWS, DEFAULT_LOCOMO_PATHS, DEFAULT_NUM_SESSIONS,

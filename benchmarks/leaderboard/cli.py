@@ -25,12 +25,17 @@ synthetic worlds' canonical fact sentences, so on LoCoMo and LongMemEval rows ne
 LLM answerer; such rows, unknown agents and flags of another source are refused before
 anything loads.
 
-Metrics per row, overall and per question kind: token F1 (mem0 / A-Mem style), BLEU-1,
-exact match, LoCoMo's own F1 (LoCoMo only), J with ``--judge llm:<model>``; plus memory
+Metrics per row, overall and per question kind: token F1 and BLEU-1 as the mem0 / A-Mem
+evaluation code computes them (the code behind the Mem0, Memory-R1 and Memory-R2 tables),
+exact match by two rules (EM: equal normalised token lists; EM-mem0: the mem0 / A-Mem
+lower-cased string equality), LoCoMo's own F1 (LoCoMo only), J with ``--judge
+llm:<model>``; the JSON's ``metric_rules`` spells out each rule; plus memory
 tokens kept at the end (whitespace tokens, mean per conversation; for full-context the
 kept transcript), memory-phase seconds per conversation and answer seconds per question.
 Outputs: ``<out>.md`` (with the command line, date and machine), ``<out>.json`` and a
-table on the terminal.
+table on the terminal. Results saved with ``--save-predictions`` can be scored again with
+later metrics, without any model: ``python -m benchmarks.leaderboard.rescore --results
+<out>.json`` (:mod:`benchmarks.leaderboard.rescore`).
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from memenv.sources import make_source
 
 from algos.cli import UserError, check_range, parse_args
 from benchmarks.leaderboard.evaluation import (DEFAULT_ANSWER_TOP_K, DEFAULT_BATCH_SIZE, DEFAULT_CONTEXT_TOKENS,
-                                               QA_SCHEDULE, EvalConfig, Progress, evaluate_row)
+                                               QA_SCHEDULE, EvalConfig, Progress, evaluate_row, metric_rules)
 from benchmarks.leaderboard.judge import (DEFAULT_JUDGE_MAX_NEW_TOKENS, JUDGE_CONTROL_QUESTIONS, judge_agreement,
                                           judge_generator)
 from benchmarks.leaderboard.render import machine_info, print_table, to_markdown
@@ -288,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "environment": environment(),
         "total_seconds": time.perf_counter() - started,
         "settings": settings,
+        "metric_rules": metric_rules(config.locomo_metrics, judge is not None),
         "judge_controls": judge_controls,
         "rows": results_rows,
     }

@@ -18,7 +18,7 @@ import gymnasium as gym
 
 import memenv  # noqa: F401  (registers the environments)
 from memenv.memory import count_tokens
-from memenv.metrics import judge_answers, summarize, token_f1
+from memenv.metrics import METRIC_RULES, judge_answers, summarize, token_f1
 from memenv.parsing import parse_answer
 from memenv.sources import ConversationSource
 
@@ -43,6 +43,13 @@ def select_questions(num_questions: int, max_questions: int | None) -> list[int]
         raise ValueError(f"max_questions must be >= 1, got {max_questions}")
     step = num_questions / max_questions
     return [int(i * step + step / 2) for i in range(max_questions)]
+
+
+def metric_rules(locomo: bool, judged: bool) -> dict[str, str]:
+    """The rule of every score a row reports (``memenv.metrics.METRIC_RULES``), recorded in
+    the results so that a reader knows which BLEU-1 and which exact match they hold."""
+    names = ["f1", "bleu1", "em", "em_mem0", *(["locomo_f1"] if locomo else []), *(["j"] if judged else [])]
+    return {name: METRIC_RULES[name] for name in names}
 
 
 def act_all(agent: Any, observations: list[str], infos: list[dict]) -> list[str]:

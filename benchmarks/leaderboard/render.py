@@ -48,7 +48,8 @@ def _columns(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     locomo = results["settings"]["locomo_metrics"]
     judged = results["settings"]["judge"] is not None
     kinds = list(dict.fromkeys(k for row in rows for k in row["per_kind"]))
-    header = ["row", "conv", "questions", "F1", "B1", "EM"]
+    with_em_mem0 = all("em_mem0" in row["overall"] for row in rows)  # absent from results before it existed
+    header = ["row", "conv", "questions", "F1", "B1", "EM"] + (["EM-mem0"] if with_em_mem0 else [])
     header += ["LoCoMo-F1"] if locomo else []
     header += ["J"] if judged else []
     header += [f"F1 {_kind_label(k, locomo)}" for k in kinds]
@@ -60,6 +61,7 @@ def _columns(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         overall = row["overall"]
         line = [row["row"], str(row["num_conversations"]), str(row["num_questions"]),
                 _pct(overall["f1"]), _pct(overall["bleu1"]), _pct(overall["em"])]
+        line += [_pct(overall["em_mem0"])] if with_em_mem0 else []
         line += [_pct(overall["locomo_f1"])] if locomo else []
         line += [_pct(overall["j"])] if judged else []
         line += [_pct(row["per_kind"][k]["f1"]) + f" ({row['per_kind'][k]['count']})" if k in row["per_kind"]
@@ -94,9 +96,10 @@ def settings_lines(results: dict[str, Any]) -> list[str]:
         f"- Protocol: qa_schedule=\"{QA_SCHEDULE}\" (every question after the last session, on the final memory); {cap}.",
         f"- Answer retrieval: the environment's BM25, top {s['answer_top_k']} memories per speaker. "
         f"`full-context` rows read the most recent {s['context_tokens']} whitespace tokens of the transcript instead.",
-        "- Scores in percent: F1 = mem0-style token F1, B1 = BLEU-1, EM = exact match"
+        _scores_line(results)
         + (", LoCoMo-F1 = LoCoMo's own stemmed F1" if s["locomo_metrics"] else "")
-        + (f", J = LLM-as-a-Judge accuracy, judged by `{s['judge']}`" if s["judge"] else "") + ".",
+        + (f", J = LLM-as-a-Judge accuracy, judged by `{s['judge']}`" if s["judge"] else "") + "."
+        + (" The JSON's `metric_rules` spells out each rule." if "metric_rules" in results else ""),
         *([_control_line(results["judge_controls"])] if results.get("judge_controls") else []),
         "- Per-kind columns give F1 and (number of questions)"
         + ("; LoCoMo categories by LoCoMo's own numbering: 1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop "
@@ -110,6 +113,21 @@ def settings_lines(results: dict[str, Any]) -> list[str]:
         lines.append("- The `scripted` answerer reads only the synthetic worlds' canonical fact sentences; with raw "
                      "turns or free-form facts (rag-turns, add-only, full-context) it can only answer `unknown`.")
     return lines
+
+
+def _scores_line(results: dict[str, Any]) -> str:
+    """The start of the note that names each score's rule."""
+    if "metric_rules" not in results:  # written before BLEU-1 took the mem0 / A-Mem tokenizer
+        return ("- Scores in percent: F1 = mem0-style token F1, B1 = BLEU-1 over lower-cased whitespace tokens, "
+                "EM = exact match (equal normalised token lists)")
+    return ("- Scores in percent: F1 = mem0 / A-Mem token F1, B1 = mem0 / A-Mem BLEU-1 (nltk word tokens, "
+            "punctuation split off), EM = exact match as equal normalised token lists (lower-cased, .,!? dropped), "
+            "EM-mem0 = the mem0 / A-Mem exact match (lower-cased strings equal)")
+
+
+def _rescored_line(rescored: dict[str, Any]) -> str:
+    return (f"Re-scored {rescored['date']} from the saved predictions, memory and answers unchanged: "
+            f"`{rescored['command']}`. {rescored['note']}")
 
 
 def _control_line(controls: dict[str, Any]) -> str:
@@ -130,6 +148,8 @@ def to_markdown(results: dict[str, Any]) -> str:
     lines = [f"# Leaderboard: {results['title']}", "", "```", results["command"], "```", "",
              f"Date: {results['date']}. Machine: {machine_text}. Total time: {results['total_seconds']:.0f} s.", "",
              markdown_line(results["environment"]) if "environment" in results else "Environment: not recorded.", ""]
+    if results.get("rescored"):
+        lines += [_rescored_line(results["rescored"]), ""]
     lines += settings_lines(results)
     lines += ["", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(line) + " |" for line in cells]
