@@ -93,8 +93,10 @@ class MemorySessionEnv(gym.Env[str, str]):
     ## Rewards
     ``extract`` and ``manage`` turns: 0, or ``-invalid_penalty`` for an invalid action. ``answer`` turns: ``score(answer, gold) - lambda_comp * max(0, memory_tokens -
     0.7 * seen_tokens) / seen_tokens`` where ``score`` is token F1 (``metric="f1"``, the mem0
-    evaluation's), exact match (``"em"``), BLEU-1 (``"bleu1"``) or the SQuAD-style F1 the
-    official Memory-R2 code trains on (``"squad_f1"``), and tokens are whitespace tokens.
+    evaluation's), exact match (``"em"``: equal normalised token lists; ``"em_mem0"``: the mem0
+    evaluation's lower-cased string equality), the mem0 evaluation's BLEU-1 (``"bleu1"``, needs
+    nltk) or the SQuAD-style F1 the official Memory-R2 code trains on (``"squad_f1"``), and
+    tokens are whitespace tokens.
 
     ## Chunked sessions
     ``session_chunks=K`` splits every session's turns into up to K consecutive chunks (the
@@ -184,7 +186,7 @@ class MemorySessionEnv(gym.Env[str, str]):
             source_options: any further options of the source.
             qa_schedule: ``"after_evidence"`` (questions right after their last evidence
                 session; for training) or ``"end"`` (all after the last session; benchmarks).
-            metric: answer score, ``"f1"``, ``"em"``, ``"bleu1"`` or ``"squad_f1"``.
+            metric: answer score, ``"f1"``, ``"em"``, ``"em_mem0"``, ``"bleu1"`` or ``"squad_f1"``.
             lambda_comp: weight of the compression penalty (0 disables it).
             retriever: ``"bm25"``, ``"embedding"``, a Retriever or a factory of one.
             manage_top_k: related memories shown per fact in ``manage``.
