@@ -67,6 +67,8 @@ from memenv.synthetic.texts import (
     canonical_hard_fact,
     hard_question_text,
     history_text,
+    list_text,
+    LIST_NOUNS,
     order_question_text,
     parse_fact,
 )
@@ -96,8 +98,8 @@ HARD_RETRACT_WEIGHTS = {PARTNER: 0.7, CLUB: 1.0, VEHICLE: 0.8, PET: 0.8}
 CORRECTION_WEIGHT = 1.0
 # Slots whose corrections may fix the value (else the date): the items of list slots.
 VALUE_CORRECTION_SLOTS = (CLUB, VEHICLE, PET, TRIP, CONCERT)
-THIRD_PARTY_WEIGHT = 2.0
-HARD_MIN_EVENTS, HARD_MAX_EVENTS = 3, 5   # fact events per session after the first
+THIRD_PARTY_WEIGHT = 3.0
+HARD_MIN_EVENTS, HARD_MAX_EVENTS = 4, 6   # fact events per session after the first
 MAX_ASIDES = 2                             # distractor statements per session, at most
 ORDER_QUESTIONS_PER_PERSON = 3
 # Unanswerable questions per world, at most (every manager answers them, so fewer than in
@@ -139,6 +141,9 @@ class HardWorldBuilder(_WorldBuilder):
         self.max_memory = 0
         # (speaker, slot) -> (its history text, the past states it lists)
         self.histories: dict[tuple[str, str], tuple[str, list[PastState]]] = {}
+        # (speaker, slot) -> (value, date) of each item of an add-only slot (LIST_NOUNS),
+        # in the order added: one state text, then one merged list text from the second on.
+        self.lists: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self._session = 0
 
     # -- events --
@@ -154,9 +159,51 @@ class HardWorldBuilder(_WorldBuilder):
         if old_value is None:  # an introduction or an addition: as in default worlds
             fact_event = super()._make_event(person, event, value, session, date, max_offset, detail)
             self._begin(person, slot, value, detail, fact_event.fact.text, session, date, max_offset)
+            if slot in LIST_NOUNS:
+                return self._merge_item(person, slot, fact_event)
             return fact_event
         return self._end_state(person, event, slot, value, detail, old_value, old_text, old_detail,
                                session, date, max_offset)
+
+    def _slot_text(self, person: Person, slot: str) -> str:
+        """The memory text of an add-only slot's items: the state text of a single item,
+        else the list text that merges them."""
+        entries = self.lists[(person.name, slot)]
+        if len(entries) == 1:
+            value, date_text = entries[0]
+            return canonical_fact(f"{slot}_add", person.name, value, female=person.female, date=date_text)
+        return list_text(person.name, slot, entries)
+
+    def _merge_item(self, person: Person, slot: str, fact_event: FactEvent) -> FactEvent:
+        """A new trip or concert: from the second item on, the gold op UPDATEs the slot's
+        text (the first item's state text, or the list text) to the list text with it added;
+        the statement still states the item's own state text."""
+        added = parse_fact(fact_event.fact.text)
+        entries = self.lists.setdefault((person.name, slot), [])
+        if not entries:
+            entries.append((added.value, added.date))
+            return fact_event
+        old_text = self._slot_text(person, slot)
+        self.memory.remove(fact_event.fact.text)  # the ADD the default world would make
+        entries.append((added.value, added.date))
+        merge = GoldFact(text=self._slot_text(person, slot), op="UPDATE", speaker=person.name,
+                         key=f"{person.name}/{slot}", old_text=old_text)
+        self.memory = list(self._apply((merge,)))
+        return FactEvent(merge, fact_event.event, fact_event.statement, fact_event.offset,
+                         stated=(fact_event.fact.text,))
+
+    def _expanded_memory(self) -> list[str]:
+        """The gold memory with each list text replaced by its items' state texts (what the
+        question drafts of default worlds read)."""
+        items = {}
+        for person in self.people:
+            for slot in LIST_NOUNS:
+                entries = self.lists.get((person.name, slot), [])
+                if len(entries) > 1:
+                    items[self._slot_text(person, slot)] = [
+                        canonical_fact(f"{slot}_add", person.name, v, female=person.female, date=d)
+                        for v, d in entries]
+        return [t for text in self.memory for t in items.get(text, [text])]
 
     def _begin(self, person: Person, slot: str, value: str, detail: str, text: str, session: int,
                date: dt.date, max_offset: int | None) -> None:
@@ -317,6 +364,15 @@ class HardWorldBuilder(_WorldBuilder):
                               detail=parsed.detail)
         key = f"{person.name}/{slot}" + (f"/{value}" if slot in LIST_SLOTS else "")
         fact = GoldFact(text=text, op="UPDATE", speaker=person.name, key=key, old_text=old_text)
+        stated = None
+        if slot in LIST_NOUNS:  # the item's entry is rewritten (in the list text, if any)
+            entries = self.lists[(person.name, slot)]
+            before = self._slot_text(person, slot)
+            entries[entries.index((parsed.value, parsed.date))] = (value, date_text)
+            if len(entries) > 1:
+                fact = GoldFact(text=self._slot_text(person, slot), op="UPDATE", speaker=person.name,
+                                key=f"{person.name}/{slot}", old_text=before)
+                stated = (text,)
         self.memory = list(self._apply((fact,)))
         stint = self._stint(person, slot, parsed.value)
         stint.value, stint.start, stint.text = value, date_text, text
@@ -334,7 +390,7 @@ class HardWorldBuilder(_WorldBuilder):
         self.corrections[text] = self.corrections.get(old_text, ()) + (session,)
         self.corrected.add(text)
         self.dated[text] = (first_session, person.name, slot, value, parsed.detail, date_text)
-        return FactEvent(fact, "correction", said, None)
+        return FactEvent(fact, "correction", said, None, stated=stated)
 
     def _third_party(self, person: Person, slot: str, date: dt.date, max_offset: int) -> FactEvent:
         """A fact about someone the speaker knows: a move, a new job, quitting a club, selling a car."""
@@ -355,10 +411,10 @@ class HardWorldBuilder(_WorldBuilder):
         event = f"third_{slot}"
         text = canonical_hard_fact(event, person.name, value, date=date_text, detail=kin)
         fact = GoldFact(text=text, op="ADD", speaker=person.name, key=f"{person.name}/{kin}/{slot}")
-        self.memory = list(self._apply((fact,)))
         said = choice(rng, THIRD_PARTY_TEMPLATES[event]).format(kin=kin, value=value, when=when,
                                                                 a_value=f"{article(value)} {value}")
-        return FactEvent(fact, event, said, offset)
+        # extracted, never stored: the memory is about the two speakers
+        return FactEvent(fact, event, said, offset, stated=(text,), stored=False)
 
     # -- hooks --
     def _asides(self, session: int, events: Sequence[FactEvent]) -> tuple[Aside, ...]:
@@ -386,6 +442,14 @@ class HardWorldBuilder(_WorldBuilder):
         return {"difficulty": "hard", "aside_turns": tuple(self.aside_turns),
                 "stated_facts": tuple(tuple(s) for s in stated),
                 "memory_budget": max(self.max_memory, len(self.memory)) + BUDGET_SLACK}
+
+    def _questions(self) -> tuple:
+        final = self.memory
+        self.memory = self._expanded_memory()
+        try:
+            return super()._questions()
+        finally:
+            self.memory = final
 
     def _extra_questions(self) -> tuple[list[Question], dict[str, tuple[int, ...]], dict]:
         return (hard_drafts(self.rng, self.people, self.timeline), dict(self.corrections),

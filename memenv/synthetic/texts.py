@@ -107,10 +107,14 @@ class ParsedFact:
     # the speaker ("cousin", ...), else "".
     detail: str = ""
     # "state" (holds now), "retraction", "history" (the past states of a slot, hard
-    # worlds) or "third-party" (about someone the speaker knows, hard worlds).
+    # worlds), "list" (the items of an add-only slot, hard worlds) or "third-party"
+    # (about someone the speaker knows, hard worlds).
     category: str = "state"
     # History texts: the past states, in the order they ended (``value`` is then "").
     past: tuple["PastState", ...] = ()
+    # List texts (hard worlds: "Alice's trips: Peru on 3 May 2023; ..."): one state fact
+    # per item, as its own canonical text would read (``value`` is then "").
+    items: tuple["ParsedFact", ...] = ()
 
 
 PARSE_CACHE_SIZE = 1 << 16
@@ -142,7 +146,7 @@ def _parse_fact(text: str) -> ParsedFact | None:
             slot, _, category = HARD_FACT_TEMPLATES[event]
             return ParsedFact(event, slot, groups["s"], groups["value"], groups.get("date") or "",
                               False, groups.get("kin") or "", category=category)
-    return _parse_history(stripped)
+    return _parse_history(stripped) or _parse_list(stripped)
 
 
 def article(word: str) -> str:
@@ -232,6 +236,42 @@ def canonical_hard_fact(event: str, speaker: str, value: str, *, date: str, deta
         raise ValueError(f"unknown hard fact event {event!r}; choose one of {sorted(HARD_FACT_TEMPLATES)}")
     template = HARD_FACT_TEMPLATES[event][1]
     return template.format(s=speaker, value=value, date=date, article=article(value), kin=detail)
+
+
+# Hard worlds also keep the items of an add-only list slot (trips, concerts) in one *list
+# text* per speaker once there are two or more, which the manager merges each new item
+# into: "Alice's trips: Peru on 3 May 2023; Chile on 5 June 2023." Entries are
+# "<value> on <date>", separated by "; ", in the order they were added; each reads as the
+# state text of its item ("Alice travelled to Peru on 3 May 2023.").
+LIST_NOUNS: dict[str, str] = {TRIP: "trips", CONCERT: "concerts"}
+_LIST_NOUN_SLOTS = {noun: slot for slot, noun in LIST_NOUNS.items()}
+_LIST_RE = re.compile(r"(?P<s>[A-Z][a-z]+)'s (?P<noun>" + "|".join(LIST_NOUNS.values())
+                      + r"): (?P<entries>.+?)\.?")
+_LIST_ENTRY_RE = re.compile(r"(?P<value>.+?) on (?P<date>" + _DATE_RE_TEXT + r")")
+
+
+def list_text(speaker: str, slot: str, entries: Sequence[tuple[str, str]]) -> str:
+    """The list text of a speaker's add-only slot: ``(value, date)`` entries in the order added."""
+    if slot not in LIST_NOUNS:
+        raise ValueError(f"slot {slot!r} has no list text; choose one of {sorted(LIST_NOUNS)}")
+    if not entries:
+        raise ValueError("a list text needs at least one entry")
+    return f"{speaker}'s {LIST_NOUNS[slot]}: " + "; ".join(f"{v} on {d}" for v, d in entries) + "."
+
+
+def _parse_list(text: str) -> ParsedFact | None:
+    match = _LIST_RE.fullmatch(text)
+    if match is None:
+        return None
+    slot, speaker = _LIST_NOUN_SLOTS[match.group("noun")], match.group("s")
+    event = f"{slot}_add"
+    items = []
+    for entry in match.group("entries").split("; "):
+        part = _LIST_ENTRY_RE.fullmatch(entry)
+        if part is None:
+            return None
+        items.append(ParsedFact(event, slot, speaker, part.group("value"), part.group("date"), True))
+    return ParsedFact("list", slot, speaker, "", "", False, category="list", items=tuple(items))
 
 
 # ------------------------------------------------------------------- question texts --
