@@ -37,8 +37,8 @@ def scripted_answer(question: str, memories: Sequence[str]) -> str:
 
     Slot questions get every value of that speaker's slot found in "current state" texts
     (intro, change, join, buy, adopt, ...), in the order of their dates (undated first, then
-    memory order) without repeats, joined with " and "; a hard world's list text counts as
-    the state texts of its items. Retraction texts (break-ups, quitting, selling, giving
+    memory order) without repeats, joined with " and "; a hard world's list or record text
+    counts as the texts it merges. Retraction texts (break-ups, quitting, selling, giving
     away) are not read, so a memory that keeps stale entries answers with several values. "When" questions get
     the date of the event's text; multi-hop questions the city of whoever works as the
     job. The hard worlds' history, counting and ordering questions are read from past and
@@ -76,14 +76,14 @@ _TIMELINE_QUESTIONS = ("previous", "ever", "count", "order")
 
 
 def _read_facts(texts: Sequence[str]) -> list[ParsedFact]:
-    """The canonical facts of memory texts, a list text (hard worlds) read as the state
-    facts of its items; texts that follow no template are skipped."""
+    """The canonical facts of memory texts, a list or record text (hard worlds) read as the
+    facts it merges; texts that follow no template are skipped."""
     out: list[ParsedFact] = []
     for text in texts:
         fact = parse_fact(text)
         if fact is None:
             continue
-        out.extend(fact.items if fact.category == "list" else (fact,))
+        out.extend(fact.items if fact.category in ("list", "record") else (fact,))
     return out
 
 

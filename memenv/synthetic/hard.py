@@ -40,6 +40,7 @@ well short of one that keeps the gold memory:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ from memenv.synthetic.texts import (
     history_text,
     list_text,
     LIST_NOUNS,
+    RECORD_SLOTS,
+    record_text,
     order_question_text,
     parse_fact,
 )
@@ -161,6 +164,15 @@ class HardWorldBuilder(_WorldBuilder):
             self._begin(person, slot, value, detail, fact_event.fact.text, session, date, max_offset)
             if slot in LIST_NOUNS:
                 return self._merge_item(person, slot, fact_event)
+            if slot in RECORD_SLOTS and (person.name, slot) in self.histories:
+                # a new partner after a break-up: the history text becomes the record text
+                history = self.histories[(person.name, slot)][0]
+                self.memory.remove(fact_event.fact.text)
+                op = GoldFact(text=self._record_slot_text(person, slot), op="UPDATE", speaker=person.name,
+                              key=f"{person.name}/{slot}", old_text=history)
+                self.memory = list(self._apply((op,)))
+                return FactEvent(op, fact_event.event, fact_event.statement, fact_event.offset,
+                                 stated=(fact_event.fact.text,))
             return fact_event
         return self._end_state(person, event, slot, value, detail, old_value, old_text, old_detail,
                                session, date, max_offset)
@@ -193,8 +205,8 @@ class HardWorldBuilder(_WorldBuilder):
                          stated=(fact_event.fact.text,))
 
     def _expanded_memory(self) -> list[str]:
-        """The gold memory with each list text replaced by its items' state texts (what the
-        question drafts of default worlds read)."""
+        """The gold memory with each list text replaced by its items' state texts, and each
+        record text by its history and state texts (what the question drafts read)."""
         items = {}
         for person in self.people:
             for slot in LIST_NOUNS:
@@ -203,6 +215,11 @@ class HardWorldBuilder(_WorldBuilder):
                     items[self._slot_text(person, slot)] = [
                         canonical_fact(f"{slot}_add", person.name, v, female=person.female, date=d)
                         for v, d in entries]
+        for person in self.people:
+            for slot in RECORD_SLOTS:
+                text = self._record_slot_text(person, slot)
+                if text is not None and (person.name, slot) in self.histories and slot in person.current:
+                    items[text] = [self.histories[(person.name, slot)][0], person.current[slot][1]]
         return [t for text in self.memory for t in items.get(text, [text])]
 
     def _begin(self, person: Person, slot: str, value: str, detail: str, text: str, session: int,
@@ -228,6 +245,7 @@ class HardWorldBuilder(_WorldBuilder):
         """
         rng = self.rng
         is_state = FACT_TEMPLATES[event][2]
+        before = self._record_slot_text(person, slot) if slot in RECORD_SLOTS else None
         offset = self._draw_offset(max_offset)
         when = choice(rng, relative_date_phrases(offset, date))
         date_text = format_date(date - dt.timedelta(days=offset))
@@ -248,6 +266,9 @@ class HardWorldBuilder(_WorldBuilder):
         stint.sessions.append(session)
         person.changed.add(slot)
         person.touches.setdefault(slot, []).append(session)
+        if before is not None:  # home, job, partner: one text holds the slot's past and present
+            return self._end_record(person, event, slot, value, detail, old_value, old_detail, before,
+                                    new_history, session, date, max_offset, offset, when, date_text)
         if not is_state:  # a retraction
             said = canonical_fact(event, person.name, old_value, female=person.female, date=date_text,
                                   detail=old_detail)
@@ -275,6 +296,46 @@ class HardWorldBuilder(_WorldBuilder):
             value=value, old=old_value, when=when, a_value=f"{article(value)} {value}",
             a_old=f"{article(old_value)} {old_value}")
         return FactEvent(new, event, said, offset, extra_facts=(merge,), before=False, stated=(text,))
+
+    def _end_record(self, person: Person, event: str, slot: str, value: str, detail: str, old_value: str,
+                    old_detail: str, before: str, new_history: str, session: int, date: dt.date,
+                    max_offset: int, offset: int, when: str, date_text: str) -> FactEvent:
+        """A change or a retraction of a home, job or partner: one UPDATE of the slot's text
+        (its state or record text) to the record text with the new value, or to the history
+        text when the value ends (a break-up)."""
+        rng = self.rng
+        if not FACT_TEMPLATES[event][2]:
+            said = canonical_fact(event, person.name, old_value, female=person.female, date=date_text,
+                                  detail=old_detail)
+            op = GoldFact(text=new_history, op="UPDATE", speaker=person.name, key=f"{person.name}/{slot}/past",
+                          old_text=before)
+            self.memory = list(self._apply((op,)))
+            del person.current[slot]
+            return FactEvent(op, event, statement(rng, event, old_value, when, old_detail), offset,
+                             stated=(said,))
+        text = canonical_fact(event, person.name, value, female=person.female, date=date_text, detail=detail)
+        person.current[slot] = (value, text, detail)
+        self._use(person, slot, value)
+        self.dated[text] = (session, person.name, slot, value, detail, date_text)
+        self._begin(person, slot, value, detail, text, session, date, max_offset)
+        op = GoldFact(text=self._record_slot_text(person, slot), op="UPDATE", speaker=person.name,
+                      key=f"{person.name}/{slot}", old_text=before)
+        self.memory = list(self._apply((op,)))
+        said = choice(rng, HARD_CHANGE_TEMPLATES[event]).format(
+            value=value, old=old_value, when=when, a_value=f"{article(value)} {value}",
+            a_old=f"{article(old_value)} {old_value}")
+        return FactEvent(op, event, said, offset, stated=(text,))
+
+    def _record_slot_text(self, person: Person, slot: str) -> str | None:
+        """The memory text of a home, job or partner: its state text, its history text (no
+        current value), the record text of both, or None (never mentioned)."""
+        history = self.histories.get((person.name, slot))
+        current = person.current.get(slot)
+        if history is None:
+            return current[1] if current else None
+        if current is None:
+            return history[0]
+        return record_text(person.name, slot, history[1], current[0], parse_fact(current[1]).date)
 
     def _apply(self, facts: Sequence[GoldFact]) -> tuple[str, ...]:
         from memenv.synthetic.world import apply_gold_facts
@@ -373,7 +434,9 @@ class HardWorldBuilder(_WorldBuilder):
                 fact = GoldFact(text=self._slot_text(person, slot), op="UPDATE", speaker=person.name,
                                 key=f"{person.name}/{slot}", old_text=before)
                 stated = (text,)
-        self.memory = list(self._apply((fact,)))
+        record = self._record_slot_text(person, slot) if slot in RECORD_SLOTS else None
+        if record is None or record == old_text:
+            self.memory = list(self._apply((fact,)))
         stint = self._stint(person, slot, parsed.value)
         stint.value, stint.start, stint.text = value, date_text, text
         stint.stated.append(session)
@@ -383,6 +446,15 @@ class HardWorldBuilder(_WorldBuilder):
             person.items[slot][value] = (text, parsed.detail)
         else:
             person.current[slot] = (value, text, parsed.detail)
+        if record is not None and record != old_text:  # the current entry of a record text
+            history, states = self.histories[(person.name, slot)]
+            if states[-1].end == parsed.date:  # the change ended the previous value that day
+                states = states[:-1] + [dataclasses.replace(states[-1], end=date_text)]
+                self.histories[(person.name, slot)] = (history_text(person.name, slot, states), states)
+            fact = GoldFact(text=self._record_slot_text(person, slot), op="UPDATE", speaker=person.name,
+                            key=key, old_text=record)
+            self.memory = list(self._apply((fact,)))
+            stated = (text,)
         self._use(person, slot, value)
         person.changed.add(slot)
         person.touches.setdefault(slot, []).append(session)
