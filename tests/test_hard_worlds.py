@@ -20,7 +20,7 @@ from memenv.synthetic import generate_world, parse_date, parse_fact, parse_quest
 from memenv.synthetic.dates import find_relative_phrase, format_date, resolve_relative_date
 from memenv.synthetic.hard import BUDGET_SLACK
 from memenv.synthetic.source import SyntheticSource
-from memenv.synthetic.texts import PastState, history_text, order_question_text
+from memenv.synthetic.texts import PastState, canonical_fact, history_text, order_question_text
 from memenv.types import COUNTING, HARD_SYNTHETIC_KINDS, HISTORY, ORDERING
 
 import numpy as np
@@ -32,19 +32,14 @@ def hard_worlds(seeds=range(8), num_sessions=8):
     return [generate_world(seed, num_sessions, "hard") for seed in seeds]
 
 
-def is_correction(fact):
-    """Whether a gold UPDATE corrects a text (same event, same value or same date)."""
-    new, old = parse_fact(fact.text), parse_fact(fact.old_text)
-    return old.event == new.event and (old.value == new.value or old.date == new.date)
-
-
 def item_texts(text):
-    """The state texts a list text merges ("Alice's trips: ..."), else ()."""
+    """The state texts a list or record text merges ("Alice's trips: ...", "Alice's homes:
+    ..."), else ()."""
     parsed = parse_fact(text)
-    if parsed is None or parsed.category != "list":
+    if parsed is None or parsed.category not in ("list", "record"):
         return ()
-    return tuple(f"{parsed.speaker} travelled to {i.value} on {i.date}." if i.slot == "trip"
-                 else f"{parsed.speaker} saw {i.value} in concert on {i.date}." for i in parsed.items)
+    return tuple(canonical_fact(i.event, i.speaker, i.value, female=True, date=i.date)
+                 for i in parsed.items if i.category == "state")
 
 
 def turn_map(world):
@@ -104,38 +99,58 @@ def test_stated_facts_are_said_by_their_speaker_with_their_date():
     assert checked > 100
 
 
-def test_changes_merge_the_ended_state_into_one_history_text():
+def test_changes_merge_past_and_present_into_one_record_text():
     seen = 0
     for world in hard_worlds(range(10)):
         turns = turn_map(world)
+        stated = {(s, t) for s, _, t, _ in world.extra["fact_turns"]}
         for session_index, dia_id, text, offset in world.extra["fact_turns"]:
             parsed = parse_fact(text)
-            if parsed.event not in ("city_change", "job_change") or parsed.category != "state":
-                continue
+            if parsed.event not in ("city_change", "job_change") or offset is None:
+                continue  # no offset: a correction (its turn gives the absolute date)
             session = world.sessions[session_index]
-            ops = [f for f in session.gold_facts if f.speaker == parsed.speaker and f.key.startswith(
-                f"{parsed.speaker}/{parsed.slot}")]
-            update = next(f for f in ops if f.text == text)
-            if update.op != "UPDATE":
-                continue  # a first mention after all
-            old = parse_fact(update.old_text)
-            if is_correction(update):
-                continue  # a correction of the change's date
-            history = next(f for f in ops if f.key.endswith("/past"))
-            entry = parse_fact(history.text).past[-1]
+            op = next(f for f in session.gold_facts if f.key == f"{parsed.speaker}/{parsed.slot}")
+            record = parse_fact(op.text)
+            assert op.op == "UPDATE" and record.category == "record"
+            history, current = record.items
+            assert (current.value, current.date) == (parsed.value, parsed.date)
+            # the text it replaces: the old value's state text, or the record text so far
+            old = parse_fact(op.old_text)
+            before = old if old.category == "state" else old.items[1]
+            entry = history.past[-1]
+            assert (entry.value, entry.start, entry.end) == (before.value, before.date, parsed.date)
+            if old.category == "record":
+                assert history.past[:-1] == old.items[0].past
             said = turns[(session_index, dia_id)][1].text
             # the turn names the value it ends and the one it starts
-            assert old.value in said and parsed.value in said
-            assert (entry.value, entry.start, entry.end) == (old.value, old.date, parsed.date)
-            assert history.op == ("UPDATE" if history.old_text else "ADD")
-            # the history text is written by the manager, not stated
-            assert (session_index, history.text) not in {(s, t) for s, _, t, _ in world.extra["fact_turns"]}
+            assert before.value in said and parsed.value in said
+            # the record text is written by the manager, not stated
+            assert (session_index, op.text) not in stated
             seen += 1
     assert seen > 20
 
 
+def test_new_trips_and_concerts_merge_into_one_list_text():
+    seen = 0
+    for world in hard_worlds(range(10)):
+        for session_index, _, text, offset in world.extra["fact_turns"]:
+            parsed = parse_fact(text)
+            if parsed.event not in ("trip_add", "concert_add") or offset is None:
+                continue
+            op = next(f for f in world.sessions[session_index].gold_facts
+                      if f.key in (f"{parsed.speaker}/{parsed.slot}", f"{parsed.speaker}/{parsed.slot}/{parsed.value}"))
+            if op.op == "ADD":  # the speaker's first trip (concert): its own state text
+                assert op.text == text
+                continue
+            assert op.op == "UPDATE" and parse_fact(op.text).category == "list"
+            # the list text adds the stated item to the texts it merged so far
+            assert item_texts(op.text) == (item_texts(op.old_text) or (op.old_text,)) + (text,)
+            seen += 1
+    assert seen > 10
+
+
 def test_retractions_corrections_and_third_parties_follow_the_dialogue():
-    counts = {"retraction": 0, "correction": 0, "third-party": 0, "list correction": 0}
+    counts = {"retraction": 0, "correction": 0, "third-party": 0, "merged correction": 0}
     for world in hard_worlds(range(30)):
         turns = turn_map(world)
         for session_index, dia_id, text, offset in world.extra["fact_turns"]:
@@ -161,12 +176,12 @@ def test_retractions_corrections_and_third_parties_follow_the_dialogue():
                     "wrong" in said or "Correction" in said or "mixed" in said):
                 fact = next(f for f in ops if f.text == text or text in item_texts(f.text))
                 old = parse_fact(fact.old_text)
-                if old.category == "list":  # the entry is rewritten inside the list text
+                if old.category in ("list", "record"):  # the entry is rewritten inside the text
                     new_items = item_texts(fact.text)
                     gone = [t for t in item_texts(fact.old_text) if t not in new_items]
                     assert fact.op == "UPDATE" and len(gone) == 1 and text in new_items
                     old = parse_fact(gone[0])
-                    counts["list correction"] += 1
+                    counts["merged correction"] += 1
                 assert fact.op == "UPDATE" and old.event == parsed.event
                 assert (old.value, old.date) != (parsed.value, parsed.date)
                 if old.date != parsed.date:  # a date correction names both dates
@@ -235,15 +250,16 @@ def test_history_and_counting_answers_follow_the_changes_said():
     checked = 0
     for world in hard_worlds(range(10)):
         values: dict[tuple[str, str], list[str]] = {}
-        for session_index, _, text, _ in world.extra["fact_turns"]:
+        dates: dict[tuple[str, str, str], str] = {}  # (speaker, slot, date) -> value said
+        for session_index, _, text, offset in world.extra["fact_turns"]:
             parsed = parse_fact(text)
             if parsed.category == "state":
-                values.setdefault((parsed.speaker, parsed.slot), [])
-                bucket = values[(parsed.speaker, parsed.slot)]
-                correction = next((f for f in world.sessions[session_index].gold_facts
-                                   if f.text == text and f.op == "UPDATE" and is_correction(f)), None)
-                if correction is not None and parse_fact(correction.old_text).value in bucket:
-                    bucket.remove(parse_fact(correction.old_text).value)  # a corrected value
+                bucket = values.setdefault((parsed.speaker, parsed.slot), [])
+                said_before = dates.get((parsed.speaker, parsed.slot, parsed.date))
+                if offset is None and parsed.date and said_before not in (None, parsed.value):
+                    bucket.remove(said_before)  # a correction of the value said for that date
+                if parsed.date:
+                    dates[(parsed.speaker, parsed.slot, parsed.date)] = parsed.value
                 if parsed.value not in bucket:
                     bucket.append(parsed.value)
         for q in world.questions:
