@@ -1,6 +1,6 @@
 """Hard synthetic worlds (difficulty="hard"): determinism, gold annotations checked against
-the dialogue, the text contract the scripted reader parses, the memory budget, and the
-oracle's F1 1.0 at 8, 16 and 32 sessions."""
+the dialogue, the text contract the scripted reader parses, the memory budget, the
+oracle's F1 1.0 at 8, 16 and 32 sessions, and the hand-written rules falling well short."""
 
 from __future__ import annotations
 
@@ -20,10 +20,26 @@ from memenv.synthetic import generate_world, parse_date, parse_fact, parse_quest
 from memenv.synthetic.dates import find_relative_phrase, format_date, resolve_relative_date
 from memenv.synthetic.hard import BUDGET_SLACK
 from memenv.synthetic.source import SyntheticSource
-from memenv.synthetic.texts import PastState, canonical_fact, history_text, order_question_text
+from memenv.synthetic.texts import PastState, canonical_fact, history_text, list_text, order_question_text, record_text
 from memenv.types import COUNTING, HARD_SYNTHETIC_KINDS, HISTORY, ORDERING
 
 import numpy as np
+
+from agents.sb3_agents import FeatureManagerAgent
+from agents.sb3_features import (
+    ADD,
+    BUDGET_RULE_MEMORIES,
+    DELETE,
+    FEATURE_NAMES,
+    HAND_WRITTEN_RULES,
+    MEMORY_SIZE_SCALE,
+    NOOP,
+    NUM_FEATURES,
+    UPDATE,
+    budget_keep_history_decision,
+    keep_history_decision,
+    rule_decision,
+)
 
 HARD_IDS = ("MemorySessionHard-v0", "MemorySessionHard16-v0", "MemorySessionHard32-v0")
 
@@ -354,5 +370,61 @@ def test_oracle_scores_f1_one_on_hard_worlds(env_id, seeds):
 def test_add_all_and_noop_fall_well_short_on_hard_worlds():
     add_all, _, invalid = play_scores("MemorySessionHard-v0", AddAllAgent(), range(10))
     noop, _, _ = play_scores("MemorySessionHard-v0", NoopAgent(), range(10))
-    assert add_all < 0.75 and invalid > 0   # contradictions, and the budget refuses its growth
+    assert add_all < 0.5 and invalid > 0   # contradictions, and the budget refuses its growth
     assert noop < 0.15
+
+
+def test_record_and_list_texts_round_trip_and_are_read_as_the_texts_they_merge():
+    past = [PastState("Paris", "", "3 May 2023"), PastState("Oslo", "3 May 2023", "4 July 2023")]
+    record = record_text("Alice", "city", past, "Lyon", "4 July 2023")
+    assert record == "Alice's homes: Paris until 3 May 2023; Oslo from 3 May 2023 until 4 July 2023; Lyon since 4 July 2023."
+    history, current = parse_fact(record).items
+    assert history.past == tuple(past) and (current.value, current.date, current.is_state) == ("Lyon", "4 July 2023", True)
+    trips = list_text("Alice", "trip", [("New Zealand", "1 May 2023"), ("Chile", "5 June 2023")])
+    assert trips == "Alice's trips: New Zealand on 1 May 2023; Chile on 5 June 2023."
+    assert [(i.value, i.date) for i in parse_fact(trips).items] == [("New Zealand", "1 May 2023"), ("Chile", "5 June 2023")]
+    memory = [record, trips, "Alice's cousin moved to Rome on 5 July 2023."]
+    assert scripted_answer("Where does Alice live?", memory) == "Lyon"
+    assert scripted_answer("When did Alice move to Lyon?", memory) == "4 July 2023"
+    assert scripted_answer("Where was Alice's home before Lyon?", memory) == "Oslo"
+    assert scripted_answer("How many homes has Alice had?", memory) == "3"
+    assert scripted_answer("Which countries has Alice visited?", memory) == "New Zealand and Chile"
+    assert scripted_answer("When did Alice travel to Chile?", memory) == "5 June 2023"
+    assert scripted_answer("Did Alice travel to Chile before or after she moved to Lyon?", memory) == "before"
+    # a stale state text next to the record is read as a second current value
+    assert scripted_answer("Where does Alice live?", memory + ["Alice lives in Paris."]) == "Paris and Lyon"
+    with pytest.raises(ValueError, match="has no record text"):
+        record_text("Alice", "pet", past, "Milo", "4 July 2023")
+    with pytest.raises(ValueError, match="at least one entry"):
+        list_text("Alice", "concert", [])
+
+
+def feature_vector(**values):
+    x = np.zeros(NUM_FEATURES, dtype=np.float32)
+    for name, value in values.items():
+        x[FEATURE_NAMES.index(name)] = value
+    return x
+
+
+def test_hand_written_rules_decide_as_documented():
+    match = {"nearest0_present": 1, "nearest0_same_speaker": 1, "nearest0_same_topic": 1, "has_date": 1}
+    small = 2 / (2 + MEMORY_SIZE_SCALE)
+    full = BUDGET_RULE_MEMORIES / (BUDGET_RULE_MEMORIES + MEMORY_SIZE_SCALE)
+    change = feature_vector(cue_change=1, memory_size=small, **match)
+    assert rule_decision(change) == UPDATE and keep_history_decision(change) == ADD
+    assert budget_keep_history_decision(change) == ADD
+    assert budget_keep_history_decision(feature_vector(cue_change=1, memory_size=full, **match)) == UPDATE
+    assert budget_keep_history_decision(feature_vector(cue_acquisition=1, memory_size=full, **match)) == UPDATE
+    repeat = feature_vector(cue_change=1, nearest0_duplicate=1, **match)
+    assert rule_decision(repeat) == NOOP and keep_history_decision(repeat) == UPDATE
+    retraction = feature_vector(cue_retraction=1, memory_size=full, **match)
+    assert all(rule(retraction) == DELETE for rule in HAND_WRITTEN_RULES.values())
+    assert all(rule(feature_vector(placeholder=1)) == NOOP for rule in HAND_WRITTEN_RULES.values())
+    with pytest.raises(ValueError, match="features must have"):
+        keep_history_decision(np.zeros(3))
+
+
+@pytest.mark.parametrize("name", list(HAND_WRITTEN_RULES))
+def test_hand_written_rules_fall_well_short_of_the_oracle_on_hard_worlds(name):
+    score, n, _ = play_scores("MemorySessionHard-v0", FeatureManagerAgent(HAND_WRITTEN_RULES[name]), range(10))
+    assert n > 200 and score <= 0.65, (name, score)

@@ -4,25 +4,29 @@ A hard world is drawn like a default one (same speakers, slots, dates and dialog
 with these differences, so that a manager that blindly overwrites, or blindly adds, falls
 well short of one that keeps the gold memory:
 
-- **History is kept, merged.** A change of a scalar slot (a move, a new job, a new
-  partner) or a retraction (a break-up, quitting a club, selling a car, giving a pet
-  away) merges the state it ends into the slot's one *history text*, with the date it
-  ended and, when known, the date it began ("Alice's past homes: Paris until 3 May 2023;
-  Lyon from 3 May 2023 until 4 July 2023.", see ``texts.HISTORY_NOUNS``). The history
-  text is the manager's own writing, not a fact the dialogue states: the gold facts of
-  the session (``Conversation.extra["stated_facts"]``, what ``info["gold"]["facts"]``
-  gives) are the new state or the retraction, the gold operations UPDATE the old state
-  and ADD or UPDATE (merge) the history text (see ``HardWorldBuilder._end_state``). So a
-  manager that overwrites loses history, and one that adds keeps contradictions and
-  outgrows the budget. The statement of a change names the value it ends ("I left Paris
-  and moved to Lyon yesterday").
+- **History is kept, merged.** A change of a home, job or partner merges the state it
+  ends into the slot's one *record text*, which holds its past and present values
+  ("Alice's homes: Paris until 3 May 2023; Lyon since 3 May 2023."); a retraction (a
+  break-up, quitting a club, selling a car, giving a pet away) merges the ended state into
+  the slot's *history text* ("Alice's past clubs: chess club from 1 May 2023 until 4 July
+  2023.", see ``texts.HISTORY_NOUNS``). Trips and concerts, from the second on, merge into
+  one *list text* per speaker ("Alice's trips: Peru on 3 May 2023; Chile on 5 June
+  2023."). These texts are the manager's own writing, not facts the dialogue states: the
+  gold facts of the session (``Conversation.extra["stated_facts"]``, what
+  ``info["gold"]["facts"]`` gives) are the new state, item or retraction, and the gold
+  operations UPDATE the slot's text to the merged one (see ``HardWorldBuilder._end_state``,
+  ``_end_record`` and ``_merge_item``). So one memory entry holds what a manager that
+  writes only the facts' own texts needs several for: under the budget it must overwrite
+  (losing history) or drop facts. The statement of a change names the value it ends ("I
+  left Paris and moved to Lyon yesterday").
 - **Corrections** of an earlier session's statement ("I got a date wrong last time: I
   adopted Milo on 5 May 2023, not on 4 May 2023"; "on 3 June 2023 I travelled to Peru,
   not Chile": dates of any dated state, values of list items): gold op UPDATE of the
-  text being corrected.
-- **Third parties**: "my cousin moved to Rome last Tuesday" is a fact about the cousin,
-  kept apart from the speaker's own ("Alice's cousin moved to Rome on 2 May 2023."):
-  gold op ADD, never an update of the speaker's city.
+  text being corrected, or of the entry inside a record or list text.
+- **Third parties**: "my cousin moved to Rome last Tuesday" is extracted as a fact about
+  the cousin ("Alice's cousin moved to Rome on 2 May 2023.", in ``stated_facts``) but the
+  gold manager keeps nothing: the memory is about the two speakers, and the news would
+  only take room under the budget. Updating the speaker's city with it is wrong too.
 - **Distractor talk** that looks like a fact but is none: hypotheticals and plans that
   fall through ("I thought about moving to Berlin, but we stayed"), negations ("I've
   never been to Peru"). No gold fact; ``Conversation.extra["aside_turns"]`` lists them as
@@ -33,8 +37,8 @@ well short of one that keeps the gold memory:
   Milo before or after she moved to Lyon?"``: ``"before"`` or ``"after"``), next to the
   default kinds. Their answers come from the generator's own timeline of each slot.
 - **A memory budget**: ``Conversation.extra["memory_budget"]`` is the largest gold memory
-  of the world plus ``BUDGET_SLACK`` entries (the gold memory merges history, so it stays
-  small; a memory that adds every fact outgrows it); ``MemorySessionEnv(memory_budget="world")``
+  of the world plus ``BUDGET_SLACK`` entries (the gold memory merges history and lists, so
+  it stays small; a memory that adds every fact outgrows it); ``MemorySessionEnv(memory_budget="world")``
   (the ``MemorySessionHard*`` ids) refuses a manage action that would leave more.
 """
 

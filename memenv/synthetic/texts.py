@@ -10,7 +10,12 @@ holds now (``FACT_TEMPLATES`` entries marked as state); *retraction* texts repor
 and are never read; hard worlds add one *history* text per speaker and slot
 ("Alice's past homes: Paris until 3 May 2023; Lyon from 3 May 2023 until 4 July 2023.",
 nouns in ``HISTORY_NOUNS``, entries "<value>[ from <date>] until <date>" joined by "; ",
-pets "<species> <name> ..."), and *third-party* texts ("Alice's cousin moved to Rome on 2
+pets "<species> <name> ..."), one *record* text per home, job or partner with a past and a
+present value (history entries, then "<value> since <date>": "Alice's homes: Paris until 3
+May 2023; Lyon since 3 May 2023.", read as the history text plus the state text of the
+change), one *list* text per speaker's trips or concerts once there are two ("Alice's
+trips: Peru on 3 May 2023; Chile on 5 June 2023.", each entry read as its item's state
+text), and *third-party* texts ("Alice's cousin moved to Rome on 2
 May 2023.", ``HARD_FACT_TEMPLATES``) that are never read as the speaker's. Dates are
 absolute, "8 May 2023". :func:`parse_fact` returns the category of each. Questions follow
 ``QUESTION_TEMPLATES`` (slot, when, multi-hop) and ``HARD_QUESTION_TEMPLATES`` (previous,
