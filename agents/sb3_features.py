@@ -11,8 +11,9 @@ each extracted fact, in order, choose
 
 from a fixed-size vector of hand-made features of the fact and its nearest memories
 (:func:`fact_features`, named by ``FEATURE_NAMES``). :class:`SessionDecisions` takes one
-session's decisions and turns them into the ``manage`` action; :func:`rule_decision` is a
-hand-written reference policy on the same features.
+session's decisions and turns them into the ``manage`` action; :func:`rule_decision` and
+the other rules in ``HAND_WRITTEN_RULES`` are hand-written reference policies on the same
+features.
 
 *Nearest* memory: among the memories the environment lists as related to the fact (its
 BM25 top-k), the one that is about the same speaker and the same topic, with the largest
@@ -308,3 +309,63 @@ def rule_decision(features: np.ndarray) -> int:
     if match and x[f["cue_change"]]:
         return UPDATE
     return ADD
+
+
+def _checked(features: np.ndarray) -> np.ndarray:
+    x = np.asarray(features).reshape(-1)
+    if x.shape != (NUM_FEATURES,):
+        raise ValueError(f"features must have {NUM_FEATURES} values, got shape {np.asarray(features).shape}")
+    return x
+
+
+def keep_history_decision(features: np.ndarray) -> int:
+    """A hand-written rule that keeps past values as their own state texts (not learned).
+
+    NOOP for a placeholder; UPDATE the nearest memory when the fact repeats it up to dates
+    and numbers (a corrected date); DELETE the nearest for a retraction about the same
+    speaker and topic; ADD otherwise, changes included, so past values stay in memory for
+    history, counting and ordering questions, at the cost of stale values in the answers
+    about the current one. It cannot write a merged text, so under a memory budget it
+    outgrows what a merging manager needs.
+    """
+    x = _checked(features)
+    f = _FEATURE_INDEX
+    if x[f["placeholder"]]:
+        return NOOP
+    if x[f["nearest0_duplicate"]]:
+        return UPDATE
+    if x[f["nearest0_same_speaker"]] and x[f["nearest0_same_topic"]] and x[f["cue_retraction"]]:
+        return DELETE
+    return ADD
+
+
+# The budget-aware rule keeps history while the memory holds fewer entries than this.
+BUDGET_RULE_MEMORIES = 4
+
+
+def budget_keep_history_decision(features: np.ndarray) -> int:
+    """:func:`keep_history_decision` that stops growing once the memory is large (not learned).
+
+    Like the keep-history rule while the memory holds fewer than ``BUDGET_RULE_MEMORIES``
+    entries (the ``memory_size`` feature); from there on, a change or an acquisition about
+    the nearest memory's speaker and topic UPDATEs that memory instead of adding, so the
+    memory stops growing before a budget refuses a whole session (it cannot see the
+    budget itself, nor merge texts).
+    """
+    x = _checked(features)
+    f = _FEATURE_INDEX
+    decision = keep_history_decision(x)
+    full = x[f["memory_size"]] >= BUDGET_RULE_MEMORIES / (BUDGET_RULE_MEMORIES + MEMORY_SIZE_SCALE)
+    match = x[f["nearest0_same_speaker"]] and x[f["nearest0_same_topic"]]
+    if decision == ADD and full and match and (x[f["cue_change"]] or x[f["cue_acquisition"]]):
+        return UPDATE
+    return decision
+
+
+# Hand-written policies on the decision features, by name (the first is the original
+# reference rule); benchmarks.sb3_manager reports each as "<name> (hand-written)".
+HAND_WRITTEN_RULES = {
+    "feature rule": rule_decision,
+    "keep-history rule": keep_history_decision,
+    "budget-aware keep-history rule": budget_keep_history_decision,
+}

@@ -9,7 +9,8 @@ working:
 
 * :mod:`agents.sb3_features` — the decisions, the text cues and features of a fact and
   its nearest memories, :class:`SessionDecisions` (one session's decisions as a
-  ``manage`` action) and the hand-written :func:`rule_decision`;
+  ``manage`` action) and the hand-written rules (:func:`rule_decision` and the others
+  of ``HAND_WRITTEN_RULES``);
 * :mod:`agents.sb3_decision_env` — :class:`ManagerDecisionEnv`, the Gymnasium
   environment SB3 trains on (a real ``MemorySession-v0`` inside);
 * :mod:`agents.sb3_agents` — :class:`FeatureManagerAgent`, :class:`RandomManagerAgent`
@@ -49,6 +50,10 @@ from agents.sb3_features import (
     placeholder_features,
     rank_nearest,
     rule_decision,
+    keep_history_decision,
+    budget_keep_history_decision,
+    BUDGET_RULE_MEMORIES,
+    HAND_WRITTEN_RULES,
     topics,
 )
 from agents.sb3_model_file import (
@@ -67,7 +72,8 @@ __all__ = [
     "ADD", "UPDATE", "DELETE", "NOOP", "DECISIONS", "NUM_NEAREST", "CHANGE_CUES", "CUE_KINDS", "TOPIC_WORDS",
     "MEMORY_SIZE_SCALE", "MAX_SAME_TOPIC", "FACT_FEATURES", "NEAREST_FEATURES", "FEATURE_NAMES", "NUM_FEATURES",
     "FEATURE_VERSION", "change_kind", "topics", "has_date", "fact_speaker", "rank_nearest", "fact_features",
-    "placeholder_features", "SessionDecisions", "rule_decision",
+    "placeholder_features", "SessionDecisions", "rule_decision", "keep_history_decision",
+    "budget_keep_history_decision", "BUDGET_RULE_MEMORIES", "HAND_WRITTEN_RULES",
     # agents.sb3_decision_env
     "REWARD_MODES", "ManagerDecisionEnv",
     # agents.sb3_agents

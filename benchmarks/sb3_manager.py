@@ -35,7 +35,7 @@ import numpy as np
 import memenv  # noqa: F401  (registers the environments)
 from agents.sb3_agents import FeatureManagerAgent, RandomManagerAgent, SB3ManagerAgent
 from agents.sb3_decision_env import REWARD_MODES, ManagerDecisionEnv
-from agents.sb3_features import rule_decision
+from agents.sb3_features import HAND_WRITTEN_RULES
 from agents.sb3_model_file import save_manager
 from algos import cli
 from memenv.constants import TRAIN_SEED_OFFSET
@@ -213,7 +213,8 @@ def reference_agents(seed: int = 0) -> dict[str, Any]:
         "random manager": RandomManagerAgent(seed),
         "noop": NoopAgent(),
         "add-all": AddAllAgent(),
-        "feature rule (hand-written)": FeatureManagerAgent(rule_decision, name="feature-rule"),
+        **{f"{name} (hand-written)": FeatureManagerAgent(rule, name=name.replace(" ", "-"))
+           for name, rule in HAND_WRITTEN_RULES.items()},
         "oracle": OracleAgent(),
     }
 
@@ -269,16 +270,23 @@ def render_markdown(result: dict) -> str:
     lines += [
         "",
         ("Notes: PPO rows are the mean over training seeds (± standard deviation when there are several). "
-         "The random manager picks ADD / UPDATE / DELETE / NOOP uniformly per fact. The feature rule is a "
-         "hand-written policy on the same features (what the observation allows), not a learned one. "
+         "The random manager picks ADD / UPDATE / DELETE / NOOP uniformly per fact. The hand-written rules "
+         "decide on the same features (what the observation allows), not learned: the feature rule UPDATEs "
+         "the nearest memory on a change and DELETEs it on a retraction; the keep-history rule ADDs changes "
+         "instead (past values stay as their own texts) and UPDATEs a repeat up to dates (a corrected date); "
+         "the budget-aware keep-history rule UPDATEs instead of adding once the memory holds "
+         "`BUDGET_RULE_MEMORIES` entries (`agents.sb3_features.HAND_WRITTEN_RULES`). "
          "`reward_mode='probe'` re-asks every question due so far after each session and rewards the change "
          "of their summed score, so the return is the score on the final memory; `reward_mode='answers'` "
          "pays the inner `MemorySession-v0` rewards, where each question is asked once, right after its "
          "evidence, so overwriting a memory whose questions were already asked costs nothing. "
          "Training seconds depend on the load of the machine."
-         + (" Hard worlds: `MemorySessionHard-v0` (history merged into one text per slot, corrections, "
-            "third-party facts, distractor talk, history / ordering / counting questions) under each world's "
-            "memory budget; a manage action over it is refused (counted in `invalid`)."
+         + (" Hard worlds: `MemorySessionHard-v0` (a home, job or partner's past and present merged into one "
+            "record text, past clubs, cars and pets into one history text, trips and concerts into one list "
+            "text; corrections, third-party news that is not kept, distractor talk, history / ordering / "
+            "counting questions) under each world's memory budget, the largest gold memory; a manage action "
+            "over it is refused (counted in `invalid`). A manager that writes only the facts' own texts "
+            "cannot merge, so it must overwrite or drop what the gold memory keeps."
             if a.get("difficulty") == "hard" else "")),
         "",
     ]

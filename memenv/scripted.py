@@ -37,8 +37,9 @@ def scripted_answer(question: str, memories: Sequence[str]) -> str:
 
     Slot questions get every value of that speaker's slot found in "current state" texts
     (intro, change, join, buy, adopt, ...), in the order of their dates (undated first, then
-    memory order) without repeats, joined with " and ". Retraction texts (break-ups, quitting, selling, giving away) are not read, so
-    a memory that keeps stale entries answers with several values. "When" questions get
+    memory order) without repeats, joined with " and "; a hard world's list or record text
+    counts as the texts it merges. Retraction texts (break-ups, quitting, selling, giving
+    away) are not read, so a memory that keeps stale entries answers with several values. "When" questions get
     the date of the event's text; multi-hop questions the city of whoever works as the
     job. The hard worlds' history, counting and ordering questions are read from past and
     state texts together (:func:`_timeline_answer`). Nothing found, or a question it does
@@ -49,13 +50,10 @@ def scripted_answer(question: str, memories: Sequence[str]) -> str:
     if parsed is None:
         return UNKNOWN
     texts = () if isinstance(memories, (str, bytes)) else memories
+    parsed_facts = _read_facts(texts)
     if parsed.qtype in _TIMELINE_QUESTIONS:
-        return _timeline_answer(parsed, [f for f in map(parse_fact, texts) if f is not None])
-    facts: list[ParsedFact] = []
-    for text in texts:
-        fact = parse_fact(text)
-        if fact is not None and fact.is_state:
-            facts.append(fact)
+        return _timeline_answer(parsed, parsed_facts)
+    facts = [fact for fact in parsed_facts if fact.is_state]
     # Chronological order (undated intro facts first), so lists read as the world built them.
     facts.sort(key=_chronology)
     if parsed.qtype == "slot":
@@ -75,6 +73,18 @@ def scripted_answer(question: str, memories: Sequence[str]) -> str:
 
 
 _TIMELINE_QUESTIONS = ("previous", "ever", "count", "order")
+
+
+def _read_facts(texts: Sequence[str]) -> list[ParsedFact]:
+    """The canonical facts of memory texts, a list or record text (hard worlds) read as the
+    facts it merges; texts that follow no template are skipped."""
+    out: list[ParsedFact] = []
+    for text in texts:
+        fact = parse_fact(text)
+        if fact is None:
+            continue
+        out.extend(fact.items if fact.category in ("list", "record") else (fact,))
+    return out
 
 
 def _date_or_min(text: str) -> dt.date:

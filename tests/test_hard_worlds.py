@@ -1,6 +1,6 @@
 """Hard synthetic worlds (difficulty="hard"): determinism, gold annotations checked against
-the dialogue, the text contract the scripted reader parses, the memory budget, and the
-oracle's F1 1.0 at 8, 16 and 32 sessions."""
+the dialogue, the text contract the scripted reader parses, the memory budget, the
+oracle's F1 1.0 at 8, 16 and 32 sessions, and the hand-written rules falling well short."""
 
 from __future__ import annotations
 
@@ -20,10 +20,26 @@ from memenv.synthetic import generate_world, parse_date, parse_fact, parse_quest
 from memenv.synthetic.dates import find_relative_phrase, format_date, resolve_relative_date
 from memenv.synthetic.hard import BUDGET_SLACK
 from memenv.synthetic.source import SyntheticSource
-from memenv.synthetic.texts import PastState, history_text, order_question_text
+from memenv.synthetic.texts import PastState, canonical_fact, history_text, list_text, order_question_text, record_text
 from memenv.types import COUNTING, HARD_SYNTHETIC_KINDS, HISTORY, ORDERING
 
 import numpy as np
+
+from agents.sb3_agents import FeatureManagerAgent
+from agents.sb3_features import (
+    ADD,
+    BUDGET_RULE_MEMORIES,
+    DELETE,
+    FEATURE_NAMES,
+    HAND_WRITTEN_RULES,
+    MEMORY_SIZE_SCALE,
+    NOOP,
+    NUM_FEATURES,
+    UPDATE,
+    budget_keep_history_decision,
+    keep_history_decision,
+    rule_decision,
+)
 
 HARD_IDS = ("MemorySessionHard-v0", "MemorySessionHard16-v0", "MemorySessionHard32-v0")
 
@@ -32,10 +48,14 @@ def hard_worlds(seeds=range(8), num_sessions=8):
     return [generate_world(seed, num_sessions, "hard") for seed in seeds]
 
 
-def is_correction(fact):
-    """Whether a gold UPDATE corrects a text (same event, same value or same date)."""
-    new, old = parse_fact(fact.text), parse_fact(fact.old_text)
-    return old.event == new.event and (old.value == new.value or old.date == new.date)
+def item_texts(text):
+    """The state texts a list or record text merges ("Alice's trips: ...", "Alice's homes:
+    ..."), else ()."""
+    parsed = parse_fact(text)
+    if parsed is None or parsed.category not in ("list", "record"):
+        return ()
+    return tuple(canonical_fact(i.event, i.speaker, i.value, female=True, date=i.date)
+                 for i in parsed.items if i.category == "state")
 
 
 def turn_map(world):
@@ -95,39 +115,59 @@ def test_stated_facts_are_said_by_their_speaker_with_their_date():
     assert checked > 100
 
 
-def test_changes_merge_the_ended_state_into_one_history_text():
+def test_changes_merge_past_and_present_into_one_record_text():
     seen = 0
     for world in hard_worlds(range(10)):
         turns = turn_map(world)
+        stated = {(s, t) for s, _, t, _ in world.extra["fact_turns"]}
         for session_index, dia_id, text, offset in world.extra["fact_turns"]:
             parsed = parse_fact(text)
-            if parsed.event not in ("city_change", "job_change") or parsed.category != "state":
-                continue
+            if parsed.event not in ("city_change", "job_change") or offset is None:
+                continue  # no offset: a correction (its turn gives the absolute date)
             session = world.sessions[session_index]
-            ops = [f for f in session.gold_facts if f.speaker == parsed.speaker and f.key.startswith(
-                f"{parsed.speaker}/{parsed.slot}")]
-            update = next(f for f in ops if f.text == text)
-            if update.op != "UPDATE":
-                continue  # a first mention after all
-            old = parse_fact(update.old_text)
-            if is_correction(update):
-                continue  # a correction of the change's date
-            history = next(f for f in ops if f.key.endswith("/past"))
-            entry = parse_fact(history.text).past[-1]
+            op = next(f for f in session.gold_facts if f.key == f"{parsed.speaker}/{parsed.slot}")
+            record = parse_fact(op.text)
+            assert op.op == "UPDATE" and record.category == "record"
+            history, current = record.items
+            assert (current.value, current.date) == (parsed.value, parsed.date)
+            # the text it replaces: the old value's state text, or the record text so far
+            old = parse_fact(op.old_text)
+            before = old if old.category == "state" else old.items[1]
+            entry = history.past[-1]
+            assert (entry.value, entry.start, entry.end) == (before.value, before.date, parsed.date)
+            if old.category == "record":
+                assert history.past[:-1] == old.items[0].past
             said = turns[(session_index, dia_id)][1].text
             # the turn names the value it ends and the one it starts
-            assert old.value in said and parsed.value in said
-            assert (entry.value, entry.start, entry.end) == (old.value, old.date, parsed.date)
-            assert history.op == ("UPDATE" if history.old_text else "ADD")
-            # the history text is written by the manager, not stated
-            assert (session_index, history.text) not in {(s, t) for s, _, t, _ in world.extra["fact_turns"]}
+            assert before.value in said and parsed.value in said
+            # the record text is written by the manager, not stated
+            assert (session_index, op.text) not in stated
             seen += 1
     assert seen > 20
 
 
+def test_new_trips_and_concerts_merge_into_one_list_text():
+    seen = 0
+    for world in hard_worlds(range(10)):
+        for session_index, _, text, offset in world.extra["fact_turns"]:
+            parsed = parse_fact(text)
+            if parsed.event not in ("trip_add", "concert_add") or offset is None:
+                continue
+            op = next(f for f in world.sessions[session_index].gold_facts
+                      if f.key in (f"{parsed.speaker}/{parsed.slot}", f"{parsed.speaker}/{parsed.slot}/{parsed.value}"))
+            if op.op == "ADD":  # the speaker's first trip (concert): its own state text
+                assert op.text == text
+                continue
+            assert op.op == "UPDATE" and parse_fact(op.text).category == "list"
+            # the list text adds the stated item to the texts it merged so far
+            assert item_texts(op.text) == (item_texts(op.old_text) or (op.old_text,)) + (text,)
+            seen += 1
+    assert seen > 10
+
+
 def test_retractions_corrections_and_third_parties_follow_the_dialogue():
-    counts = {"retraction": 0, "correction": 0, "third-party": 0}
-    for world in hard_worlds(range(12)):
+    counts = {"retraction": 0, "correction": 0, "third-party": 0, "merged correction": 0}
+    for world in hard_worlds(range(30)):
         turns = turn_map(world)
         for session_index, dia_id, text, offset in world.extra["fact_turns"]:
             parsed = parse_fact(text)
@@ -144,13 +184,20 @@ def test_retractions_corrections_and_third_parties_follow_the_dialogue():
             elif parsed.category == "third-party":
                 kin = parsed.detail
                 assert f"My {kin}" in said and parsed.value in said
-                fact = next(f for f in ops if f.text == text)
-                assert fact.op == "ADD" and fact.key == f"{parsed.speaker}/{kin}/{parsed.slot}"
+                # extracted, but the gold manager stores nothing about the third party
+                assert not any(f.text == text for f in session.gold_facts)
+                assert text not in session.gold_memory
                 counts["third-party"] += 1
             elif offset is None and parsed.date and (
                     "wrong" in said or "Correction" in said or "mixed" in said):
-                fact = next(f for f in ops if f.text == text)
+                fact = next(f for f in ops if f.text == text or text in item_texts(f.text))
                 old = parse_fact(fact.old_text)
+                if old.category in ("list", "record"):  # the entry is rewritten inside the text
+                    new_items = item_texts(fact.text)
+                    gone = [t for t in item_texts(fact.old_text) if t not in new_items]
+                    assert fact.op == "UPDATE" and len(gone) == 1 and text in new_items
+                    old = parse_fact(gone[0])
+                    counts["merged correction"] += 1
                 assert fact.op == "UPDATE" and old.event == parsed.event
                 assert (old.value, old.date) != (parsed.value, parsed.date)
                 if old.date != parsed.date:  # a date correction names both dates
@@ -219,15 +266,16 @@ def test_history_and_counting_answers_follow_the_changes_said():
     checked = 0
     for world in hard_worlds(range(10)):
         values: dict[tuple[str, str], list[str]] = {}
-        for session_index, _, text, _ in world.extra["fact_turns"]:
+        dates: dict[tuple[str, str, str], str] = {}  # (speaker, slot, date) -> value said
+        for session_index, _, text, offset in world.extra["fact_turns"]:
             parsed = parse_fact(text)
             if parsed.category == "state":
-                values.setdefault((parsed.speaker, parsed.slot), [])
-                bucket = values[(parsed.speaker, parsed.slot)]
-                correction = next((f for f in world.sessions[session_index].gold_facts
-                                   if f.text == text and f.op == "UPDATE" and is_correction(f)), None)
-                if correction is not None and parse_fact(correction.old_text).value in bucket:
-                    bucket.remove(parse_fact(correction.old_text).value)  # a corrected value
+                bucket = values.setdefault((parsed.speaker, parsed.slot), [])
+                said_before = dates.get((parsed.speaker, parsed.slot, parsed.date))
+                if offset is None and parsed.date and said_before not in (None, parsed.value):
+                    bucket.remove(said_before)  # a correction of the value said for that date
+                if parsed.date:
+                    dates[(parsed.speaker, parsed.slot, parsed.date)] = parsed.value
                 if parsed.value not in bucket:
                     bucket.append(parsed.value)
         for q in world.questions:
@@ -322,5 +370,61 @@ def test_oracle_scores_f1_one_on_hard_worlds(env_id, seeds):
 def test_add_all_and_noop_fall_well_short_on_hard_worlds():
     add_all, _, invalid = play_scores("MemorySessionHard-v0", AddAllAgent(), range(10))
     noop, _, _ = play_scores("MemorySessionHard-v0", NoopAgent(), range(10))
-    assert add_all < 0.75 and invalid > 0   # contradictions, and the budget refuses its growth
+    assert add_all < 0.5 and invalid > 0   # contradictions, and the budget refuses its growth
     assert noop < 0.15
+
+
+def test_record_and_list_texts_round_trip_and_are_read_as_the_texts_they_merge():
+    past = [PastState("Paris", "", "3 May 2023"), PastState("Oslo", "3 May 2023", "4 July 2023")]
+    record = record_text("Alice", "city", past, "Lyon", "4 July 2023")
+    assert record == "Alice's homes: Paris until 3 May 2023; Oslo from 3 May 2023 until 4 July 2023; Lyon since 4 July 2023."
+    history, current = parse_fact(record).items
+    assert history.past == tuple(past) and (current.value, current.date, current.is_state) == ("Lyon", "4 July 2023", True)
+    trips = list_text("Alice", "trip", [("New Zealand", "1 May 2023"), ("Chile", "5 June 2023")])
+    assert trips == "Alice's trips: New Zealand on 1 May 2023; Chile on 5 June 2023."
+    assert [(i.value, i.date) for i in parse_fact(trips).items] == [("New Zealand", "1 May 2023"), ("Chile", "5 June 2023")]
+    memory = [record, trips, "Alice's cousin moved to Rome on 5 July 2023."]
+    assert scripted_answer("Where does Alice live?", memory) == "Lyon"
+    assert scripted_answer("When did Alice move to Lyon?", memory) == "4 July 2023"
+    assert scripted_answer("Where was Alice's home before Lyon?", memory) == "Oslo"
+    assert scripted_answer("How many homes has Alice had?", memory) == "3"
+    assert scripted_answer("Which countries has Alice visited?", memory) == "New Zealand and Chile"
+    assert scripted_answer("When did Alice travel to Chile?", memory) == "5 June 2023"
+    assert scripted_answer("Did Alice travel to Chile before or after she moved to Lyon?", memory) == "before"
+    # a stale state text next to the record is read as a second current value
+    assert scripted_answer("Where does Alice live?", memory + ["Alice lives in Paris."]) == "Paris and Lyon"
+    with pytest.raises(ValueError, match="has no record text"):
+        record_text("Alice", "pet", past, "Milo", "4 July 2023")
+    with pytest.raises(ValueError, match="at least one entry"):
+        list_text("Alice", "concert", [])
+
+
+def feature_vector(**values):
+    x = np.zeros(NUM_FEATURES, dtype=np.float32)
+    for name, value in values.items():
+        x[FEATURE_NAMES.index(name)] = value
+    return x
+
+
+def test_hand_written_rules_decide_as_documented():
+    match = {"nearest0_present": 1, "nearest0_same_speaker": 1, "nearest0_same_topic": 1, "has_date": 1}
+    small = 2 / (2 + MEMORY_SIZE_SCALE)
+    full = BUDGET_RULE_MEMORIES / (BUDGET_RULE_MEMORIES + MEMORY_SIZE_SCALE)
+    change = feature_vector(cue_change=1, memory_size=small, **match)
+    assert rule_decision(change) == UPDATE and keep_history_decision(change) == ADD
+    assert budget_keep_history_decision(change) == ADD
+    assert budget_keep_history_decision(feature_vector(cue_change=1, memory_size=full, **match)) == UPDATE
+    assert budget_keep_history_decision(feature_vector(cue_acquisition=1, memory_size=full, **match)) == UPDATE
+    repeat = feature_vector(cue_change=1, nearest0_duplicate=1, **match)
+    assert rule_decision(repeat) == NOOP and keep_history_decision(repeat) == UPDATE
+    retraction = feature_vector(cue_retraction=1, memory_size=full, **match)
+    assert all(rule(retraction) == DELETE for rule in HAND_WRITTEN_RULES.values())
+    assert all(rule(feature_vector(placeholder=1)) == NOOP for rule in HAND_WRITTEN_RULES.values())
+    with pytest.raises(ValueError, match="features must have"):
+        keep_history_decision(np.zeros(3))
+
+
+@pytest.mark.parametrize("name", list(HAND_WRITTEN_RULES))
+def test_hand_written_rules_fall_well_short_of_the_oracle_on_hard_worlds(name):
+    score, n, _ = play_scores("MemorySessionHard-v0", FeatureManagerAgent(HAND_WRITTEN_RULES[name]), range(10))
+    assert n > 200 and score <= 0.65, (name, score)

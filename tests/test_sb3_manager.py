@@ -275,7 +275,8 @@ def test_cli_writes_markdown_and_json(tmp_path):
     data = json.loads((tmp_path / "res.json").read_text())
     markdown = (tmp_path / "res.md").read_text()
     assert set(data["rows"]) == {"PPO (sb3-manager)", "random manager", "noop", "add-all",
-                                 "feature rule (hand-written)", "oracle"}
+                                 "feature rule (hand-written)", "keep-history rule (hand-written)",
+                                 "budget-aware keep-history rule (hand-written)", "oracle"}
     assert data["rows"]["oracle"]["f1"] == 1.0 and data["command"].startswith("python -m benchmarks.sb3_manager")
     assert "--timesteps 512" in markdown and "| oracle | 1.000 |" in markdown
     assert (tmp_path / "models" / "ppo_seed0.zip").exists() and result["runs"][0]["seed"] == 0

@@ -222,10 +222,15 @@ class FactEvent:
     # keeps), when they differ from the gold facts' texts (a past-state text is written
     # by the manager from memory, not said).
     stated: tuple[str, ...] | None = None
+    # False: the statement's fact is extracted but the gold manager stores nothing (hard
+    # worlds: a third party's news), so ``facts`` is empty.
+    stored: bool = True
 
     @property
     def facts(self) -> tuple[GoldFact, ...]:
         """Every gold fact of the event, in the order the gold memory applies them."""
+        if not self.stored:
+            return ()
         return self.extra_facts + (self.fact,) if self.before else (self.fact,) + self.extra_facts
 
 

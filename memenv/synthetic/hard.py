@@ -4,25 +4,29 @@ A hard world is drawn like a default one (same speakers, slots, dates and dialog
 with these differences, so that a manager that blindly overwrites, or blindly adds, falls
 well short of one that keeps the gold memory:
 
-- **History is kept, merged.** A change of a scalar slot (a move, a new job, a new
-  partner) or a retraction (a break-up, quitting a club, selling a car, giving a pet
-  away) merges the state it ends into the slot's one *history text*, with the date it
-  ended and, when known, the date it began ("Alice's past homes: Paris until 3 May 2023;
-  Lyon from 3 May 2023 until 4 July 2023.", see ``texts.HISTORY_NOUNS``). The history
-  text is the manager's own writing, not a fact the dialogue states: the gold facts of
-  the session (``Conversation.extra["stated_facts"]``, what ``info["gold"]["facts"]``
-  gives) are the new state or the retraction, the gold operations UPDATE the old state
-  and ADD or UPDATE (merge) the history text (see ``HardWorldBuilder._end_state``). So a
-  manager that overwrites loses history, and one that adds keeps contradictions and
-  outgrows the budget. The statement of a change names the value it ends ("I left Paris
-  and moved to Lyon yesterday").
+- **History is kept, merged.** A change of a home, job or partner merges the state it
+  ends into the slot's one *record text*, which holds its past and present values
+  ("Alice's homes: Paris until 3 May 2023; Lyon since 3 May 2023."); a retraction (a
+  break-up, quitting a club, selling a car, giving a pet away) merges the ended state into
+  the slot's *history text* ("Alice's past clubs: chess club from 1 May 2023 until 4 July
+  2023.", see ``texts.HISTORY_NOUNS``). Trips and concerts, from the second on, merge into
+  one *list text* per speaker ("Alice's trips: Peru on 3 May 2023; Chile on 5 June
+  2023."). These texts are the manager's own writing, not facts the dialogue states: the
+  gold facts of the session (``Conversation.extra["stated_facts"]``, what
+  ``info["gold"]["facts"]`` gives) are the new state, item or retraction, and the gold
+  operations UPDATE the slot's text to the merged one (see ``HardWorldBuilder._end_state``,
+  ``_end_record`` and ``_merge_item``). So one memory entry holds what a manager that
+  writes only the facts' own texts needs several for: under the budget it must overwrite
+  (losing history) or drop facts. The statement of a change names the value it ends ("I
+  left Paris and moved to Lyon yesterday").
 - **Corrections** of an earlier session's statement ("I got a date wrong last time: I
   adopted Milo on 5 May 2023, not on 4 May 2023"; "on 3 June 2023 I travelled to Peru,
   not Chile": dates of any dated state, values of list items): gold op UPDATE of the
-  text being corrected.
-- **Third parties**: "my cousin moved to Rome last Tuesday" is a fact about the cousin,
-  kept apart from the speaker's own ("Alice's cousin moved to Rome on 2 May 2023."):
-  gold op ADD, never an update of the speaker's city.
+  text being corrected, or of the entry inside a record or list text.
+- **Third parties**: "my cousin moved to Rome last Tuesday" is extracted as a fact about
+  the cousin ("Alice's cousin moved to Rome on 2 May 2023.", in ``stated_facts``) but the
+  gold manager keeps nothing: the memory is about the two speakers, and the news would
+  only take room under the budget. Updating the speaker's city with it is wrong too.
 - **Distractor talk** that looks like a fact but is none: hypotheticals and plans that
   fall through ("I thought about moving to Berlin, but we stayed"), negations ("I've
   never been to Peru"). No gold fact; ``Conversation.extra["aside_turns"]`` lists them as
@@ -33,13 +37,14 @@ well short of one that keeps the gold memory:
   Milo before or after she moved to Lyon?"``: ``"before"`` or ``"after"``), next to the
   default kinds. Their answers come from the generator's own timeline of each slot.
 - **A memory budget**: ``Conversation.extra["memory_budget"]`` is the largest gold memory
-  of the world plus ``BUDGET_SLACK`` entries (the gold memory merges history, so it stays
-  small; a memory that adds every fact outgrows it); ``MemorySessionEnv(memory_budget="world")``
+  of the world plus ``BUDGET_SLACK`` entries (the gold memory merges history and lists, so
+  it stays small; a memory that adds every fact outgrows it); ``MemorySessionEnv(memory_budget="world")``
   (the ``MemorySessionHard*`` ids) refuses a manage action that would leave more.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,6 +72,10 @@ from memenv.synthetic.texts import (
     canonical_hard_fact,
     hard_question_text,
     history_text,
+    list_text,
+    LIST_NOUNS,
+    RECORD_SLOTS,
+    record_text,
     order_question_text,
     parse_fact,
 )
@@ -96,8 +105,8 @@ HARD_RETRACT_WEIGHTS = {PARTNER: 0.7, CLUB: 1.0, VEHICLE: 0.8, PET: 0.8}
 CORRECTION_WEIGHT = 1.0
 # Slots whose corrections may fix the value (else the date): the items of list slots.
 VALUE_CORRECTION_SLOTS = (CLUB, VEHICLE, PET, TRIP, CONCERT)
-THIRD_PARTY_WEIGHT = 2.0
-HARD_MIN_EVENTS, HARD_MAX_EVENTS = 3, 5   # fact events per session after the first
+THIRD_PARTY_WEIGHT = 3.0
+HARD_MIN_EVENTS, HARD_MAX_EVENTS = 4, 6   # fact events per session after the first
 MAX_ASIDES = 2                             # distractor statements per session, at most
 ORDER_QUESTIONS_PER_PERSON = 3
 # Unanswerable questions per world, at most (every manager answers them, so fewer than in
@@ -139,6 +148,9 @@ class HardWorldBuilder(_WorldBuilder):
         self.max_memory = 0
         # (speaker, slot) -> (its history text, the past states it lists)
         self.histories: dict[tuple[str, str], tuple[str, list[PastState]]] = {}
+        # (speaker, slot) -> (value, date) of each item of an add-only slot (LIST_NOUNS),
+        # in the order added: one state text, then one merged list text from the second on.
+        self.lists: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self._session = 0
 
     # -- events --
@@ -154,9 +166,65 @@ class HardWorldBuilder(_WorldBuilder):
         if old_value is None:  # an introduction or an addition: as in default worlds
             fact_event = super()._make_event(person, event, value, session, date, max_offset, detail)
             self._begin(person, slot, value, detail, fact_event.fact.text, session, date, max_offset)
+            if slot in LIST_NOUNS:
+                return self._merge_item(person, slot, fact_event)
+            if slot in RECORD_SLOTS and (person.name, slot) in self.histories:
+                # a new partner after a break-up: the history text becomes the record text
+                history = self.histories[(person.name, slot)][0]
+                self.memory.remove(fact_event.fact.text)
+                op = GoldFact(text=self._record_slot_text(person, slot), op="UPDATE", speaker=person.name,
+                              key=f"{person.name}/{slot}", old_text=history)
+                self.memory = list(self._apply((op,)))
+                return FactEvent(op, fact_event.event, fact_event.statement, fact_event.offset,
+                                 stated=(fact_event.fact.text,))
             return fact_event
         return self._end_state(person, event, slot, value, detail, old_value, old_text, old_detail,
                                session, date, max_offset)
+
+    def _slot_text(self, person: Person, slot: str) -> str:
+        """The memory text of an add-only slot's items: the state text of a single item,
+        else the list text that merges them."""
+        entries = self.lists[(person.name, slot)]
+        if len(entries) == 1:
+            value, date_text = entries[0]
+            return canonical_fact(f"{slot}_add", person.name, value, female=person.female, date=date_text)
+        return list_text(person.name, slot, entries)
+
+    def _merge_item(self, person: Person, slot: str, fact_event: FactEvent) -> FactEvent:
+        """A new trip or concert: from the second item on, the gold op UPDATEs the slot's
+        text (the first item's state text, or the list text) to the list text with it added;
+        the statement still states the item's own state text."""
+        added = parse_fact(fact_event.fact.text)
+        entries = self.lists.setdefault((person.name, slot), [])
+        if not entries:
+            entries.append((added.value, added.date))
+            return fact_event
+        old_text = self._slot_text(person, slot)
+        self.memory.remove(fact_event.fact.text)  # the ADD the default world would make
+        entries.append((added.value, added.date))
+        merge = GoldFact(text=self._slot_text(person, slot), op="UPDATE", speaker=person.name,
+                         key=f"{person.name}/{slot}", old_text=old_text)
+        self.memory = list(self._apply((merge,)))
+        return FactEvent(merge, fact_event.event, fact_event.statement, fact_event.offset,
+                         stated=(fact_event.fact.text,))
+
+    def _expanded_memory(self) -> list[str]:
+        """The gold memory with each list text replaced by its items' state texts, and each
+        record text by its history and state texts (what the question drafts read)."""
+        items = {}
+        for person in self.people:
+            for slot in LIST_NOUNS:
+                entries = self.lists.get((person.name, slot), [])
+                if len(entries) > 1:
+                    items[self._slot_text(person, slot)] = [
+                        canonical_fact(f"{slot}_add", person.name, v, female=person.female, date=d)
+                        for v, d in entries]
+        for person in self.people:
+            for slot in RECORD_SLOTS:
+                text = self._record_slot_text(person, slot)
+                if text is not None and (person.name, slot) in self.histories and slot in person.current:
+                    items[text] = [self.histories[(person.name, slot)][0], person.current[slot][1]]
+        return [t for text in self.memory for t in items.get(text, [text])]
 
     def _begin(self, person: Person, slot: str, value: str, detail: str, text: str, session: int,
                date: dt.date, max_offset: int | None) -> None:
@@ -181,6 +249,7 @@ class HardWorldBuilder(_WorldBuilder):
         """
         rng = self.rng
         is_state = FACT_TEMPLATES[event][2]
+        before = self._record_slot_text(person, slot) if slot in RECORD_SLOTS else None
         offset = self._draw_offset(max_offset)
         when = choice(rng, relative_date_phrases(offset, date))
         date_text = format_date(date - dt.timedelta(days=offset))
@@ -201,6 +270,9 @@ class HardWorldBuilder(_WorldBuilder):
         stint.sessions.append(session)
         person.changed.add(slot)
         person.touches.setdefault(slot, []).append(session)
+        if before is not None:  # home, job, partner: one text holds the slot's past and present
+            return self._end_record(person, event, slot, value, detail, old_value, old_detail, before,
+                                    new_history, session, date, max_offset, offset, when, date_text)
         if not is_state:  # a retraction
             said = canonical_fact(event, person.name, old_value, female=person.female, date=date_text,
                                   detail=old_detail)
@@ -228,6 +300,46 @@ class HardWorldBuilder(_WorldBuilder):
             value=value, old=old_value, when=when, a_value=f"{article(value)} {value}",
             a_old=f"{article(old_value)} {old_value}")
         return FactEvent(new, event, said, offset, extra_facts=(merge,), before=False, stated=(text,))
+
+    def _end_record(self, person: Person, event: str, slot: str, value: str, detail: str, old_value: str,
+                    old_detail: str, before: str, new_history: str, session: int, date: dt.date,
+                    max_offset: int, offset: int, when: str, date_text: str) -> FactEvent:
+        """A change or a retraction of a home, job or partner: one UPDATE of the slot's text
+        (its state or record text) to the record text with the new value, or to the history
+        text when the value ends (a break-up)."""
+        rng = self.rng
+        if not FACT_TEMPLATES[event][2]:
+            said = canonical_fact(event, person.name, old_value, female=person.female, date=date_text,
+                                  detail=old_detail)
+            op = GoldFact(text=new_history, op="UPDATE", speaker=person.name, key=f"{person.name}/{slot}/past",
+                          old_text=before)
+            self.memory = list(self._apply((op,)))
+            del person.current[slot]
+            return FactEvent(op, event, statement(rng, event, old_value, when, old_detail), offset,
+                             stated=(said,))
+        text = canonical_fact(event, person.name, value, female=person.female, date=date_text, detail=detail)
+        person.current[slot] = (value, text, detail)
+        self._use(person, slot, value)
+        self.dated[text] = (session, person.name, slot, value, detail, date_text)
+        self._begin(person, slot, value, detail, text, session, date, max_offset)
+        op = GoldFact(text=self._record_slot_text(person, slot), op="UPDATE", speaker=person.name,
+                      key=f"{person.name}/{slot}", old_text=before)
+        self.memory = list(self._apply((op,)))
+        said = choice(rng, HARD_CHANGE_TEMPLATES[event]).format(
+            value=value, old=old_value, when=when, a_value=f"{article(value)} {value}",
+            a_old=f"{article(old_value)} {old_value}")
+        return FactEvent(op, event, said, offset, stated=(text,))
+
+    def _record_slot_text(self, person: Person, slot: str) -> str | None:
+        """The memory text of a home, job or partner: its state text, its history text (no
+        current value), the record text of both, or None (never mentioned)."""
+        history = self.histories.get((person.name, slot))
+        current = person.current.get(slot)
+        if history is None:
+            return current[1] if current else None
+        if current is None:
+            return history[0]
+        return record_text(person.name, slot, history[1], current[0], parse_fact(current[1]).date)
 
     def _apply(self, facts: Sequence[GoldFact]) -> tuple[str, ...]:
         from memenv.synthetic.world import apply_gold_facts
@@ -317,7 +429,18 @@ class HardWorldBuilder(_WorldBuilder):
                               detail=parsed.detail)
         key = f"{person.name}/{slot}" + (f"/{value}" if slot in LIST_SLOTS else "")
         fact = GoldFact(text=text, op="UPDATE", speaker=person.name, key=key, old_text=old_text)
-        self.memory = list(self._apply((fact,)))
+        stated = None
+        if slot in LIST_NOUNS:  # the item's entry is rewritten (in the list text, if any)
+            entries = self.lists[(person.name, slot)]
+            before = self._slot_text(person, slot)
+            entries[entries.index((parsed.value, parsed.date))] = (value, date_text)
+            if len(entries) > 1:
+                fact = GoldFact(text=self._slot_text(person, slot), op="UPDATE", speaker=person.name,
+                                key=f"{person.name}/{slot}", old_text=before)
+                stated = (text,)
+        record = self._record_slot_text(person, slot) if slot in RECORD_SLOTS else None
+        if record is None or record == old_text:
+            self.memory = list(self._apply((fact,)))
         stint = self._stint(person, slot, parsed.value)
         stint.value, stint.start, stint.text = value, date_text, text
         stint.stated.append(session)
@@ -327,6 +450,15 @@ class HardWorldBuilder(_WorldBuilder):
             person.items[slot][value] = (text, parsed.detail)
         else:
             person.current[slot] = (value, text, parsed.detail)
+        if record is not None and record != old_text:  # the current entry of a record text
+            history, states = self.histories[(person.name, slot)]
+            if states[-1].end == parsed.date:  # the change ended the previous value that day
+                states = states[:-1] + [dataclasses.replace(states[-1], end=date_text)]
+                self.histories[(person.name, slot)] = (history_text(person.name, slot, states), states)
+            fact = GoldFact(text=self._record_slot_text(person, slot), op="UPDATE", speaker=person.name,
+                            key=key, old_text=record)
+            self.memory = list(self._apply((fact,)))
+            stated = (text,)
         self._use(person, slot, value)
         person.changed.add(slot)
         person.touches.setdefault(slot, []).append(session)
@@ -334,7 +466,7 @@ class HardWorldBuilder(_WorldBuilder):
         self.corrections[text] = self.corrections.get(old_text, ()) + (session,)
         self.corrected.add(text)
         self.dated[text] = (first_session, person.name, slot, value, parsed.detail, date_text)
-        return FactEvent(fact, "correction", said, None)
+        return FactEvent(fact, "correction", said, None, stated=stated)
 
     def _third_party(self, person: Person, slot: str, date: dt.date, max_offset: int) -> FactEvent:
         """A fact about someone the speaker knows: a move, a new job, quitting a club, selling a car."""
@@ -355,10 +487,10 @@ class HardWorldBuilder(_WorldBuilder):
         event = f"third_{slot}"
         text = canonical_hard_fact(event, person.name, value, date=date_text, detail=kin)
         fact = GoldFact(text=text, op="ADD", speaker=person.name, key=f"{person.name}/{kin}/{slot}")
-        self.memory = list(self._apply((fact,)))
         said = choice(rng, THIRD_PARTY_TEMPLATES[event]).format(kin=kin, value=value, when=when,
                                                                 a_value=f"{article(value)} {value}")
-        return FactEvent(fact, event, said, offset)
+        # extracted, never stored: the memory is about the two speakers
+        return FactEvent(fact, event, said, offset, stated=(text,), stored=False)
 
     # -- hooks --
     def _asides(self, session: int, events: Sequence[FactEvent]) -> tuple[Aside, ...]:
@@ -386,6 +518,14 @@ class HardWorldBuilder(_WorldBuilder):
         return {"difficulty": "hard", "aside_turns": tuple(self.aside_turns),
                 "stated_facts": tuple(tuple(s) for s in stated),
                 "memory_budget": max(self.max_memory, len(self.memory)) + BUDGET_SLACK}
+
+    def _questions(self) -> tuple:
+        final = self.memory
+        self.memory = self._expanded_memory()
+        try:
+            return super()._questions()
+        finally:
+            self.memory = final
 
     def _extra_questions(self) -> tuple[list[Question], dict[str, tuple[int, ...]], dict]:
         return (hard_drafts(self.rng, self.people, self.timeline), dict(self.corrections),

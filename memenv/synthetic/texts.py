@@ -10,7 +10,12 @@ holds now (``FACT_TEMPLATES`` entries marked as state); *retraction* texts repor
 and are never read; hard worlds add one *history* text per speaker and slot
 ("Alice's past homes: Paris until 3 May 2023; Lyon from 3 May 2023 until 4 July 2023.",
 nouns in ``HISTORY_NOUNS``, entries "<value>[ from <date>] until <date>" joined by "; ",
-pets "<species> <name> ..."), and *third-party* texts ("Alice's cousin moved to Rome on 2
+pets "<species> <name> ..."), one *record* text per home, job or partner with a past and a
+present value (history entries, then "<value> since <date>": "Alice's homes: Paris until 3
+May 2023; Lyon since 3 May 2023.", read as the history text plus the state text of the
+change), one *list* text per speaker's trips or concerts once there are two ("Alice's
+trips: Peru on 3 May 2023; Chile on 5 June 2023.", each entry read as its item's state
+text), and *third-party* texts ("Alice's cousin moved to Rome on 2
 May 2023.", ``HARD_FACT_TEMPLATES``) that are never read as the speaker's. Dates are
 absolute, "8 May 2023". :func:`parse_fact` returns the category of each. Questions follow
 ``QUESTION_TEMPLATES`` (slot, when, multi-hop) and ``HARD_QUESTION_TEMPLATES`` (previous,
@@ -107,10 +112,16 @@ class ParsedFact:
     # the speaker ("cousin", ...), else "".
     detail: str = ""
     # "state" (holds now), "retraction", "history" (the past states of a slot, hard
-    # worlds) or "third-party" (about someone the speaker knows, hard worlds).
+    # worlds), "record" (past and current values of a scalar slot, hard worlds), "list"
+    # (the items of an add-only slot, hard worlds) or "third-party" (about someone the
+    # speaker knows, hard worlds).
     category: str = "state"
     # History texts: the past states, in the order they ended (``value`` is then "").
     past: tuple["PastState", ...] = ()
+    # List texts (hard worlds: "Alice's trips: Peru on 3 May 2023; ..."): one state fact
+    # per item, as its own canonical text would read; record texts: their history fact,
+    # then the state fact of the current value (``value`` is then "").
+    items: tuple["ParsedFact", ...] = ()
 
 
 PARSE_CACHE_SIZE = 1 << 16
@@ -142,7 +153,7 @@ def _parse_fact(text: str) -> ParsedFact | None:
             slot, _, category = HARD_FACT_TEMPLATES[event]
             return ParsedFact(event, slot, groups["s"], groups["value"], groups.get("date") or "",
                               False, groups.get("kin") or "", category=category)
-    return _parse_history(stripped)
+    return _parse_history(stripped) or _parse_record(stripped) or _parse_list(stripped)
 
 
 def article(word: str) -> str:
@@ -232,6 +243,84 @@ def canonical_hard_fact(event: str, speaker: str, value: str, *, date: str, deta
         raise ValueError(f"unknown hard fact event {event!r}; choose one of {sorted(HARD_FACT_TEMPLATES)}")
     template = HARD_FACT_TEMPLATES[event][1]
     return template.format(s=speaker, value=value, date=date, article=article(value), kin=detail)
+
+
+# A scalar slot (home, job, partner) with a past and a present value keeps both in one
+# *record text*, its history entries followed by "<value> since <date>":
+#     "Alice's homes: Paris until 3 May 2023; Lyon since 3 May 2023."
+# The last entry reads as the state text of the change that began it ("Alice moved to
+# Lyon on 3 May 2023."), the others as the history text of the slot.
+RECORD_SLOTS = (CITY, JOB, PARTNER)
+_RECORD_RE = re.compile(r"(?P<s>[A-Z][a-z]+)'s (?P<noun>" + "|".join(HISTORY_NOUNS[s] for s in RECORD_SLOTS)
+                        + r"): (?P<entries>.+?)\.?")
+_CURRENT_RE = re.compile(r"(?P<value>.+?) since (?P<date>" + _DATE_RE_TEXT + r")")
+
+
+def record_text(speaker: str, slot: str, states: Sequence[PastState], value: str, since: str) -> str:
+    """The record text of a scalar slot: its past ``states`` (in the order they ended), then
+    its current ``value``, held since ``since``."""
+    if slot not in RECORD_SLOTS:
+        raise ValueError(f"slot {slot!r} has no record text; choose one of {sorted(RECORD_SLOTS)}")
+    if not states:
+        raise ValueError("a record text needs at least one past state (else it is a state text)")
+    return (f"{speaker}'s {HISTORY_NOUNS[slot]}: " + "; ".join(map(history_entry, states))
+            + f"; {value} since {since}.")
+
+
+def _parse_record(text: str) -> ParsedFact | None:
+    match = _RECORD_RE.fullmatch(text)
+    if match is None:
+        return None
+    *entries, last = match.group("entries").split("; ")
+    current = _CURRENT_RE.fullmatch(last)
+    if current is None or not entries:
+        return None
+    slot, speaker = _NOUN_SLOTS[match.group("noun")], match.group("s")
+    states = []
+    for entry in entries:
+        part = _ENTRY_RE.fullmatch(entry)
+        if part is None:
+            return None
+        states.append(PastState(part.group("value"), part.group("start") or "", part.group("end")))
+    history = ParsedFact("history", slot, speaker, "", "", False, category="history", past=tuple(states))
+    state = ParsedFact(f"{slot}_change", slot, speaker, current.group("value"), current.group("date"), True)
+    return ParsedFact("record", slot, speaker, "", "", False, category="record", items=(history, state))
+
+
+# Hard worlds also keep the items of an add-only list slot (trips, concerts) in one *list
+# text* per speaker once there are two or more, which the manager merges each new item
+# into: "Alice's trips: Peru on 3 May 2023; Chile on 5 June 2023." Entries are
+# "<value> on <date>", separated by "; ", in the order they were added; each reads as the
+# state text of its item ("Alice travelled to Peru on 3 May 2023.").
+LIST_NOUNS: dict[str, str] = {TRIP: "trips", CONCERT: "concerts"}
+_LIST_NOUN_SLOTS = {noun: slot for slot, noun in LIST_NOUNS.items()}
+_LIST_RE = re.compile(r"(?P<s>[A-Z][a-z]+)'s (?P<noun>" + "|".join(LIST_NOUNS.values())
+                      + r"): (?P<entries>.+?)\.?")
+_LIST_ENTRY_RE = re.compile(r"(?P<value>.+?) on (?P<date>" + _DATE_RE_TEXT + r")")
+
+
+def list_text(speaker: str, slot: str, entries: Sequence[tuple[str, str]]) -> str:
+    """The list text of a speaker's add-only slot: ``(value, date)`` entries in the order added."""
+    if slot not in LIST_NOUNS:
+        raise ValueError(f"slot {slot!r} has no list text; choose one of {sorted(LIST_NOUNS)}")
+    if not entries:
+        raise ValueError("a list text needs at least one entry")
+    return f"{speaker}'s {LIST_NOUNS[slot]}: " + "; ".join(f"{v} on {d}" for v, d in entries) + "."
+
+
+def _parse_list(text: str) -> ParsedFact | None:
+    match = _LIST_RE.fullmatch(text)
+    if match is None:
+        return None
+    slot, speaker = _LIST_NOUN_SLOTS[match.group("noun")], match.group("s")
+    event = f"{slot}_add"
+    items = []
+    for entry in match.group("entries").split("; "):
+        part = _LIST_ENTRY_RE.fullmatch(entry)
+        if part is None:
+            return None
+        items.append(ParsedFact(event, slot, speaker, part.group("value"), part.group("date"), True))
+    return ParsedFact("list", slot, speaker, "", "", False, category="list", items=tuple(items))
 
 
 # ------------------------------------------------------------------- question texts --
