@@ -393,6 +393,8 @@ class ConstrainedDecoder:
             return logits
         for i in active:
             _fill(self.matchers[i], self.bits, i)
+        if len(active) == logits.shape[0]:  # every row constrained and running: no gather / scatter
+            return logits.masked_fill(~unpack_bitmask(self.bits.to(logits.device), logits.shape[-1]), float("-inf"))
         allowed = unpack_bitmask(self.bits[active].to(logits.device), logits.shape[-1])  # (a, V)
         index = torch.as_tensor(active, device=logits.device)
         logits = logits.clone()
