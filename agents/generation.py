@@ -11,6 +11,11 @@ truncation (as TRL does). That is the distribution ``sequence_logprobs(temperatu
 recomputes, so importance ratios in PPO are exactly 1 on the first epoch. Greedy decoding
 (``temperature=0``) records log softmax(logits), the untempered distribution.
 
+With a grammar per prompt (``constraints``, :mod:`agents.constrained`) tokens outside the
+grammar's mask get -inf logits before both the draw and the recorded log-prob, so the
+log-probs are those of the masked, renormalised distribution; :func:`sequence_logprobs`
+recomputes them given the same masks (``token_masks``, replayed from the grammar).
+
 Shapes: B prompts, n samples per prompt, N = B * n sequences, P the padded prompt length,
 T the longest completion. Sample ``i`` belongs to prompt ``i // n`` (``prompt_index``).
 """
@@ -45,6 +50,8 @@ class Rollout:
         prompt_index: (N,) index of each sample's prompt (``i // num_samples``).
         num_samples: samples per prompt (n).
         temperature: the temperature the log-probs refer to (1.0 for greedy decoding).
+        constraints: N grammars the samples were drawn under (None: unconstrained), see
+            :mod:`agents.constrained`; ``logprobs`` are then under the masked distribution.
     """
 
     prompt_ids: torch.Tensor
@@ -56,6 +63,7 @@ class Rollout:
     prompt_index: torch.Tensor
     num_samples: int
     temperature: float
+    constraints: list | None = None
 
     def sample_prompts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt ids and mask repeated per sample: two (N, P) tensors."""
@@ -189,8 +197,11 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None) -
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     cdf = probs.cumsum(-1)  # (N, V); fp32 rounding moves at most ~1e-6 of mass between neighbours
     u = torch.rand((probs.shape[0], 1), generator=generator, dtype=cdf.dtype, device=probs.device) * cdf[:, -1:]
-    tokens = torch.searchsorted(cdf, u).squeeze(-1)  # (N,) first index whose cumulative mass exceeds u
-    return tokens.clamp(max=probs.shape[-1] - 1)
+    # (N,) first index whose cumulative mass exceeds u: never a token of probability 0 (a
+    # grammar's masked tokens), which right=False would pick when u is exactly 0
+    tokens = torch.searchsorted(cdf, u, right=True).squeeze(-1)
+    overflow = tokens >= probs.shape[-1]  # u rounded up to the total mass
+    return torch.where(overflow, probs.argmax(-1), tokens)
 
 
 @torch.no_grad()
@@ -208,6 +219,7 @@ def generate(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     share_prompt: bool = True,
+    constraints: Sequence | None = None,
 ) -> Rollout:
     """Sample ``num_samples`` completions for each prompt, batched, with their log-probs.
 
@@ -237,6 +249,17 @@ def generate(
 
     prompt_ids, prompt_mask = left_pad(encode_prompts(tokenizer, prompts), pad_id, device)
     n = num_samples
+    sample_constraints = None
+    if constraints is not None:
+        if len(constraints) != len(prompt_ids):
+            raise ValueError(f"one constraint per prompt needed: {len(constraints)} for {len(prompt_ids)} prompts")
+        bound = [c.bind(tokenizer, stop_ids.tolist()) if c is not None else None for c in constraints]
+        sample_constraints = [c for c in bound for _ in range(n)]
+    decoder = None
+    if sample_constraints is not None and any(c is not None for c in sample_constraints):
+        from agents.constrained import ConstrainedDecoder
+
+        decoder = ConstrainedDecoder(sample_constraints, tokenizer, stop_ids.tolist())
     if share_prompt or n == 1:
         out = model(
             input_ids=prompt_ids,
@@ -268,8 +291,12 @@ def generate(
     finished = torch.zeros(num_seqs, dtype=torch.bool, device=device)
     tokens, logprobs, valid = [], [], []
     for step in range(max_new_tokens):
+        if decoder is not None:
+            logits = decoder.mask(logits, finished)
         token, logp = _next_tokens(logits, temperature, top_p, top_k, generator)
         token = token.masked_fill(finished, pad_id)
+        if decoder is not None:
+            decoder.advance(token, finished)
         valid.append(~finished)
         logprobs.append(logp.masked_fill(finished, 0.0))
         tokens.append(token)
@@ -301,20 +328,35 @@ def generate(
         prompt_index=torch.arange(len(prompt_ids), device=device).repeat_interleave(n),
         num_samples=n,
         temperature=1.0 if temperature == GREEDY else float(temperature),
+        constraints=sample_constraints,
     )
 
 
 def logits_to_logprobs(
-    logits: torch.Tensor, completion_ids: torch.Tensor, completion_mask: torch.Tensor, *, with_entropy: bool
+    logits: torch.Tensor, completion_ids: torch.Tensor, completion_mask: torch.Tensor, *, with_entropy: bool,
+    token_masks: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (N, T) of the completion tokens under (N, T, V) float logits (already divided
-    by the temperature), and with ``with_entropy`` the entropy (N, T); 0 where masked."""
+    by the temperature), and with ``with_entropy`` the entropy (N, T); 0 where masked.
+
+    ``token_masks``: (N, T, W) int32 grammar bitmasks (:func:`agents.constrained.replay_masks`);
+    the distribution is then the one renormalised over each step's allowed tokens.
+    """
+    allowed = None
+    if token_masks is not None:
+        from agents.constrained import unpack_bitmask
+
+        allowed = unpack_bitmask(token_masks.to(logits.device), logits.shape[-1])  # (N, T, V)
+        logits = logits.masked_fill(~allowed, float("-inf"))
     chosen = logits.gather(-1, completion_ids[..., None]).squeeze(-1)  # (N, T)
     logprobs = (chosen - torch.logsumexp(logits, dim=-1)) * completion_mask
     entropy = None
     if with_entropy:
         logp = logits.log_softmax(-1)
-        entropy = -(logp.exp() * logp).sum(-1) * completion_mask  # (N, T)
+        probs = logp.exp()
+        if allowed is not None:
+            logp = logp.masked_fill(~allowed, 0.0)  # masked tokens: p = 0, and 0 * -inf is NaN (also in backward)
+        entropy = -(probs * logp).sum(-1) * completion_mask  # (N, T)
     return logprobs, entropy
 
 
@@ -326,6 +368,7 @@ def _chunk_logprobs(
     completion_mask: torch.Tensor,
     temperature: float,
     with_entropy: bool,
+    token_masks: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (b, P + T)
     mask = torch.cat([prompt_mask, completion_mask], dim=1)
@@ -338,7 +381,8 @@ def _chunk_logprobs(
         use_cache=False,
         logits_to_keep=num_new + 1,
     ).logits[:, :-1].float()  # (b, T, V)
-    return logits_to_logprobs(logits / temperature, completion_ids, completion_mask, with_entropy=with_entropy)
+    return logits_to_logprobs(logits / temperature, completion_ids, completion_mask, with_entropy=with_entropy,
+                              token_masks=token_masks)
 
 
 def sequence_logprobs(
@@ -351,6 +395,7 @@ def sequence_logprobs(
     temperature: float = 1.0,
     chunk_size: int | None = None,
     return_entropy: bool = False,
+    token_masks: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs (N, T) of completions under the model as it is now (with grad).
 
@@ -360,6 +405,9 @@ def sequence_logprobs(
     Masked positions hold 0. ``chunk_size`` bounds how many sequences go through the
     model at once (the (rows, T, vocab) logits are the memory peak). With
     ``return_entropy`` also returns the (N, T) entropy of that distribution (0 where masked).
+    ``token_masks``: (N, T, W) grammar bitmasks of constrained samples
+    (:func:`agents.constrained.replay_masks`): the distribution is then renormalised over
+    each step's allowed tokens, as the sampler drew from it.
     """
     if prompt_ids.shape != prompt_mask.shape or completion_ids.shape != completion_mask.shape:
         raise ValueError(
@@ -385,6 +433,7 @@ def sequence_logprobs(
             completion_mask[i : i + step],
             tau,
             return_entropy,
+            None if token_masks is None else token_masks[i : i + step],
         )
         for i in range(0, rows, step)
     ]
@@ -404,8 +453,10 @@ def reference_logprobs(
     *,
     temperature: float = 1.0,
     chunk_size: int | None = None,
+    token_masks: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """:func:`sequence_logprobs` under the reference policy: adapters disabled, no grad."""
+    """:func:`sequence_logprobs` under the reference policy: adapters disabled, no grad (with
+    ``token_masks``, under the same grammar masks as the policy)."""
     with use_adapter(model, None):
         return sequence_logprobs(
             model,
@@ -415,4 +466,5 @@ def reference_logprobs(
             completion_mask,
             temperature=temperature,
             chunk_size=chunk_size,
+            token_masks=token_masks,
         )

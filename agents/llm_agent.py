@@ -1,7 +1,9 @@
 """An LLM agent for MemorySession-v0: one backbone, three roles, batched across envs.
 
 ``LLMAgent.from_spec("smollm2-135m")`` (or ``"llm:smollm2-135m"``, ``"tiny"``,
-``"/path/to/hf_dir:/path/to/adapter"``) builds the agent the registry names ``llm:...``.
+``"/path/to/hf_dir:/path/to/adapter"``) builds the agent the registry names ``llm:...``;
+a trailing ``?constrained=false`` samples freely instead of under each observation's grammar
+(:mod:`agents.constrained`, on by default: only well-formed actions over the ids shown).
 Each observation is rendered into its role's prompt (:mod:`agents.prompts`), prompts of
 one role are generated together (:func:`agents.generation.generate`) with that role's
 adapter (:func:`agents.lora.role_adapter`), and answer outputs are reduced to the short
@@ -77,10 +79,27 @@ def adapter_settings(path: str | Path, adapter_name: str | None = None) -> dict:
     return out
 
 
+CONSTRAINED_OPTION = "?constrained="
+_BOOLEANS = {"true": True, "1": True, "on": True, "yes": True, "false": False, "0": False, "off": False, "no": False}
+
+
+def split_spec_options(spec: str) -> tuple[str, dict]:
+    """``"<spec>?constrained=<bool>"`` -> (``"<spec>"``, ``{"constrained": bool}``); ({} without it)."""
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be a string, got {type(spec).__name__}")
+    head, sep, value = spec.rpartition(CONSTRAINED_OPTION)
+    if not sep:
+        return spec, {}
+    if value.strip().lower() not in _BOOLEANS:
+        raise ValueError(f"agent spec {spec!r}: constrained must be true or false, got {value!r}")
+    return head, {"constrained": _BOOLEANS[value.strip().lower()]}
+
+
 def parse_spec(spec: str) -> tuple[str, str | None]:
     """``"[llm:]<model>[:<adapter dir>]"`` -> (model alias or path, adapter dir or None)."""
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a string, got {type(spec).__name__}")
+    spec, _ = split_spec_options(spec)
     rest = spec[len(SPEC_PREFIX) :] if spec.startswith(SPEC_PREFIX) else spec
     model, _, adapter = rest.partition(":")
     if not model:
@@ -112,6 +131,8 @@ class LLMAgent:
             compact for the ``tiny`` backbone and default otherwise.
         seed: seeds the sampling generator (ignored for greedy decoding).
         batch_size: at most this many prompts per generation call.
+        constrained: sample every output under its observation's grammar (default), so
+            the environment rejects none; False samples freely.
     """
 
     def __init__(
@@ -129,6 +150,7 @@ class LLMAgent:
         prompt_style: str = AUTO_STYLE,
         seed: int = 0,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        constrained: bool = True,
     ) -> None:
         unknown = set(max_new_tokens or {}) - set(ROLES)
         if unknown:
@@ -160,6 +182,7 @@ class LLMAgent:
             prompt_style = trained.get("prompt_style") or default_prompt_style(backbone.name)
         self.prompt_style = prompt_style
         self.batch_size = batch_size
+        self.constrained = constrained
         device = next(self.model.parameters()).device
         self._generator = torch.Generator(device=device).manual_seed(seed)
         suffix = f":{adapter_path}" if adapter_path is not None else ""
@@ -173,9 +196,11 @@ class LLMAgent:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
     ) -> LLMAgent:
-        """Build from ``"[llm:]<model alias or path>[:<adapter dir>]"`` with default settings."""
+        """Build from ``"[llm:]<model alias or path>[:<adapter dir>][?constrained=false]"`` with
+        default settings."""
         model, adapter = parse_spec(spec)
-        return cls(load_backbone(model, device=device, dtype=dtype), adapter_path=adapter)
+        _, options = split_spec_options(spec)
+        return cls(load_backbone(model, device=device, dtype=dtype), adapter_path=adapter, **options)
 
     @property
     def sampler(self) -> RoleSampler:
@@ -183,7 +208,7 @@ class LLMAgent:
         return RoleSampler(self.model, self.tokenizer, prompt_style=self.prompt_style, distill=self.distill,
                            max_prompt_tokens=self.max_prompt_tokens, max_new_tokens=self.max_new_tokens,
                            temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                           generator=self._generator, batch_size=self.batch_size)
+                           generator=self._generator, batch_size=self.batch_size, constrained=self.constrained)
 
     def prompt(self, obs: str, role: str | None = None) -> str:
         """The rendered prompt for one observation."""

@@ -11,7 +11,10 @@ same way, through :class:`RoleSampler`:
 3. identical prompts are computed once: ``k`` observations with the same prompt and ``n``
    samples each become one prompt sampled ``k * n`` times, sharing its KV cache (the G
    rollouts of a conversation at its first turn, the rerolls of a forked state);
-4. prompts are generated in calls of at most ``batch_size`` sequences.
+4. prompts are generated in calls of at most ``batch_size`` sequences;
+5. with ``constrained`` (default) each observation's output follows its grammar
+   (:mod:`agents.constrained`: valid JSON facts and operations over the ids it shows, the
+   answer format), and the log-probs are those of the masked distribution.
 
 Every :class:`Generation` keeps the prompt and completion token ids and the sampling
 log-probs, so a trainer can compute its loss from exactly what was sampled.
@@ -23,6 +26,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -35,6 +39,7 @@ class Generation:
     prompt_ids: list[int]
     completion_ids: list[int]
     logprobs: list[float]
+    constraint: Any = None  # the agents.constrained.Constraint it was sampled under (None: none)
 
 
 def generations(rollout) -> list[list[Generation]]:
@@ -46,8 +51,9 @@ def generations(rollout) -> list[list[Generation]]:
         group = []
         for j in range(p * n, (p + 1) * n):
             mask = rollout.completion_mask[j].bool()
+            constraint = rollout.constraints[j] if rollout.constraints is not None else None
             group.append(Generation(rollout.texts[j], prompt, rollout.completion_ids[j][mask].tolist(),
-                                    rollout.logprobs[j][mask].tolist()))
+                                    rollout.logprobs[j][mask].tolist(), constraint))
         out.append(group)
     return out
 
@@ -69,12 +75,15 @@ class RoleSampler:
         temperature: sampling temperature (0: greedy); ``top_p``, ``top_k``: sampling filters.
         generator: the torch generator sampling draws from.
         batch_size: at most this many sequences per generation call (None: no limit).
+        constrained: sample each output under its observation's grammar (default); False
+            samples freely (the environment then rejects malformed actions).
     """
 
     def __init__(self, model, tokenizer, *, prompt_style: str = "default", distill: bool = True,
                  max_prompt_tokens: int = 2048, max_new_tokens: int | Mapping[str, int] = 256,
                  temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-                 generator: torch.Generator | None = None, batch_size: int | None = None) -> None:
+                 generator: torch.Generator | None = None, batch_size: int | None = None,
+                 constrained: bool = True) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.tokenizer = model, tokenizer
@@ -82,6 +91,7 @@ class RoleSampler:
         self.max_new_tokens = max_new_tokens
         self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
         self.generator, self.batch_size = generator, batch_size
+        self.constrained = constrained
 
     def new_tokens(self, role: str) -> int:
         """The generation budget of ``role``."""
@@ -94,6 +104,17 @@ class RoleSampler:
         return render_prompt(self.tokenizer, obs, max_prompt_tokens=self.max_prompt_tokens, role=role,
                              distill=self.distill, style=self.prompt_style)
 
+    def constraint(self, obs: str, role: str | None = None):
+        """The grammar of one observation's output (None when sampling is unconstrained)."""
+        if not self.constrained:
+            return None
+        from agents.constrained import grammar_for
+        from agents.prompts import parse_observation
+
+        parsed = parse_observation(obs)
+        role = role or parsed.get("role")
+        return grammar_for(parsed, role, max_new_tokens=self.new_tokens(role), distill=self.distill)
+
     def sample(self, observations: Sequence[str], *, num_samples: int = 1, greedy: bool = False,
                role: str | None = None, on_batch: Callable[[int], None] | None = None) -> list[list[Generation]]:
         """``num_samples`` generations per observation, in the observations' order.
@@ -103,22 +124,24 @@ class RoleSampler:
         observations it served (for progress bars).
         """
         out: list[list[Generation]] = [[] for _ in observations]
-        by_role: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+        # role -> (prompt, grammar) -> observation indices
+        by_role: dict[str, dict[tuple, list[int]]] = defaultdict(lambda: defaultdict(list))
         for i, obs in enumerate(observations):
             this_role = role or observation_role(obs)
-            by_role[this_role][self.prompt(obs, this_role)].append(i)
+            by_role[this_role][(self.prompt(obs, this_role), self.constraint(obs, this_role))].append(i)
         temperature = 0.0 if greedy else self.temperature
         for this_role, prompts in by_role.items():
-            by_count: dict[int, list[str]] = defaultdict(list)
-            for prompt, indices in prompts.items():
-                by_count[len(indices) * num_samples].append(prompt)
+            by_count: dict[int, list[tuple]] = defaultdict(list)
+            for key, indices in prompts.items():
+                by_count[len(indices) * num_samples].append(key)
             for count, plist in sorted(by_count.items()):
                 per_call = len(plist) if self.batch_size is None else max(1, self.batch_size // count)
                 for start in range(0, len(plist), per_call):
                     chunk = plist[start: start + per_call]
-                    rollout = self._generate(chunk, this_role, count, temperature)
-                    for prompt, group in zip(chunk, generations(rollout)):
-                        for k, target in enumerate(prompts[prompt]):
+                    rollout = self._generate([p for p, _ in chunk], this_role, count, temperature,
+                                             constraints=[c for _, c in chunk])
+                    for key, group in zip(chunk, generations(rollout)):
+                        for k, target in enumerate(prompts[key]):
                             out[target] = group[k * num_samples: (k + 1) * num_samples]
                     if on_batch is not None:
                         on_batch(sum(len(prompts[p]) for p in chunk))
@@ -135,10 +158,12 @@ class RoleSampler:
             raise ValueError(f"rollout() needs observations of one known role, got roles {sorted(map(str, roles))}")
         role = roles.pop()
         return self._generate([self.prompt(obs, role) for obs in observations], role, num_samples,
-                              self.temperature if temperature is None else temperature, top_p, generator)
+                              self.temperature if temperature is None else temperature, top_p, generator,
+                              constraints=[self.constraint(obs, role) for obs in observations])
 
     def _generate(self, prompts: Sequence[str], role: str, num_samples: int, temperature: float,
-                  top_p: float | None = None, generator: torch.Generator | None = None):
+                  top_p: float | None = None, generator: torch.Generator | None = None,
+                  constraints: Sequence[Any] | None = None):
         from agents.generation import generate
         from agents.lora import role_adapter, use_adapter
 
@@ -146,7 +171,9 @@ class RoleSampler:
             return generate(self.model, self.tokenizer, list(prompts), num_samples=num_samples,
                             max_new_tokens=self.new_tokens(role), temperature=temperature,
                             top_p=self.top_p if top_p is None else top_p, top_k=self.top_k,
-                            generator=self.generator if generator is None else generator)
+                            generator=self.generator if generator is None else generator,
+                            constraints=constraints if constraints and any(c is not None for c in constraints)
+                            else None)
 
     def generate(self, observations: Sequence[str], *, temperature: float | None = None) -> list[Generation]:
         """One generation per observation (the trainers' policy interface); ``temperature``
@@ -186,10 +213,19 @@ class RoleSampler:
                 n = len(gens[i].completion_ids)
                 completion_ids[k, :n] = torch.tensor(gens[i].completion_ids, device=device)
                 completion_mask[k, :n] = 1
+            token_masks = None
+            if any(gens[i].constraint is not None for i in rows):
+                from agents.constrained import replay_masks
+
+                # the masks the grammar applied at each step, so the log-probs stay those of
+                # the constrained distribution the training pass recomputes
+                token_masks = replay_masks([gens[i].constraint for i in rows],
+                                           [gens[i].completion_ids for i in rows], longest).to(device)
             with use_adapter(self.model, role_adapter(self.model, role)):
                 logp = sequence_logprobs(self.model, prompt_ids, prompt_mask, completion_ids, completion_mask,
-                                         temperature=self.temperature).float().cpu()
+                                         temperature=self.temperature, token_masks=token_masks).float().cpu()
             for k, i in enumerate(rows):
                 g = gens[i]
-                out[i] = Generation(g.text, g.prompt_ids, g.completion_ids, logp[k, : len(g.completion_ids)].tolist())
+                out[i] = Generation(g.text, g.prompt_ids, g.completion_ids, logp[k, : len(g.completion_ids)].tolist(),
+                                    g.constraint)
         return out

@@ -313,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         extractor = make_agent(args.extractor)
     policy = RoleSampler(model, tokenizer, prompt_style=style, max_prompt_tokens=args.max_prompt_tokens,
                          max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                         generator=sampling_gen)
+                         generator=sampling_gen, constrained=args.constrained)
     update_config = UpdateConfig.from_args(args)
 
     state = {"update": 0, "stage": 0, "update_in_stage": 0, "tokens": 0.0}

@@ -273,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     sampler = RoleSampler(model, tokenizer, prompt_style=style, distill=args.distill,
                           max_prompt_tokens=args.max_prompt_tokens, max_new_tokens=args.new_tokens,
                           temperature=args.temperature, top_p=args.top_p, generator=generator,
-                          batch_size=args.generation_batch_size)
+                          batch_size=args.generation_batch_size, constrained=args.constrained)
     role = "answer" if args.mode == "answer" else "manage"
     serving = dict(prompt_style=style, max_prompt_tokens=args.max_prompt_tokens, max_new_tokens=args.new_tokens,
                    distill=args.distill if args.mode == "answer" else None)  # recorded with the saved adapters

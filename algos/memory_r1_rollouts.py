@@ -98,7 +98,8 @@ def collect_answer_batch(sampler: RoleSampler, items: Sequence[AnswerItem], *, n
     for q, (item, group) in enumerate(zip(items, groups)):
         for g in group:
             samples.append(Sample(g.prompt_ids, g.completion_ids, g.logprobs, role="answer", session=-1,
-                                    local=False, group=("answer", q), reward=answer_reward(g.text, item.gold, metric)))
+                                    local=False, group=("answer", q), reward=answer_reward(g.text, item.gold, metric),
+                                  constraint=g.constraint))
     if algo == "grpo":
         assign_group_advantages(samples)
     rewards = [s.reward for s in samples]
@@ -205,7 +206,8 @@ def _manage_step(sampler, answerer, managing, n, max_questions, samples, stats) 
         answer_score = float(np.mean(scores[key])) if scores[key] else 0.0
         reward = answer_score + float(step_reward)
         samples.append(Sample(gen.prompt_ids, gen.completion_ids, gen.logprobs, role="manage", session=session,
-                                local=True, group=("manage", t.index, session), reward=reward))
+                                local=True, group=("manage", t.index, session), reward=reward,
+                              constraint=gen.constraint))
         stats["charts/valid_rate"].append(float(bool(info.get("valid", True))))
         first_of.setdefault(id(t), key)
     for t in managing:

@@ -147,7 +147,8 @@ def collect(
             for slot, gen in zip(batch, _generate(policy, [s.obs for s in batch], temperature)):
                 actions[id(slot)] = gen.text
                 slot.samples.append(Sample(gen.prompt_ids, gen.completion_ids, gen.logprobs,
-                                           slot.info["role"], slot.info["session"], slot.local))
+                                           slot.info["role"], slot.info["session"], slot.local,
+                                           constraint=getattr(gen, "constraint", None)))
         for slot in to_extractor:
             actions[id(slot)] = extractor.act(slot.obs, slot.info)
         if to_answerer:

@@ -51,6 +51,7 @@ class Sample:
     ref_logprobs: list[float] | None = None  # filled by the update
     reward: float = 0.0  # the outcome reward (PPO with a value head: the return)
     value: float = 0.0  # PPO with a value head: the critic's V(prompt) when sampled
+    constraint: Any = None  # the grammar it was sampled under (agents.constrained); its masks are replayed
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,18 @@ def collate(samples: Sequence[Sample], pad_id: int, device) -> dict[str, torch.T
     out = dict(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
                completion_mask=completion_mask, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs,
                advantages=advantages)
-    return {k: v.to(device) for k, v in out.items()}
+    out = {k: v.to(device) for k, v in out.items()}
+    out["token_masks"] = constraint_masks(samples, c_len)  # None when no sample was constrained
+    return out
+
+
+def constraint_masks(samples: Sequence[Sample], length: int) -> torch.Tensor | None:
+    """The grammar masks constrained samples were drawn under, replayed: (N, T, W) or None."""
+    if all(s.constraint is None for s in samples):
+        return None
+    from agents.constrained import replay_masks
+
+    return replay_masks([s.constraint for s in samples], [s.completion_ids for s in samples], length)
 
 
 def policy_and_values(model, value_head, batch: dict[str, torch.Tensor], *, temperature: float,
@@ -152,7 +164,8 @@ def policy_and_values(model, value_head, batch: dict[str, torch.Tensor], *, temp
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False,
                 logits_to_keep=num_new + 1, output_hidden_states=True)
     logits = out.logits[:, :-1].float() / (temperature if temperature > 0 else 1.0)  # (N, T, V)
-    logprobs, entropy = logits_to_logprobs(logits, completion_ids, completion_mask, with_entropy=with_entropy)
+    logprobs, entropy = logits_to_logprobs(logits, completion_ids, completion_mask, with_entropy=with_entropy,
+                                           token_masks=batch.get("token_masks"))
     hidden = last_token_hidden(out.hidden_states[-1][:, :p_len], prompt_mask)  # (N, H)
     return logprobs, entropy, value_head(hidden)
 
@@ -178,11 +191,13 @@ def _prepare(model, samples: Sequence[Sample], config: UpdateConfig, pad_id: int
             sub = b if len(rows) == len(micro) else collate([micro[j] for j in rows], pad_id, device)
             if reference is None:
                 ref = reference_logprobs(model, sub["prompt_ids"], sub["prompt_mask"], sub["completion_ids"],
-                                         sub["completion_mask"], temperature=config.temperature).cpu()
+                                         sub["completion_mask"], temperature=config.temperature,
+                                         token_masks=sub["token_masks"]).cpu()
             else:
                 with torch.no_grad(), use_adapter(model, reference):
                     ref = sequence_logprobs(model, sub["prompt_ids"], sub["prompt_mask"], sub["completion_ids"],
-                                            sub["completion_mask"], temperature=config.temperature).float().cpu()
+                                            sub["completion_mask"], temperature=config.temperature,
+                                            token_masks=sub["token_masks"]).float().cpu()
             for k, j in enumerate(rows):
                 micro[j].ref_logprobs = ref[k, : len(micro[j].completion_ids)].tolist()
         if recompute:
@@ -193,7 +208,8 @@ def _prepare(model, samples: Sequence[Sample], config: UpdateConfig, pad_id: int
                 sub = collate([micro[j] for j in rows], pad_id, device)
                 with torch.no_grad(), use_adapter(model, adapter):
                     old = sequence_logprobs(model, sub["prompt_ids"], sub["prompt_mask"], sub["completion_ids"],
-                                            sub["completion_mask"], temperature=config.temperature).float().cpu()
+                                            sub["completion_mask"], temperature=config.temperature,
+                                            token_masks=sub["token_masks"]).float().cpu()
                 for k, j in enumerate(rows):
                     s = micro[j]
                     fresh = old[k, : len(s.completion_ids)].tolist()
@@ -270,7 +286,8 @@ def ppo_update(model, samples: Sequence[Sample], optimizer, config: UpdateConfig
                         if value_head is None:
                             logp, entropy = sequence_logprobs(model, b["prompt_ids"], b["prompt_mask"],
                                                               b["completion_ids"], b["completion_mask"],
-                                                              temperature=config.temperature, return_entropy=True)
+                                                              temperature=config.temperature, return_entropy=True,
+                                                              token_masks=b["token_masks"])
                         else:
                             logp, entropy, values = policy_and_values(model, value_head, b,
                                                                       temperature=config.temperature)

@@ -59,7 +59,8 @@ def _answer_run(seed: int, updates: int) -> tuple[float, float]:
 
     def sampler(gen_seed: int, batch_size: int) -> RoleSampler:
         return RoleSampler(model, tok, prompt_style="compact", max_prompt_tokens=1024, max_new_tokens=12,
-                           generator=torch.Generator().manual_seed(gen_seed), batch_size=batch_size)
+                           generator=torch.Generator().manual_seed(gen_seed), batch_size=batch_size,
+                           constrained=False)  # the format is part of what is learnt here
 
     def sampled_em() -> float:
         groups = sampler(123, 256).sample([it.obs for it in items], num_samples=16, role="answer")
@@ -122,7 +123,7 @@ def _manage_run(seed: int, updates: int) -> tuple[list[float], float, float]:
               prompt_style="compact", schedule="linear")
     generator = torch.Generator().manual_seed(seed)
     policy = RoleSampler(model, tok, prompt_style="compact", max_prompt_tokens=256, max_new_tokens=128,
-                         generator=generator)
+                         generator=generator, constrained=False)  # learning valid actions is what is measured
     answerer, oracle = R.ScriptedAnswerer(), OracleAgent()
 
     def collect(group_size: int, rng: np.random.Generator):

@@ -37,6 +37,11 @@ def _agent(backbone=None, **kwargs):
     return LLMAgent(backbone or tiny_backbone(), max_new_tokens=SMALL, **kwargs)
 
 
+# Unconstrained: at these budgets a grammar forces every token ('{"facts": [' alone is 11
+# bytes of the byte-level tokenizer), so outputs could not tell adapters or seeds apart.
+FREE = {"constrained": False}
+
+
 @pytest.mark.parametrize(
     "spec, parsed",
     [
@@ -84,9 +89,9 @@ def test_sample_returns_a_rollout_for_one_role():
 
 
 def test_sampling_agent_is_seeded():
-    a = _agent(temperature=1.0, seed=1).act_batch(OBSERVATIONS, INFOS)
-    b = _agent(temperature=1.0, seed=1).act_batch(OBSERVATIONS, INFOS)
-    c = _agent(temperature=1.0, seed=2).act_batch(OBSERVATIONS, INFOS)
+    a = _agent(temperature=1.0, seed=1, **FREE).act_batch(OBSERVATIONS, INFOS)
+    b = _agent(temperature=1.0, seed=1, **FREE).act_batch(OBSERVATIONS, INFOS)
+    c = _agent(temperature=1.0, seed=2, **FREE).act_batch(OBSERVATIONS, INFOS)
     assert a == b and a != c
 
 
@@ -99,8 +104,9 @@ def test_adapter_from_spec_serves_extract_and_manage_only(tmp_path):
             p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
     save_adapter(model, tmp_path / "adapter", "policy")
 
-    plain = LLMAgent.from_spec("llm:tiny")
-    adapted = LLMAgent.from_spec(f"llm:tiny:{tmp_path / 'adapter'}")
+    plain = LLMAgent.from_spec("llm:tiny?constrained=false")
+    adapted = LLMAgent.from_spec(f"llm:tiny:{tmp_path / 'adapter'}?constrained=false")
+    assert not plain.constrained and LLMAgent.from_spec("llm:tiny").constrained
     assert adapted.name == f"llm:tiny:{tmp_path / 'adapter'}" and plain.name == "llm:tiny"
     for agent in (plain, adapted):
         agent.max_new_tokens = dict(SMALL)
@@ -110,7 +116,7 @@ def test_adapter_from_spec_serves_extract_and_manage_only(tmp_path):
     assert adapted_actions[1] == plain_actions[1] and adapted_actions[3] == plain_actions[3]  # base answers
     assert not any(p.requires_grad for p in adapted.model.parameters())  # loaded frozen
     # The in-memory adapted backbone acts exactly as the one loaded from disk.
-    assert _agent(trained).act_batch(OBSERVATIONS, INFOS) == adapted_actions
+    assert _agent(trained, **FREE).act_batch(OBSERVATIONS, INFOS) == adapted_actions
 
 
 def test_answer_adapter_from_spec_serves_the_answer_role_only(tmp_path):
@@ -122,15 +128,15 @@ def test_answer_adapter_from_spec_serves_the_answer_role_only(tmp_path):
             p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
     save_adapter(model, tmp_path / "answer", "answer")  # as algos.memory_r1 --mode answer saves it
 
-    plain = LLMAgent.from_spec("llm:tiny")
-    adapted = LLMAgent.from_spec(f"llm:tiny:{tmp_path / 'answer'}")
+    plain = LLMAgent.from_spec("llm:tiny?constrained=off")
+    adapted = LLMAgent.from_spec(f"llm:tiny:{tmp_path / 'answer'}?constrained=0")
     for agent in (plain, adapted):
         agent.max_new_tokens = dict(SMALL)
     plain_actions = plain.act_batch(OBSERVATIONS, INFOS)
     adapted_actions = adapted.act_batch(OBSERVATIONS, INFOS)
     assert adapted_actions[1] != plain_actions[1] and adapted_actions[3] != plain_actions[3]  # answers change
     assert adapted_actions[0] == plain_actions[0] and adapted_actions[2] == plain_actions[2]  # base extracts
-    assert _agent(trained).act_batch(OBSERVATIONS, INFOS) == adapted_actions
+    assert _agent(trained, **FREE).act_batch(OBSERVATIONS, INFOS) == adapted_actions
 
 
 def test_prompt_style_follows_the_adapter_then_the_backbone(tmp_path):

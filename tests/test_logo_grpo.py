@@ -116,7 +116,8 @@ def test_final_adapter_loads_with_peft(tmp_path):
 @pytest.mark.slow
 def test_two_gloo_processes_end_with_identical_adapters(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "algos.logo_grpo", *TINY,
-           "--stages", "2", "--conversations-per-update", "2", "--output-dir", str(tmp_path)]
+           "--stages", "2", "--conversations-per-update", "2", "--output-dir", str(tmp_path),
+           "--no-constrained"]  # in 8 tokens a grammar forces every token: no gradient to compare
     subprocess.run(cmd, check=True, capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     digests = [(tmp_path / f"adapter-digest-rank{r}.txt").read_text() for r in (0, 1)]
     assert digests[0] == digests[1]

@@ -88,9 +88,10 @@ def test_each_role_uses_its_adapter(tiny_backbone):
     with torch.no_grad():
         for p in adapter_parameters(model, "policy"):
             p.add_(torch.randn_like(p) * 0.5)
-    sampler = RoleSampler(model, tiny_backbone.tokenizer, prompt_style="compact", max_new_tokens=6)
+    # unconstrained: in 6 tokens a grammar would force every token, whatever the adapter
+    sampler = RoleSampler(model, tiny_backbone.tokenizer, prompt_style="compact", max_new_tokens=6, constrained=False)
     base = RoleSampler(tiny_backbone.model.get_base_model(), tiny_backbone.tokenizer, prompt_style="compact",
-                       max_new_tokens=6)
+                       max_new_tokens=6, constrained=False)
     with model.disable_adapter():
         plain_answer = base.sample([_obs("answer")], greedy=True)[0][0].completion_ids
         plain_extract = base.sample([_obs("extract")], greedy=True)[0][0].completion_ids
@@ -102,7 +103,7 @@ def test_generate_at_another_temperature_and_rescore_at_the_samplers_own(tiny_ba
     from agents.generation import sequence_logprobs
 
     sampler = RoleSampler(tiny_backbone.model, tiny_backbone.tokenizer, prompt_style="compact", max_new_tokens=6,
-                          temperature=0.7, generator=torch.Generator().manual_seed(0))
+                          temperature=0.7, generator=torch.Generator().manual_seed(0), constrained=False)
     obs = [_obs("answer"), _obs("answer", "Who is Bob?")]
     greedy = sampler.generate(obs, temperature=0.0)
     assert [g.text for g in greedy] == [g.text for g in sampler.generate(obs, temperature=0.0)]
@@ -115,3 +116,21 @@ def test_generate_at_another_temperature_and_rescore_at_the_samplers_own(tiny_ba
                                      torch.tensor([g.completion_ids]),
                                      torch.ones(1, len(g.completion_ids), dtype=torch.long), temperature=0.7)
         assert r.logprobs == pytest.approx(expected[0].tolist(), abs=1e-4)
+
+
+def test_rescore_replays_the_grammar_masks_of_constrained_generations(tiny_backbone):
+    """Rescoring constrained samples at the temperature they were drawn at gives back the
+    log-probs recorded while sampling (the masked distribution), and keeps the constraint."""
+    sampler = RoleSampler(tiny_backbone.model, tiny_backbone.tokenizer, prompt_style="compact", max_new_tokens=64,
+                          temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert sampler.constrained
+    obs = [_obs("extract"), _obs("manage"), _obs("answer")]
+    gens = sampler.generate(obs)
+    assert all(g.constraint is not None for g in gens)
+    rescored = sampler.rescore(obs, gens)
+    for g, r in zip(gens, rescored):
+        assert r.constraint is g.constraint
+        assert r.logprobs == pytest.approx(g.logprobs, abs=1e-4)
+    # without the masks the same tokens score lower: the grammar moved probability mass
+    unmasked = sampler.rescore(obs, [type(g)(g.text, g.prompt_ids, g.completion_ids, g.logprobs) for g in gens])
+    assert sum(map(sum, (r.logprobs for r in unmasked))) < sum(map(sum, (g.logprobs for g in gens))) - 1.0
