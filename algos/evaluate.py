@@ -115,17 +115,20 @@ def load_policy_model(model_name: str, adapter: str | Path | None, *, device: st
     return model, backbone.tokenizer
 
 
-def make_policy(model, tokenizer, *, prompt_style: str, max_new_tokens: int, max_prompt_tokens: int):
-    """A greedy :class:`agents.sampler.RoleSampler` (temperature 0)."""
+def make_policy(model, tokenizer, *, prompt_style: str, max_new_tokens: int, max_prompt_tokens: int,
+                constrained: bool = True):
+    """A greedy :class:`agents.sampler.RoleSampler` (temperature 0); ``constrained``: under
+    each observation's grammar (:mod:`agents.constrained`), as the trainers sample by default."""
     from agents.sampler import RoleSampler
 
     return RoleSampler(model, tokenizer, prompt_style=prompt_style, max_prompt_tokens=max_prompt_tokens,
-                       max_new_tokens=max_new_tokens, temperature=0.0, generator=torch.Generator().manual_seed(0))
+                       max_new_tokens=max_new_tokens, temperature=0.0, generator=torch.Generator().manual_seed(0),
+                       constrained=constrained)
 
 
 def evaluate_synthetic(model, tokenizer, *, worlds: Sequence[int], horizons: Sequence[int], prompt_style: str,
                        max_new_tokens: int, max_prompt_tokens: int, extractor: str | None = "oracle",
-                       answerer: Any | None = None) -> dict[int, EvalResult]:
+                       answerer: Any | None = None, constrained: bool = True) -> dict[int, EvalResult]:
     """Scores on held-out synthetic worlds at each horizon (sessions per world).
 
     Defaults match the CPU training setup: the oracle plays the extract turns and the
@@ -141,7 +144,7 @@ def evaluate_synthetic(model, tokenizer, *, worlds: Sequence[int], horizons: Seq
     if not horizons or any(int(h) < 1 for h in horizons):
         raise ValueError(f"horizons must be positive session counts, got {list(horizons)}")
     policy = make_policy(model, tokenizer, prompt_style=prompt_style, max_new_tokens=max_new_tokens,
-                         max_prompt_tokens=max_prompt_tokens)
+                         max_prompt_tokens=max_prompt_tokens, constrained=constrained)
     fixed_extractor = make_agent(extractor) if extractor else None
     answerer = answerer if answerer is not None else ScriptedAnswerer()
     out = {}
@@ -153,7 +156,7 @@ def evaluate_synthetic(model, tokenizer, *, worlds: Sequence[int], horizons: Seq
 
 
 def evaluate_locomo(model, tokenizer, *, data_path: str, conversations: Sequence[str] | None, prompt_style: str,
-                    max_new_tokens: int, max_prompt_tokens: int) -> EvalResult:
+                    max_new_tokens: int, max_prompt_tokens: int, constrained: bool = True) -> EvalResult:
     """LoCoMo (e.g. the dev split): the policy extracts and manages, the frozen base model answers.
 
     Compare a trained adapter against its zero-shot self by calling this with the adapter
@@ -169,7 +172,7 @@ def evaluate_locomo(model, tokenizer, *, data_path: str, conversations: Sequence
 
     keys = list(conversations) if conversations else list(make().unwrapped.source.keys())
     policy = make_policy(model, tokenizer, prompt_style=prompt_style, max_new_tokens=max_new_tokens,
-                         max_prompt_tokens=max_prompt_tokens)
+                         max_prompt_tokens=max_prompt_tokens, constrained=constrained)
     answerer = llm_answerer(model, tokenizer, max_prompt_tokens=max_prompt_tokens, prompt_style=prompt_style)
     return run_episodes(policy, answerer, make, keys, extractor=None)
 
@@ -184,6 +187,7 @@ class EvalArgs:
     max_new_tokens: int = field(default=128, metadata={"help": "tokens per extract/manage action"})
     max_prompt_tokens: int = field(default=256, metadata={"help": "prompts are trimmed by relevance to this many tokens"})
     extractor: str | None = field(default="oracle", metadata={"help": "fixed extract agent (none: the policy extracts)"})
+    constrained: bool = field(default=True, metadata={"help": "the policy acts under each observation's grammar (agents.constrained), as the trainers sample; --no-constrained decodes freely"})
 
     def __post_init__(self) -> None:
         from algos.cli import check_agent_name, check_range
@@ -206,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model, tok = load_policy_model(a.model, a.adapter)
     res = evaluate_synthetic(model, tok, worlds=range(a.worlds), horizons=a.horizons, prompt_style=a.prompt_style,
                              max_new_tokens=a.max_new_tokens, max_prompt_tokens=a.max_prompt_tokens,
-                             extractor=a.extractor)
+                             extractor=a.extractor, constrained=a.constrained)
     out = {h: r.to_dict() for h, r in res.items()}
     print(json.dumps(out, indent=2))
     return out

@@ -167,7 +167,8 @@ def _evaluate(preset: Preset, adapter: Path | None) -> dict[str, Any]:
     model, tok = load_policy_model(preset.model, adapter, device="cpu" if preset.model == "tiny" else None)
     res = evaluate_synthetic(model, tok, worlds=range(preset.eval_worlds), horizons=preset.eval_horizons,
                              prompt_style=preset.trainer["prompt_style"], max_new_tokens=preset.trainer["max_new_tokens"],
-                             max_prompt_tokens=preset.trainer["max_prompt_tokens"], extractor=preset.trainer["extractor"])
+                             max_prompt_tokens=preset.trainer["max_prompt_tokens"], extractor=preset.trainer["extractor"],
+                             constrained=preset.trainer.get("constrained", True))
     return {str(h): r.to_dict() for h, r in res.items()}
 
 
@@ -351,6 +352,7 @@ class ReproduceArgs:
     eval_horizons: tuple[int, ...] | None = field(default=None, metadata={"help": "override the evaluation horizons"})
     jobs: int | None = field(default=None, metadata={"help": "parallel worker processes (none: the preset's)"})
     sft_schedule: str | None = field(default=None, metadata={"help": "learning-rate schedule of every arm's SFT warm start (none: the preset's, constant)", "choices": ["constant", "linear"]})
+    constrained: bool = field(default=True, metadata={"help": "train and evaluate under the action grammars (agents.constrained); --no-constrained samples freely, as the results committed before constrained decoding were made"})
     name: str | None = field(default=None, metadata={"help": "results file stem (none: reproduce_<preset>), e.g. reproduce_cpu_linear_sft for a variant"})
     work_dir: str | None = field(default=None, metadata={"help": "runs go here (none: runs/<name>)"})
     results_dir: str = field(default=str(RESULTS_DIR), metadata={"help": "where the table (.md), the report (.json) and the learning curves (.png) go"})
@@ -381,6 +383,8 @@ def resolve_preset(args: ReproduceArgs) -> Preset:
     changes: dict[str, Any] = {}
     if args.sft_schedule:
         changes["sft_schedule"] = args.sft_schedule
+    if not args.constrained:
+        changes["trainer"] = {**preset.trainer, "constrained": False}
     for name in ("seeds", "arms", "eval_horizons"):
         if getattr(args, name):
             changes[name] = tuple(getattr(args, name))
@@ -448,7 +452,8 @@ def locomo_comparison(preset: Preset, adapter: Path, data_path: str) -> dict[str
         out[name] = evaluate_locomo(model, tok, data_path=data_path, conversations=None,
                                     prompt_style=preset.trainer["prompt_style"],
                                     max_new_tokens=preset.trainer["max_new_tokens"],
-                                    max_prompt_tokens=preset.trainer["max_prompt_tokens"]).to_dict()
+                                    max_prompt_tokens=preset.trainer["max_prompt_tokens"],
+                                    constrained=preset.trainer.get("constrained", True)).to_dict()
     return out
 
 

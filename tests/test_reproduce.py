@@ -162,3 +162,13 @@ def test_bad_flags_are_refused_in_one_line_before_anything_runs(capsys, monkeypa
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and "usage:" not in err, err
     assert message in err
+
+
+def test_no_constrained_reaches_every_trainer_command_and_the_evaluation():
+    on = R.resolve_preset(parse_args(R.ReproduceArgs, ["--preset", "cpu"]))
+    off = R.resolve_preset(parse_args(R.ReproduceArgs, ["--preset", "cpu", "--no-constrained"]))
+    assert on.trainer.get("constrained", True) is True and off.trainer["constrained"] is False
+    argv = R.trainer_argv(off, "logo", 0, R.Path("sft"), R.Path("out"))
+    assert "--no-constrained" in argv
+    assert "--no-constrained" not in R.trainer_argv(on, "logo", 0, R.Path("sft"), R.Path("out"))
+    assert R.PRESETS["cpu"].trainer == on.trainer  # the preset itself is left as it was
