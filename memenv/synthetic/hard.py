@@ -134,6 +134,8 @@ class _Stint:
 class HardWorldBuilder(_WorldBuilder):
     """Draws one hard world; see the module docstring."""
 
+    events_per_session = (HARD_MIN_EVENTS, HARD_MAX_EVENTS)
+
     def __init__(self, seed: int, num_sessions: int) -> None:
         super().__init__(seed, num_sessions)
         self.conv_id = f"synthetic-hard-{num_sessions}-s{seed}"
@@ -376,19 +378,7 @@ class HardWorldBuilder(_WorldBuilder):
 
     def _session_events(self, session: int, date: dt.date, max_offset: int) -> list[FactEvent]:
         self._session = session
-        if session == 0:
-            return super()._session_events(session, date, max_offset)
-        rng, events = self.rng, []
-        touched: dict[str, set[str]] = {p.name: set() for p in self.people}
-        first = randint(rng, 0, 2)
-        for i in range(randint(rng, HARD_MIN_EVENTS, HARD_MAX_EVENTS + 1)):
-            for person in (self.people[(first + i) % 2], self.people[(first + i + 1) % 2]):
-                event = self._random_event(person, touched[person.name], session, date, max_offset)
-                if event is not None:
-                    touched[person.name].add(self._event_slot(event))
-                    events.append(event)
-                    break
-        return events
+        return super()._session_events(session, date, max_offset)
 
     def _event_slot(self, event: FactEvent) -> str:
         if event.event.startswith("third_"):

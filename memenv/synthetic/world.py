@@ -70,6 +70,8 @@ RETRACT_WEIGHTS = {PARTNER: 0.4, CLUB: 0.6, VEHICLE: 0.5, PET: 0.4}
 class _WorldBuilder:
     """Draws one world; used once by :func:`generate_world`."""
 
+    events_per_session = (MIN_EVENTS, MAX_EVENTS)  # fact events per session after the first
+
     def __init__(self, seed: int, num_sessions: int) -> None:
         self.rng = np.random.default_rng(seed)
         self.num_sessions = num_sessions
@@ -246,7 +248,7 @@ class _WorldBuilder:
             return events
         touched: dict[str, set[str]] = {p.name: set() for p in self.people}
         first = randint(rng, 0, 2)
-        for i in range(randint(rng, MIN_EVENTS, MAX_EVENTS + 1)):
+        for i in range(randint(rng, self.events_per_session[0], self.events_per_session[1] + 1)):
             # Alternate speakers; fall back to the other one when a speaker has no event.
             for person in (self.people[(first + i) % 2], self.people[(first + i + 1) % 2]):
                 event = self._random_event(person, touched[person.name], session, date, max_offset)
