@@ -85,11 +85,29 @@ LEGACY_LOGO_GRPO = dict(clip_mode="token", loss_agg="token", dual_clip_c="none",
 _CPU_TRAINER = dict(group_size=8, conversations_per_update=2, num_train_worlds=2, inner_n=4, max_new_tokens=128,
                     max_prompt_tokens=256, learning_rate=1e-3, kl_coef=0.0, answerer="scripted", extractor="oracle",
                     prompt_style="compact", lora_lm_head=True, micro_batch_size=16, **LEGACY_LOGO_GRPO)
-# Sizing of smollm2-cpu (2 hours on this shared 2-core CPU), from measured numbers:
-SMOLLM2_CPU_SIZING = """MEASUREMENT"""
-SMOLLM2_CPU_TOKENS = 1  # generated tokens per RL arm (both stages together)
+# Sizing of smollm2-cpu, from numbers measured on this 2-core CPU while other jobs kept its load
+# average at 5-7 (so this process had about a third of the cores):
+# * one LoGo-GRPO update of SmolLM2 at 2 sessions with these settings but ppo_epochs 2
+#   (`timeout 900 python -m algos.logo_grpo --preset memory-r2 --env MemorySession-v0 --env-kwargs
+#   '{"session_chunks": null}' --model smollm2-135m --no-demo --stages 2 --updates-per-stage 1
+#   --group-size 4 --conversations-per-update 1 --num-train-worlds 2 --inner-n 4 --max-new-tokens 128
+#   --max-prompt-tokens 512 --prompt-style compact --answerer scripted --val-worlds 0
+#   --max-final-questions 16 --micro-batch-size 8 --num-minibatches 1`) did NOT finish within 900 s
+#   (about 620 s of CPU time on its 2 threads): > 15 min per update under that load, >= 5 min on an idle
+#   machine (2 threads, 2 cores);
+# * zero-shot greedy evaluation with the policy extracting and managing, constrained, 128 new tokens:
+#   > 75 s per batched generation call (2 worlds x 2 sessions = 4 calls took more than 5 minutes).
+# Budget: each RL arm gets 2,000 generated tokens, half per stage; a 2-session update of a group of 4
+# generates up to 4 x 2 x 2 x 128 = 2,048 tokens, so each arm makes about one update per stage (its
+# last update crosses the share): 2 arms x 2 seeds x 2 updates, about 8 x 8 = 64 min idle. Evaluation:
+# 7 models (base, 2 SFT, 4 RL) x 2 worlds x (4 + 8 + 16) sessions x 2 roles = 7 x 56 batched calls;
+# at >= 25 s a call on an idle machine that is >= 2.7 h, the largest cost: the whole preset does NOT
+# fit 2 hours at these numbers (estimate >= 4 h idle, roughly 3x that at load 6). The preset keeps
+# the issue's horizons and 2 held-out worlds and says so instead of hiding it; a trained adapter
+# emits shorter actions than the zero-shot model measured here, so its calls should cost less.
+SMOLLM2_CPU_TOKENS = 2_000  # generated tokens per RL arm (both stages together): about one update per stage
 SMOLLM2_CPU_EVAL_WORLDS = 2
-SMOLLM2_CPU_SFT_STEPS = 40
+SMOLLM2_CPU_SFT_STEPS = 40  # 40 steps of 8 demonstrations (official: no SFT stage; the issue's warm start)
 # The official Memory-R2 settings (``algos.logo_grpo --preset memory-r2``: turn-level PPO-clip
 # with dual clip and capped log-ratio, questions scored on the final memory, the stage-start
 # adapter as KL reference, a fresh optimizer per stage, k3 KL 0.001, entropy 0.001, LoRA
@@ -101,6 +119,7 @@ _SMOLLM2_CPU_TRAINER = dict(
     conversations_per_update=1,  # official: a batch of conversations per update
     num_train_worlds=64,  # training pool (the RL arms see at most a few dozen conversations)
     max_final_questions=16,  # official 64: each final memory is scored on 16 sampled questions
+    ppo_epochs=1,  # official 2: one pass over each batch (the update's forward+backward is most of its time here)
     num_minibatches=1,  # one optimizer step per PPO epoch (official: the batch in minibatches; ours is one small group)
     learning_rate=1e-4,  # official LoRA rate 2e-5 (tenfold of the full fine-tuning 2e-6): x5, for a handful of updates
     val_worlds=0,  # official: 4 validation worlds every 5 updates, best-checkpoint hand-off, early stop; off (it costs as much as training)
