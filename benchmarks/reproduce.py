@@ -96,18 +96,19 @@ _CPU_TRAINER = dict(group_size=8, conversations_per_update=2, num_train_worlds=2
 #   (about 620 s of CPU time on its 2 threads): > 15 min per update under that load, >= 5 min on an idle
 #   machine (2 threads, 2 cores);
 # * zero-shot greedy evaluation with the policy extracting and managing, constrained, 128 new tokens:
-#   > 75 s per batched generation call (2 worlds x 2 sessions = 4 calls took more than 5 minutes).
+#   69 s per batched generation call (2 held-out worlds x 2 sessions = 4 calls of 2 sequences: 276 s;
+#   invalid rate 0, 2 memory tokens kept, F1 0.25, all of it from the unanswerable questions).
 # Budget: each RL arm gets 2,000 generated tokens, half per stage; a 2-session update of a group of 4
 # generates up to 4 x 2 x 2 x 128 = 2,048 tokens, so each arm makes about one update per stage (its
 # last update crosses the share): 2 arms x 2 seeds x 2 updates, about 8 x 8 = 64 min idle. Evaluation:
 # 7 models (base, 2 SFT, 4 RL) x 2 worlds x (4 + 8 + 16) sessions x 2 roles = 7 x 56 batched calls;
-# at >= 25 s a call on an idle machine that is >= 2.7 h, the largest cost: the whole preset does NOT
-# fit 2 hours at these numbers (estimate >= 4 h idle, roughly 3x that at load 6). The preset keeps
-# the horizons and 2 held-out worlds and says so instead of hiding it; a trained adapter
-# emits shorter actions than the zero-shot model measured here, so its calls should cost less.
+# at about 23 s a call on an idle machine (69 s / 3) that is about 2.5 h, the largest cost: the whole preset does NOT
+# fit 2 hours at these numbers (estimate >= 3.7 h idle, roughly 3x that at load 6). The preset keeps
+# the horizons (4, 8, 16) and 2 held-out worlds; a trained adapter that closes its JSON
+# early would make its calls cheaper than the zero-shot model's measured here (not measured).
 SMOLLM2_CPU_TOKENS = 2_000  # generated tokens per RL arm (both stages together): about one update per stage
 SMOLLM2_CPU_EVAL_WORLDS = 2
-SMOLLM2_CPU_SFT_STEPS = 40  # 40 steps of 8 demonstrations (official: no SFT stage; the warm start)
+SMOLLM2_CPU_SFT_STEPS = 40  # 40 steps of 8 oracle demonstrations of both roles (the warm start)
 # The official Memory-R2 settings (``algos.logo_grpo --preset memory-r2``: turn-level PPO-clip
 # with dual clip and capped log-ratio, questions scored on the final memory, the stage-start
 # adapter as KL reference, a fresh optimizer per stage, k3 KL 0.001, entropy 0.001, LoRA
