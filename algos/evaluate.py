@@ -33,11 +33,13 @@ class EvalResult:
     num_questions: int
     invalid_rate: float
     memory_size: float
+    memory_tokens: float = 0.0  # whitespace tokens in the final memory bank, mean over episodes
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {"f1": self.f1, "by_kind": dict(self.by_kind), "num_questions": self.num_questions,
-                "invalid_rate": self.invalid_rate, "memory_size": self.memory_size}
+                "invalid_rate": self.invalid_rate, "memory_size": self.memory_size,
+                "memory_tokens": self.memory_tokens}
 
 
 def check_heldout(worlds: Sequence[int]) -> list[int]:
@@ -54,7 +56,7 @@ def check_heldout(worlds: Sequence[int]) -> list[int]:
 
 
 def summarise(answered: Sequence[tuple[str, float]], invalid: int, policy_turns: int,
-              memory_sizes: Sequence[int]) -> EvalResult:
+              memory_sizes: Sequence[int], memory_tokens: Sequence[int] = ()) -> EvalResult:
     """Mean F1 overall and per kind of (kind, score) pairs, plus the policy's invalid-action rate."""
     by_kind: dict[str, list[float]] = {}
     for kind, score in answered:
@@ -63,7 +65,8 @@ def summarise(answered: Sequence[tuple[str, float]], invalid: int, policy_turns:
     return EvalResult(f1=float(np.mean(scores)) if scores else 0.0,
                       by_kind={k: float(np.mean(v)) for k, v in sorted(by_kind.items())},
                       num_questions=len(scores), invalid_rate=invalid / max(policy_turns, 1),
-                      memory_size=float(np.mean(memory_sizes)) if memory_sizes else 0.0)
+                      memory_size=float(np.mean(memory_sizes)) if memory_sizes else 0.0,
+                      memory_tokens=float(np.mean(memory_tokens)) if len(memory_tokens) else 0.0)
 
 
 def run_episodes(policy: Any, answerer: Any, make_env, conversations: Sequence[Any], *,
@@ -82,6 +85,7 @@ def run_episodes(policy: Any, answerer: Any, make_env, conversations: Sequence[A
     answered: list[tuple[str, float]] = []
     counts = {"invalid": 0, "policy_turns": 0}
     memory_sizes: list[int] = []
+    memory_tokens: list[int] = []
 
     def on_turn(turn) -> None:
         if turn.role == "manage" or (turn.role == "extract" and extractor is None):
@@ -90,12 +94,14 @@ def run_episodes(policy: Any, answerer: Any, make_env, conversations: Sequence[A
         if turn.role == "answer" and "answered" in turn.next_info:
             answered.append((turn.next_info["answered"]["kind"], float(turn.next_info["answered"]["score"])))
         if turn.done:
-            memory_sizes.append(int(turn.next_info.get("episode_summary", {}).get("memory_size", 0)))
+            summary = turn.next_info.get("episode_summary", {})
+            memory_sizes.append(int(summary.get("memory_size", 0)))
+            memory_tokens.append(int(summary.get("memory_tokens", 0)))
 
     actors = {"extract": extractor if extractor is not None else policy_act, "manage": policy_act,
               "answer": answerer.answer}
     play(make_env, conversations, actors, on_turn=on_turn)
-    return summarise(answered, counts["invalid"], counts["policy_turns"], memory_sizes)
+    return summarise(answered, counts["invalid"], counts["policy_turns"], memory_sizes, memory_tokens)
 
 
 def load_policy_model(model_name: str, adapter: str | Path | None, *, device: str | None = None):
@@ -128,11 +134,14 @@ def make_policy(model, tokenizer, *, prompt_style: str, max_new_tokens: int, max
 
 def evaluate_synthetic(model, tokenizer, *, worlds: Sequence[int], horizons: Sequence[int], prompt_style: str,
                        max_new_tokens: int, max_prompt_tokens: int, extractor: str | None = "oracle",
-                       answerer: Any | None = None, constrained: bool = True) -> dict[int, EvalResult]:
+                       answerer: Any | None = None, constrained: bool = True,
+                       env_kwargs: dict[str, Any] | None = None) -> dict[int, EvalResult]:
     """Scores on held-out synthetic worlds at each horizon (sessions per world).
 
     Defaults match the CPU training setup: the oracle plays the extract turns and the
-    synthetic worlds' scripted reader answers.
+    synthetic worlds' scripted reader answers. ``env_kwargs`` go to the benchmark env
+    (``MemorySessionBench-v0``: questions at the end), e.g. the hard worlds' options or the
+    observation settings a policy was trained under.
     """
     import gymnasium as gym
 
@@ -149,7 +158,8 @@ def evaluate_synthetic(model, tokenizer, *, worlds: Sequence[int], horizons: Seq
     answerer = answerer if answerer is not None else ScriptedAnswerer()
     out = {}
     for h in horizons:
-        out[int(h)] = run_episodes(policy, answerer, lambda h=h: gym.make(BENCH_ENV, num_sessions=int(h),
+        out[int(h)] = run_episodes(policy, answerer, lambda h=h: gym.make(BENCH_ENV, **{**(env_kwargs or {}),
+                                                                                       "num_sessions": int(h)},
                                                                           disable_env_checker=True),
                                    worlds, extractor=fixed_extractor)
     return out

@@ -17,7 +17,10 @@ the time runs out; a failed step is recorded and the next one runs):
 4. the LoCoMo leaderboard on a few questions (rag-turns + SmolLM2), when the dev file is there;
 5. LoGo-GRPO of the 8-session stage until the budget is spent, checkpointing every update,
    in ``--out/logo_stage8``: the next lease continues it with ``--resume`` (copy that folder
-   back in as ``--continue-from``).
+   back in as ``--continue-from``). With ``--study``, step 5 instead advances the
+   ``smollm2-gpu`` reproduction (``benchmarks.reproduce --preset smollm2-gpu``, every arm and
+   seed, checkpointed per update) in ``--out/study``; ``--continue-from`` then names an
+   earlier lease's ``study`` folder, and the same command continues it.
 
 ``--dry-run`` runs the same steps on the CPU with the tiny model and tiny sizes (a test does).
 """
@@ -51,6 +54,7 @@ class Args:
     locomo: str | None = field(default=None, metadata={"help": "LoCoMo file for step 4 (none: .gpu/locomo_dev.json when present)"})
     continue_from: str | None = field(default=None, metadata={"help": "a logo_stage8 folder of an earlier lease to resume in step 5"})
     stage_updates: int = field(default=1000, metadata={"help": "step 5 stops after this many updates if the budget lasts (the dry run: 2)"})
+    study: bool = field(default=False, metadata={"help": "step 5 advances the smollm2-gpu reproduction (benchmarks.reproduce) in --out/study instead of the 8-session stage; --continue-from then names an earlier study folder"})
 
     def __post_init__(self) -> None:
         from algos.cli import check_range
@@ -110,6 +114,14 @@ def steps(args: Args, out: Path) -> list[tuple[str, list[str], float]]:
                                                  "--data-path", locomo, "--rows", f"rag-turns+llm:{model}",
                                                  "--max-questions", "2" if args.dry_run else "8", "--no-progress",
                                                  "--out", str(out / "leaderboard_locomo")], 0.1))
+    if args.study:
+        study = [*py, "-m", "benchmarks.reproduce", "--preset", "smollm2-gpu", "--model", model,
+                 "--work-dir", str(out / "study"), "--results-dir", str(out / "study" / "results")]
+        if args.dry_run:
+            study += ["--seeds", "0", "--token-budget", "1", "--eval-worlds", "1", "--eval-horizons", "2",
+                      "--sft-steps", "2"]
+        out_steps.append(("study_smollm2_gpu", study, 1.0))  # whatever is left; killed runs resume
+        return out_steps
     stage = [*py, "-m", "algos.logo_grpo"]
     if args.continue_from:
         stage += ["--resume", str(out / "logo_stage8"), "--no-progress"]
@@ -158,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.continue_from:
-        shutil.copytree(args.continue_from, out / "logo_stage8", dirs_exist_ok=True)
+        shutil.copytree(args.continue_from, out / ("study" if args.study else "logo_stage8"), dirs_exist_ok=True)
     start = time.perf_counter()
     done = []
     for name, argv_, share in steps(args, out):

@@ -2,6 +2,8 @@
 
     python -m benchmarks.reproduce --preset cpu     # tiny backbone, minutes on 2 CPU cores
     python -m benchmarks.reproduce --preset gpu     # SmolLM2-135M-Instruct (not run on CPU)
+    python -m benchmarks.reproduce --preset smollm2-cpu   # SmolLM2 co-learning both roles, about 2 h on 2 CPU cores
+    python -m benchmarks.reproduce --preset smollm2-gpu   # the same on the 8 -> 16 -> 32 curriculum, GPU leases
 
 Arms: ``base`` (no training), ``sft`` (oracle demonstrations only), ``grpo``
 (``--inner-fraction 0``), ``logo`` (LoGo-GRPO), ``logo-nocurr`` (straight to the longest
@@ -43,6 +45,13 @@ RL_ARMS = ("grpo", "logo", "logo-nocurr", "logo-perrole")
 RESULTS_DIR = Path("benchmarks/results")
 MAX_UPDATES_PER_STAGE = 500  # --updates-per-stage: a safety stop; the token budget ends the stages
 CURVE_KEYS = ("charts/session_reward", "charts/episode_score")
+# The training env of each world difficulty; evaluation uses the benchmark env (questions at
+# the end) with the same world options.
+DIFFICULTIES = {"default": "MemorySession-v0", "hard": "MemorySessionHard-v0"}
+# Trainer env options that shape what the policy and the reader see: evaluation uses them
+# too, so that a policy is scored on the observations it was trained on. Reward-only options
+# (metric, lambda_comp, invalid_penalty) stay the benchmark's: answer F1, no penalty.
+EVAL_ENV_KEYS = ("manage_top_k", "answer_top_k", "similarity_threshold", "answer_order", "session_chunks")
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class Preset:
     sft_worlds: int
     jobs: int = 1
     sft_schedule: str = "constant"  # learning-rate schedule of the warm start (algos.sft.SCHEDULES)
+    difficulty: str = "default"  # synthetic worlds of training, warm start and evaluation: default or hard (DIFFICULTIES)
 
 
 # The LoGo-GRPO settings the published CPU results were made with, pinned so that the new
@@ -75,6 +85,65 @@ LEGACY_LOGO_GRPO = dict(clip_mode="token", loss_agg="token", dual_clip_c="none",
 _CPU_TRAINER = dict(group_size=8, conversations_per_update=2, num_train_worlds=2, inner_n=4, max_new_tokens=128,
                     max_prompt_tokens=256, learning_rate=1e-3, kl_coef=0.0, answerer="scripted", extractor="oracle",
                     prompt_style="compact", lora_lm_head=True, micro_batch_size=16, **LEGACY_LOGO_GRPO)
+# Sizing of smollm2-cpu, from numbers measured on this 2-core CPU while other jobs kept its load
+# average at 5-7 (so this process had about a third of the cores):
+# * one LoGo-GRPO update of SmolLM2 at 2 sessions with these settings but ppo_epochs 2
+#   (`timeout 900 python -m algos.logo_grpo --preset memory-r2 --env MemorySession-v0 --env-kwargs
+#   '{"session_chunks": null}' --model smollm2-135m --no-demo --stages 2 --updates-per-stage 1
+#   --group-size 4 --conversations-per-update 1 --num-train-worlds 2 --inner-n 4 --max-new-tokens 128
+#   --max-prompt-tokens 512 --prompt-style compact --answerer scripted --val-worlds 0
+#   --max-final-questions 16 --micro-batch-size 8 --num-minibatches 1`) did NOT finish within 900 s
+#   (about 620 s of CPU time on its 2 threads): > 15 min per update under that load, >= 5 min on an idle
+#   machine (2 threads, 2 cores);
+# * zero-shot greedy evaluation with the policy extracting and managing, constrained, 128 new tokens:
+#   69 s per batched generation call (2 held-out worlds x 2 sessions = 4 calls of 2 sequences: 276 s;
+#   invalid rate 0, 2 memory tokens kept, F1 0.25, all of it from the unanswerable questions).
+# Budget: each RL arm gets 2,000 generated tokens, half per stage; a 2-session update of a group of 4
+# generates up to 4 x 2 x 2 x 128 = 2,048 tokens, so each arm makes about one update per stage (its
+# last update crosses the share): 2 arms x 2 seeds x 2 updates, about 8 x 8 = 64 min idle. Evaluation:
+# 7 models (base, 2 SFT, 4 RL) x 2 worlds x (4 + 8 + 16) sessions x 2 roles = 7 x 56 batched calls;
+# at about 23 s a call on an idle machine (69 s / 3) that is about 2.5 h, the largest cost: the whole preset does NOT
+# fit 2 hours at these numbers (estimate >= 3.7 h idle, roughly 3x that at load 6). The preset keeps
+# the issue's horizons (4, 8, 16) and 2 held-out worlds; a trained adapter that closes its JSON
+# early would make its calls cheaper than the zero-shot model's measured here (not measured).
+SMOLLM2_CPU_TOKENS = 2_000  # generated tokens per RL arm (both stages together): about one update per stage
+SMOLLM2_CPU_EVAL_WORLDS = 2
+SMOLLM2_CPU_SFT_STEPS = 40  # 40 steps of 8 oracle demonstrations of both roles (the issue's warm start)
+# The official Memory-R2 settings (``algos.logo_grpo --preset memory-r2``: turn-level PPO-clip
+# with dual clip and capped log-ratio, questions scored on the final memory, the stage-start
+# adapter as KL reference, a fresh optimizer per stage, k3 KL 0.001, entropy 0.001, LoRA
+# learning rate 2e-5, inner_n 4, inner_fraction 0.5, ...) with these adaptations to LoRA on
+# SmolLM2-135M and to a 2-core CPU, each named:
+_SMOLLM2_CPU_TRAINER = dict(
+    preset="memory-r2",
+    group_size=4,  # official 16: a quarter of the rollouts per update, to afford a few updates per arm
+    conversations_per_update=1,  # official: a batch of conversations per update
+    num_train_worlds=64,  # training pool (the RL arms see at most a few dozen conversations)
+    max_final_questions=16,  # official 64: each final memory is scored on 16 sampled questions
+    ppo_epochs=1,  # official 2: one pass over each batch (the update's forward+backward is most of its time here)
+    num_minibatches=1,  # one optimizer step per PPO epoch (official: the batch in minibatches; ours is one small group)
+    learning_rate=1e-4,  # official LoRA rate 2e-5 (tenfold of the full fine-tuning 2e-6): x5, for a handful of updates
+    val_worlds=0,  # official: 4 validation worlds every 5 updates, best-checkpoint hand-off, early stop; off (it costs as much as training)
+    env_kwargs=json.dumps({"session_chunks": None}),  # official: 4 chunks per session, each its own extract+manage round; one round per session (4x fewer generations; the SFT demonstrations are unchunked too)
+    max_new_tokens=128, max_prompt_tokens=512,  # official 256 / 2048 (the 2-4 session worlds' prompts fit 512)
+    prompt_style="compact",  # the short role prompts (shorter prefill; the grammar fixes the output format)
+    answerer="scripted", extractor=None,  # the synthetic worlds' reader answers; the policy extracts and manages
+    lora_lm_head=False, micro_batch_size=8, dtype="auto",  # bf16 on this CPU for SmolLM2
+)
+# GPU sizing (unmeasured: no GPU here). A 9-minute lease must finish at least one update at
+# 32 sessions, since progress is checkpointed per update: one conversation per update and one
+# extract+manage round per session (64 batched generation calls of 8 sequences plus the local
+# rerolls at 32 sessions). Official values otherwise, validation included.
+_SMOLLM2_GPU_TRAINER = dict(
+    preset="memory-r2",
+    group_size=8,  # official 16: halves each update so that a 32-session update fits one lease
+    conversations_per_update=1,  # official: a batch of conversations per update
+    num_train_worlds=512,
+    env_kwargs=json.dumps({"session_chunks": None}),  # official 4 chunks per session: one round per session (4x fewer calls)
+    max_new_tokens=192, max_prompt_tokens=2048,  # official 256 / 2048 (constrained JSON actions end sooner)
+    prompt_style="default", answerer="scripted", extractor=None, lora_lm_head=False, micro_batch_size=8,
+    dtype="auto",
+)
 PRESETS = {
     # The CPU demo's settings (algos.logo_grpo.CPU_DEMO); 30k tokens is about 6 of the demo's updates
     # (sized so that 4 RL arms x 3 seeds finish within an hour on a shared 2-core machine).
@@ -95,6 +164,21 @@ PRESETS = {
                                                  "num_train_worlds": 1, "inner_n": 2, "max_new_tokens": 24,
                                                  "ppo_epochs": 1, "num_minibatches": 1},
                     sft_steps=2, sft_learning_rate=1e-2, sft_worlds=1, jobs=1),
+    # The first real-model comparison: SmolLM2-135M-Instruct co-learning both roles (the policy
+    # extracts AND manages through the shared adapter, no oracle extractor), constrained decoding,
+    # the official Memory-R2 algorithm adapted to LoRA and to 2 hours of a 2-core CPU (see
+    # _SMOLLM2_CPU_TRAINER for each adaptation and SMOLLM2_CPU_SIZING for the time estimate).
+    "smollm2-cpu": Preset(model="smollm2-135m", stages=(2, 4), token_budget=SMOLLM2_CPU_TOKENS, seeds=(0, 1),
+                          arms=("base", "sft", "grpo", "logo"), eval_worlds=SMOLLM2_CPU_EVAL_WORLDS,
+                          eval_horizons=(4, 8, 16), trainer=_SMOLLM2_CPU_TRAINER, sft_steps=SMOLLM2_CPU_SFT_STEPS,
+                          sft_learning_rate=1e-4, sft_worlds=16, jobs=1, difficulty="default"),
+    # The same study on the paper's 8 -> 16 -> 32 curriculum for GPU leases (not run here: no
+    # GPU; no figures). Every update is checkpointed, so a 9-minute run advances it and the
+    # same command resumes it; see _SMOLLM2_GPU_TRAINER for the sizing.
+    "smollm2-gpu": Preset(model="smollm2-135m", stages=(8, 16, 32), token_budget=600_000, seeds=(0, 1),
+                          arms=("base", "sft", "grpo", "logo"), eval_worlds=8, eval_horizons=(8, 16, 32),
+                          trainer=_SMOLLM2_GPU_TRAINER, sft_steps=200, sft_learning_rate=1e-4, sft_worlds=32,
+                          jobs=1, difficulty="default"),
 }
 
 
@@ -128,9 +212,32 @@ def to_argv(flags: dict[str, Any]) -> list[str]:
     return argv
 
 
+def difficulty_env(preset: Preset) -> dict[str, Any]:
+    """``--env`` of the trainer and the warm start for the preset's worlds (nothing for the default worlds)."""
+    return {} if preset.difficulty == "default" else {"env": DIFFICULTIES[preset.difficulty]}
+
+
+def eval_env_kwargs(preset: Preset) -> dict[str, Any]:
+    """Options of the evaluation env: the worlds' difficulty and the trainer's observation options
+    (``EVAL_ENV_KEYS``, its ``--preset``'s environment options under its ``--env-kwargs``)."""
+    import gymnasium as gym
+
+    import memenv  # noqa: F401
+
+    kwargs = {k: v for k, v in gym.spec(DIFFICULTIES[preset.difficulty]).kwargs.items() if k != "num_sessions"}
+    trainer_preset = preset.trainer.get("preset")
+    if trainer_preset:
+        from algos.logo_grpo import PRESETS as TRAINER_PRESETS
+
+        options = {**TRAINER_PRESETS[trainer_preset][1], **json.loads(preset.trainer.get("env_kwargs", "{}"))}
+    else:
+        options = json.loads(preset.trainer.get("env_kwargs", "{}"))
+    return {**kwargs, **{k: v for k, v in options.items() if k in EVAL_ENV_KEYS}}
+
+
 def trainer_argv(preset: Preset, arm: str, seed: int, adapter: Path, out: Path) -> list[str]:
     """The ``algos.logo_grpo`` command line of one RL arm: the SFT adapter, the token budget."""
-    flags = {"model": preset.model, "seed": seed, "stages": arm_stages(arm, preset.stages),
+    flags = {"model": preset.model, "seed": seed, **difficulty_env(preset), "stages": arm_stages(arm, preset.stages),
              "updates_per_stage": MAX_UPDATES_PER_STAGE, "token_budget": preset.token_budget, **preset.trainer,
              **arm_flags(arm), "init_adapter": str(adapter), "checkpoint_every": 1, "keep_checkpoints": 1,
              "output_dir": str(out), "progress": False, "tensorboard": False,
@@ -141,7 +248,8 @@ def trainer_argv(preset: Preset, arm: str, seed: int, adapter: Path, out: Path) 
 def sft_argv(preset: Preset, seed: int, out: Path) -> list[str]:
     """The ``algos.sft`` command line of a seed's warm start (the demonstrations of the roles RL trains)."""
     trainer = preset.trainer
-    flags = {"model": preset.model, "seed": seed, "num_sessions": preset.stages[0], "num_worlds": preset.sft_worlds,
+    flags = {"model": preset.model, "seed": seed, **difficulty_env(preset), "num_sessions": preset.stages[0],
+             "num_worlds": preset.sft_worlds,
              "roles": ("manage",) if trainer.get("extractor") else ("extract", "manage"), "steps": preset.sft_steps,
              "learning_rate": preset.sft_learning_rate, "schedule": preset.sft_schedule, "lora_r": 16,
              "lora_alpha": 32, "lora_lm_head": bool(trainer.get("lora_lm_head")),
@@ -168,7 +276,7 @@ def _evaluate(preset: Preset, adapter: Path | None) -> dict[str, Any]:
     res = evaluate_synthetic(model, tok, worlds=range(preset.eval_worlds), horizons=preset.eval_horizons,
                              prompt_style=preset.trainer["prompt_style"], max_new_tokens=preset.trainer["max_new_tokens"],
                              max_prompt_tokens=preset.trainer["max_prompt_tokens"], extractor=preset.trainer["extractor"],
-                             constrained=preset.trainer.get("constrained", True))
+                             constrained=preset.trainer.get("constrained", True), env_kwargs=eval_env_kwargs(preset))
     return {str(h): r.to_dict() for h, r in res.items()}
 
 
@@ -196,7 +304,8 @@ def read_curve(out: Path) -> list[dict[str, Any]]:
     """An RL run's learning curve from its ``metrics.jsonl``: reward and F1 against cumulative tokens."""
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return [{"tokens": r["charts/cumulative_tokens"], "stage_sessions": r["charts/stage_sessions"],
-             **{k.split("/")[-1]: r.get(k) for k in CURVE_KEYS}, "invalid_rate": r.get("charts/invalid_rate")}
+             **{k.split("/")[-1]: r.get(k) for k in CURVE_KEYS}, "invalid_rate": r.get("charts/invalid_rate"),
+             "seconds": r.get("charts/rollout_seconds", 0.0) + r.get("charts/update_seconds", 0.0)}
             for r in rows if "charts/cumulative_tokens" in r]
 
 
@@ -248,11 +357,15 @@ def aggregate(runs: Sequence[dict[str, Any]], arms: Sequence[str], seeds: Sequen
             row["horizons"][h] = {
                 "f1": mean_std([e["f1"] for e in evals]),
                 "invalid_rate": mean_std([e["invalid_rate"] for e in evals]),
+                "memory_tokens": mean_std([e["memory_tokens"] for e in evals if "memory_tokens" in e]),
                 "by_kind": {k: mean_std([e["by_kind"][k] for e in evals if k in e["by_kind"]]) for k in kinds},
             }
         if arm in RL_ARMS:
             row["tokens"] = mean_std([r["tokens"] for r in mine])
             row["updates"] = mean_std([r["updates"] for r in mine])
+            # wall time of one update (rollouts + optimisation), mean over every update of every seed
+            row["seconds_per_update"] = mean_std([p["seconds"] for r in mine for p in r.get("curve", [])
+                                                  if p.get("seconds")])
         table[arm] = row
     return table
 
@@ -269,7 +382,8 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Memory-R2 reproduction, preset `{report['preset_name']}`", "",
              f"Command: `{report['command']}`", "",
              f"Held-out synthetic worlds (seeds 0..{report['preset']['eval_worlds'] - 1}), qa_schedule end, greedy "
-             f"manage turns, extractor {report['preset']['trainer'].get('extractor')}, "
+             f"manage turns, {report['preset'].get('difficulty', 'default')} worlds, extractor "
+             f"{report['preset']['trainer'].get('extractor') or 'the policy (shared extract+manage adapter)'}, "
              f"answerer {report['preset']['trainer'].get('answerer')}; mean ± std over seeds "
              f"{list(report['preset']['seeds'])}. RL token budget {report['preset']['token_budget']} generated "
              f"tokens per arm, curriculum {list(report['preset']['stages'])}. SFT warm start: "
@@ -277,15 +391,20 @@ def to_markdown(report: dict[str, Any]) -> str:
              f"{report['preset'].get('sft_schedule', 'constant')} schedule. Wall time {report['seconds'] / 60:.1f} min.",
              "", markdown_line(report["environment"]) if "environment" in report else "Environment: not recorded.",
              "", "## Answer F1 (all questions)", "",
-             "| arm | " + " | ".join(f"{h} sessions" for h in horizons) + " | invalid manage rate "
-             f"({horizons[-1]}) | generated tokens | updates |",
-             "|---" * (len(horizons) + 4) + "|"]
+             "| arm | " + " | ".join(f"{h} sessions" for h in horizons) + " | invalid action rate "
+             f"({horizons[-1]}) | memory tokens kept ({horizons[-1]}) | generated tokens | updates | s / update |",
+             "|---" * (len(horizons) + 6) + "|"]
     for arm, row in table.items():
         cells = [_fmt(tuple(row["horizons"][str(h)]["f1"])) for h in horizons]
-        inv = _fmt(tuple(row["horizons"][str(horizons[-1])]["invalid_rate"]))
+        last = row["horizons"][str(horizons[-1])]
+        inv = _fmt(tuple(last["invalid_rate"]))
+        mem = tuple(last.get("memory_tokens", (float("nan"),) * 2))
+        mem = "n/a" if mem[0] != mem[0] else f"{mem[0]:.0f} ± {mem[1]:.0f}"
         tok = f"{row['tokens'][0]:.0f} ± {row['tokens'][1]:.0f}" if "tokens" in row else "-"
         upd = f"{row['updates'][0]:.1f}" if "updates" in row else "-"
-        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {inv} | {tok} | {upd} |")
+        sec = tuple(row.get("seconds_per_update", (float("nan"),) * 2))
+        sec = "-" if sec[0] != sec[0] else f"{sec[0]:.0f}"
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {inv} | {mem} | {tok} | {upd} | {sec} |")
     for h in horizons:
         kinds = sorted({k for row in table.values() for k in row["horizons"][str(h)]["by_kind"]})
         lines += ["", f"## Per question kind, {h} sessions", "", "| arm | " + " | ".join(kinds) + " |",
@@ -293,6 +412,19 @@ def to_markdown(report: dict[str, Any]) -> str:
         for arm, row in table.items():
             bk = row["horizons"][str(h)]["by_kind"]
             lines.append(f"| {arm} | " + " | ".join(_fmt(tuple(bk.get(k, (float('nan'),) * 2))) for k in kinds) + " |")
+    curves = {arm: [r["curve"] for r in report["runs"] if r["arm"] == arm and r.get("curve")] for arm in RL_ARMS}
+    curves = {arm: c for arm, c in curves.items() if c}
+    if curves:
+        lines += ["", "## Learning curves against generated tokens (training rollouts, mean over seeds)", "",
+                  "| arm | generated tokens | session reward | episode answer F1 | invalid action rate |",
+                  "|---|---|---|---|---|"]
+        for arm, arm_curves in curves.items():
+            points = min(5, min(len(c) for c in arm_curves))
+            x, reward = mean_curve(arm_curves, "session_reward", points)
+            _, score = mean_curve(arm_curves, "episode_score", points)
+            _, invalid = mean_curve(arm_curves, "invalid_rate", points)
+            for i in range(points):
+                lines.append(f"| {arm} | {x[i]:.0f} | {reward[i]:.3f} | {score[i]:.3f} | {invalid[i]:.3f} |")
     lines += ["", "Learning curves (training reward vs cumulative generated tokens, mean over seeds): "
               f"`{report['plot']}`.", ""]
     return "\n".join(lines)
@@ -344,7 +476,10 @@ def plot_curves(runs: Sequence[dict[str, Any]], path: Path) -> Path:
 class ReproduceArgs:
     """The driver's command line: a preset and the overrides of its settings."""
 
-    preset: str = field(default="cpu", metadata={"help": "settings: cpu (tiny backbone, 2 CPU cores), gpu (SmolLM2-135M-Instruct) or micro (the test's)", "choices": sorted(PRESETS)})
+    preset: str = field(default="cpu", metadata={"help": "settings: cpu (tiny backbone, 2 CPU cores), gpu (SmolLM2-135M-Instruct), smollm2-cpu (SmolLM2 extracting and managing, about 2 h on 2 CPU cores), smollm2-gpu (the same on 8 -> 16 -> 32 sessions, resumable across GPU leases) or micro (the test's)", "choices": sorted(PRESETS)})
+    model: str | None = field(default=None, metadata={"help": "override the preset's backbone (e.g. tiny, to try a preset's code path in seconds)"})
+    difficulty: str | None = field(default=None, metadata={"help": "override the preset's synthetic worlds: default, or hard (MemorySessionHard-v0: history, corrections, third parties, memory budget)", "choices": list(DIFFICULTIES)})
+    sft_steps: int | None = field(default=None, metadata={"help": "override the warm start's optimizer steps"})
     seeds: tuple[int, ...] | None = field(default=None, metadata={"help": "override the preset's seeds"})
     arms: tuple[str, ...] | None = field(default=None, metadata={"help": f"override the preset's arms, of: {' '.join(ARMS)}"})
     token_budget: int | None = field(default=None, metadata={"help": "override the preset's generated-token budget per RL arm"})
@@ -364,8 +499,10 @@ class ReproduceArgs:
         unknown = [arm for arm in self.arms or () if arm not in ARMS]
         if unknown:
             raise ValueError(f"--arms: invalid choice: {unknown[0]!r} (choose from {', '.join(ARMS)})")
-        for name in ("token_budget", "eval_worlds", "jobs"):
+        for name in ("token_budget", "eval_worlds", "jobs", "sft_steps"):
             check_range(name, getattr(self, name), low=1, allow_none=True)
+        if self.difficulty is not None and self.difficulty not in DIFFICULTIES:
+            raise ValueError(f"--difficulty must be one of {', '.join(DIFFICULTIES)}, got {self.difficulty!r}")
         if any(seed < 0 for seed in self.seeds or ()):
             raise ValueError(f"--seeds takes seeds >= 0, got {' '.join(map(str, self.seeds or ()))}")
         if any(h < 1 for h in self.eval_horizons or ()):
@@ -388,7 +525,7 @@ def resolve_preset(args: ReproduceArgs) -> Preset:
     for name in ("seeds", "arms", "eval_horizons"):
         if getattr(args, name):
             changes[name] = tuple(getattr(args, name))
-    for name in ("token_budget", "eval_worlds", "jobs"):
+    for name in ("token_budget", "eval_worlds", "jobs", "model", "difficulty", "sft_steps"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     return dataclasses.replace(preset, **changes)

@@ -27,3 +27,16 @@ def test_a_step_past_its_time_is_recorded_and_the_run_goes_on(tmp_path):
 
     result = gpu_run.run_step("slow", [sys.executable, "-c", "import time; time.sleep(30)"], tmp_path, timeout=1)
     assert result["rc"] == "timeout" and (tmp_path / "slow.log").is_file()
+
+
+def test_study_replaces_the_stage_with_the_resumable_smollm2_gpu_reproduction(tmp_path):
+    from algos.cli import parse_args
+
+    args = parse_args(gpu_run.Args, ["--study", "--out", str(tmp_path)])
+    name, argv, share = gpu_run.steps(args, tmp_path)[-1]
+    assert name == "study_smollm2_gpu" and share == 1.0
+    assert argv[argv.index("--preset") + 1] == "smollm2-gpu"
+    assert argv[argv.index("--work-dir") + 1] == str(tmp_path / "study")
+    assert "logo_stage8" not in [s[0] for s in gpu_run.steps(args, tmp_path)]
+    dry = gpu_run.steps(parse_args(gpu_run.Args, ["--study", "--dry-run"]), tmp_path)[-1][1]
+    assert dry[dry.index("--model") + 1] == "tiny" and "--token-budget" in dry

@@ -109,7 +109,8 @@ def test_heldout_worlds_reject_training_seeds():
 
 def test_summarise_means_per_kind():
     res = summarise([("single-hop", 1.0), ("single-hop", 0.0), ("temporal", 0.5)], invalid=1, policy_turns=4,
-                    memory_sizes=[2, 4])
+                    memory_sizes=[2, 4], memory_tokens=[10, 20])
+    assert res.to_dict()["memory_tokens"] == 15.0
     assert res.f1 == pytest.approx(0.5)
     assert res.by_kind == {"single-hop": 0.5, "temporal": 0.5}
     assert res.invalid_rate == 0.25 and res.memory_size == 3.0
@@ -154,6 +155,8 @@ def test_overrides_replace_the_presets_settings():
     (["--arms", "grpo", "--locomo", "dev.json"], "--locomo needs the 'logo' arm"),
     (["--name", ".hidden"], "--name must be a plain file stem"),
     (["--preset", "tpu"], "--preset: invalid choice: 'tpu'"),
+    (["--difficulty", "extreme"], "--difficulty: invalid choice: 'extreme'"),
+    (["--sft-steps", "0"], "--sft-steps must be >= 1, got 0"),
 ])
 def test_bad_flags_are_refused_in_one_line_before_anything_runs(capsys, monkeypatch, argv, message):
     monkeypatch.setattr(R, "run_all", lambda *a: pytest.fail("ran despite a bad flag"))
@@ -172,3 +175,51 @@ def test_no_constrained_reaches_every_trainer_command_and_the_evaluation():
     assert "--no-constrained" in argv
     assert "--no-constrained" not in R.trainer_argv(on, "logo", 0, R.Path("sft"), R.Path("out"))
     assert R.PRESETS["cpu"].trainer == on.trainer  # the preset itself is left as it was
+
+
+def test_smollm2_cpu_preset_code_path_end_to_end_on_the_tiny_model(tmp_path):
+    """The smollm2-cpu study's code path (co-learning extractor and manager, constrained, the
+    official trainer preset, equal budgets), with the tiny model and micro sizes."""
+    report = R.main(["--preset", "smollm2-cpu", "--model", "tiny", "--seeds", "0", "--token-budget", "1",
+                     "--eval-worlds", "1", "--eval-horizons", "2", "--sft-steps", "2",
+                     "--work-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")])
+    assert set(report["table"]) == {"base", "sft", "grpo", "logo"}
+    for arm in ("grpo", "logo"):
+        args = json.loads((tmp_path / "runs" / arm / "seed0" / "args.json").read_text())
+        assert args["preset"] == "memory-r2" and args["extractor"] is None and args["constrained"] is True
+        assert args["reward_timing"] == "final" and args["clip_mode"] == "turn" and args["reference"] == "stage-start"
+        assert args["stages"] == [2, 4] and args["group_size"] == 4 and args["val_worlds"] == 0
+        assert json.loads(args["env_kwargs"])["session_chunks"] is None
+        assert args["inner_fraction"] == (0.0 if arm == "grpo" else 0.5)
+    sft_losses = json.loads((tmp_path / "runs" / "sft" / "seed0" / "sft_losses.json").read_text())
+    assert sft_losses["losses"]  # the warm start imitated both roles (the policy extracts too)
+    rl = {r["arm"]: r for r in report["runs"] if r["arm"] in R.RL_ARMS}
+    assert all(r["updates"] == 2 and r["curve"][-1]["stage_sessions"] == 4 for r in rl.values())  # both stages
+    assert all(p["seconds"] > 0 for r in rl.values() for p in r["curve"])
+    for r in report["runs"]:
+        ev = r["eval"]["2"]
+        assert ev["invalid_rate"] == 0.0  # constrained decoding: every action parses
+        assert ev["memory_tokens"] >= 0 and ev["num_questions"] > 0
+    md = (tmp_path / "results" / "reproduce_smollm2-cpu.md").read_text()
+    assert "extractor the policy (shared extract+manage adapter)" in md and "default worlds" in md
+    assert "memory tokens kept (2)" in md and "s / update" in md and "## Learning curves against generated tokens" in md
+    assert "| grpo | " in md and "| logo | " in md
+
+
+def test_smollm2_presets_co_learn_both_roles_and_hard_worlds_reach_training_and_evaluation():
+    for name in ("smollm2-cpu", "smollm2-gpu"):
+        preset = R.PRESETS[name]
+        assert preset.model == "smollm2-135m" and preset.arms == ("base", "sft", "grpo", "logo")
+        assert preset.trainer["extractor"] is None and preset.trainer["preset"] == "memory-r2"
+        assert len(preset.seeds) >= 2
+        argv = R.sft_argv(preset, 0, R.Path("o"))
+        assert argv[argv.index("--roles") + 1: argv.index("--roles") + 3] == ["extract", "manage"]
+    assert R.PRESETS["smollm2-cpu"].eval_horizons == (4, 8, 16) and R.PRESETS["smollm2-gpu"].stages == (8, 16, 32)
+    hard = R.resolve_preset(parse_args(R.ReproduceArgs, ["--preset", "smollm2-cpu", "--difficulty", "hard"]))
+    for argv in (R.trainer_argv(hard, "logo", 0, R.Path("s"), R.Path("o")), R.sft_argv(hard, 0, R.Path("o"))):
+        assert argv[argv.index("--env") + 1] == "MemorySessionHard-v0"
+    kwargs = R.eval_env_kwargs(hard)
+    assert kwargs["difficulty"] == "hard" and kwargs["session_chunks"] is None and kwargs["manage_top_k"] == 25
+    assert "metric" not in kwargs and "lambda_comp" not in kwargs  # evaluation keeps the benchmark's answer F1
+    assert "--env" not in R.trainer_argv(R.PRESETS["cpu"], "logo", 0, R.Path("s"), R.Path("o"))
+    assert R.eval_env_kwargs(R.PRESETS["cpu"]) == {}
