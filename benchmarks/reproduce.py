@@ -353,6 +353,7 @@ class ReproduceArgs:
     eval_horizons: tuple[int, ...] | None = field(default=None, metadata={"help": "override the evaluation horizons"})
     jobs: int | None = field(default=None, metadata={"help": "parallel worker processes (none: the preset's)"})
     sft_schedule: str | None = field(default=None, metadata={"help": "learning-rate schedule of every arm's SFT warm start (none: the preset's, constant)", "choices": ["constant", "linear"]})
+    algorithm: str = field(default="preset", metadata={"help": "LoGo-GRPO settings: preset (as the preset pins them; cpu and micro pin the legacy ones their published results used) or official (drop those pins: the trainer's defaults, the official Memory-R2 algorithm)", "choices": ["preset", "official"]})
     constrained: bool = field(default=True, metadata={"help": "train and evaluate under the action grammars (agents.constrained); --no-constrained samples freely, as the results committed before constrained decoding were made"})
     name: str | None = field(default=None, metadata={"help": "results file stem (none: reproduce_<preset>), e.g. reproduce_cpu_linear_sft for a variant"})
     work_dir: str | None = field(default=None, metadata={"help": "runs go here (none: runs/<name>)"})
@@ -386,8 +387,13 @@ def resolve_preset(args: ReproduceArgs) -> Preset:
     changes: dict[str, Any] = {}
     if args.sft_schedule:
         changes["sft_schedule"] = args.sft_schedule
+    trainer = dict(preset.trainer)
+    if args.algorithm == "official":
+        trainer = {k: v for k, v in trainer.items() if k not in LEGACY_LOGO_GRPO}
     if not args.constrained:
-        changes["trainer"] = {**preset.trainer, "constrained": False}
+        trainer["constrained"] = False
+    if trainer != preset.trainer:
+        changes["trainer"] = trainer
     for name in ("seeds", "arms", "eval_horizons"):
         if getattr(args, name):
             changes[name] = tuple(getattr(args, name))

@@ -223,3 +223,13 @@ def test_smollm2_presets_co_learn_both_roles_and_hard_worlds_reach_training_and_
     assert "metric" not in kwargs and "lambda_comp" not in kwargs  # evaluation keeps the benchmark's answer F1
     assert "--env" not in R.trainer_argv(R.PRESETS["cpu"], "logo", 0, R.Path("s"), R.Path("o"))
     assert R.eval_env_kwargs(R.PRESETS["cpu"]) == {}
+
+
+def test_algorithm_official_drops_the_legacy_pins_and_nothing_else():
+    legacy = R.resolve_preset(parse_args(R.ReproduceArgs, ["--preset", "cpu"]))
+    official = R.resolve_preset(parse_args(R.ReproduceArgs, ["--preset", "cpu", "--algorithm", "official"]))
+    assert all(legacy.trainer[k] == v for k, v in R.LEGACY_LOGO_GRPO.items())
+    assert not set(R.LEGACY_LOGO_GRPO) & set(official.trainer)
+    assert {k: v for k, v in legacy.trainer.items() if k not in R.LEGACY_LOGO_GRPO} == official.trainer
+    argv = R.trainer_argv(official, "logo", 0, R.Path("sft"), R.Path("out"))
+    assert "--reward-timing" not in argv and "--clip-mode" not in argv
