@@ -19,6 +19,7 @@ live in ``<root>/models/<name>``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -79,6 +80,38 @@ class Backbone:
 def default_device() -> torch.device:
     """CUDA when available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype of the model's frozen base weights (LoRA weights stay in fp32 beside them)."""
+    frozen = next((p for p in model.parameters() if not p.requires_grad), None)
+    return (frozen if frozen is not None else next(model.parameters())).dtype
+
+
+@contextlib.contextmanager
+def mixed_precision(model: torch.nn.Module):
+    """Run the model's forward (and its backward) in the base weights' dtype when that is bf16
+    or fp16: ``torch.autocast`` casts the fp32 LoRA weights to it, and peft's own cast of each
+    LoRA layer's input to fp32 is switched off. Without this, peft runs every LoRA product in
+    fp32 and copies each activation twice; measured side by side on a 2-core Zen 4 CPU,
+    SmolLM2's LoRA training step went from 330 to 460 tok/s (median; best 347 to 741).
+    LoRA parameters, their gradients and the optimizer state stay fp32; logits are taken
+    to fp32 before any log-softmax. A no-op for fp32 models.
+    """
+    dtype = model_dtype(model)
+    if dtype not in (torch.bfloat16, torch.float16):
+        yield
+        return
+    device_type = next(model.parameters()).device.type
+    with contextlib.ExitStack() as stack:
+        try:
+            from peft.helpers import disable_input_dtype_casting
+        except ImportError:  # older peft: autocast alone (LoRA products then run in fp32)
+            pass
+        else:
+            stack.enter_context(disable_input_dtype_casting(model))
+        stack.enter_context(torch.autocast(device_type, dtype=dtype))
+        yield
 
 
 # Below this width a model's matrix products are too small for bf16 to pay on a CPU: they

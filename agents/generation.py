@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from agents.backbone import mixed_precision
 from agents.lora import use_adapter
 
 GREEDY = 0.0
@@ -260,6 +261,31 @@ def generate(
         from agents.constrained import ConstrainedDecoder
 
         decoder = ConstrainedDecoder(sample_constraints, tokenizer, stop_ids.tolist())
+    with mixed_precision(model):
+        completion_ids, completion_mask, logprobs = _decode(
+            model, prompt_ids, prompt_mask, n, share_prompt, max_new_tokens, decoder,
+            (temperature, top_p, top_k, generator), stop_ids, pad_id)
+    texts = tokenizer.batch_decode(
+        [ids[m.bool()].tolist() for ids, m in zip(completion_ids, completion_mask)], skip_special_tokens=True
+    )
+    return Rollout(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        completion_ids=completion_ids,
+        completion_mask=completion_mask,
+        logprobs=logprobs,
+        texts=list(texts),
+        prompt_index=torch.arange(len(prompt_ids), device=device).repeat_interleave(n),
+        num_samples=n,
+        temperature=1.0 if temperature == GREEDY else float(temperature),
+        constraints=sample_constraints,
+    )
+
+
+def _decode(model, prompt_ids, prompt_mask, n, share_prompt, max_new_tokens, decoder, sampling, stop_ids, pad_id):
+    """The decoding loop of :func:`generate`: (N, T) completion ids, their mask and log-probs."""
+    temperature, top_p, top_k, generator = sampling
+    device = prompt_ids.device
     if share_prompt or n == 1:
         out = model(
             input_ids=prompt_ids,
@@ -313,23 +339,7 @@ def generate(
         )
         logits = out.logits[:, -1].float()
 
-    completion_ids = torch.stack(tokens, dim=1)  # (N, T)
-    completion_mask = torch.stack(valid, dim=1).long()  # (N, T)
-    texts = tokenizer.batch_decode(
-        [ids[m.bool()].tolist() for ids, m in zip(completion_ids, completion_mask)], skip_special_tokens=True
-    )
-    return Rollout(
-        prompt_ids=prompt_ids,
-        prompt_mask=prompt_mask,
-        completion_ids=completion_ids,
-        completion_mask=completion_mask,
-        logprobs=torch.stack(logprobs, dim=1),
-        texts=list(texts),
-        prompt_index=torch.arange(len(prompt_ids), device=device).repeat_interleave(n),
-        num_samples=n,
-        temperature=1.0 if temperature == GREEDY else float(temperature),
-        constraints=sample_constraints,
-    )
+    return torch.stack(tokens, dim=1), torch.stack(valid, dim=1).long(), torch.stack(logprobs, dim=1)  # (N, T) each
 
 
 def logits_to_logprobs(
@@ -348,15 +358,17 @@ def logits_to_logprobs(
 
         allowed = unpack_bitmask(token_masks.to(logits.device), logits.shape[-1])  # (N, T, V)
         logits = logits.masked_fill(~allowed, float("-inf"))
-    chosen = logits.gather(-1, completion_ids[..., None]).squeeze(-1)  # (N, T)
-    logprobs = (chosen - torch.logsumexp(logits, dim=-1)) * completion_mask
-    entropy = None
-    if with_entropy:
-        logp = logits.log_softmax(-1)
-        probs = logp.exp()
-        if allowed is not None:
-            logp = logp.masked_fill(~allowed, 0.0)  # masked tokens: p = 0, and 0 * -inf is NaN (also in backward)
-        entropy = -(probs * logp).sum(-1) * completion_mask  # (N, T)
+    if not with_entropy:
+        # one fused log-softmax + pick, forward and backward: the fastest of the three ways
+        # (log-sum-exp, log_softmax + gather, cross-entropy) over (N, T, vocab) on CPU
+        flat = torch.nn.functional.cross_entropy(logits.flatten(0, 1), completion_ids.flatten(), reduction="none")
+        return -flat.view_as(completion_ids) * completion_mask, None
+    logp = logits.log_softmax(-1)  # shared by the log-probs and the entropy
+    logprobs = logp.gather(-1, completion_ids[..., None]).squeeze(-1) * completion_mask  # (N, T)
+    probs = logp.exp()
+    if allowed is not None:
+        logp = logp.masked_fill(~allowed, 0.0)  # masked tokens: p = 0, and 0 * -inf is NaN (also in backward)
+    entropy = -(probs * logp).sum(-1) * completion_mask  # (N, T)
     return logprobs, entropy
 
 
@@ -372,17 +384,29 @@ def _chunk_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (b, P + T)
     mask = torch.cat([prompt_mask, completion_mask], dim=1)
-    num_new = completion_ids.shape[1]
-    # Logits at positions P-1 .. P+T-2 predict completion tokens 0 .. T-1.
-    logits = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=positions_from_mask(mask),
-        use_cache=False,
-        logits_to_keep=num_new + 1,
-    ).logits[:, :-1].float()  # (b, T, V)
-    return logits_to_logprobs(logits / temperature, completion_ids, completion_mask, with_entropy=with_entropy,
-                              token_masks=token_masks)
+    with mixed_precision(model):
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False,
+                    logits_to_keep=completion_positions(prompt_ids.shape[1], completion_ids.shape[1], ids.device))
+    return logits_to_logprobs(scaled_logits(out.logits, temperature), completion_ids, completion_mask,
+                              with_entropy=with_entropy, token_masks=token_masks)
+
+
+def completion_positions(prompt_len: int, num_new: int, device=None) -> torch.Tensor:
+    """``logits_to_keep`` for a forward pass over prompt + completion: the positions
+    P-1 .. P+T-2, whose logits predict completion tokens 0 .. T-1.
+
+    A tensor, not the int ``T + 1``: transformers slices the hidden states with it, and an int
+    gives a non-contiguous slice that ``lm_head`` multiplies through an expanded copy of its
+    (vocab x hidden) weight per sequence (on CPU, 5 s of a 16 s SmolLM2 training step); an
+    index tensor gives a contiguous gather and one matrix product.
+    """
+    return torch.arange(prompt_len - 1, prompt_len + num_new - 1, device=device)
+
+
+def scaled_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Float32 logits divided by the sampling temperature (no division, no copy at 1)."""
+    logits = logits.float()
+    return logits if temperature in (0, 1) else logits / temperature
 
 
 def sequence_logprobs(

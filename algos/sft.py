@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from agents.backbone import mixed_precision
 from algos.cli import parse_args, progress_bar, run_main
 from memenv.constants import TRAIN_SEED_OFFSET
 
@@ -108,7 +109,8 @@ def sft_loss(model, batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -
         ids[i, : len(seq)] = torch.tensor(seq)
         labels[i, len(p): len(seq)] = torch.tensor(t)
         mask[i, : len(seq)] = 1
-    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+    with mixed_precision(model):
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
     return out.loss
 
 

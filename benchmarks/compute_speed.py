@@ -127,7 +127,7 @@ def _prompt_ids(tokenizer, count: int, length: int) -> list[list[int]]:
 
 def measure(args: Args) -> dict[str, Any]:
     """Every measurement of the module docstring, as the result dict."""
-    from agents.backbone import load_backbone
+    from agents.backbone import load_backbone, mixed_precision
     from agents.generation import generate, left_pad, positions_from_mask, sequence_logprobs
     from agents.lora import add_lora
 
@@ -150,7 +150,7 @@ def measure(args: Args) -> dict[str, Any]:
     # prefill: the prompts' forward pass with the last position's logits, as generate() runs it
     prompts = _prompt_ids(tokenizer, args.prompts, args.prompt_tokens)
     ids, mask = left_pad(prompts, tokenizer.pad_token_id, device)
-    with torch.no_grad():
+    with torch.no_grad(), mixed_precision(model):
         prefill = best_time(lambda: model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask),
                                           use_cache=True, logits_to_keep=1), args.repeats, device)
     prefill_tok_s = args.prompts * args.prompt_tokens / prefill

@@ -246,3 +246,56 @@ def test_inverse_cdf_sampling_draws_the_categorical_distribution():
     assert set(draws.tolist()) == {3, 700, vocab - 1}
     assert freq[3] == pytest.approx(0.5, abs=0.02) and freq[700] == pytest.approx(0.3, abs=0.02)
     assert freq[vocab - 1] == pytest.approx(0.2, abs=0.02)
+
+
+BF16_ATOL = 0.1
+"""bf16 (mixed precision): sampling (KV cache, one token at a time) and recomputation (one
+full forward) round differently in bf16's 8-bit mantissa, about 0.4% per product. On the
+2-layer tiny model the two agree to well within 0.1; on SmolLM2-135M (30 layers, LoRA r16)
+346 sampled tokens differed by 0.05 on average and 0.29 at most. That is why the trainers
+recompute the old log-probs in bf16 (``recompute_old_logprobs``) and the first PPO ratio
+is then exactly 1 (``tests/test_update.py``)."""
+
+
+def test_mixed_precision_trains_fp32_lora_on_a_bf16_model():
+    from agents.backbone import mixed_precision, model_dtype, tiny_backbone
+
+    backbone = tiny_backbone(0)
+    backbone.model.to(torch.bfloat16)
+    model = add_lora(backbone, r=4)
+    _perturb(adapter_parameters(model, "policy"))
+    assert model_dtype(model) is torch.bfloat16
+    lora = adapter_parameters(model, "policy")
+    assert {p.dtype for p in lora} == {torch.float32}
+    rollout = generate(model, backbone.tokenizer, PROMPTS, num_samples=2, max_new_tokens=8, seed=0,
+                       stop_token_ids=_stop_ids(backbone.tokenizer))
+    recomputed = sequence_logprobs(model, *rollout.sample_prompts(), rollout.completion_ids, rollout.completion_mask)
+    assert recomputed.dtype is torch.float32
+    gap = (recomputed - rollout.logprobs).abs()[rollout.completion_mask.bool()]
+    assert gap.max() < BF16_ATOL
+    recomputed.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype is torch.float32 and p.grad.abs().sum() > 0 for p in lora)
+    with mixed_precision(model):  # the context switches peft's input casting off only while open
+        assert torch.is_autocast_enabled("cpu")
+    assert not torch.is_autocast_enabled("cpu")
+
+
+def test_mixed_precision_is_a_no_op_in_fp32(tiny_backbone):
+    from agents.backbone import mixed_precision
+
+    with mixed_precision(tiny_backbone.model):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_logits_are_kept_only_at_the_completion_positions(tiny_backbone):
+    """``completion_positions`` picks the P-1 .. P+T-2 logits, as the full forward pass does."""
+    from agents.generation import completion_positions
+
+    model, tok = tiny_backbone.model, tiny_backbone.tokenizer
+    ids = torch.tensor([tok("Where does Alice live? In Lyon.")["input_ids"]])
+    prompt_len, num_new = 4, ids.shape[1] - 4
+    with torch.no_grad():
+        full = model(input_ids=ids).logits[:, prompt_len - 1: -1]
+        kept = model(input_ids=ids, logits_to_keep=completion_positions(prompt_len, num_new)).logits
+    assert kept.shape == full.shape
+    assert torch.allclose(kept, full, atol=1e-5)
