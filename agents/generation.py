@@ -140,6 +140,60 @@ def returned_cache(output):
     return cache if cache is not None else output.past_key_values
 
 
+def _preallocated_layer_class():
+    """A transformers ``DynamicLayer`` whose keys and values live in buffers sized for the
+    whole decode, so each step writes one position in place instead of concatenating (and so
+    copying) the whole cache: O(T) per sequence instead of O(T^2) bytes moved. ``None`` for
+    transformers versions without cache layers."""
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:
+        return None
+
+    class PreallocatedLayer(DynamicLayer):
+        def update(self, key_states, value_states, *args, **kwargs):
+            start, end = self.length, self.length + key_states.shape[-2]
+            if end > self.key_buffer.shape[-2]:  # past the planned size: grow by doubling
+                self._allocate(2 * end)
+            self.key_buffer[..., start:end, :] = key_states
+            self.value_buffer[..., start:end, :] = value_states
+            self.length = end
+            self.keys, self.values = self.key_buffer[..., :end, :], self.value_buffer[..., :end, :]
+            return self.keys, self.values
+
+        def _allocate(self, capacity: int) -> None:
+            shape = (*self.keys.shape[:-2], capacity, self.keys.shape[-1])
+            keys, values = self.keys.new_empty(shape), self.values.new_empty(shape)
+            keys[..., : self.length, :] = self.keys
+            values[..., : self.length, :] = self.values
+            self.key_buffer, self.value_buffer = keys, values
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            raise RuntimeError("a preallocated cache cannot change its batch; repeat before preallocating")
+
+        batch_select_indices = batch_repeat_interleave
+
+    return PreallocatedLayer
+
+
+def preallocate_cache(cache, extra_tokens: int) -> bool:
+    """Turn a filled ``DynamicCache``'s layers into :func:`_preallocated_layer_class` layers with
+    room for ``extra_tokens`` more positions; False (cache unchanged) where transformers'
+    cache has no such layers."""
+    layer_class = _preallocated_layer_class()
+    layers = getattr(cache, "layers", None)
+    if layer_class is None or not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+        return False
+    for layer in layers:
+        if not layer.is_initialized:
+            return False
+    for layer in layers:
+        layer.__class__ = layer_class
+        layer.length = layer.keys.shape[-2]
+        layer._allocate(layer.length + extra_tokens)
+    return True
+
+
 def _pad_id(tokenizer) -> int:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad is None:
@@ -179,9 +233,12 @@ def _next_tokens(
         tokens = logits.argmax(-1)
         logp = logits.log_softmax(-1)
     else:
-        scaled = logits / temperature
+        scaled = logits if temperature == 1.0 else logits / temperature
         logp = scaled.log_softmax(-1)
-        probs = filter_logits(scaled, top_k=top_k, top_p=top_p).softmax(-1)
+        if top_k > 0 or top_p < 1.0 or logits.shape[-1] < INVERSE_CDF_MIN_VOCAB:
+            probs = filter_logits(scaled, top_k=top_k, top_p=top_p).softmax(-1)
+        else:  # the same distribution without a second pass over a large vocabulary
+            probs = logp.exp()
         tokens = sample_categorical(probs, generator)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
@@ -201,8 +258,8 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None) -
     # (N,) first index whose cumulative mass exceeds u: never a token of probability 0 (a
     # grammar's masked tokens), which right=False would pick when u is exactly 0
     tokens = torch.searchsorted(cdf, u, right=True).squeeze(-1)
-    overflow = tokens >= probs.shape[-1]  # u rounded up to the total mass
-    return torch.where(overflow, probs.argmax(-1), tokens)
+    overflow = tokens >= probs.shape[-1]  # u rounded up to the total mass (rare)
+    return torch.where(overflow, probs.argmax(-1), tokens) if bool(overflow.any()) else tokens
 
 
 @torch.no_grad()
@@ -309,6 +366,7 @@ def _decode(model, prompt_ids, prompt_mask, n, share_prompt, max_new_tokens, dec
         )
         cache = returned_cache(out)
         logits = out.logits[:, -1].float()
+    preallocate_cache(cache, max_new_tokens)
     mask = prompt_mask.repeat_interleave(n, dim=0)  # (N, P + t)
     next_position = mask.sum(-1, keepdim=True)  # (N, 1) position of the first new token
     num_seqs = mask.shape[0]

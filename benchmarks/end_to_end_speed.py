@@ -1,19 +1,24 @@
 """Real-model work before and after the fast path, side by side in one run.
 
-    python -m benchmarks.end_to_end_speed            # SmolLM2-135M, about 20 minutes on 2 CPU cores
+    python -m benchmarks.end_to_end_speed            # SmolLM2-135M, about 25 minutes on 2 CPU cores
 
-Two jobs, each run with the settings the library used before its fast path and with today's
-defaults, alternately in one process tree so both see the same machine load:
+Two jobs, each run by the library as it was before its fast path and by the library as it is,
+alternately in one process tree so both see the same machine load:
 
 * one LoGo-GRPO update of SmolLM2-135M at 4 sessions (oracle extractor, scripted answerer,
   compact prompts, group 4, 2 conversations, 128 new tokens): rollout plus update seconds from
-  the trainer's own ``metrics.jsonl`` (model loading excluded). Before: fp32 weights, the
-  sampled log-probs as old log-probs. After: the defaults (``--dtype auto``: bf16 where it
-  measures faster, recomputed old log-probs in bf16; every core).
+  the trainer's own ``metrics.jsonl`` (model loading excluded), and generated tokens per
+  second (the defaults changed what is generated, e.g. grammar-constrained actions);
 * the LoCoMo leaderboard's SmolLM2 answers (``rag-turns`` memory, ``--max-questions`` per
-  conversation of the dev file): seconds per answered question. Before: fp32
-  (``MEMENV_DTYPE=float32``), one torch thread, 4 questions per answerer call, as the
-  committed LoCoMo rows were made. After: the defaults.
+  conversation of the dev file): seconds per answered question.
+
+"Before" is ``--before-revision`` (default ``b11e324^``, the last commit before the fast
+path: fp32 weights, the sampled log-probs as old log-probs, one thread and 4 questions per
+call in the leaderboard, the lm_head over an expanded weight copy, a concatenating KV cache),
+exported from this git repository into a temporary folder and run with its own defaults.
+``--before-revision ''`` instead runs today's code with the old settings as flags (fp32,
+sampled old log-probs, one leaderboard thread), which isolates what the settings alone give.
+"After" is today's code with its defaults.
 
 Writes ``benchmarks/results/end_to_end_speed_<device>.{json,md}``.
 """
@@ -43,6 +48,8 @@ class Args:
     repeats: int = field(default=1, metadata={"help": "before/after pairs of each job (the fastest counts)"})
     skip_training: bool = field(default=False, metadata={"help": "time only the leaderboard job"})
     out: str = field(default="benchmarks/results/end_to_end_speed_cpu", metadata={"help": "results path without suffix"})
+    before_revision: str = field(default="b11e324^", metadata={"help": "git revision run as 'before' with its own "
+                                 "defaults ('' runs today's code with the old settings as flags)"})
 
     def __post_init__(self) -> None:
         from algos.cli import check_range
@@ -53,28 +60,47 @@ class Args:
             raise ValueError(f"--data-path {self.data_path}: no such file (the LoCoMo dev file)")
 
 
-def _run(argv: list[str], env: dict[str, str] | None = None) -> None:
-    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env={**os.environ, **(env or {})})
+REPO = Path(__file__).resolve().parents[1]
+
+
+def export_revision(revision: str, target: Path) -> Path:
+    """The files of ``revision`` of this repository, written under ``target``."""
+    target.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision], capture_output=True)
+    if archive.returncode != 0:
+        raise ValueError(f"--before-revision {revision!r}: git archive failed: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+def _run(argv: list[str], env: dict[str, str] | None = None, code: Path | None = None) -> None:
+    """``python argv`` with today's code, or with the exported tree ``code`` (its cwd and path)."""
+    env = {**os.environ, **(env or {})}
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, cwd=code)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:3])} failed: {proc.stderr.strip().splitlines()[-1:]}")
 
 
-def logo_update_seconds(extra: list[str], work: Path) -> dict[str, float]:
+def logo_update_seconds(extra: list[str], work: Path, code: Path | None = None) -> dict[str, float]:
     """Rollout and update seconds of one LoGo-GRPO update (from its metrics.jsonl)."""
     out = work / f"logo{len(list(work.iterdir()))}"
-    _run(["-m", "algos.logo_grpo", *LOGO_FLAGS, *extra, "--output-dir", str(out)])
+    _run(["-m", "algos.logo_grpo", *LOGO_FLAGS, *extra, "--output-dir", str(out)], code=code)
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    return {"rollout_s": row["charts/rollout_seconds"], "update_s": row["charts/update_seconds"],
-            "total_s": row["charts/rollout_seconds"] + row["charts/update_seconds"],
-            "generated_tokens": row["charts/generated_tokens"]}
+    total = row["charts/rollout_seconds"] + row["charts/update_seconds"]
+    return {"rollout_s": row["charts/rollout_seconds"], "update_s": row["charts/update_seconds"], "total_s": total,
+            "generated_tokens": row["charts/generated_tokens"], "tokens_per_s": row["charts/generated_tokens"] / total,
+            "invalid_rate": row.get("charts/invalid_rate")}
 
 
-def answer_seconds(args: Args, extra: list[str], env: dict[str, str], work: Path) -> dict[str, float]:
+def answer_seconds(args: Args, extra: list[str], env: dict[str, str], work: Path,
+                   code: Path | None = None) -> dict[str, float]:
     """Seconds per answered question of the LoCoMo leaderboard's SmolLM2 answerer."""
     out = work / f"board{len(list(work.iterdir()))}"
-    _run(["-m", "benchmarks.leaderboard", "--source", "locomo", "--data-path", args.data_path, "--rows",
-          "rag-turns+llm:smollm2-135m", "--max-questions", str(args.max_questions), "--no-progress", "--out", str(out),
-          *extra], env)
+    _run(["-m", "benchmarks.leaderboard", "--source", "locomo", "--data-path", str(Path(args.data_path).resolve()),
+          "--rows", "rag-turns+llm:smollm2-135m", "--max-questions", str(args.max_questions), "--no-progress",
+          "--out", str(out), *extra], env, code)
     row = json.loads(out.with_suffix(".json").read_text())["rows"][0]
     return {"seconds_per_question": row["answer_seconds_per_question"], "f1": row.get("f1")}
 
@@ -87,16 +113,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(Args, argv, description=__doc__, prog=PROG)
     result: dict[str, Any] = {"command": " ".join([PROG, *argv]), "environment": environment()}
+    result["before_revision"] = args.before_revision
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = Path(tmp) / "runs"
+        work.mkdir()
+        code = None
+        old_logo, old_board = LOGO_BEFORE, (["--torch-threads", "1", "--batch-size", "4"], {"MEMENV_DTYPE": "float32"})
+        if args.before_revision:
+            code = export_revision(args.before_revision, Path(tmp) / "before")
+            result["before_commit"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", args.before_revision],
+                                                     capture_output=True, text=True).stdout.strip()
+            old_logo, old_board = [], ([], {})  # that revision's own defaults
         if not args.skip_training:
-            pairs = [(logo_update_seconds(LOGO_BEFORE, work), logo_update_seconds([], work))
+            pairs = [(logo_update_seconds(old_logo, work, code), logo_update_seconds([], work))
                      for _ in range(args.repeats)]
             before = min((p[0] for p in pairs), key=lambda r: r["total_s"])
             after = min((p[1] for p in pairs), key=lambda r: r["total_s"])
             result["logo_update"] = {"before": before, "after": after, "speedup": before["total_s"] / after["total_s"]}
-        old = (["--torch-threads", "1", "--batch-size", "4"], {"MEMENV_DTYPE": "float32"})
-        pairs = [(answer_seconds(args, *old, work), answer_seconds(args, [], {}, work)) for _ in range(args.repeats)]
+        pairs = [(answer_seconds(args, *old_board, work, code), answer_seconds(args, [], {}, work))
+                 for _ in range(args.repeats)]
         before = min((p[0] for p in pairs), key=lambda r: r["seconds_per_question"])
         after = min((p[1] for p in pairs), key=lambda r: r["seconds_per_question"])
         result["locomo_answers"] = {"before": before, "after": after,
@@ -109,11 +144,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                      f"{r['before']['total_s']:.1f} ({r['before']['rollout_s']:.1f} + {r['before']['update_s']:.1f}) | "
                      f"{r['after']['total_s']:.1f} ({r['after']['rollout_s']:.1f} + {r['after']['update_s']:.1f}) | "
                      f"{r['speedup']:.1f}x |")
+        lines.append(f"| the same update, generated tokens per second (tokens) | {r['before']['tokens_per_s']:.1f} "
+                     f"({r['before']['generated_tokens']}) | {r['after']['tokens_per_s']:.1f} "
+                     f"({r['after']['generated_tokens']}) | {r['after']['tokens_per_s'] / r['before']['tokens_per_s']:.1f}x |")
     r = result["locomo_answers"]
     lines.append(f"| LoCoMo leaderboard, SmolLM2 answers (s per question) | {r['before']['seconds_per_question']:.2f} | "
                  f"{r['after']['seconds_per_question']:.2f} | {r['speedup']:.1f}x |")
-    lines += ["", "Before: fp32 weights, sampled log-probs as old log-probs (trainer); fp32, one thread, 4 questions "
-              "per call (leaderboard). After: the defaults.", ""]
+    before_text = (f"the library at `{args.before_revision}` ({result['before_commit'][:10]}) with its own defaults"
+                   if args.before_revision else "today's code with fp32 weights and sampled old log-probs (trainer); "
+                   "fp32, one thread, 4 questions per call (leaderboard)")
+    lines += ["", f"Before: {before_text}. After: today's defaults.", ""]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
