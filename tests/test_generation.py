@@ -299,3 +299,27 @@ def test_logits_are_kept_only_at_the_completion_positions(tiny_backbone):
         kept = model(input_ids=ids, logits_to_keep=completion_positions(prompt_len, num_new)).logits
     assert kept.shape == full.shape
     assert torch.allclose(kept, full, atol=1e-5)
+
+
+@pytest.mark.parametrize("vocab", [300, 5000])
+@pytest.mark.parametrize("with_entropy", [False, True])
+def test_logprobs_and_entropy_by_hand_for_small_and_large_vocabularies(vocab, with_entropy):
+    """Small vocabularies take log-sum-exp, large ones the fused cross-entropy or a shared
+    log_softmax: all give log p(token) and the entropy of softmax(logits), with gradients."""
+    from agents.generation import logits_to_logprobs
+
+    gen = torch.Generator().manual_seed(vocab)
+    logits = (torch.randn(3, 4, vocab, generator=gen) * 3).requires_grad_()
+    ids = torch.randint(0, vocab, (3, 4), generator=gen)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]])
+    logprobs, entropy = logits_to_logprobs(logits, ids, mask, with_entropy=with_entropy)
+    expected = torch.distributions.Categorical(logits=logits.detach())
+    assert torch.allclose(logprobs.detach(), expected.log_prob(ids) * mask, atol=1e-5)
+    if with_entropy:
+        assert torch.allclose(entropy.detach(), expected.entropy() * mask, atol=1e-4)
+    else:
+        assert entropy is None
+    logprobs.sum().backward()
+    grad = torch.softmax(logits.detach(), -1) * -mask[..., None]  # d log p(i) / d logits = onehot - p
+    grad.scatter_add_(-1, ids[..., None], mask[..., None].float())
+    assert torch.allclose(logits.grad, grad, atol=1e-5)
