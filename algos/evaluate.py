@@ -77,31 +77,46 @@ def run_episodes(policy: Any, answerer: Any, make_env, conversations: Sequence[A
     one call), except the extract turns when ``extractor`` (an agent) is given;
     ``answerer.answer(observations, infos)`` answers the questions.
     """
+    return run_grouped_episodes(policy, answerer, [make_env() for _ in conversations], conversations,
+                                [0] * len(conversations), extractor=extractor)[0]
+
+
+def run_grouped_episodes(policy: Any, answerer: Any, envs: Sequence[Any], conversations: Sequence[Any],
+                         groups: Sequence[Any], *, extractor: Any | None = None) -> dict[Any, EvalResult]:
+    """:func:`run_episodes` over one env per conversation, all in lockstep (one batched policy
+    call per turn for every episode still running), scored per group: ``groups[k]`` names
+    the group of episode ``k`` (e.g. its horizon). The envs are closed at the end."""
     from memenv.play import play
 
     def policy_act(observations: list[str], infos: list[dict]) -> list[str]:
         return [gen.text for gen in policy.generate(observations)]
 
-    answered: list[tuple[str, float]] = []
-    counts = {"invalid": 0, "policy_turns": 0}
-    memory_sizes: list[int] = []
-    memory_tokens: list[int] = []
+    answered: dict[Any, list[tuple[str, float]]] = {g: [] for g in groups}
+    counts = {g: {"invalid": 0, "policy_turns": 0} for g in groups}
+    memory_sizes: dict[Any, list[int]] = {g: [] for g in groups}
+    memory_tokens: dict[Any, list[int]] = {g: [] for g in groups}
 
     def on_turn(turn) -> None:
+        group = groups[turn.episode]
         if turn.role == "manage" or (turn.role == "extract" and extractor is None):
-            counts["policy_turns"] += 1
-            counts["invalid"] += int(not turn.next_info.get("valid", True) or turn.reward < 0)
+            counts[group]["policy_turns"] += 1
+            counts[group]["invalid"] += int(not turn.next_info.get("valid", True) or turn.reward < 0)
         if turn.role == "answer" and "answered" in turn.next_info:
-            answered.append((turn.next_info["answered"]["kind"], float(turn.next_info["answered"]["score"])))
+            answered[group].append((turn.next_info["answered"]["kind"], float(turn.next_info["answered"]["score"])))
         if turn.done:
             summary = turn.next_info.get("episode_summary", {})
-            memory_sizes.append(int(summary.get("memory_size", 0)))
-            memory_tokens.append(int(summary.get("memory_tokens", 0)))
+            memory_sizes[group].append(int(summary.get("memory_size", 0)))
+            memory_tokens[group].append(int(summary.get("memory_tokens", 0)))
 
     actors = {"extract": extractor if extractor is not None else policy_act, "manage": policy_act,
               "answer": answerer.answer}
-    play(make_env, conversations, actors, on_turn=on_turn)
-    return summarise(answered, counts["invalid"], counts["policy_turns"], memory_sizes, memory_tokens)
+    try:
+        play(list(envs), conversations, actors, on_turn=on_turn)
+    finally:
+        for env in envs:
+            env.close()
+    return {g: summarise(answered[g], counts[g]["invalid"], counts[g]["policy_turns"], memory_sizes[g],
+                         memory_tokens[g]) for g in dict.fromkeys(groups)}
 
 
 def load_policy_model(model_name: str, adapter: str | Path | None, *, device: str | None = None):
@@ -156,13 +171,13 @@ def evaluate_synthetic(model, tokenizer, *, worlds: Sequence[int], horizons: Seq
                          max_prompt_tokens=max_prompt_tokens, constrained=constrained)
     fixed_extractor = make_agent(extractor) if extractor else None
     answerer = answerer if answerer is not None else ScriptedAnswerer()
-    out = {}
-    for h in horizons:
-        out[int(h)] = run_episodes(policy, answerer, lambda h=h: gym.make(BENCH_ENV, **{**(env_kwargs or {}),
-                                                                                       "num_sessions": int(h)},
-                                                                          disable_env_checker=True),
-                                   worlds, extractor=fixed_extractor)
-    return out
+    # every (horizon, world) episode in one lockstep: a turn's policy call batches all the
+    # episodes still running, so the calls number twice the longest horizon, not the sum
+    pairs = [(int(h), w) for h in dict.fromkeys(int(h) for h in horizons) for w in worlds]
+    envs = [gym.make(BENCH_ENV, **{**(env_kwargs or {}), "num_sessions": h}, disable_env_checker=True)
+            for h, _ in pairs]
+    return run_grouped_episodes(policy, answerer, envs, [w for _, w in pairs], [h for h, _ in pairs],
+                                extractor=fixed_extractor)
 
 
 def evaluate_locomo(model, tokenizer, *, data_path: str, conversations: Sequence[str] | None, prompt_style: str,
