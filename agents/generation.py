@@ -53,6 +53,8 @@ class Rollout:
         temperature: the temperature the log-probs refer to (1.0 for greedy decoding).
         constraints: N grammars the samples were drawn under (None: unconstrained), see
             :mod:`agents.constrained`; ``logprobs`` are then under the masked distribution.
+        finished: (N,) True where the sample ended with a stop token, False where it was
+            cut off at ``max_new_tokens`` (truncated).
     """
 
     prompt_ids: torch.Tensor
@@ -65,6 +67,7 @@ class Rollout:
     num_samples: int
     temperature: float
     constraints: list | None = None
+    finished: torch.Tensor | None = None
 
     def sample_prompts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt ids and mask repeated per sample: two (N, P) tensors."""
@@ -319,7 +322,7 @@ def generate(
 
         decoder = ConstrainedDecoder(sample_constraints, tokenizer, stop_ids.tolist())
     with mixed_precision(model):
-        completion_ids, completion_mask, logprobs = _decode(
+        completion_ids, completion_mask, logprobs, finished = _decode(
             model, prompt_ids, prompt_mask, n, share_prompt, max_new_tokens, decoder,
             (temperature, top_p, top_k, generator), stop_ids, pad_id)
     texts = tokenizer.batch_decode(
@@ -336,11 +339,13 @@ def generate(
         num_samples=n,
         temperature=1.0 if temperature == GREEDY else float(temperature),
         constraints=sample_constraints,
+        finished=finished,
     )
 
 
 def _decode(model, prompt_ids, prompt_mask, n, share_prompt, max_new_tokens, decoder, sampling, stop_ids, pad_id):
-    """The decoding loop of :func:`generate`: (N, T) completion ids, their mask and log-probs."""
+    """The decoding loop of :func:`generate`: (N, T) completion ids, their mask and log-probs,
+    and (N,) whether each sequence reached a stop token."""
     temperature, top_p, top_k, generator = sampling
     device = prompt_ids.device
     if share_prompt or n == 1:
@@ -397,7 +402,7 @@ def _decode(model, prompt_ids, prompt_mask, n, share_prompt, max_new_tokens, dec
         )
         logits = out.logits[:, -1].float()
 
-    return torch.stack(tokens, dim=1), torch.stack(valid, dim=1).long(), torch.stack(logprobs, dim=1)  # (N, T) each
+    return torch.stack(tokens, dim=1), torch.stack(valid, dim=1).long(), torch.stack(logprobs, dim=1), finished
 
 
 def logits_to_logprobs(

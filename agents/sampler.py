@@ -40,6 +40,7 @@ class Generation:
     completion_ids: list[int]
     logprobs: list[float]
     constraint: Any = None  # the agents.constrained.Constraint it was sampled under (None: none)
+    truncated: bool = False  # cut off at max_new_tokens before a stop token
 
 
 def generations(rollout) -> list[list[Generation]]:
@@ -52,8 +53,9 @@ def generations(rollout) -> list[list[Generation]]:
         for j in range(p * n, (p + 1) * n):
             mask = rollout.completion_mask[j].bool()
             constraint = rollout.constraints[j] if rollout.constraints is not None else None
+            truncated = rollout.finished is not None and not bool(rollout.finished[j])
             group.append(Generation(rollout.texts[j], prompt, rollout.completion_ids[j][mask].tolist(),
-                                    rollout.logprobs[j][mask].tolist(), constraint))
+                                    rollout.logprobs[j][mask].tolist(), constraint, truncated))
         out.append(group)
     return out
 
@@ -227,5 +229,5 @@ class RoleSampler:
             for k, i in enumerate(rows):
                 g = gens[i]
                 out[i] = Generation(g.text, g.prompt_ids, g.completion_ids, logp[k, : len(g.completion_ids)].tolist(),
-                                    g.constraint)
+                                    g.constraint, g.truncated)
         return out

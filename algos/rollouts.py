@@ -30,6 +30,12 @@ compression and invalid actions) unless ``skip_unprobed_sessions``. ``local_temp
 decodes the rerolls at another temperature than the global rollouts (0: greedy, what the
 official code does by using its validation decoding settings); their log-probs are then
 recomputed at the training temperature so that the PPO ratio starts at 1.
+
+``zero_truncated`` (the official code, ``rema.py``: a truncated response scores 0): a
+session in which a policy output was cut off at the token limit gets reward 0 in its global
+rollout, and a reroll with such an output gets local reward 0, whatever its answers scored.
+Off by default: the environment's invalid-action penalty already marks a cut-off action,
+which is invalid, and grammar-constrained outputs always end within the limit.
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ class _Slot:
     reward: float | None = None  # local rerollouts: their scalar reward
     questions: tuple[int, ...] | None = None  # local rerollouts: the questions that score them
     final_scores: dict[int, float] | None = None  # reward_timing "final": question -> score on the final memory
+    truncated: set[int] = field(default_factory=set)  # sessions with a policy output cut off at the token limit
 
 
 @dataclass
@@ -108,12 +115,13 @@ def collect(
     local_questions: str = "sample",
     skip_unprobed_sessions: bool = False,
     local_temperature: float | None = None,
+    zero_truncated: bool = False,
 ) -> RolloutBatch:
     """Run ``group_size`` rollouts per conversation plus local rerollouts; return samples with advantages.
 
     ``extractor``, when given, plays every extract turn (e.g. ``OracleAgent``) and those
     turns give no training samples. ``reward_timing``, ``max_final_questions``,
-    ``local_questions``, ``skip_unprobed_sessions`` and ``local_temperature``: see the
+    ``local_questions``, ``skip_unprobed_sessions``, ``local_temperature`` and ``zero_truncated``: see the
     module docstring (the defaults are the official Memory-R2 code's, except that rerolls
     are sampled at the policy's temperature, as the paper describes).
     """
@@ -149,6 +157,8 @@ def collect(
                 slot.samples.append(Sample(gen.prompt_ids, gen.completion_ids, gen.logprobs,
                                            slot.info["role"], slot.info["session"], slot.local,
                                            constraint=getattr(gen, "constraint", None)))
+                if getattr(gen, "truncated", False):
+                    slot.truncated.add(slot.info["session"])
         for slot in to_extractor:
             actions[id(slot)] = extractor.act(slot.obs, slot.info)
         if to_answerer:
@@ -177,7 +187,11 @@ def collect(
             _score_locals(finished_locals, answerer)
     if final:
         _score_final(slots, answerer, rng, max_final_questions)
-    return _advantages(slots, len(conversations), group_size, local_weight, final)
+    if zero_truncated:
+        for slot in slots:
+            if slot.local and slot.truncated:
+                slot.reward = 0.0
+    return _advantages(slots, len(conversations), group_size, local_weight, final, zero_truncated)
 
 
 REWARD_TIMINGS = ("final", "asked")
@@ -314,7 +328,7 @@ def session_rewards(slot: _Slot, num_sessions: int) -> np.ndarray:
 
 
 def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, local_weight: float,
-                final: bool = False) -> RolloutBatch:
+                final: bool = False, zero_truncated: bool = False) -> RolloutBatch:
     samples: list[Sample] = []
     stats: dict[str, list[float]] = defaultdict(list)
     rewards_of = final_session_rewards if final else session_rewards
@@ -322,6 +336,9 @@ def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, loc
         members = [s for s in slots if not s.local and s.group[1] == c]
         num_sessions = members[0].env.unwrapped.conversation.num_sessions
         rewards = np.stack([rewards_of(s, num_sessions) for s in members])  # (G, S)
+        if zero_truncated:
+            for g, slot in enumerate(members):
+                rewards[g, sorted(slot.truncated)] = 0.0
         adv = session_group_advantages(torch.tensor(rewards), torch.ones(rewards.shape, dtype=torch.bool))  # (G, S)
         for g, slot in enumerate(members):
             for sample in slot.samples:
@@ -356,6 +373,7 @@ def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, loc
     out["charts/samples"] = float(len(policy_samples))
     out["charts/samples_local"] = float(sum(s.local for s in policy_samples))
     out["charts/invalid_rate"] = float(len(invalid) / max(turns, 1))
+    out["charts/truncated_sessions"] = float(sum(len(s.truncated) for s in slots))
     out["charts/generated_tokens"] = float(sum(len(s.completion_ids) for s in policy_samples))
     return RolloutBatch(policy_samples, out)
 

@@ -323,3 +323,18 @@ def test_logprobs_and_entropy_by_hand_for_small_and_large_vocabularies(vocab, wi
     grad = torch.softmax(logits.detach(), -1) * -mask[..., None]  # d log p(i) / d logits = onehot - p
     grad.scatter_add_(-1, ids[..., None], mask[..., None].float())
     assert torch.allclose(logits.grad, grad, atol=1e-5)
+
+
+def test_finished_marks_the_samples_that_reached_a_stop_token(tiny_backbone):
+    from agents.sampler import generations
+
+    tok = tiny_backbone.tokenizer
+    stops = _stop_ids(tok)
+    rollout = generate(tiny_backbone.model, tok, PROMPTS, num_samples=4, max_new_tokens=6, seed=0, stop_token_ids=stops)
+    lengths = rollout.completion_mask.sum(-1)
+    last = rollout.completion_ids.gather(1, (lengths - 1)[:, None]).squeeze(1)
+    expected = torch.isin(last, torch.tensor(stops))
+    assert torch.equal(rollout.finished, expected)
+    assert 0 < int(expected.sum()) < len(expected)  # both kinds present
+    flat = [g for prompt in generations(rollout) for g in prompt]
+    assert [g.truncated for g in flat] == (~expected).tolist()

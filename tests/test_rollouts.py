@@ -285,3 +285,39 @@ def test_local_temperature_decodes_rerolls_apart_and_rescores_them_at_the_traini
                       local_temperature=0.0)
     # greedy log-probs are untempered, i.e. already at the training temperature 1: kept
     assert all(s.logprobs == [-0.5, -0.25] for s in batch.samples)
+
+
+class CutOffInLastSession(KeepOrForget):
+    """KeepOrForget, but the manage outputs of session 2 (and with ``always`` every manage
+    output) come back cut off at the token limit."""
+
+    def __init__(self, always=False):
+        super().__init__()
+        self.always = always
+
+    def generate(self, observations, temperature=None):
+        gens = super().generate(observations, temperature)
+        for obs, g in zip(observations, gens):
+            data = json.loads(obs)
+            if data["role"] == "manage" and (self.always or data["session"] == 2):
+                g.truncated = True
+        return gens
+
+
+def test_zero_truncated_zeroes_the_session_of_a_cut_off_output_and_its_rerolls():
+    runs = {}
+    for zero in (False, True):
+        runs[zero] = R.collect(CutOffInLastSession(), KeywordReader(), credit_env(), ["credit"], group_size=2,
+                               inner_fraction=0.0, inner_n=2, max_local_questions=16, local_weight=1.0,
+                               rng=np.random.default_rng(0), zero_truncated=zero)
+    # rollout 0's rewards [1 - C, -C, 0.5 - C]; rollout 1's [0, 0, 0]; session 2 is cut off in both
+    assert runs[False].stats["charts/session_reward"] == pytest.approx((1.5 - 3 * COMPRESSION) / 6)
+    assert runs[True].stats["charts/session_reward"] == pytest.approx((1.0 - 2 * COMPRESSION) / 6)
+    assert runs[True].stats["charts/truncated_sessions"] == 2.0
+    # session 2 now ties (0 and 0): no advantage; sessions 0 and 1 keep theirs
+    adv = {(s.session, s.advantage > 0) for s in runs[True].samples if s.role == "manage" and s.advantage}
+    assert {session for session, _ in adv} == {0, 1}
+    local = R.collect(CutOffInLastSession(always=True), KeywordReader(), credit_env(), ["credit"], group_size=2,
+                      inner_fraction=1.0, inner_n=2, max_local_questions=16, local_weight=1.0,
+                      rng=np.random.default_rng(0), zero_truncated=True)
+    assert local.stats["charts/local_groups"] > 0 and local.stats["charts/local_reward"] == 0.0
