@@ -18,6 +18,11 @@ a time (a record is never cut in the middle):
 2. then, as a last resort, manage drops facts from the end and extract drops the oldest
    dialogue turns. The answer prompt keeps its question.
 
+A chunked session (the environment's ``session_chunks``) shows its history within the
+session, as the official Memory-R2 rollout carries its chat history: the extract prompt
+the session's earlier turns, the manage prompt the operations the earlier chunks applied.
+Trimming drops that history first, oldest first.
+
 Two prompt styles render the same observation: ``"default"`` (full instructions, for real
 instruct models) and ``"compact"`` (one-line system prompts and terse records, for tiny
 byte-level test models where every character is a token). Compact manage prompts number
@@ -114,12 +119,39 @@ def _memory_block(title: str, memories: list[dict]) -> str:
     return f"{title}:\n" + "\n".join(_memory_line(m) for m in memories)
 
 
+def _dialogue(turns: list[dict]) -> str:
+    return "\n".join(f"{t.get('speaker', '?')}: {t.get('text', '')}" for t in turns)
+
+
+def _operation_line(op: dict) -> str:
+    text = f" {op['text']}" if op.get("text") else ""
+    return f"{op.get('op', '?')} {op.get('id', '?')}:{text}".rstrip(":")
+
+
+def _chunk_note(obs: dict, role: str, compact: bool) -> str:
+    """A chunked session's history (``session_chunks``): the earlier turns of the session
+    (extract) or the operations its earlier chunks applied (manage); empty when unchunked."""
+    if "chunk" not in obs:
+        return ""
+    if role == EXTRACT:
+        earlier = obs.get("previous_turns") or []
+        title = "Earlier in this session (facts already extracted)"
+        body = _dialogue(earlier)
+    else:
+        earlier = obs.get("previous_operations") or []
+        title = "Already applied in this session"
+        body = "\n".join(_operation_line(op) for op in earlier)
+    if compact:
+        return f"Earlier:\n{body}\n" if earlier else ""
+    part = f"Part {obs['chunk'] + 1} of {obs.get('num_chunks', '?')} of the session."
+    return f"{part}\n{title}:\n{body}\n\n" if earlier else f"{part}\n\n"
+
+
 def _extract_user(obs: dict) -> str:
-    turns = obs.get("turns") or []
-    dialogue = "\n".join(f"{t.get('speaker', '?')}: {t.get('text', '')}" for t in turns) or "(no turns shown)"
+    dialogue = _dialogue(obs.get("turns") or []) or "(no turns shown)"
     return (
         f"{_header(obs)}\n\n{_memory_block('Known memories', obs.get('memories') or [])}\n\n"
-        f"Dialogue:\n{dialogue}\n\nList the facts worth remembering as JSON."
+        f"{_chunk_note(obs, EXTRACT, False)}Dialogue:\n{dialogue}\n\nList the facts worth remembering as JSON."
     )
 
 
@@ -134,7 +166,8 @@ def _manage_user(obs: dict) -> str:
     size_note = f" The memory bank holds {size} memories." if size is not None else ""
     return (
         f"{_header(obs)}{size_note}\n\n{_memory_block('Existing related memories', memories)}\n\n"
-        f"New facts:\n" + ("\n".join(lines) or "(none)") + "\n\nReply with the operations as JSON."
+        f"{_chunk_note(obs, MANAGE, False)}New facts:\n" + ("\n".join(lines) or "(none)")
+        + "\n\nReply with the operations as JSON."
     )
 
 
@@ -150,9 +183,9 @@ def _compact_memories(memories: list[dict]) -> str:
 
 
 def _compact_extract_user(obs: dict) -> str:
-    turns = obs.get("turns") or []
-    dialogue = "\n".join(f"{t.get('speaker', '?')}: {t.get('text', '')}" for t in turns) or "(no turns shown)"
-    return f"Date: {obs.get('date', 'unknown')}\nMemories:\n{_compact_memories(obs.get('memories') or [])}\nDialogue:\n{dialogue}"
+    dialogue = _dialogue(obs.get("turns") or []) or "(no turns shown)"
+    return (f"Date: {obs.get('date', 'unknown')}\nMemories:\n{_compact_memories(obs.get('memories') or [])}\n"
+            f"{_chunk_note(obs, EXTRACT, True)}Dialogue:\n{dialogue}")
 
 
 def _compact_manage_user(obs: dict) -> str:
@@ -162,7 +195,8 @@ def _compact_manage_user(obs: dict) -> str:
     for n, fact in enumerate(obs.get("facts") or []):
         related = [r for r in fact.get("related") or [] if r in shown]
         lines.append(f"{n}: {fact.get('text', '')} [{' '.join(related)}]")
-    return f"Memories:\n{_compact_memories(memories)}\nFacts:\n" + ("\n".join(lines) or "none")
+    return (f"Memories:\n{_compact_memories(memories)}\n{_chunk_note(obs, MANAGE, True)}Facts:\n"
+            + ("\n".join(lines) or "none"))
 
 
 def _compact_answer_user(obs: dict) -> str:
@@ -220,8 +254,11 @@ def memory_drop_order(obs: dict, role: str) -> list[int]:
 
 
 def drop_order(obs: dict, role: str) -> list[tuple[str, int]]:
-    """Every droppable record as ``(field, index)``, in the order trimming drops them."""
-    order = [("memories", i) for i in memory_drop_order(obs, role)]
+    """Every droppable record as ``(field, index)``, in the order trimming drops them (a
+    chunked session's history first, oldest first: it is context only)."""
+    history = "previous_turns" if role == EXTRACT else "previous_operations" if role == MANAGE else None
+    order = [(history, i) for i in range(len(obs.get(history) or []))] if history else []
+    order += [("memories", i) for i in memory_drop_order(obs, role)]
     if role == MANAGE:
         order += [("facts", i) for i in reversed(range(len(obs.get("facts") or [])))]
     elif role == EXTRACT:

@@ -337,3 +337,41 @@ def _old_relevant_ids(text: str) -> list[str]:
         return []
     before_answer = re.split(r"answer\s*[:：]", match.group(1), maxsplit=1, flags=re.IGNORECASE)[0]
     return list(dict.fromkeys(re.findall(r"\bm\d+\b", before_answer)))
+
+
+@pytest.mark.parametrize("style", ["default", "compact"])
+def test_chunked_sessions_show_their_history_and_trim_it_first(tiny_tokenizer, style):
+    """With the environment's session_chunks, a later chunk's extract prompt shows the
+    session's earlier turns and its manage prompt the operations already applied; trimming
+    drops that history (oldest first) before any memory."""
+    import gymnasium as gym
+
+    import memenv  # noqa: F401
+    from memenv.scripted import OracleAgent
+
+    env = gym.make("MemorySession-v0", num_sessions=2, session_chunks=3, disable_env_checker=True)
+    obs, info = env.reset(seed=0)
+    oracle, seen = OracleAgent(), {}
+    while info["role"] != "answer" and len(seen) < 2:
+        data = json.loads(obs)
+        if data.get("chunk") == 1:
+            seen.setdefault(data["role"], obs)
+        obs, _, _, _, info = env.step(oracle.act(obs, info))
+    extract, manage = json.loads(seen["extract"]), json.loads(seen["manage"])
+    assert extract["previous_turns"] and manage["previous_operations"]
+    prompt = render_prompt(tiny_tokenizer, seen["extract"], max_prompt_tokens=BIG, style=style)
+    assert all(t["text"] in prompt for t in extract["previous_turns"] + extract["turns"])
+    prompt = render_prompt(tiny_tokenizer, seen["manage"], max_prompt_tokens=BIG, style=style)
+    assert all(op["text"] in prompt for op in manage["previous_operations"] if "text" in op)
+    # one token under the full size: the oldest earlier turn goes, the newest stays, dialogue intact
+    full = render_prompt(tiny_tokenizer, seen["extract"], max_prompt_tokens=BIG, style=style)
+    trimmed = render_prompt(tiny_tokenizer, seen["extract"], max_prompt_tokens=count_tokens(tiny_tokenizer, full) - 1,
+                            style=style)
+    first, last = extract["previous_turns"][0]["text"], extract["previous_turns"][-1]["text"]
+    assert first not in trimmed and last in trimmed and all(t["text"] in trimmed for t in extract["turns"])
+    # an unchunked observation renders as before: no history block
+    plain = dict(extract)
+    for key in ("chunk", "num_chunks", "previous_turns"):
+        plain.pop(key)
+    text = render_prompt(tiny_tokenizer, json.dumps(plain), max_prompt_tokens=BIG, style=style)
+    assert "Earlier" not in text and "Part " not in text
