@@ -280,10 +280,14 @@ def test_mixed_precision_trains_fp32_lora_on_a_bf16_model():
     assert not torch.is_autocast_enabled("cpu")
 
 
-def test_mixed_precision_is_a_no_op_in_fp32(tiny_backbone):
-    from agents.backbone import mixed_precision
+def test_mixed_precision_is_a_no_op_in_fp32_and_without_adapters():
+    from agents.backbone import mixed_precision, tiny_backbone
 
-    with mixed_precision(tiny_backbone.model):
+    backbone = tiny_backbone(0)
+    with mixed_precision(backbone.model):
+        assert not torch.is_autocast_enabled("cpu")
+    backbone.model.to(torch.bfloat16)  # one dtype throughout: nothing to cast
+    with mixed_precision(backbone.model):
         assert not torch.is_autocast_enabled("cpu")
 
 
