@@ -46,6 +46,23 @@ def _installed(name: str) -> str | None:
         return None
 
 
+def cpu_model() -> str | None:
+    """The processor's name and its bf16 matrix features (``amx_bf16``, ``avx512_bf16``), from
+    /proc/cpuinfo (None where there is none): bf16 speed depends on them."""
+    info = Path("/proc/cpuinfo")
+    if not info.is_file():
+        return platform.processor() or None
+    name, flags = None, set()
+    for line in info.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and name is None:
+            name = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    features = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    return f"{name or 'unknown'}" + (f" ({', '.join(features)})" if features else "")
+
+
 def environment() -> dict[str, Any]:
     """The lock (sha256 of requirements.lock, and every installed package that differs from it),
     key library versions, Python, the CPU kernel family and torch's thread count."""
@@ -65,6 +82,7 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "machine": f"{platform.system()} {platform.machine()}",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_model": cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
@@ -78,5 +96,6 @@ def markdown_line(env: dict[str, Any] | None = None) -> str:
         else "no lock file"
     v = env["versions"]
     return (f"Environment: {lock}; torch {v.get('torch')}, transformers {v.get('transformers')}, peft {v.get('peft')}; "
-            f"Python {env['python']} on {env['machine']}, CPU kernels {env['cpu_capability']}, "
+            f"Python {env['python']} on {env['machine']}"
+            + (f" ({env['cpu_model']})" if env.get("cpu_model") else "") + f", CPU kernels {env['cpu_capability']}, "
             f"{env['torch_threads']} torch threads" + (f", GPU {env['cuda']}" if env.get("cuda") else "") + ".")

@@ -47,6 +47,8 @@ def test_the_report_records_the_environment_and_lock(micro):
     env = report["environment"]
     assert env["lock_sha256"] and env["versions"]["torch"] and env["cpu_capability"]
     assert "Environment: lock `requirements.lock` sha256" in (root / "results" / "reproduce_micro.md").read_text()
+    if env["cpu_model"]:  # the processor is named (bf16 speed depends on its matrix units)
+        assert env["cpu_model"] in (root / "results" / "reproduce_micro.md").read_text()
 
 
 def test_micro_preset_writes_table_json_and_png(micro):
