@@ -15,8 +15,9 @@ update that spends its share). Each arm is ONE call of ``python -m algos.logo_gr
 
 Runs live in ``--work-dir`` (default ``runs/<name>``), one directory per arm and seed. A
 killed reproduction continues with the same command: finished runs are reused, a run with
-a checkpoint is resumed (the trainer refuses a resume whose settings differ), and nothing
-in the work directory is ever deleted.
+a checkpoint is resumed (the trainer refuses a resume whose settings differ), evaluations
+already made with the same settings and adapter are read back (``eval.json`` beside each
+run), and nothing in the work directory is ever deleted.
 
 Outputs: ``benchmarks/results/<name>.{md,json,png}`` (table of held-out answer F1, mean and
 std over seeds, per horizon and question kind; learning curves of training reward against
@@ -273,15 +274,37 @@ def _limit_threads(preset: Preset) -> None:
     torch.set_num_threads(max(1, default_threads(preset.model) // preset.jobs))
 
 
-def _evaluate(preset: Preset, adapter: Path | None) -> dict[str, Any]:
+def _evaluate(preset: Preset, adapter: Path | None, cache: Path | None = None) -> dict[str, Any]:
+    """Held-out scores of the adapter (None: the base model). With ``cache`` (a JSON file) a
+    result made with the same settings and the same adapter file is read back instead of
+    recomputed, so a killed reproduction does not evaluate again what it already has."""
     from algos.evaluate import evaluate_synthetic, load_policy_model
 
+    settings = dict(worlds=list(range(preset.eval_worlds)), horizons=list(preset.eval_horizons),
+                    prompt_style=preset.trainer["prompt_style"], max_new_tokens=preset.trainer["max_new_tokens"],
+                    max_prompt_tokens=preset.trainer["max_prompt_tokens"], extractor=preset.trainer["extractor"],
+                    constrained=preset.trainer.get("constrained", True), env_kwargs=eval_env_kwargs(preset))
+    key = {"model": preset.model, "adapter": _adapter_stamp(adapter), **settings}
+    if cache is not None and cache.is_file():
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == json.loads(json.dumps(key)):
+            return stored["eval"]
     model, tok = load_policy_model(preset.model, adapter, device="cpu" if preset.model == "tiny" else None)
-    res = evaluate_synthetic(model, tok, worlds=range(preset.eval_worlds), horizons=preset.eval_horizons,
-                             prompt_style=preset.trainer["prompt_style"], max_new_tokens=preset.trainer["max_new_tokens"],
-                             max_prompt_tokens=preset.trainer["max_prompt_tokens"], extractor=preset.trainer["extractor"],
-                             constrained=preset.trainer.get("constrained", True), env_kwargs=eval_env_kwargs(preset))
-    return {str(h): r.to_dict() for h, r in res.items()}
+    res = evaluate_synthetic(model, tok, **{**settings, "worlds": range(preset.eval_worlds)})
+    result = {str(h): r.to_dict() for h, r in res.items()}
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": key, "eval": result}, indent=1))
+        tmp.replace(cache)
+    return result
+
+
+def _adapter_stamp(adapter: Path | None) -> list[Any] | None:
+    """Size and modification time of an adapter's weight files: a retrained adapter changes them."""
+    if adapter is None:
+        return None
+    return sorted([p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in Path(adapter).rglob("*.safetensors"))
 
 
 def _finished(out: Path, marker: str) -> bool:
@@ -301,7 +324,7 @@ def run_sft(preset: Preset, seed: int, root: Path) -> dict[str, Any]:
         adapter = sft.main(sft_argv(preset, seed, out), progress=False)
     losses = json.loads((out / "sft_losses.json").read_text())["losses"]
     return {"arm": "sft", "seed": seed, "adapter": str(adapter), "sft_loss": [losses[0], losses[-1]],
-            "eval": _evaluate(preset, adapter), "seconds": time.perf_counter() - start}
+            "eval": _evaluate(preset, adapter, out / "eval.json"), "seconds": time.perf_counter() - start}
 
 
 def read_curve(out: Path) -> list[dict[str, Any]]:
@@ -327,14 +350,15 @@ def run_rl(preset: Preset, arm: str, seed: int, sft_adapter: str, root: Path) ->
     curve = read_curve(out)
     adapter = out / "adapter"
     return {"arm": arm, "seed": seed, "adapter": str(adapter), "tokens": curve[-1]["tokens"], "updates": len(curve),
-            "curve": curve, "eval": _evaluate(preset, adapter), "seconds": time.perf_counter() - start}
+            "curve": curve, "eval": _evaluate(preset, adapter, out / "eval.json"), "seconds": time.perf_counter() - start}
 
 
 def run_base(preset: Preset, root: Path) -> dict[str, Any]:
     """The untrained backbone (greedy, deterministic: one evaluation serves every seed)."""
     _limit_threads(preset)
     start = time.perf_counter()
-    return {"arm": "base", "seed": None, "eval": _evaluate(preset, None), "seconds": time.perf_counter() - start}
+    return {"arm": "base", "seed": None, "eval": _evaluate(preset, None, root / "base" / "eval.json"),
+            "seconds": time.perf_counter() - start}
 
 
 # ---------------------------------------------------------------------------- main

@@ -32,10 +32,17 @@ def test_each_rl_arm_is_one_trainer_run_from_the_sft_adapter(micro):
             assert not (run / "args_history.jsonl").exists()  # one call, never resumed or edited
 
 
-def test_a_second_call_reuses_finished_runs_and_deletes_nothing(micro):
+def test_a_second_call_reuses_finished_runs_and_evaluations_and_deletes_nothing(micro, monkeypatch):
     root, report = micro
     (root / "runs" / "grpo" / "seed0" / "my-notes.txt").write_text("keep me")
     before = {p: p.stat().st_mtime_ns for p in (root / "runs").rglob("adapter_model.safetensors")}
+    assert {p.parent.name for p in (root / "runs").rglob("eval.json")} == {"seed0"}  # sft, grpo, logo
+    assert len(list((root / "runs").rglob("eval.json"))) == 3
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("evaluated again although eval.json holds the result")
+
+    monkeypatch.setattr("algos.evaluate.evaluate_synthetic", no_evaluation)
     again = R.main(["--preset", "micro", "--work-dir", str(root / "runs"), "--results-dir", str(root / "results2")])
     assert (root / "runs" / "grpo" / "seed0" / "my-notes.txt").read_text() == "keep me"
     assert {p: p.stat().st_mtime_ns for p in (root / "runs").rglob("adapter_model.safetensors")} == before
@@ -235,3 +242,16 @@ def test_algorithm_official_drops_the_legacy_pins_and_nothing_else():
     assert {k: v for k, v in legacy.trainer.items() if k not in R.LEGACY_LOGO_GRPO} == official.trainer
     argv = R.trainer_argv(official, "logo", 0, R.Path("sft"), R.Path("out"))
     assert "--reward-timing" not in argv and "--clip-mode" not in argv
+
+
+def test_an_evaluation_is_redone_when_the_adapter_changes(micro, monkeypatch):
+    root, _ = micro
+    preset = R.PRESETS["micro"]
+    run = root / "runs" / "logo" / "seed0"
+    cached = R._evaluate(preset, run / "adapter", run / "eval.json")
+    weights = next((run / "adapter").rglob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes())  # a retrained adapter: new modification time
+    calls = []
+    real = __import__("algos.evaluate", fromlist=["evaluate_synthetic"]).evaluate_synthetic
+    monkeypatch.setattr("algos.evaluate.evaluate_synthetic", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert R._evaluate(preset, run / "adapter", run / "eval.json") == cached and calls == [1]
