@@ -540,3 +540,17 @@ def test_committed_locomo_rows_carry_the_current_metrics(tmp_path, name):
                              "--out", str(tmp_path / name)])
     assert [row["overall"] for row in again["rows"]] == [row["overall"] for row in committed["rows"]]
     assert [row["per_kind"] for row in again["rows"]] == [row["per_kind"] for row in committed["rows"]]
+
+
+def test_hard_worlds_separate_the_oracle_from_add_all(tmp_path):
+    """--difficulty hard plays MemorySessionHard-v0's worlds and settings (memory budget, top-48
+    answer retrieval): the oracle keeps F1 100, adding everything falls far short."""
+    results, md, _ = run(tmp_path, "--difficulty", "hard", "--num-sessions", "4", "--worlds", "0-2",
+                         "--rows", "oracle", "add-all")
+    rows = by_row(results)
+    assert rows["oracle + scripted"]["overall"]["f1"] == pytest.approx(1.0)
+    assert rows["add-all + scripted"]["overall"]["f1"] < 0.7
+    assert results["settings"]["difficulty"] == "hard" and results["settings"]["answer_top_k"] == 48
+    assert "hard synthetic worlds, 4 sessions" in md
+    asked = {p["question_id"] for p in rows["oracle + scripted"]["predictions"]}
+    assert asked == {q.qid for w in (0, 1, 2) for q in generate_world(w, 4, "hard").questions}

@@ -50,6 +50,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from memenv.constants import HARD_ANSWER_TOP_K
 from memenv.sources import make_source
 
 from algos.cli import UserError, check_range, parse_args
@@ -72,7 +73,7 @@ DEFAULT_LOCOMO_PATHS = ("../shared/data/locomo/locomo_dev.json",)
 LOCOMO_PATH_VARIABLE = "MEMENV_LOCOMO_PATH"
 RESULTS_DIR = Path("benchmarks/results")
 # Flags that only mean something for some sources (field -> those sources).
-SOURCE_FLAGS = {"num_sessions": ("synthetic",), "worlds": ("synthetic",), "data_path": ("locomo", "longmemeval"),
+SOURCE_FLAGS = {"num_sessions": ("synthetic",), "worlds": ("synthetic",), "difficulty": ("synthetic",), "data_path": ("locomo", "longmemeval"),
                 "conversations": ("locomo", "longmemeval"), "split": ("locomo",), "part": ("locomo",),
                 "include_adversarial": ("locomo",)}
 
@@ -95,6 +96,7 @@ class LeaderboardArgs:
     # data
     source: str = field(default="synthetic", metadata={"help": "data source", "choices": SOURCES})
     num_sessions: int | None = field(default=None, metadata={"help": f"sessions per synthetic world (none: {DEFAULT_NUM_SESSIONS})"})
+    difficulty: str | None = field(default=None, metadata={"help": "synthetic worlds: default, or hard (history and counting questions, corrections, third parties, distractor talk, each world's memory budget and the hard envs' top-48 answer retrieval, as MemorySessionHard-v0)", "choices": [None, "default", "hard"]})
     worlds: tuple[str, ...] | None = field(default=None, metadata={"help": f"synthetic world seeds: 7, 0-9 or 0,3,5; below {EVAL_SEED_LIMIT:,} (training seeds start there); left out: {DEFAULT_WORLDS}"})
     data_path: str | None = field(default=None, metadata={"help": f"LoCoMo / LongMemEval JSON file (none, for LoCoMo: ${LOCOMO_PATH_VARIABLE}, else {DEFAULT_LOCOMO_PATHS[0]} when it exists)"})
     split: str | None = field(default=None, metadata={"help": "LoCoMo split preset, e.g. memory-r2 or memory-r1 (with --part; LoCoMo only)"})
@@ -108,7 +110,7 @@ class LeaderboardArgs:
     # evaluation
     max_questions: int | None = field(default=None, metadata={"help": "ask at most this many questions per conversation, evenly spaced over its question list (none: all)"})
     context_tokens: int = field(default=DEFAULT_CONTEXT_TOKENS, metadata={"help": "full-context: whitespace tokens of the transcript the answerer reads, the most recent kept"})
-    answer_top_k: int = field(default=DEFAULT_ANSWER_TOP_K, metadata={"help": "memories retrieved per speaker for each question"})
+    answer_top_k: int | None = field(default=None, metadata={"help": f"memories retrieved per speaker for each question (none: {DEFAULT_ANSWER_TOP_K}; {HARD_ANSWER_TOP_K} on hard worlds, as their envs)"})
     batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata={"help": "answer observations per answerer call"})
     judge: str | None = field(default=None, metadata={"help": "LLM-as-a-Judge model, llm:MODEL (any local causal LM); adds J"})
     judge_max_new_tokens: int | None = field(default=None, metadata={"help": f"judge generation budget (with --judge; none: {DEFAULT_JUDGE_MAX_NEW_TOKENS})"})
@@ -134,6 +136,8 @@ class LeaderboardArgs:
             raise ValueError("--judge-max-new-tokens only applies with --judge")
         if self.answerer is not None and self.rows and all("+" in row for row in self.rows):
             raise ValueError("--answerer is unused: every row of --rows names its answerer after '+'")
+        if self.answer_top_k is None:
+            self.answer_top_k = HARD_ANSWER_TOP_K if self.difficulty == "hard" else DEFAULT_ANSWER_TOP_K
         if self.source == "synthetic":
             self.num_sessions = DEFAULT_NUM_SESSIONS if self.num_sessions is None else self.num_sessions
             self.worlds = (DEFAULT_WORLDS,) if self.worlds is None else self.worlds
@@ -190,8 +194,9 @@ def build_config(args: LeaderboardArgs) -> tuple[EvalConfig, dict[str, Any]]:
                                 "save_predictions": args.save_predictions}
     if args.source == "synthetic":
         seeds = parse_worlds(args.worlds)
-        source = make_source("synthetic", num_sessions=args.num_sessions, world_seeds=seeds)
-        settings.update(num_sessions=args.num_sessions, worlds_spec=" ".join(args.worlds))
+        difficulty = args.difficulty or "default"
+        source = make_source("synthetic", num_sessions=args.num_sessions, world_seeds=seeds, difficulty=difficulty)
+        settings.update(num_sessions=args.num_sessions, worlds_spec=" ".join(args.worlds), difficulty=difficulty)
     else:
         path = _data_path(args)
         options: dict[str, Any] = {"data_path": path}
@@ -212,7 +217,8 @@ def build_config(args: LeaderboardArgs) -> tuple[EvalConfig, dict[str, Any]]:
     config = EvalConfig(source=source, keys=keys, locomo_metrics=args.source == "locomo",
                         max_questions=args.max_questions, context_tokens=args.context_tokens,
                         answer_top_k=args.answer_top_k, batch_size=args.batch_size,
-                        save_predictions=args.save_predictions, keep_texts=args.source == "synthetic")
+                        save_predictions=args.save_predictions, keep_texts=args.source == "synthetic",
+                        env_options=tuple(hard_env_options().items()) if args.difficulty == "hard" else ())
     return config, settings
 
 
@@ -235,16 +241,28 @@ def build_agents(args: LeaderboardArgs, rows: Sequence[RowSpec]
         raise _user_error(f"--judge {args.judge}: {error}") from None
 
 
+def hard_env_options() -> dict[str, Any]:
+    """The hard worlds' environment options beside their source (``MemorySessionHard-v0``'s:
+    each world's memory budget; with ``answer_top_k`` unless the command line sets it)."""
+    import gymnasium as gym
+
+    import memenv  # noqa: F401
+
+    kwargs = dict(gym.spec("MemorySessionHard-v0").kwargs)
+    return {k: v for k, v in kwargs.items() if k not in ("difficulty", "num_sessions", "answer_top_k")}
+
+
 def _default_out(args: LeaderboardArgs) -> Path:
     suffix = str(args.num_sessions) if args.source == "synthetic" else ""
-    return RESULTS_DIR / f"leaderboard_{args.source}{suffix}"
+    hard = "_hard" if args.difficulty == "hard" else ""
+    return RESULTS_DIR / f"leaderboard_{args.source}{hard}{suffix}"
 
 
 def _title(args: LeaderboardArgs, settings: dict[str, Any]) -> str:
     if args.title:
         return args.title
     if args.source == "synthetic":
-        return f"synthetic worlds, {args.num_sessions} sessions"
+        return f"{'hard ' if args.difficulty == 'hard' else ''}synthetic worlds, {args.num_sessions} sessions"
     return f"{args.source} {', '.join(map(str, settings['conversations']))}"
 
 

@@ -76,10 +76,12 @@ class EvalConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     save_predictions: bool = False  # every answer in the JSON (large for scripted rows)
     keep_texts: bool = True  # questions and gold answers with them (not for licensed data)
+    env_options: tuple[tuple[str, Any], ...] = ()  # more environment options, e.g. the hard worlds' memory budget
 
     def make_env(self) -> gym.Env:
         """A benchmark environment over this config's conversations."""
-        return gym.make(ENV_ID, source=self.source, qa_schedule=QA_SCHEDULE, answer_top_k=self.answer_top_k)
+        return gym.make(ENV_ID, source=self.source, qa_schedule=QA_SCHEDULE, answer_top_k=self.answer_top_k,
+                        **dict(self.env_options))
 
     def num_selected(self, key: Any) -> int:
         """How many questions of conversation ``key`` are asked."""
