@@ -143,6 +143,7 @@ def returned_cache(output):
     return cache if cache is not None else output.past_key_values
 
 
+@functools.lru_cache(maxsize=None)
 def _preallocated_layer_class():
     """A transformers ``DynamicLayer`` whose keys and values live in buffers sized for the
     whole decode, so each step writes one position in place instead of concatenating (and so
@@ -185,11 +186,9 @@ def preallocate_cache(cache, extra_tokens: int) -> bool:
     cache has no such layers."""
     layer_class = _preallocated_layer_class()
     layers = getattr(cache, "layers", None)
-    if layer_class is None or not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+    if layer_class is None or not layers or any(type(layer).__name__ != "DynamicLayer" or not layer.is_initialized
+                                                 for layer in layers):
         return False
-    for layer in layers:
-        if not layer.is_initialized:
-            return False
     for layer in layers:
         layer.__class__ = layer_class
         layer.length = layer.keys.shape[-2]
@@ -455,13 +454,23 @@ def _chunk_logprobs(
     with_entropy: bool,
     token_masks: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    logits, _ = completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+    return logits_to_logprobs(logits, completion_ids, completion_mask, with_entropy=with_entropy,
+                              token_masks=token_masks)
+
+
+def completion_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
+                      completion_mask: torch.Tensor, temperature: float, **forward_options):
+    """One forward pass over prompt + completion (mixed precision where the model has it):
+    the fp32 logits (b, T, V) that predict the completion tokens, divided by ``temperature``,
+    and the model's output (e.g. its hidden states, with ``output_hidden_states=True``)."""
     ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (b, P + T)
-    mask = torch.cat([prompt_mask, completion_mask], dim=1)
+    mask = torch.cat([prompt_mask, completion_mask.to(prompt_mask.dtype)], dim=1)
     with mixed_precision(model):
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False,
-                    logits_to_keep=completion_positions(prompt_ids.shape[1], completion_ids.shape[1], ids.device))
-    return logits_to_logprobs(scaled_logits(out.logits, temperature), completion_ids, completion_mask,
-                              with_entropy=with_entropy, token_masks=token_masks)
+                    logits_to_keep=completion_positions(prompt_ids.shape[1], completion_ids.shape[1], ids.device),
+                    **forward_options)
+    return scaled_logits(out.logits, temperature), out
 
 
 def completion_positions(prompt_len: int, num_new: int, device=None) -> torch.Tensor:

@@ -187,10 +187,6 @@ def collect(
             _score_locals(finished_locals, answerer)
     if final:
         _score_final(slots, answerer, rng, max_final_questions)
-    if zero_truncated:
-        for slot in slots:
-            if slot.local and slot.truncated:
-                slot.reward = 0.0
     return _advantages(slots, len(conversations), group_size, local_weight, final, zero_truncated)
 
 
@@ -357,6 +353,9 @@ def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, loc
         if s.local:
             local_groups[s.group].append(s)
     for group in local_groups.values():
+        if zero_truncated:
+            for slot in group:
+                slot.reward = 0.0 if slot.truncated else slot.reward
         rewards = torch.tensor([s.reward for s in group], dtype=torch.float64)
         adv = group_advantages(rewards, torch.zeros(len(group), dtype=torch.long))
         for slot, a in zip(group, adv.tolist()):

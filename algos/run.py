@@ -124,14 +124,19 @@ class RunDir:
 
     def write_json(self, name: str, value: Any) -> Path:
         """Write ``name`` atomically (temporary file, then rename)."""
-        target = self.path / name
-        tmp = target.with_name(f".{target.name}.tmp")
-        try:
-            tmp.write_text(json.dumps(value, indent=2))
-            os.replace(tmp, target)
-        except OSError as err:
-            raise disk_error(err, f"writing {target}") from None
-        return target
+        return write_json_atomically(self.path / name, value)
+
+
+def write_json_atomically(target: Path, value: Any) -> Path:
+    """Write ``value`` as JSON to ``target`` through a temporary sibling and a rename, so a kill
+    leaves the old file or the new one, never half of one."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(value, indent=2))
+        os.replace(tmp, target)
+    except OSError as err:
+        raise disk_error(err, f"writing {target}") from None
+    return target
 
 
 def export_atomically(target: Path, write: Callable[[Path], None]) -> Path:

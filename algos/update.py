@@ -152,24 +152,14 @@ def policy_and_values(model, value_head, batch: dict[str, torch.Tensor], *, temp
     The value reads the last layer's hidden state at the last prompt token (prompts are
     left-padded, completions right-padded, as :func:`collate` makes them).
     """
-    from agents.backbone import mixed_precision
-    from agents.generation import (
-        completion_positions,
-        logits_to_logprobs,
-        positions_from_mask,
-        scaled_logits,
-    )
+    from agents.generation import completion_logits, logits_to_logprobs
     from algos.value import last_token_hidden
 
     prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_mask"]
     completion_ids, completion_mask = batch["completion_ids"], batch["completion_mask"]
-    ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (N, P + T)
-    mask = torch.cat([prompt_mask, completion_mask.long()], dim=1)  # (N, P + T)
-    num_new, p_len = completion_ids.shape[1], prompt_ids.shape[1]
-    with mixed_precision(model):
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False,
-                    logits_to_keep=completion_positions(p_len, num_new, ids.device), output_hidden_states=True)
-    logits = scaled_logits(out.logits, temperature)  # (N, T, V)
+    p_len = prompt_ids.shape[1]
+    logits, out = completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature,
+                                    output_hidden_states=True)  # (N, T, V)
     logprobs, entropy = logits_to_logprobs(logits, completion_ids, completion_mask, with_entropy=with_entropy,
                                            token_masks=batch.get("token_masks"))
     hidden = last_token_hidden(out.hidden_states[-1][:, :p_len], prompt_mask)  # (N, H)

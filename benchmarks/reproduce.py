@@ -293,10 +293,10 @@ def _evaluate(preset: Preset, adapter: Path | None, cache: Path | None = None) -
     res = evaluate_synthetic(model, tok, **{**settings, "worlds": range(preset.eval_worlds)})
     result = {str(h): r.to_dict() for h, r in res.items()}
     if cache is not None:
+        from algos.run import write_json_atomically
+
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": key, "eval": result}, indent=1))
-        tmp.replace(cache)
+        write_json_atomically(cache, {"key": key, "eval": result})
     return result
 
 
