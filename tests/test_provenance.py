@@ -1,0 +1,36 @@
+"""benchmarks.provenance: what every committed result records."""
+
+import re
+import subprocess
+
+from benchmarks import provenance
+
+
+def _git(root, *args):
+    subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
+
+
+def test_code_revision_names_the_commit_and_says_when_tracked_files_changed(tmp_path):
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    _git(tmp_path, "add", "a.py")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    clean = provenance.code_revision(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{12}", clean)
+    (tmp_path / "untracked.txt").write_text("ignored\n")
+    assert provenance.code_revision(tmp_path) == clean  # untracked files are not the code
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert provenance.code_revision(tmp_path) == clean + "+changes"
+
+
+def test_code_revision_is_none_outside_a_git_checkout(tmp_path):
+    assert provenance.code_revision(tmp_path) is None
+
+
+def test_markdown_line_names_the_revision_lock_and_processor():
+    env = provenance.environment()
+    line = provenance.markdown_line(env)
+    assert line.startswith("Environment: ")
+    assert "requirements.lock" in line and env["cpu_capability"] in line
+    if env["code_revision"]:
+        assert f"code {env['code_revision']};" in line
