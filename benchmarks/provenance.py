@@ -71,13 +71,14 @@ def cpu_model() -> str | None:
 
 def code_revision(root: Path = LOCK.parent) -> str | None:
     """The git commit the code ran at (12 hex digits), with ``+changes`` when tracked files
-    differ from it; None outside a git checkout (an installed copy)."""
+    other than ``benchmarks/results`` (the results themselves) differ from it; None outside a
+    git checkout (an installed copy)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
                               check=True).stdout.strip()
     try:
         commit = git("rev-parse", "--short=12", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+changes" if dirty else "")

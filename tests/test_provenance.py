@@ -13,12 +13,16 @@ def _git(root, *args):
 def test_code_revision_names_the_commit_and_says_when_tracked_files_changed(tmp_path):
     _git(tmp_path, "init", "-q")
     (tmp_path / "a.py").write_text("x = 1\n")
-    _git(tmp_path, "add", "a.py")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "r.md").write_text("F1 0.1\n")
+    _git(tmp_path, "add", "a.py", "benchmarks")
     _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
     clean = provenance.code_revision(tmp_path)
     assert re.fullmatch(r"[0-9a-f]{12}", clean)
     (tmp_path / "untracked.txt").write_text("ignored\n")
     assert provenance.code_revision(tmp_path) == clean  # untracked files are not the code
+    (tmp_path / "benchmarks" / "results" / "r.md").write_text("F1 0.2\n")
+    assert provenance.code_revision(tmp_path) == clean  # nor are re-made results
     (tmp_path / "a.py").write_text("x = 2\n")
     assert provenance.code_revision(tmp_path) == clean + "+changes"
 
