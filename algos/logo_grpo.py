@@ -72,6 +72,10 @@ MEMORY_R2 = dict(
     clip_mode="turn", loss_agg="turn", dual_clip_c=3.0, log_ratio_cap=3.0, kl_coef=0.001, entropy_coef=0.001,
     max_grad_norm=1.0, temperature=1.0, top_p=1.0, reference="stage-start", reset_optimizer=True, handoff="best",
     val_worlds=4, val_every=5, early_stop_patience=3,
+    # One training conversation per update (data.train_batch_size = NUM_TRAIN_CONVS = 1) and
+    # ppo_mini_batch_size 16 prompts (x n rollouts), which holds that whole batch: one optimizer
+    # step per PPO epoch over every global and local generation of the update.
+    conversations_per_update=1, num_minibatches=1,
 )
 MEMORY_R2_ENV = dict(invalid_penalty=0.0, metric="squad_f1", lambda_comp=0.2, manage_top_k=25, answer_top_k=30,
                      similarity_threshold=0.1, answer_order="session", session_chunks=4)
