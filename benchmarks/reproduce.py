@@ -87,6 +87,16 @@ class Preset:
 LEGACY_LOGO_GRPO = dict(clip_mode="token", loss_agg="token", dual_clip_c="none", log_ratio_cap="none",
                         reward_timing="asked", local_questions="latest", skip_unprobed_sessions=True,
                         reference="base", reset_optimizer=False)
+# The legacy pins in four groups, one official setting each, for the per-setting ablation
+# (``--algorithm official-<group>`` drops that group's pins only; ``official`` drops all).
+OFFICIAL_GROUPS = {
+    "loss": ("clip_mode", "loss_agg", "dual_clip_c", "log_ratio_cap"),  # turn-level ratio, dual clip, capped log-ratio
+    "rewards": ("reward_timing",),  # questions scored on the final memory, uncredited sessions 0
+    "rerolls": ("local_questions", "skip_unprobed_sessions"),  # a seeded sample of due questions; every session rerolled
+    "handoff": ("reference", "reset_optimizer"),  # the stage-start adapter as KL reference, a fresh optimizer per stage
+}
+assert sorted(k for keys in OFFICIAL_GROUPS.values() for k in keys) == sorted(LEGACY_LOGO_GRPO)
+ALGORITHMS = ("preset", "official", *(f"official-{group}" for group in OFFICIAL_GROUPS))
 _CPU_TRAINER = dict(group_size=8, conversations_per_update=2, num_train_worlds=2, inner_n=4, max_new_tokens=128,
                     max_prompt_tokens=256, learning_rate=1e-3, kl_coef=0.0, answerer="scripted", extractor="oracle",
                     prompt_style="compact", lora_lm_head=True, micro_batch_size=16, **LEGACY_LOGO_GRPO)
@@ -377,7 +387,7 @@ class ReproduceArgs:
     eval_horizons: tuple[int, ...] | None = field(default=None, metadata={"help": "override the evaluation horizons"})
     jobs: int | None = field(default=None, metadata={"help": "parallel worker processes (none: the preset's)"})
     sft_schedule: str | None = field(default=None, metadata={"help": "learning-rate schedule of every arm's SFT warm start (none: the preset's, constant)", "choices": ["constant", "linear"]})
-    algorithm: str = field(default="preset", metadata={"help": "LoGo-GRPO settings: preset (as the preset pins them; cpu and micro pin the legacy ones their published results used) or official (drop those pins: the trainer's defaults, the official Memory-R2 algorithm)", "choices": ["preset", "official"]})
+    algorithm: str = field(default="preset", metadata={"help": "LoGo-GRPO settings: preset (as the preset pins them; cpu and micro pin the legacy ones their published results used), official (drop those pins: the trainer's defaults, the official Memory-R2 algorithm), or official-loss / official-rewards / official-rerolls / official-handoff (drop one group's pins: the per-setting ablation)", "choices": list(ALGORITHMS)})
     constrained: bool = field(default=True, metadata={"help": "train and evaluate under the action grammars (agents.constrained); --no-constrained samples freely, as the results committed before constrained decoding were made"})
     name: str | None = field(default=None, metadata={"help": "results file stem (none: reproduce_<preset>), e.g. reproduce_cpu_linear_sft for a variant"})
     work_dir: str | None = field(default=None, metadata={"help": "runs go here (none: runs/<name>)"})
@@ -412,8 +422,10 @@ def resolve_preset(args: ReproduceArgs) -> Preset:
     if args.sft_schedule:
         changes["sft_schedule"] = args.sft_schedule
     trainer = dict(preset.trainer)
-    if args.algorithm == "official":
-        trainer = {k: v for k, v in trainer.items() if k not in LEGACY_LOGO_GRPO}
+    if args.algorithm != "preset":
+        group = args.algorithm.removeprefix("official").removeprefix("-")
+        dropped = OFFICIAL_GROUPS[group] if group else tuple(LEGACY_LOGO_GRPO)
+        trainer = {k: v for k, v in trainer.items() if k not in dropped}
     if not args.constrained:
         trainer["constrained"] = False
     if trainer != preset.trainer:

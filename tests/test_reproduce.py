@@ -244,6 +244,14 @@ def test_algorithm_official_drops_the_legacy_pins_and_nothing_else():
     assert "--reward-timing" not in argv and "--clip-mode" not in argv
 
 
+@pytest.mark.parametrize("group", sorted(R.OFFICIAL_GROUPS))
+def test_algorithm_official_group_drops_only_that_groups_pins(group):
+    legacy = R.resolve_preset(parse_args(R.ReproduceArgs, ["--preset", "cpu"]))
+    one = R.resolve_preset(parse_args(R.ReproduceArgs, ["--preset", "cpu", "--algorithm", f"official-{group}"]))
+    assert set(legacy.trainer) - set(one.trainer) == set(R.OFFICIAL_GROUPS[group])
+    assert all(one.trainer[k] == v for k, v in legacy.trainer.items() if k not in R.OFFICIAL_GROUPS[group])
+
+
 def test_an_evaluation_is_redone_when_the_adapter_changes(micro, monkeypatch):
     root, _ = micro
     preset = R.PRESETS["micro"]
