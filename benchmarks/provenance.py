@@ -122,3 +122,35 @@ def markdown_line(env: dict[str, Any] | None = None) -> str:
             f"Python {env['python']} on {env['machine']}"
             + (f" ({env['cpu_model']})" if env.get("cpu_model") else "") + f", CPU kernels {env['cpu_capability']}, "
             f"{env['torch_threads']} torch threads" + (f", GPU {env['cuda']}" if env.get("cuda") else "") + ".")
+
+
+FLOAT_PATH_KEYS = ("code_revision", "lock_sha256", "versions", "cpu_model", "cpu_capability", "torch_threads", "cuda")
+"""What a training result's exact numbers depend on (see the module docstring)."""
+
+
+def float_path_changes(previous: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
+    """The :data:`FLOAT_PATH_KEYS` in which two :func:`environment` records differ (a key the
+    older record lacks counts as differing); empty when the float path is the same."""
+    previous = previous or {}
+    return [key for key in FLOAT_PATH_KEYS if key not in previous or previous[key] != current.get(key)]
+
+
+def compare_notice(path: Path, current: dict[str, Any]) -> str | None:
+    """One line about re-making the result at ``path`` (a JSON with an ``environment`` record):
+    whether the new numbers should agree with it exactly, and if not, what changed. None when
+    there is no readable previous result."""
+    import json
+
+    try:
+        previous = json.loads(Path(path).read_text()).get("environment")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(previous, dict):
+        return None
+    changes = float_path_changes(previous, current)
+    if not changes:
+        return f"{path}: same code, lock, processor and threads as the previous result: its numbers should reappear exactly"
+    return (f"{path}: the previous result was made with other {', '.join(changes)} "
+            f"(code {previous.get('code_revision') or 'not recorded'} on {previous.get('cpu_model') or 'an unrecorded processor'}); "
+            "trained numbers can differ from it by float rounding alone")
+

@@ -515,10 +515,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results = Path(args.results_dir)
     stem = results / name
     plot = plot_curves(runs, stem.with_suffix(".png"))
-    from benchmarks.provenance import environment
+    from benchmarks.provenance import compare_notice, environment
 
+    env = environment()
+    notice = compare_notice(stem.with_suffix(".json"), env)
     report = {"preset_name": args.preset, "preset": dataclasses.asdict(preset),
-              "command": f"{PROG} " + shlex.join(argv), "environment": environment(),
+              "command": f"{PROG} " + shlex.join(argv), "environment": env,
               "table": aggregate(runs, preset.arms, preset.seeds, preset.eval_horizons),
               "runs": runs, "plot": str(plot), "seconds": time.perf_counter() - start}
     if args.locomo:  # the checks made sure the logo arm ran
@@ -528,6 +530,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
     stem.with_suffix(".md").write_text(to_markdown(report))
     print(to_markdown(report))
+    if notice:
+        print(notice)
     return report
 
 

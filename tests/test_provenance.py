@@ -1,5 +1,6 @@
 """benchmarks.provenance: what every committed result records."""
 
+import json
 import re
 import subprocess
 
@@ -38,3 +39,18 @@ def test_markdown_line_names_the_revision_lock_and_processor():
     assert "requirements.lock" in line and env["cpu_capability"] in line
     if env["code_revision"]:
         assert f"code {env['code_revision']};" in line
+
+
+def test_compare_notice_says_whether_a_remade_result_should_agree_exactly(tmp_path):
+    env = provenance.environment()
+    path = tmp_path / "r.json"
+    assert provenance.compare_notice(path, env) is None  # nothing to compare with
+    path.write_text(json.dumps({"environment": env}))
+    assert "should reappear exactly" in provenance.compare_notice(path, env)
+    other = {**env, "cpu_model": "Some Other CPU", "code_revision": "0123456789ab"}
+    path.write_text(json.dumps({"environment": other}))
+    line = provenance.compare_notice(path, env)
+    assert "code_revision, " in line and "cpu_model" in line and "Some Other CPU" in line
+    assert provenance.float_path_changes({k: v for k, v in env.items() if k != "cpu_model"}, env) == ["cpu_model"]
+    path.write_text("not json")
+    assert provenance.compare_notice(path, env) is None
