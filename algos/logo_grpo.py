@@ -67,7 +67,7 @@ CPU_DEMO = dict(model="tiny", stages=(2, 4), updates_per_stage=8, group_size=8, 
 MEMORY_R2 = dict(
     stages=(8, 16, 32), updates_per_stage=10, group_size=16, inner_fraction=0.5, inner_n=4, local_weight=1.0,
     max_local_questions=16, local_questions="sample", skip_unprobed_sessions=False, local_temperature=0.0,
-    zero_truncated=True,
+    zero_truncated=True, skip_uniform_groups=True,
     reward_timing="final", max_final_questions=64, learning_rate=2e-5, ppo_epochs=2, clip_eps=0.2,
     clip_mode="turn", loss_agg="turn", dual_clip_c=3.0, log_ratio_cap=3.0, kl_coef=0.001, entropy_coef=0.001,
     max_grad_norm=1.0, temperature=1.0, top_p=1.0, reference="stage-start", reset_optimizer=True, handoff="best",
@@ -114,6 +114,7 @@ class Args(TrainerArgs):
     local_questions: str = field(default="sample", metadata={"help": "which of the due questions score a reroll set when there are more than --max-local-questions: one seeded random sample for the set (official) or the latest ones", "choices": ["sample", "latest"]})
     skip_unprobed_sessions: bool = field(default=False, metadata={"help": "no local rerolls for a session with no question due by its end (their rerolls then differ only by compression and invalid actions)"})
     zero_truncated: bool = field(default=False, metadata={"help": "reward 0 for a session (global rollout) or a reroll in which a policy output was cut off at --max-new-tokens (official: a truncated response scores 0); off by default: the cut-off action is invalid and already penalised, and constrained outputs always end in time"})
+    skip_uniform_groups: bool = field(default=False, metadata={"help": "leave samples whose group's rewards all tie (a session of the global group, or a reroll set) out of the update (official: filter_groups, which also refills the batch; not done here); off by default: they carry no advantage, only KL and entropy"})
     local_temperature: float | None = field(default=None, metadata={"help": "decoding temperature of the local rerolls (none: --temperature, sampling as the paper describes; 0: greedy, what the official code's validation settings do, which can make a reroll set identical and its advantage 0)"})
     # the curriculum hand-off
     reference: str = field(default="stage-start", metadata={"help": "KL reference: the adapter as the stage started (a frozen copy; official) or the base model with the adapter disabled", "choices": ["stage-start", "base"]})
@@ -180,7 +181,8 @@ def collect_options(args: Args) -> dict[str, Any]:
                 max_local_questions=args.max_local_questions, local_weight=args.local_weight,
                 reward_timing=args.reward_timing, max_final_questions=args.max_final_questions,
                 local_questions=args.local_questions, skip_unprobed_sessions=args.skip_unprobed_sessions,
-                local_temperature=args.local_temperature, zero_truncated=args.zero_truncated)
+                local_temperature=args.local_temperature, zero_truncated=args.zero_truncated,
+                skip_uniform_groups=args.skip_uniform_groups)
 
 
 # ---------------------------------------------------------------------------- environments

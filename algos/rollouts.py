@@ -36,6 +36,12 @@ session in which a policy output was cut off at the token limit gets reward 0 in
 rollout, and a reroll with such an output gets local reward 0, whatever its answers scored.
 Off by default: the environment's invalid-action penalty already marks a cut-off action,
 which is invalid, and grammar-constrained outputs always end within the limit.
+
+``skip_uniform_groups`` (the official launch script's ``algorithm.filter_groups.enable``,
+without its refill): samples whose group gave every member the same reward -- a session
+column of a global group, or a set of local rerolls -- are left out of the update, so they
+neither dilute the turn-level mean nor pull the policy through the KL and entropy terms.
+Their tokens still count as generated (``charts/generated_tokens``, the token budget).
 """
 
 from __future__ import annotations
@@ -116,12 +122,13 @@ def collect(
     skip_unprobed_sessions: bool = False,
     local_temperature: float | None = None,
     zero_truncated: bool = False,
+    skip_uniform_groups: bool = False,
 ) -> RolloutBatch:
     """Run ``group_size`` rollouts per conversation plus local rerollouts; return samples with advantages.
 
     ``extractor``, when given, plays every extract turn (e.g. ``OracleAgent``) and those
     turns give no training samples. ``reward_timing``, ``max_final_questions``,
-    ``local_questions``, ``skip_unprobed_sessions``, ``local_temperature`` and ``zero_truncated``: see the
+    ``local_questions``, ``skip_unprobed_sessions``, ``local_temperature``, ``zero_truncated`` and ``skip_uniform_groups``: see the
     module docstring (the defaults are the official Memory-R2 code's, except that rerolls
     are sampled at the policy's temperature, as the paper describes).
     """
@@ -187,7 +194,8 @@ def collect(
             _score_locals(finished_locals, answerer)
     if final:
         _score_final(slots, answerer, rng, max_final_questions)
-    return _advantages(slots, len(conversations), group_size, local_weight, final, zero_truncated)
+    return _advantages(slots, len(conversations), group_size, local_weight, final, zero_truncated,
+                       skip_uniform_groups)
 
 
 REWARD_TIMINGS = ("final", "asked")
@@ -324,8 +332,9 @@ def session_rewards(slot: _Slot, num_sessions: int) -> np.ndarray:
 
 
 def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, local_weight: float,
-                final: bool = False, zero_truncated: bool = False) -> RolloutBatch:
+                final: bool = False, zero_truncated: bool = False, skip_uniform_groups: bool = False) -> RolloutBatch:
     samples: list[Sample] = []
+    uniform: set[int] = set()  # id() of samples whose group's rewards are all equal
     stats: dict[str, list[float]] = defaultdict(list)
     rewards_of = final_session_rewards if final else session_rewards
     for c in range(num_conversations):
@@ -336,11 +345,14 @@ def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, loc
             for g, slot in enumerate(members):
                 rewards[g, sorted(slot.truncated)] = 0.0
         adv = session_group_advantages(torch.tensor(rewards), torch.ones(rewards.shape, dtype=torch.bool))  # (G, S)
+        tied = rewards.max(axis=0) == rewards.min(axis=0)  # (S,) sessions every rollout scored alike
         for g, slot in enumerate(members):
             for sample in slot.samples:
                 sample.advantage = float(adv[g, sample.session])
                 sample.group = slot.group
                 samples.append(sample)
+                if tied[sample.session]:
+                    uniform.add(id(sample))
             episode = (slot.final_info or {}).get("episode_summary", {})
             score = episode.get("mean_score", 0.0)
             if final:
@@ -358,13 +370,16 @@ def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, loc
                 slot.reward = 0.0 if slot.truncated else slot.reward
         rewards = torch.tensor([s.reward for s in group], dtype=torch.float64)
         adv = group_advantages(rewards, torch.zeros(len(group), dtype=torch.long))
+        tied = bool(rewards.max() == rewards.min())
         for slot, a in zip(group, adv.tolist()):
             for sample in slot.samples:
                 sample.advantage = local_weight * a
                 sample.group = slot.group
                 samples.append(sample)
+                if tied:
+                    uniform.add(id(sample))
             stats["charts/local_reward"].append(float(slot.reward))
-    policy_samples = samples
+    policy_samples = [s for s in samples if id(s) not in uniform] if skip_uniform_groups else samples
     invalid = [1.0 for s in slots for v in s.penalty.values() if v < 0]
     turns = sum(len(s.samples) for s in slots)
     out = {k: float(np.mean(v)) for k, v in stats.items()}
@@ -373,7 +388,8 @@ def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, loc
     out["charts/samples_local"] = float(sum(s.local for s in policy_samples))
     out["charts/invalid_rate"] = float(len(invalid) / max(turns, 1))
     out["charts/truncated_sessions"] = float(sum(len(s.truncated) for s in slots))
-    out["charts/generated_tokens"] = float(sum(len(s.completion_ids) for s in policy_samples))
+    out["charts/uniform_group_samples"] = float(len(uniform))  # left out under skip_uniform_groups
+    out["charts/generated_tokens"] = float(sum(len(s.completion_ids) for s in samples))
     return RolloutBatch(policy_samples, out)
 
 

@@ -144,6 +144,7 @@ _SMOLLM2_CPU_TRAINER = dict(
     prompt_style="compact",  # the short role prompts (shorter prefill; the grammar fixes the output format)
     answerer="scripted", extractor=None,  # the synthetic worlds' reader answers; the policy extracts and manages
     lora_lm_head=False, micro_batch_size=8, dtype="auto",  # bf16 on this CPU for SmolLM2
+    skip_uniform_groups=False,  # official: on (filter_groups); off as the committed smollm2-cpu table was made
 )
 # GPU sizing (unmeasured: no GPU here). A 9-minute lease must finish at least one update at
 # 32 sessions, since progress is checkpointed per update: one conversation per update and one

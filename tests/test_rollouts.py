@@ -321,3 +321,24 @@ def test_zero_truncated_zeroes_the_session_of_a_cut_off_output_and_its_rerolls()
                       inner_fraction=1.0, inner_n=2, max_local_questions=16, local_weight=1.0,
                       rng=np.random.default_rng(0), zero_truncated=True)
     assert local.stats["charts/local_groups"] > 0 and local.stats["charts/local_reward"] == 0.0
+
+
+def test_skip_uniform_groups_leaves_out_exactly_the_tied_sessions_and_reroll_sets():
+    runs = {}
+    for skip in (False, True):
+        runs[skip] = R.collect(CutOffInLastSession(), KeywordReader(), credit_env(), ["credit"], group_size=2,
+                               inner_fraction=0.0, inner_n=2, max_local_questions=16, local_weight=1.0,
+                               rng=np.random.default_rng(0), zero_truncated=True, skip_uniform_groups=skip)
+    kept, everything = runs[True], runs[False]
+    # session 2 ties (both rollouts cut off there: reward 0 and 0); sessions 0 and 1 do not
+    tied = [s for s in everything.samples if s.session == 2]
+    assert tied and all(s.advantage == 0.0 for s in tied)
+    assert {s.session for s in kept.samples} == {s.session for s in everything.samples} - {2}
+    assert len(kept.samples) == len(everything.samples) - len(tied)
+    assert kept.stats["charts/uniform_group_samples"] == len(tied)
+    assert kept.stats["charts/generated_tokens"] == everything.stats["charts/generated_tokens"]  # still spent
+    local = R.collect(CutOffInLastSession(always=True), KeywordReader(), credit_env(), ["credit"], group_size=2,
+                      inner_fraction=1.0, inner_n=2, max_local_questions=16, local_weight=1.0,
+                      rng=np.random.default_rng(0), zero_truncated=True, skip_uniform_groups=True)
+    # every reroll is cut off, so every reroll set ties at 0 and none of its samples is kept
+    assert local.stats["charts/local_groups"] > 0 and not any(s.local for s in local.samples)
