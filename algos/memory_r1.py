@@ -62,7 +62,8 @@ import torch
 from algos.cli import TrainerArgs, check_agent_name, check_range, progress_bar, run_main, with_defaults
 from algos.memory_r1_rollouts import (AnswerItem, answer_reward, assign_group_advantages,  # noqa: F401
                                       build_answer_items, collect_answer_batch, collect_manager_batch,
-                                      evaluate_answers, informative_samples)
+                                      evaluate_answers)
+from algos.update import informative_samples
 from algos.cli import UserError
 
 PROG = "python -m algos.memory_r1"

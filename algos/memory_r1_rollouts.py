@@ -57,18 +57,6 @@ def assign_group_advantages(samples: Sequence[Sample]) -> None:
         s.advantage = float(a)
 
 
-def informative_samples(samples: Sequence[Sample]) -> list[Sample]:
-    """The samples of groups whose rewards differ (DAPO's dynamic-sampling filter).
-
-    In a group where every reward is equal, every group-relative advantage is zero: its
-    samples add only the KL and entropy terms to the loss.
-    """
-    rewards: dict[tuple, set[float]] = defaultdict(set)
-    for s in samples:
-        rewards[s.group].add(s.reward)
-    return [s for s in samples if len(rewards[s.group]) > 1]
-
-
 def build_answer_items(make_env: Callable[[], Any], conversation: Any, manager: Any,
                        kinds: Sequence[str] = ()) -> list[AnswerItem]:
     """Build one conversation's memory bank with ``manager`` and return its questions' observations.

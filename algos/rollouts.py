@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from algos.advantages import group_advantages, session_group_advantages
-from algos.update import Sample
+from algos.update import Sample, informative_samples
 
 POLICY_ROLES = ("extract", "manage")
 
@@ -334,7 +334,6 @@ def session_rewards(slot: _Slot, num_sessions: int) -> np.ndarray:
 def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, local_weight: float,
                 final: bool = False, zero_truncated: bool = False, skip_uniform_groups: bool = False) -> RolloutBatch:
     samples: list[Sample] = []
-    uniform: set[int] = set()  # id() of samples whose group's rewards are all equal
     stats: dict[str, list[float]] = defaultdict(list)
     rewards_of = final_session_rewards if final else session_rewards
     for c in range(num_conversations):
@@ -345,14 +344,12 @@ def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, loc
             for g, slot in enumerate(members):
                 rewards[g, sorted(slot.truncated)] = 0.0
         adv = session_group_advantages(torch.tensor(rewards), torch.ones(rewards.shape, dtype=torch.bool))  # (G, S)
-        tied = rewards.max(axis=0) == rewards.min(axis=0)  # (S,) sessions every rollout scored alike
         for g, slot in enumerate(members):
             for sample in slot.samples:
                 sample.advantage = float(adv[g, sample.session])
+                sample.reward = float(rewards[g, sample.session])
                 sample.group = slot.group
                 samples.append(sample)
-                if tied[sample.session]:
-                    uniform.add(id(sample))
             episode = (slot.final_info or {}).get("episode_summary", {})
             score = episode.get("mean_score", 0.0)
             if final:
@@ -370,16 +367,16 @@ def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, loc
                 slot.reward = 0.0 if slot.truncated else slot.reward
         rewards = torch.tensor([s.reward for s in group], dtype=torch.float64)
         adv = group_advantages(rewards, torch.zeros(len(group), dtype=torch.long))
-        tied = bool(rewards.max() == rewards.min())
         for slot, a in zip(group, adv.tolist()):
             for sample in slot.samples:
                 sample.advantage = local_weight * a
+                sample.reward = float(slot.reward)
                 sample.group = slot.group
                 samples.append(sample)
-                if tied:
-                    uniform.add(id(sample))
             stats["charts/local_reward"].append(float(slot.reward))
-    policy_samples = [s for s in samples if id(s) not in uniform] if skip_uniform_groups else samples
+    # a global group is normalised per session, a local group's key already names its session
+    informative = informative_samples(samples, key=lambda s: (s.group, s.session))
+    policy_samples = informative if skip_uniform_groups else samples
     invalid = [1.0 for s in slots for v in s.penalty.values() if v < 0]
     turns = sum(len(s.samples) for s in slots)
     out = {k: float(np.mean(v)) for k, v in stats.items()}
@@ -388,7 +385,7 @@ def _advantages(slots: list[_Slot], num_conversations: int, group_size: int, loc
     out["charts/samples_local"] = float(sum(s.local for s in policy_samples))
     out["charts/invalid_rate"] = float(len(invalid) / max(turns, 1))
     out["charts/truncated_sessions"] = float(sum(len(s.truncated) for s in slots))
-    out["charts/uniform_group_samples"] = float(len(uniform))  # left out under skip_uniform_groups
+    out["charts/uniform_group_samples"] = float(len(samples) - len(informative))  # left out under skip_uniform_groups
     out["charts/generated_tokens"] = float(sum(len(s.completion_ids) for s in samples))
     return RolloutBatch(policy_samples, out)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -51,6 +51,19 @@ class Sample:
     reward: float = 0.0  # the outcome reward (PPO with a value head: the return)
     value: float = 0.0  # PPO with a value head: the critic's V(prompt) when sampled
     constraint: Any = None  # the grammar it was sampled under (agents.constrained); its masks are replayed
+
+
+def informative_samples(samples: Sequence[Sample], key: Callable[[Sample], Any] = lambda s: s.group) -> list[Sample]:
+    """The samples of groups whose rewards differ (DAPO's dynamic-sampling filter).
+
+    In a group where every reward is equal, every group-relative advantage is zero: its
+    samples add only the KL and entropy terms to the loss. ``key`` names a sample's group
+    (LoGo-GRPO normalises its global groups per session: ``(s.group, s.session)``).
+    """
+    rewards: dict[Any, set[float]] = defaultdict(set)
+    for s in samples:
+        rewards[key(s)].add(s.reward)
+    return [s for s in samples if len(rewards[key(s)]) > 1]
 
 
 @dataclass(frozen=True)
