@@ -96,7 +96,9 @@ OFFICIAL_GROUPS = {
     "handoff": ("reference", "reset_optimizer"),  # the stage-start adapter as KL reference, a fresh optimizer per stage
 }
 assert sorted(k for keys in OFFICIAL_GROUPS.values() for k in keys) == sorted(LEGACY_LOGO_GRPO)
-ALGORITHMS = ("preset", "official", *(f"official-{group}" for group in OFFICIAL_GROUPS))
+# --algorithm -> the legacy pins it drops
+ALGORITHM_DROPS = {"preset": (), "official": tuple(LEGACY_LOGO_GRPO),
+                   **{f"official-{group}": keys for group, keys in OFFICIAL_GROUPS.items()}}
 _CPU_TRAINER = dict(group_size=8, conversations_per_update=2, num_train_worlds=2, inner_n=4, max_new_tokens=128,
                     max_prompt_tokens=256, learning_rate=1e-3, kl_coef=0.0, answerer="scripted", extractor="oracle",
                     prompt_style="compact", lora_lm_head=True, micro_batch_size=16, **LEGACY_LOGO_GRPO)
@@ -388,7 +390,7 @@ class ReproduceArgs:
     eval_horizons: tuple[int, ...] | None = field(default=None, metadata={"help": "override the evaluation horizons"})
     jobs: int | None = field(default=None, metadata={"help": "parallel worker processes (none: the preset's)"})
     sft_schedule: str | None = field(default=None, metadata={"help": "learning-rate schedule of every arm's SFT warm start (none: the preset's, constant)", "choices": ["constant", "linear"]})
-    algorithm: str = field(default="preset", metadata={"help": "LoGo-GRPO settings: preset (as the preset pins them; cpu and micro pin the legacy ones their published results used), official (drop those pins: the trainer's defaults, the official Memory-R2 algorithm), or official-loss / official-rewards / official-rerolls / official-handoff (drop one group's pins: the per-setting ablation)", "choices": list(ALGORITHMS)})
+    algorithm: str = field(default="preset", metadata={"help": "LoGo-GRPO settings: preset (as the preset pins them; cpu and micro pin the legacy ones their published results used), official (drop those pins: the trainer's defaults, the official Memory-R2 algorithm), or official-loss / official-rewards / official-rerolls / official-handoff (drop one group's pins: the per-setting ablation)", "choices": list(ALGORITHM_DROPS)})
     constrained: bool = field(default=True, metadata={"help": "train and evaluate under the action grammars (agents.constrained); --no-constrained samples freely, as the results committed before constrained decoding were made"})
     name: str | None = field(default=None, metadata={"help": "results file stem (none: reproduce_<preset>), e.g. reproduce_cpu_linear_sft for a variant"})
     work_dir: str | None = field(default=None, metadata={"help": "runs go here (none: runs/<name>)"})
@@ -423,10 +425,7 @@ def resolve_preset(args: ReproduceArgs) -> Preset:
     if args.sft_schedule:
         changes["sft_schedule"] = args.sft_schedule
     trainer = dict(preset.trainer)
-    if args.algorithm != "preset":
-        group = args.algorithm.removeprefix("official").removeprefix("-")
-        dropped = OFFICIAL_GROUPS[group] if group else tuple(LEGACY_LOGO_GRPO)
-        trainer = {k: v for k, v in trainer.items() if k not in dropped}
+    trainer = {k: v for k, v in trainer.items() if k not in ALGORITHM_DROPS[args.algorithm]}
     if not args.constrained:
         trainer["constrained"] = False
     if trainer != preset.trainer:
