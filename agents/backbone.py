@@ -88,6 +88,40 @@ def model_dtype(model: torch.nn.Module) -> torch.dtype:
     return (frozen if frozen is not None else next(model.parameters())).dtype
 
 
+KEEP_MEMORY_ENV_VAR = "MEMENV_KEEP_FREED_MEMORY"
+
+
+@functools.lru_cache(maxsize=None)
+def keep_freed_memory() -> bool:
+    """Make glibc's allocator keep freed memory for reuse instead of handing it back to the
+    system (process-wide, once); False where it does not apply or ``MEMENV_KEEP_FREED_MEMORY=0``.
+
+    glibc serves every allocation above 32 MB (SmolLM2's (tokens x 49,152) logits, their
+    gradients) with a fresh ``mmap`` and unmaps it on free, so each training step touches
+    hundreds of MB of new pages, which the kernel zeroes one page fault at a time: on a
+    2-core CPU, filling a fresh 550 MB tensor took 433 ms. Keeping freed blocks in the heap
+    (``mallopt`` with the mmap and trim thresholds at their maximum) took SmolLM2 LoRA
+    training from 344 to 391 tok/s. The cost: the process keeps its peak memory until it
+    exits. Numbers are unaffected (the allocator only decides where tensors live).
+    """
+    if os.environ.get(KEEP_MEMORY_ENV_VAR, "1") == "0":
+        return False
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold, largest = -1, -3, 2**31 - 1
+    return bool(mallopt(m_mmap_threshold, ctypes.c_int(largest))) and bool(mallopt(m_trim_threshold,
+                                                                                  ctypes.c_int(largest)))
+
+
 @contextlib.contextmanager
 def mixed_precision(model: torch.nn.Module):
     """Run the model's forward (and its backward) in the base weights' dtype when that is bf16
@@ -280,7 +314,13 @@ def _cached_gguf_dir(gguf_path: Path, name: str) -> Path:
 def _load_hf_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype) -> Backbone:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+    options = {}
+    if device.type == "cpu":  # SDPA for prompts, faster products for decode steps (agents.attention)
+        from agents.attention import register
+
+        options["attn_implementation"] = register()
+        keep_freed_memory()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True, **options)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -1,0 +1,92 @@
+"""The CPU decode attention (agents.attention) and the allocator setting load_backbone makes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agents import backbone as bb
+from agents.attention import CPU_ATTENTION, decode_attention, register
+from agents.generation import generate, sequence_logprobs
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+class _Module:
+    num_key_value_groups = 3
+    is_causal = True
+
+
+def _sdpa(query, key, value, mask):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(_Module(), query, key, value, mask)[0]
+
+
+@pytest.mark.parametrize("kind", ["none", "bool", "additive"])
+def test_one_query_token_matches_sdpa_with_grouped_heads_and_padding(kind):
+    gen = torch.Generator().manual_seed(0)
+    batch, heads, kv_heads, length, dim = 5, 6, 2, 11, 8
+    query = torch.randn(batch, heads, 1, dim, generator=gen)
+    key = torch.randn(batch, kv_heads, length, dim, generator=gen)
+    value = torch.randn(batch, kv_heads, length, dim, generator=gen)
+    mask = None
+    if kind != "none":
+        attend = torch.ones(batch, 1, 1, length, dtype=torch.bool)
+        attend[1, ..., :4] = False  # left padding
+        attend[3, ..., :9] = False
+        mask = attend if kind == "bool" else torch.zeros(attend.shape).masked_fill(~attend, float("-inf"))
+    module = _Module()
+    module.num_key_value_groups = heads // kv_heads
+    out, weights = decode_attention(module, query, key, value, mask)
+    assert weights is None and out.shape == (batch, 1, heads, dim)
+    expected = _sdpa(query, key, value, mask)
+    assert torch.allclose(out, expected, atol=1e-5)
+    if kind != "none":  # the padded positions really are left out: changing them changes nothing
+        key[1, :, :4] += 100.0
+        value[1, :, :4] -= 50.0
+        assert torch.allclose(decode_attention(module, query, key, value, mask)[0], out, atol=1e-5)
+
+
+def test_many_query_tokens_go_to_sdpa():
+    gen = torch.Generator().manual_seed(1)
+    query = torch.randn(2, 6, 7, 8, generator=gen)
+    key, value = torch.randn(2, 2, 7, 8, generator=gen), torch.randn(2, 2, 7, 8, generator=gen)
+    assert torch.equal(decode_attention(_Module(), query, key, value, None)[0], _sdpa(query, key, value, None))
+
+
+def test_generation_with_the_cpu_attention_agrees_with_sdpa(tiny_backbone):
+    """Same greedy tokens and log-probs (fp32 rounding) for left-padded prompts of different
+    lengths, and the training forward pass recomputes the sampler's log-probs."""
+    model, tok = tiny_backbone.model, tiny_backbone.tokenizer
+    prompts = ["Where does Alice live?", "Bob moved to Lyon in May and adopted a dog."]
+    stop = [tok.convert_tokens_to_ids("<|im_end|>")]
+    runs = {}
+    for name in ("sdpa", register()):
+        model.set_attn_implementation(name)
+        runs[name] = generate(model, tok, prompts, num_samples=2, max_new_tokens=12, temperature=0,
+                              stop_token_ids=stop)
+    model.set_attn_implementation("sdpa")
+    ours, ref = runs[CPU_ATTENTION], runs["sdpa"]
+    assert torch.equal(ours.completion_ids, ref.completion_ids)
+    assert torch.allclose(ours.logprobs, ref.logprobs, atol=1e-5)
+    with torch.no_grad():
+        recomputed = sequence_logprobs(model, *ours.sample_prompts(), ours.completion_ids, ours.completion_mask)
+    assert torch.allclose(recomputed, ours.logprobs, atol=1e-4)
+
+
+def test_loaded_models_decode_with_it_on_cpu_and_the_tiny_alias_keeps_sdpa(tmp_path, tiny_backbone):
+    tiny_backbone.model.save_pretrained(tmp_path)
+    tiny_backbone.tokenizer.save_pretrained(tmp_path)
+    assert bb.load_backbone(str(tmp_path), device="cpu").model.config._attn_implementation == CPU_ATTENTION
+    assert bb.load_backbone("tiny", device="cpu").model.config._attn_implementation == "sdpa"
+
+
+def test_keeping_freed_memory_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv(bb.KEEP_MEMORY_ENV_VAR, "0")
+    assert bb.keep_freed_memory.__wrapped__() is False
+    monkeypatch.delenv(bb.KEEP_MEMORY_ENV_VAR)
+    import platform
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert bb.keep_freed_memory.__wrapped__() is expected
