@@ -40,6 +40,7 @@ _BUILTIN: dict[str, str] = {
     "llm": "agents.llm_agent:LLMAgent.from_spec",
     "sb3-manager": "agents.sb3_agents:SB3ManagerAgent.from_spec",
     "random-manager": "agents.sb3_agents:RandomManagerAgent.from_spec",
+    "rule-manager": "agents.sb3_agents:RuleManagerAgent.from_spec",
     "full-context": "agents.baselines:FullContextAgent",
     "rag-turns": "agents.baselines:RagTurnsAgent",
     "add-only": "agents.baselines:AddOnlyAgent",

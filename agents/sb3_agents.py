@@ -77,6 +77,26 @@ class RandomManagerAgent(FeatureManagerAgent):
             raise ValueError(f"random-manager takes an int seed, got {arg!r}") from None
 
 
+class RuleManagerAgent(FeatureManagerAgent):
+    """A hand-written rule of :data:`~agents.sb3_features.HAND_WRITTEN_RULES` as a full agent:
+    ``"rule-manager"`` (the feature rule), ``"rule-manager:keep-history"`` or
+    ``"rule-manager:budget-keep-history"``; in a ``by-role`` spec it manages the facts
+    another agent extracted (``by-role:extract=llm:smollm2-135m,manage=rule-manager``)."""
+
+    RULES = {"feature": "feature rule", "keep-history": "keep-history rule",
+             "budget-keep-history": "budget-aware keep-history rule"}
+
+    @classmethod
+    def from_spec(cls, arg: str | None = None) -> "RuleManagerAgent":
+        """``"rule-manager"`` or ``"rule-manager:<rule>"`` with a rule of :attr:`RULES`."""
+        from agents.sb3_features import HAND_WRITTEN_RULES
+
+        key = arg or "feature"
+        if key not in cls.RULES:
+            raise ValueError(f"unknown rule {key!r} for rule-manager; choose one of {', '.join(cls.RULES)}")
+        return cls(HAND_WRITTEN_RULES[cls.RULES[key]], name=f"rule-manager:{key}")
+
+
 class SB3ManagerAgent(FeatureManagerAgent):
     """The manager a stable-baselines3 policy learned on
     :class:`~agents.sb3_decision_env.ManagerDecisionEnv`.

@@ -428,3 +428,18 @@ def test_hand_written_rules_decide_as_documented():
 def test_hand_written_rules_fall_well_short_of_the_oracle_on_hard_worlds(name):
     score, n, _ = play_scores("MemorySessionHard-v0", FeatureManagerAgent(HAND_WRITTEN_RULES[name]), range(10))
     assert n > 200 and score <= 0.65, (name, score)
+
+
+def test_the_rule_manager_agent_plays_the_hand_written_rules_by_name_and_under_another_extractor():
+    from agents.by_role import ByRoleAgent
+    from agents.registry import make_agent
+    from agents.sb3_agents import RuleManagerAgent
+
+    for key, name in RuleManagerAgent.RULES.items():
+        by_name = play_scores("MemorySessionHard-v0", make_agent(f"rule-manager:{key}"), range(3))
+        assert by_name == play_scores("MemorySessionHard-v0", FeatureManagerAgent(HAND_WRITTEN_RULES[name]), range(3))
+    assert make_agent("rule-manager").name == "rule-manager:feature"
+    managed = play_scores("MemorySessionHard-v0", ByRoleAgent.from_spec("extract=oracle,manage=rule-manager,answer=oracle"), range(3))
+    assert managed == play_scores("MemorySessionHard-v0", make_agent("rule-manager"), range(3))
+    with pytest.raises(ValueError, match="unknown rule 'newest'.*feature, keep-history"):
+        make_agent("rule-manager:newest")
