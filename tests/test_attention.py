@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from agents import backbone as bb
+from agents import attention
 from agents.attention import CPU_ATTENTION, decode_attention, register
 from agents.generation import generate, sequence_logprobs
 
@@ -55,24 +56,64 @@ def test_many_query_tokens_go_to_sdpa():
     assert torch.equal(decode_attention(_Module(), query, key, value, None)[0], _sdpa(query, key, value, None))
 
 
-def test_generation_with_the_cpu_attention_agrees_with_sdpa(tiny_backbone):
+def _causal_padding_mask(spans, length):
+    real = torch.zeros(len(spans), length, dtype=torch.bool)
+    for row, (start, end) in enumerate(spans):
+        real[row, start:end] = True
+    return torch.ones(length, length, dtype=torch.bool).tril()[None, None] & real[:, None, None, :]
+
+
+def test_long_padded_prompts_are_attended_one_sequence_at_a_time_with_the_same_result():
+    gen = torch.Generator().manual_seed(2)
+    length = attention.LONG_PROMPT
+    spans = [(0, length), (300, length), (0, length - 40), (length - 1, length)]  # left, right padding, one token
+    query = torch.randn(4, 6, length, 8, generator=gen)
+    key, value = torch.randn(4, 2, length, 8, generator=gen), torch.randn(4, 2, length, 8, generator=gen)
+    mask = _causal_padding_mask(spans, length)
+    assert attention._padded_rows(query, key, mask) == spans
+    with torch.no_grad():
+        out = decode_attention(_Module(), query, key, value, mask)[0]
+    expected = _sdpa(query, key, value, mask)
+    for row, (start, end) in enumerate(spans):
+        assert torch.allclose(out[row, start:end], expected[row, start:end], atol=1e-5)
+        assert not out[row, :start].any() and not out[row, end:].any()
+
+
+def test_the_one_sequence_path_is_left_to_sdpa_where_it_does_not_apply():
+    length = attention.LONG_PROMPT
+    query, key = torch.zeros(2, 6, length, 8), torch.zeros(2, 2, length, 8)
+    mask = _causal_padding_mask([(5, length), (0, length)], length)
+    holed = mask.clone()
+    holed[0, ..., 50] = False  # a hole inside a sequence
+    assert attention._padded_rows(query, key, holed) is None
+    assert attention._padded_rows(query[..., :-1, :], key[..., :-1, :], mask[..., :-1, :-1]) is None  # short
+    assert attention._padded_rows(query[..., -1:, :], key, mask[..., -1:, :]) is None  # a cache before it
+    assert attention._padded_rows(query.requires_grad_(), key, mask) is None  # gradients: one masked SDPA call
+
+
+def test_generation_with_the_cpu_attention_agrees_with_sdpa(tiny_backbone, monkeypatch):
     """Same greedy tokens and log-probs (fp32 rounding) for left-padded prompts of different
     lengths, and the training forward pass recomputes the sampler's log-probs."""
     model, tok = tiny_backbone.model, tiny_backbone.tokenizer
     prompts = ["Where does Alice live?", "Bob moved to Lyon in May and adopted a dog."]
     stop = [tok.convert_tokens_to_ids("<|im_end|>")]
     runs = {}
-    for name in ("sdpa", register()):
+    for name in ("sdpa", register(), "long-prompt path"):
+        if name == "long-prompt path":  # every prompt counts as long: the one-sequence path on a real model
+            monkeypatch.setattr(attention, "LONG_PROMPT", 2)
+            name = CPU_ATTENTION
         model.set_attn_implementation(name)
         runs[name] = generate(model, tok, prompts, num_samples=2, max_new_tokens=12, temperature=0,
                               stop_token_ids=stop)
+        if name == CPU_ATTENTION:
+            ours, ref = runs[CPU_ATTENTION], runs["sdpa"]
+            assert torch.equal(ours.completion_ids, ref.completion_ids)
+            assert torch.allclose(ours.logprobs, ref.logprobs, atol=1e-5)
+            with torch.no_grad():  # the padded prompt + completion pass, as the trainers' recomputation runs it
+                recomputed = sequence_logprobs(model, *ours.sample_prompts(), ours.completion_ids,
+                                               ours.completion_mask)
+            assert torch.allclose(recomputed, ours.logprobs, atol=1e-4)
     model.set_attn_implementation("sdpa")
-    ours, ref = runs[CPU_ATTENTION], runs["sdpa"]
-    assert torch.equal(ours.completion_ids, ref.completion_ids)
-    assert torch.allclose(ours.logprobs, ref.logprobs, atol=1e-5)
-    with torch.no_grad():
-        recomputed = sequence_logprobs(model, *ours.sample_prompts(), ours.completion_ids, ours.completion_mask)
-    assert torch.allclose(recomputed, ours.logprobs, atol=1e-4)
 
 
 def test_loaded_models_decode_with_it_on_cpu_and_the_tiny_alias_keeps_sdpa(tmp_path, tiny_backbone):
