@@ -443,3 +443,16 @@ def test_the_rule_manager_agent_plays_the_hand_written_rules_by_name_and_under_a
     assert managed == play_scores("MemorySessionHard-v0", make_agent("rule-manager"), range(3))
     with pytest.raises(ValueError, match="unknown rule 'newest'.*feature, keep-history"):
         make_agent("rule-manager:newest")
+
+
+def test_the_committed_sb3_manager_of_the_hard_board_loads_and_beats_noop():
+    """benchmarks/results/models/sb3_manager_hard8_seed0.safetensors is the SB3 PPO manager of the
+    hard 8-session boards (the README says how to rerun them with it)."""
+    from pathlib import Path
+
+    from agents.registry import make_agent
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks/results/models/sb3_manager_hard8_seed0.safetensors"
+    score, n, _ = play_scores("MemorySessionHard-v0", make_agent(f"sb3-manager:{path}"), range(3))
+    noop, _, _ = play_scores("MemorySessionHard-v0", NoopAgent(), range(3))
+    assert n > 60 and score > noop + 0.2
