@@ -3,8 +3,8 @@
 On a CPU, torch's fused SDPA kernel spends about 4 ms per layer on a decode step of 64
 sequences with SmolLM2-135M's shapes (one query token, 9 query heads over 3 key/value
 heads, a boolean padding mask): 57% of the step, against under 1 ms for the same attention
-written as ``softmax(q k^T) v`` with two batched matrix products. :func:`decode_attention`
-is that: for a single query token it groups the query heads by their key/value head (no
+written as ``softmax(q k^T) v`` with two batched matrix products. :func:`cpu_attention`
+does that: for a single query token it groups the query heads by their key/value head (no
 copy of the cache per query head) and multiplies with the cache as it lies in memory
 (``k q^T`` rather than ``q k^T``, which would copy the transposed cache every step).
 
@@ -29,15 +29,17 @@ import functools
 
 import torch
 
-CPU_ATTENTION = "memenv_cpu_decode"
+CPU_ATTENTION = "memenv_cpu"
 LONG_PROMPT = 1024  # tokens from which a padded, gradient-free prompt is attended one sequence at a time
 
 
-def decode_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
-                     is_causal=None, **kwargs):
-    """A transformers attention function (``AttentionInterface``): query (B, H, Q, D), key
-    and value (B, KV, L, D) with KV dividing H, attention_mask None, boolean (True: attend)
-    or additive, broadcastable to (B, 1, Q, L); returns (B, Q, H, D) and no weights."""
+def cpu_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                  is_causal=None, **kwargs):
+    """A transformers attention function (``AttentionInterface``): a single query token by two
+    batched products, long padded gradient-free prompts one sequence at a time, the rest by
+    SDPA. Query (B, H, Q, D), key and value (B, KV, L, D) with KV dividing H, attention_mask
+    None, boolean (True: attend) or additive, broadcastable to (B, 1, Q, L); returns
+    (B, Q, H, D) and no weights."""
     plain = not dropout and all(kwargs.get(name) is None for name in
                                 ("position_bias", "softcap", "sliding_window")) and not kwargs.get("output_attentions")
     if plain and query.shape[2] > 1:
@@ -105,11 +107,11 @@ def _attend_rows(query, key, value, rows, scaling):
 
 @functools.lru_cache(maxsize=None)
 def register() -> str:
-    """Register :func:`decode_attention` (and SDPA's mask builder) with transformers under
+    """Register :func:`cpu_attention` (and SDPA's mask builder) with transformers under
     :data:`CPU_ATTENTION`, once; returns the name for ``attn_implementation``."""
     from transformers import AttentionInterface, AttentionMaskInterface
     from transformers.masking_utils import sdpa_mask
 
-    AttentionInterface.register(CPU_ATTENTION, decode_attention)
+    AttentionInterface.register(CPU_ATTENTION, cpu_attention)
     AttentionMaskInterface.register(CPU_ATTENTION, sdpa_mask)
     return CPU_ATTENTION

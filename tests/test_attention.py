@@ -7,7 +7,7 @@ import torch
 
 from agents import backbone as bb
 from agents import attention
-from agents.attention import CPU_ATTENTION, decode_attention, register
+from agents.attention import CPU_ATTENTION, cpu_attention, register
 from agents.generation import generate, sequence_logprobs
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -39,21 +39,21 @@ def test_one_query_token_matches_sdpa_with_grouped_heads_and_padding(kind):
         mask = attend if kind == "bool" else torch.zeros(attend.shape).masked_fill(~attend, float("-inf"))
     module = _Module()
     module.num_key_value_groups = heads // kv_heads
-    out, weights = decode_attention(module, query, key, value, mask)
+    out, weights = cpu_attention(module, query, key, value, mask)
     assert weights is None and out.shape == (batch, 1, heads, dim)
     expected = _sdpa(query, key, value, mask)
     assert torch.allclose(out, expected, atol=1e-5)
     if kind != "none":  # the padded positions really are left out: changing them changes nothing
         key[1, :, :4] += 100.0
         value[1, :, :4] -= 50.0
-        assert torch.allclose(decode_attention(module, query, key, value, mask)[0], out, atol=1e-5)
+        assert torch.allclose(cpu_attention(module, query, key, value, mask)[0], out, atol=1e-5)
 
 
 def test_many_query_tokens_go_to_sdpa():
     gen = torch.Generator().manual_seed(1)
     query = torch.randn(2, 6, 7, 8, generator=gen)
     key, value = torch.randn(2, 2, 7, 8, generator=gen), torch.randn(2, 2, 7, 8, generator=gen)
-    assert torch.equal(decode_attention(_Module(), query, key, value, None)[0], _sdpa(query, key, value, None))
+    assert torch.equal(cpu_attention(_Module(), query, key, value, None)[0], _sdpa(query, key, value, None))
 
 
 def _causal_padding_mask(spans, length):
@@ -72,7 +72,7 @@ def test_long_padded_prompts_are_attended_one_sequence_at_a_time_with_the_same_r
     mask = _causal_padding_mask(spans, length)
     assert attention._padded_rows(query, key, mask) == spans
     with torch.no_grad():
-        out = decode_attention(_Module(), query, key, value, mask)[0]
+        out = cpu_attention(_Module(), query, key, value, mask)[0]
     expected = _sdpa(query, key, value, mask)
     for row, (start, end) in enumerate(spans):
         assert torch.allclose(out[row, start:end], expected[row, start:end], atol=1e-5)
