@@ -101,8 +101,14 @@ def answer_seconds(args: Args, extra: list[str], env: dict[str, str], work: Path
     _run(["-m", "benchmarks.leaderboard", "--source", "locomo", "--data-path", str(Path(args.data_path).resolve()),
           "--rows", "rag-turns+llm:smollm2-135m", "--max-questions", str(args.max_questions), "--no-progress",
           "--out", str(out), *extra], env, code)
-    row = json.loads(out.with_suffix(".json").read_text())["rows"][0]
-    return {"seconds_per_question": row["answer_seconds_per_question"], "f1": row.get("f1")}
+    return answer_figures(json.loads(out.with_suffix(".json").read_text())["rows"][0])
+
+
+def answer_figures(row: dict[str, Any]) -> dict[str, Any]:
+    """Seconds per question and answer F1 of a leaderboard JSON row (F1 under ``overall``,
+    or at the top level in older leaderboards; None when the row has none)."""
+    overall = row.get("overall") if isinstance(row.get("overall"), dict) else {}
+    return {"seconds_per_question": row["answer_seconds_per_question"], "f1": overall.get("f1", row.get("f1"))}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -150,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     r = result["locomo_answers"]
     lines.append(f"| LoCoMo leaderboard, SmolLM2 answers (s per question) | {r['before']['seconds_per_question']:.2f} | "
                  f"{r['after']['seconds_per_question']:.2f} | {r['speedup']:.1f}x |")
+    f1 = [r[side]["f1"] for side in ("before", "after")]
+    lines.append("| the same questions, answer F1 | " + " | ".join("-" if v is None else f"{100 * v:.1f}" for v in f1)
+                 + " | |")
     before_text = (f"the library at `{args.before_revision}` ({result['before_commit'][:10]}) with its own defaults"
                    if args.before_revision else "today's code with fp32 weights and sampled old log-probs (trainer); "
                    "fp32, one thread, 4 questions per call (leaderboard)")

@@ -15,3 +15,12 @@ def test_a_revision_is_exported_as_a_runnable_tree(tmp_path):
 def test_an_unknown_revision_is_one_clear_error(tmp_path):
     with pytest.raises(ValueError, match="--before-revision 'no-such-rev'"):
         export_revision("no-such-rev", tmp_path / "before")
+
+
+def test_answer_figures_read_f1_from_either_leaderboard_row_format():
+    from benchmarks.end_to_end_speed import answer_figures
+
+    today = {"answer_seconds_per_question": 2.9, "overall": {"f1": 0.2, "bleu1": 0.16}}
+    assert answer_figures(today) == {"seconds_per_question": 2.9, "f1": 0.2}
+    assert answer_figures({"answer_seconds_per_question": 13.3, "f1": 0.19})["f1"] == 0.19
+    assert answer_figures({"answer_seconds_per_question": 13.3})["f1"] is None
