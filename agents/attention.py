@@ -80,13 +80,12 @@ def _padded_rows(query, key, attention_mask) -> list[tuple[int, int]] | None:
     # transformers builds a decoder's mask as causal & padding; the last query sees every
     # real token, so its row is the padding mask
     real = attention_mask[:, 0, -1, :].expand(query.shape[0], length)
-    counts = real.sum(-1)
-    starts = real.int().argmax(-1)
-    ends = starts + counts
-    spans = [(int(a), int(c)) for a, c in zip(starts, ends)]
-    if any(int(real[row, a:c].sum()) != c - a for row, (a, c) in enumerate(spans)):
+    starts = real.int().argmax(-1, keepdim=True)  # (B, 1) first real token (0 for a row without any)
+    ends = starts + real.sum(-1, keepdim=True)
+    positions = torch.arange(length, device=real.device)
+    if not torch.equal(real, (positions >= starts) & (positions < ends)):
         return None  # holes inside a sequence: not a padding mask this path understands
-    return spans
+    return [(int(a), int(c)) for a, c in zip(starts.flatten(), ends.flatten())]
 
 
 def _attend_rows(query, key, value, rows, scaling):
