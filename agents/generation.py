@@ -453,8 +453,14 @@ def _chunk_logprobs(
     temperature: float,
     with_entropy: bool,
     token_masks: torch.Tensor | None = None,
+    share_prompts: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    logits, _ = completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+    shared = shared_prompt_rows(prompt_ids, prompt_mask) if share_prompts else None
+    if shared is None:
+        logits, _ = completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+    else:
+        logits = shared_prompt_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature,
+                                      *shared)
     return logits_to_logprobs(logits, completion_ids, completion_mask, with_entropy=with_entropy,
                               token_masks=token_masks)
 
@@ -471,6 +477,50 @@ def completion_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
                     logits_to_keep=completion_positions(prompt_ids.shape[1], completion_ids.shape[1], ids.device),
                     **forward_options)
     return scaled_logits(out.logits, temperature), out
+
+
+def shared_prompt_rows(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Rows that repeat a prompt: ``(first, inverse)`` with ``first`` (U,) the first row of each
+    distinct prompt and ``inverse`` (N,) each row's index into ``first``; None when all N differ."""
+    key = prompt_ids.masked_fill(prompt_mask == 0, -1)  # padding never equals a token
+    distinct, inverse = torch.unique(key, dim=0, return_inverse=True)
+    if distinct.shape[0] == key.shape[0]:
+        return None
+    rows = torch.arange(key.shape[0], device=key.device)
+    first = torch.full((distinct.shape[0],), key.shape[0], dtype=torch.long, device=key.device)
+    first = first.scatter_reduce(0, inverse, rows, reduce="amin")
+    return first, inverse
+
+
+def shared_prompt_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
+                         completion_mask: torch.Tensor, temperature: float, first: torch.Tensor,
+                         inverse: torch.Tensor) -> torch.Tensor:
+    """:func:`completion_logits` computing each distinct prompt once (:func:`shared_prompt_rows`).
+
+    The distinct prompts go through the model with a KV cache; the cache's rows are then
+    repeated for the completions, which attend to them in a second pass. Gradients flow back
+    through the repeated cache into the prompt pass, so the log-probs and their gradients are
+    those of the full pass up to rounding (a group of G samples of one prompt costs one prompt
+    and G completions instead of G prompts and G completions).
+    """
+    prompt_ids, prompt_mask = prompt_ids[first], prompt_mask[first]
+    start = int((prompt_mask.sum(0) == 0).sum())  # left-padding columns no distinct prompt uses
+    prompt_ids, prompt_mask = prompt_ids[:, start:], prompt_mask[:, start:]
+    num_new = completion_ids.shape[1]
+    with mixed_precision(model):
+        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions_from_mask(prompt_mask),
+                    use_cache=True, logits_to_keep=1)
+        last = out.logits[:, -1:][inverse]  # (N, 1, V): predicts completion token 0
+        if num_new == 1:
+            return scaled_logits(last, temperature)
+        cache = returned_cache(out)
+        cache.batch_select_indices(inverse)
+        mask = torch.cat([prompt_mask[inverse], completion_mask.to(prompt_mask.dtype)], dim=1)  # (N, P + T)
+        rest = model(input_ids=completion_ids, attention_mask=mask,
+                     position_ids=positions_from_mask(mask)[:, prompt_mask.shape[1]:], use_cache=True,
+                     logits_to_keep=torch.arange(num_new - 1, device=completion_ids.device),
+                     **{cache_keyword(model): cache})
+    return scaled_logits(torch.cat([last, rest.logits], dim=1), temperature)
 
 
 def completion_positions(prompt_len: int, num_new: int, device=None) -> torch.Tensor:
@@ -502,6 +552,7 @@ def sequence_logprobs(
     chunk_size: int | None = None,
     return_entropy: bool = False,
     token_masks: torch.Tensor | None = None,
+    share_prompts: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs (N, T) of completions under the model as it is now (with grad).
 
@@ -513,7 +564,10 @@ def sequence_logprobs(
     ``return_entropy`` also returns the (N, T) entropy of that distribution (0 where masked).
     ``token_masks``: (N, T, W) grammar bitmasks of constrained samples
     (:func:`agents.constrained.replay_masks`): the distribution is then renormalised over
-    each step's allowed tokens, as the sampler drew from it.
+    each step's allowed tokens, as the sampler drew from it. With ``share_prompts`` each
+    distinct prompt of a chunk goes through the model once (:func:`shared_prompt_logits`): the
+    same log-probs up to rounding, for less compute where rows repeat a prompt (a group's
+    samples of one state).
     """
     if prompt_ids.shape != prompt_mask.shape or completion_ids.shape != completion_mask.shape:
         raise ValueError(
@@ -540,6 +594,7 @@ def sequence_logprobs(
             tau,
             return_entropy,
             None if token_masks is None else token_masks[i : i + step],
+            share_prompts,
         )
         for i in range(0, rows, step)
     ]
@@ -560,6 +615,7 @@ def reference_logprobs(
     temperature: float = 1.0,
     chunk_size: int | None = None,
     token_masks: torch.Tensor | None = None,
+    share_prompts: bool = False,
 ) -> torch.Tensor:
     """:func:`sequence_logprobs` under the reference policy: adapters disabled, no grad (with
     ``token_masks``, under the same grammar masks as the policy)."""
@@ -573,4 +629,5 @@ def reference_logprobs(
             temperature=temperature,
             chunk_size=chunk_size,
             token_masks=token_masks,
+            share_prompts=share_prompts,
         )

@@ -262,6 +262,7 @@ class TrainerArgs:
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling, in (0, 1]"})
     constrained: bool = field(default=True, metadata={"help": "sample every action under its observation's grammar (agents.constrained: well-formed JSON over the memory ids shown), with the log-probs of the masked distribution; --no-constrained samples freely"})
     recompute_old_logprobs: str = field(default="auto", metadata={"help": "recompute the sampling policy's log-probs with the training forward pass (auto: when the model is not fp32, whose sampler and trainer round differently: the first epoch's ratio is then exactly 1)", "choices": ["auto", "always", "never"]})
+    share_prompts: str = field(default="auto", metadata={"help": "compute each distinct prompt of a micro-batch once and the samples' completions against its repeated KV cache, in the update's forward passes (auto: when the model is not fp32; the same log-probs and gradients up to rounding, and fp32 runs keep the float path of the committed tiny-model results)", "choices": ["auto", "always", "never"]})
     max_prompt_tokens: int = field(default=2048, metadata={"help": "prompts are trimmed by relevance to this many tokens"})
     prompt_style: str = field(default="auto", metadata={"help": "role prompts: 'default' (full instructions), 'compact' (for tiny models) or 'auto' (compact for the tiny model)", "choices": PROMPT_STYLE_CHOICES})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})

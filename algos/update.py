@@ -95,6 +95,12 @@ class UpdateConfig:
     # the clip range. Recomputed, the first epoch's ratio is exactly 1; the gap is logged as
     # losses/sampler_gap. In fp32 both agree within 1e-4 and the sampled log-probs are used.
     recompute_old_logprobs: str = "auto"
+    # "auto": compute each distinct prompt of a micro-batch once (agents.generation.
+    # shared_prompt_logits) when the model is not fp32, with each minibatch's samples ordered so
+    # that those of one prompt share a micro-batch. The group's samples of one state repeat its
+    # prompt, and prompts are most of the tokens. It rounds differently from one full pass, so
+    # fp32 runs (the tiny model's committed results) keep the full pass unless "always".
+    share_prompts: str = "auto"
 
     @classmethod
     def from_args(cls, args: Any) -> "UpdateConfig":
@@ -188,6 +194,9 @@ def _prepare(model, samples: Sequence[Sample], config: UpdateConfig, pad_id: int
 
     device = next(model.parameters()).device
     recompute = recompute_old_logprobs(model, config)
+    share = share_prompts(model, config)
+    if share:
+        samples = by_prompt(samples)
     gaps: list[float] = []
     for i in range(0, len(samples), config.micro_batch_size):
         micro = samples[i: i + config.micro_batch_size]
@@ -201,12 +210,12 @@ def _prepare(model, samples: Sequence[Sample], config: UpdateConfig, pad_id: int
             if reference is None:
                 ref = reference_logprobs(model, sub["prompt_ids"], sub["prompt_mask"], sub["completion_ids"],
                                          sub["completion_mask"], temperature=config.temperature,
-                                         token_masks=sub["token_masks"]).cpu()
+                                         token_masks=sub["token_masks"], share_prompts=share).cpu()
             else:
                 with torch.no_grad(), use_adapter(model, reference):
                     ref = sequence_logprobs(model, sub["prompt_ids"], sub["prompt_mask"], sub["completion_ids"],
                                             sub["completion_mask"], temperature=config.temperature,
-                                            token_masks=sub["token_masks"]).float().cpu()
+                                            token_masks=sub["token_masks"], share_prompts=share).float().cpu()
             for k, j in enumerate(rows):
                 micro[j].ref_logprobs = ref[k, : len(micro[j].completion_ids)].tolist()
         if recompute:
@@ -218,7 +227,7 @@ def _prepare(model, samples: Sequence[Sample], config: UpdateConfig, pad_id: int
                 with torch.no_grad(), use_adapter(model, adapter):
                     old = sequence_logprobs(model, sub["prompt_ids"], sub["prompt_mask"], sub["completion_ids"],
                                             sub["completion_mask"], temperature=config.temperature,
-                                            token_masks=sub["token_masks"]).float().cpu()
+                                            token_masks=sub["token_masks"], share_prompts=share).float().cpu()
                 for k, j in enumerate(rows):
                     s = micro[j]
                     fresh = old[k, : len(s.completion_ids)].tolist()
@@ -240,14 +249,34 @@ def _prepare(model, samples: Sequence[Sample], config: UpdateConfig, pad_id: int
     return float(np.mean(gaps)) if gaps else None
 
 
-def recompute_old_logprobs(model, config: UpdateConfig) -> bool:
-    """Whether the update recomputes the old log-probs (see ``UpdateConfig.recompute_old_logprobs``)."""
-    if config.recompute_old_logprobs not in ("auto", "always", "never"):
-        raise ValueError(f"recompute_old_logprobs must be auto, always or never, got {config.recompute_old_logprobs!r}")
-    if config.recompute_old_logprobs != "auto":
-        return config.recompute_old_logprobs == "always"
+def _auto_setting(model, name: str, value: str) -> bool:
+    """An auto / always / never setting: auto is on when the model is not fp32."""
+    if value not in ("auto", "always", "never"):
+        raise ValueError(f"{name} must be auto, always or never, got {value!r}")
+    if value != "auto":
+        return value == "always"
     return next(model.parameters()).dtype != torch.float32 or any(
         p.dtype != torch.float32 for p in model.parameters() if not p.requires_grad)
+
+
+def recompute_old_logprobs(model, config: UpdateConfig) -> bool:
+    """Whether the update recomputes the old log-probs (see ``UpdateConfig.recompute_old_logprobs``)."""
+    return _auto_setting(model, "recompute_old_logprobs", config.recompute_old_logprobs)
+
+
+def share_prompts(model, config: UpdateConfig) -> bool:
+    """Whether the update computes repeated prompts once (see ``UpdateConfig.share_prompts``)."""
+    return _auto_setting(model, "share_prompts", config.share_prompts)
+
+
+def by_prompt(samples: Sequence[Sample]) -> list[Sample]:
+    """The samples with those of one prompt side by side, prompts sorted by length then tokens.
+
+    Sorted, not in order of appearance, so that any order of one set of samples gives the same
+    micro-batches (the update's and the old log-probs' passes then round alike), and prompts of
+    similar length share a micro-batch (less left padding).
+    """
+    return sorted(samples, key=lambda s: (len(s.prompt_ids), s.prompt_ids))
 
 
 def ppo_update(model, samples: Sequence[Sample], optimizer, config: UpdateConfig, *, pad_id: int,
@@ -270,6 +299,7 @@ def ppo_update(model, samples: Sequence[Sample], optimizer, config: UpdateConfig
     device = next(model.parameters()).device
     params = [p for group in optimizer.param_groups for p in group["params"]]
     stats: dict[str, list[float]] = defaultdict(list)
+    share = value_head is None and share_prompts(model, config)  # the value head reads a full pass's states
     if samples:
         gap = _prepare(model, samples, config, pad_id, value_head)
         if gap is not None:
@@ -281,6 +311,8 @@ def ppo_update(model, samples: Sequence[Sample], optimizer, config: UpdateConfig
                 continue  # fewer samples than minibatches: an empty step would still move AdamW's weights
             optimizer.zero_grad(set_to_none=True)
             minibatch = [samples[i] for i in chunk]
+            if share:
+                minibatch = by_prompt(minibatch)
             total_tokens = max(sum(len(s.completion_ids) for s in minibatch), 1)
             total_sequences = max(sum(1 for s in minibatch if s.completion_ids), 1)
             summed: dict[str, float] = defaultdict(float)  # micro-batch parts of the minibatch's loss terms
@@ -296,7 +328,7 @@ def ppo_update(model, samples: Sequence[Sample], optimizer, config: UpdateConfig
                             logp, entropy = sequence_logprobs(model, b["prompt_ids"], b["prompt_mask"],
                                                               b["completion_ids"], b["completion_mask"],
                                                               temperature=config.temperature, return_entropy=True,
-                                                              token_masks=b["token_masks"])
+                                                              token_masks=b["token_masks"], share_prompts=share)
                         else:
                             logp, entropy, values = policy_and_values(model, value_head, b,
                                                                       temperature=config.temperature)

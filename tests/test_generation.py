@@ -342,3 +342,46 @@ def test_finished_marks_the_samples_that_reached_a_stop_token(tiny_backbone):
     assert 0 < int(expected.sum()) < len(expected)  # both kinds present
     flat = [g for prompt in generations(rollout) for g in prompt]
     assert [g.truncated for g in flat] == (~expected).tolist()
+
+
+@pytest.mark.parametrize("num_new", [1, 5])
+def test_shared_prompt_logprobs_and_gradients_equal_the_full_pass(tiny_backbone, num_new):
+    """Each distinct prompt computed once (share_prompts) gives the full pass's log-probs, entropy
+    and LoRA gradients: rows repeat prompts out of order, prompts differ in length (left
+    padding), completions in length (right padding), and the repeated cache carries the
+    prompt's gradient."""
+    from agents.generation import shared_prompt_rows
+
+    tok = tiny_backbone.tokenizer
+    model = add_lora(tiny_backbone, r=4)
+    params = adapter_parameters(model, "policy")
+    _perturb(params)
+    prompts = [PROMPTS[i] for i in (0, 2, 0, 1, 2, 0)]
+    ids, mask = left_pad([tok(p, add_special_tokens=False)["input_ids"] for p in prompts], pad_id=tok.pad_token_id)
+    gen = torch.Generator().manual_seed(3)
+    completion = torch.randint(60, 200, (len(prompts), num_new), generator=gen)
+    completion_mask = torch.ones_like(completion, dtype=torch.float32)
+    if num_new > 1:
+        completion_mask[1, 3:] = 0  # a completion that stopped early
+        completion_mask[3, 1:] = 0
+    first, inverse = shared_prompt_rows(ids, mask)
+    assert sorted(first.tolist()) == [0, 1, 3] and inverse[[0, 2, 5]].unique().numel() == 1
+    assert shared_prompt_rows(ids[:3:2][:1], mask[:3:2][:1]) is None  # one row: nothing to share
+
+    results = []
+    for share in (False, True):
+        model.zero_grad(set_to_none=True)
+        logp, entropy = sequence_logprobs(model, ids, mask, completion, completion_mask, temperature=0.7,
+                                          return_entropy=True, share_prompts=share)
+        (logp.sum() + 0.1 * entropy.sum()).backward()
+        results.append((logp.detach(), entropy.detach(), [p.grad.clone() for p in params]))
+    (full, full_entropy, full_grads), (shared, shared_entropy, shared_grads) = results
+    assert torch.allclose(shared, full, atol=ATOL) and torch.allclose(shared_entropy, full_entropy, atol=ATOL)
+    assert (shared[completion_mask == 0] == 0).all()
+    assert any(g.abs().max() > 1e-3 for g in full_grads)
+    for a, b in zip(shared_grads, full_grads):
+        assert torch.allclose(a, b, atol=ATOL, rtol=1e-3)
+    with torch.no_grad():
+        ref_shared = reference_logprobs(model, ids, mask, completion, completion_mask, share_prompts=True)
+        ref_full = reference_logprobs(model, ids, mask, completion, completion_mask)
+    assert torch.allclose(ref_shared, ref_full, atol=ATOL) and not torch.allclose(ref_full, full, atol=ATOL)

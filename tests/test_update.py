@@ -178,3 +178,50 @@ def test_first_epoch_ratio_is_one_in_every_dtype(dtype, recompute):
     else:
         assert "losses/sampler_gap" not in stats
         assert [s.logprobs for s in samples] == sampled
+
+
+def test_shared_prompts_make_the_same_update_as_full_passes():
+    """share_prompts computes each distinct prompt of a micro-batch once; the update it makes
+    (reference and old log-probs, loss, gradients, AdamW step) equals the full passes' within
+    fp32 rounding, on a batch whose minibatches mix prompts and whose micro-batches split a
+    prompt's samples. auto turns it on for models that are not fp32."""
+    from agents.backbone import tiny_backbone
+    from agents.generation import generate
+    from agents.lora import add_lora
+    from agents.sampler import generations
+    from algos.update import share_prompts
+
+    results = []
+    for share in ("never", "always"):
+        backbone = tiny_backbone(0)
+        model = add_lora(backbone)
+        model.eval()
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(1)
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+        rollout = generate(model, backbone.tokenizer, ["<|im_start|>user\nhi<|im_end|>\n", "Lyon is in France."],
+                           num_samples=5, max_new_tokens=10, seed=0)
+        samples = [Sample(g.prompt_ids, g.completion_ids, g.logprobs, "manage", 0, False, advantage=float(i % 3 - 1))
+                   for i, g in enumerate(group for prompt in generations(rollout) for group in prompt)]
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        config = UpdateConfig(ppo_epochs=2, num_minibatches=2, micro_batch_size=3, kl_coef=0.1, share_prompts=share)
+        assert share_prompts(model, config) is (share == "always")
+        stats = ppo_update(model, samples, optimizer, config, pad_id=backbone.tokenizer.pad_token_id,
+                           rng=np.random.default_rng(0))
+        results.append((stats, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad},
+                        [s.ref_logprobs for s in samples]))
+    (full_stats, full_params, full_ref), (shared_stats, shared_params, shared_ref) = results
+    assert np.allclose(np.concatenate(shared_ref), np.concatenate(full_ref), atol=1e-4)
+    for key in ("losses/loss", "losses/policy_loss", "losses/kl", "losses/entropy", "losses/grad_norm"):  # not
+        # ratio_mean or clipfrac: those average per micro-batch, whose make-up by_prompt changes
+        assert shared_stats[key] == pytest.approx(full_stats[key], rel=1e-3, abs=1e-5), key
+    # AdamW divides by the gradients' running size, so the steps agree to a fraction of their size
+    differ = max(float((p - q).abs().max()) for p, q in zip(full_params.values(), shared_params.values()))
+    assert differ < 0.01 * max(float(p.abs().max()) for p in full_params.values())
+    backbone = tiny_backbone(0)
+    backbone.model.to(torch.bfloat16)
+    assert share_prompts(add_lora(backbone), UpdateConfig()) is True
+    with pytest.raises(ValueError, match="share_prompts must be auto, always or never"):
+        share_prompts(backbone.model, UpdateConfig(share_prompts="yes"))
