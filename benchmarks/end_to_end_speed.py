@@ -114,7 +114,7 @@ def answer_figures(row: dict[str, Any]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Time both jobs before and after; write and print the table."""
     from algos.cli import parse_args
-    from benchmarks.provenance import environment, markdown_line
+    from benchmarks.provenance import environment, markdown_line, write_report
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(Args, argv, description=__doc__, prog=PROG)
@@ -163,11 +163,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    if args.before_revision else "today's code with fp32 weights and sampled old log-probs (trainer); "
                    "fp32, one thread, 4 questions per call (leaderboard)")
     lines += ["", f"Before: {before_text}. After: today's defaults.", ""]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(Path(args.out), result, lines)
     return result
 
 

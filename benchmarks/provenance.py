@@ -19,6 +19,7 @@ an Intel Xeon and 0.063 on an AMD EPYC, both "AVX512". Hence :func:`code_revisio
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import subprocess
 from importlib import metadata
@@ -141,8 +142,6 @@ def compare_notice(path: Path, current: dict[str, Any]) -> str | None:
     """One line about re-making the result at ``path`` (a JSON with an ``environment`` record):
     whether the new numbers should agree with it exactly, and if not, what changed. None when
     there is no readable previous result."""
-    import json
-
     try:
         previous = json.loads(Path(path).read_text()).get("environment")
     except (OSError, ValueError, AttributeError):
@@ -156,3 +155,11 @@ def compare_notice(path: Path, current: dict[str, Any]) -> str | None:
             f"(code {previous.get('code_revision') or 'not recorded'} on {previous.get('cpu_model') or 'an unrecorded processor'}); "
             "trained numbers can differ from it by float rounding alone")
 
+
+
+def write_report(out: Path, result: dict[str, Any], lines: list[str]) -> None:
+    """``out``.json (the result) and ``out``.md (the lines), folders made; the table printed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    out.with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))

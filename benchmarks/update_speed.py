@@ -18,7 +18,6 @@ Writes ``--out`` .json and .md (default ``benchmarks/results/update_speed_<devic
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 import sys
 import tempfile
@@ -130,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import torch
 
     from algos.cli import parse_args
-    from benchmarks.provenance import environment, markdown_line
+    from benchmarks.provenance import environment, markdown_line, write_report
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(Args, argv, description=__doc__, prog=PROG)
@@ -155,11 +154,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                      f"{st.get('ratio_mean', float('nan')):.4f} | {st.get('loss', float('nan')):.5f} |")
     lines += ["", f"Speed-up of shared prompts: {t['speedup']:.2f}x.", ""]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    out = Path(args.out or f"benchmarks/results/update_speed_{device}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(Path(args.out or f"benchmarks/results/update_speed_{device}"), result, lines)
     return result
 
 
