@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from agents.backbone import mixed_precision
-from agents.lora import fast_lora_inference, use_adapter
+from agents.lora import use_adapter
 
 GREEDY = 0.0
 
@@ -320,7 +320,7 @@ def generate(
         from agents.constrained import ConstrainedDecoder
 
         decoder = ConstrainedDecoder(sample_constraints, tokenizer, stop_ids.tolist())
-    with mixed_precision(model), fast_lora_inference(model):
+    with mixed_precision(model):
         completion_ids, completion_mask, logprobs, finished = _decode(
             model, prompt_ids, prompt_mask, n, share_prompt, max_new_tokens, decoder,
             (temperature, top_p, top_k, generator), stop_ids, pad_id)

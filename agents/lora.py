@@ -272,69 +272,6 @@ def use_adapter(model: torch.nn.Module, name: str | None) -> Iterator[torch.nn.M
         restore_flags()
 
 
-def _fast_forward(base: torch.nn.Module, lora_a: torch.Tensor, lora_b_t: torch.Tensor, scaling: float):
-    """A LoRA layer's forward without gradients: base output plus ``scaling * (x A^T) B^T``,
-    the low-rank product added in one ``addmm`` from weights cast to the base dtype once."""
-    linear = torch.nn.functional.linear
-
-    def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        result = base(x, *args, **kwargs)
-        low = linear(x.to(lora_a.dtype), lora_a)  # (..., r)
-        flat = torch.addmm(result.reshape(-1, result.shape[-1]), low.reshape(-1, low.shape[-1]), lora_b_t,
-                           alpha=scaling)
-        return flat.view(result.shape)
-
-    return forward
-
-
-@contextlib.contextmanager
-def fast_lora_inference(model: torch.nn.Module) -> Iterator[bool]:
-    """Within the block, gradient-free forward passes of a bf16 / fp16 model run its active
-    LoRA adapter through :func:`_fast_forward` instead of peft's layer forward; yields whether
-    it did. peft calls dropout, ``lora_A``, ``lora_B``, a multiply and an add per layer, each
-    with its module and autocast overhead: at decode batch sizes those small calls cost
-    SmolLM2-135M about half as much time again as the base model itself. Here each layer
-    makes one product and one ``addmm`` with the adapter's weights cast to the base dtype once
-    for the block (as autocast casts them: the same products, rounded once instead of twice
-    in the final add). fp32 models (the tiny model's committed results), adapters disabled,
-    merged, or with dropout, variants (DoRA) or several active adapters keep peft's forward,
-    and so does any pass with gradients.
-    """
-    patched: list[torch.nn.Module] = []
-    try:
-        if _is_peft(model) and not torch.is_grad_enabled():
-            dtypes = {p.dtype for n, p in model.named_parameters() if "lora_" not in n}
-            if dtypes in ({torch.bfloat16}, {torch.float16}):
-                dtype = dtypes.pop()
-                for module in model.modules():
-                    fast = _fast_layer_forward(module, dtype)
-                    if fast is not None:
-                        module.forward = fast
-                        patched.append(module)
-        yield bool(patched)
-    finally:
-        for module in patched:
-            del module.forward  # the class's forward again
-
-
-def _fast_layer_forward(module: torch.nn.Module, dtype: torch.dtype):
-    """:func:`_fast_forward` for a plain peft LoRA ``Linear`` with one active vanilla adapter,
-    else None."""
-    lora_a = getattr(module, "lora_A", None)
-    if not isinstance(lora_a, torch.nn.ModuleDict) or not hasattr(module, "base_layer"):
-        return None
-    if type(module).__name__ != "Linear" or getattr(module, "disable_adapters", True) or getattr(module, "merged", True):
-        return None
-    active = [a for a in module.active_adapters if a in lora_a]
-    if len(active) != 1 or getattr(module, "fan_in_fan_out", False) or active[0] in getattr(module, "lora_variant", {}):
-        return None
-    name = active[0]
-    if not isinstance(module.lora_dropout[name], torch.nn.Identity) or module.lora_B[name].bias is not None:
-        return None
-    return _fast_forward(module.base_layer, module.lora_A[name].weight.to(dtype),
-                         module.lora_B[name].weight.to(dtype).t(), float(module.scaling[name]))
-
-
 def save_adapter(model: torch.nn.Module, path: str | Path, adapter_name: str, *, prompt_style: str | None = None,
                  max_prompt_tokens: int | None = None, max_new_tokens: int | None = None,
                  distill: bool | None = None, base_model: str | None = None) -> Path:
