@@ -35,7 +35,7 @@ STUDY_FLAGS = ("--model smollm2-135m --no-demo --seed 0 --stages 4 --updates-per
                "--group-size 4 --conversations-per-update 1 --num-train-worlds 64 --max-final-questions 16 "
                "--ppo-epochs 1 --num-minibatches 1 --val-worlds 0 --env-kwargs '{\"session_chunks\": null}' "
                "--max-new-tokens 128 --max-prompt-tokens 512 --prompt-style compact --answerer scripted "
-               "--no-lora-lm-head --micro-batch-size 8 --dtype auto")
+               "--no-lora-lm-head --micro-batch-size 8 --dtype auto --no-skip-uniform-groups")
 MODES = ("never", "always")
 
 
@@ -105,6 +105,11 @@ def measure(args: Args) -> dict[str, Any]:
         pass
 
     def intercept(model, samples, optimizer, config, *, pad_id, rng, world=1, value_head=None):
+        if not samples:
+            from algos.cli import UserError
+
+            raise UserError("the trainer's batch is empty (every group tied and --skip-uniform-groups left "
+                               "them out?): nothing to time")
         found.update(batch=batch_tokens(samples), timing=time_update(model, samples, config, pad_id=pad_id,
                                                                       repeats=args.repeats, update=real_update),
                      config=dataclasses.asdict(config))

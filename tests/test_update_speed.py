@@ -30,3 +30,11 @@ def test_update_speed_times_both_modes_on_the_trainers_batch(tmp_path):
 def test_update_speed_refuses_flags_it_sets():
     with pytest.raises(ValueError, match="must not set --output-dir"):
         Args(trainer_flags="--model tiny --output-dir x")
+
+
+def test_update_speed_says_when_the_batch_is_empty(tmp_path):
+    from algos.cli import UserError
+
+    flags = TINY + " --skip-uniform-groups --no-constrained --max-new-tokens 1"  # one-token actions: every group ties
+    with pytest.raises(UserError, match="batch is empty"):
+        main(["--trainer-flags", flags, "--repeats", "1", "--out", str(tmp_path / "speed")])
