@@ -185,17 +185,18 @@ def policy_and_values(model, value_head, batch: dict[str, torch.Tensor], *, temp
     return logprobs, entropy, value_head(hidden)
 
 
-def _prepare(model, samples: Sequence[Sample], config: UpdateConfig, pad_id: int, value_head) -> float | None:
+def _prepare(model, samples: Sequence[Sample], config: UpdateConfig, pad_id: int, value_head,
+             share: bool = False) -> float | None:
     """Reference log-probs, the old log-probs when recomputed, and (with a value head) values
-    and ``A = r - V`` for every sample; returns the mean sampler-trainer gap when recomputed."""
+    and ``A = r - V`` for every sample; returns the mean sampler-trainer gap when recomputed.
+    ``share``: compute repeated prompts once, as the update's training passes do."""
     from agents.generation import reference_logprobs, sequence_logprobs
     from agents.lora import reference_adapter, role_adapter, use_adapter
     from algos.value import outcome_advantages, whiten
 
     device = next(model.parameters()).device
     recompute = recompute_old_logprobs(model, config)
-    share = share_prompts(model, config)
-    if share:
+    if share:  # as the training passes compute them, so that recomputed old log-probs round alike
         samples = by_prompt(samples)
     gaps: list[float] = []
     for i in range(0, len(samples), config.micro_batch_size):
@@ -301,7 +302,7 @@ def ppo_update(model, samples: Sequence[Sample], optimizer, config: UpdateConfig
     stats: dict[str, list[float]] = defaultdict(list)
     share = value_head is None and share_prompts(model, config)  # the value head reads a full pass's states
     if samples:
-        gap = _prepare(model, samples, config, pad_id, value_head)
+        gap = _prepare(model, samples, config, pad_id, value_head, share)
         if gap is not None:
             stats["sampler_gap"].append(gap)
     for _ in range(config.ppo_epochs):
