@@ -271,13 +271,14 @@ def share_prompts(model, config: UpdateConfig) -> bool:
 
 
 def by_prompt(samples: Sequence[Sample]) -> list[Sample]:
-    """The samples with those of one prompt side by side, prompts sorted by length then tokens.
+    """The samples with those of one prompt side by side, sorted by prompt length, prompt tokens,
+    then completion tokens.
 
     Sorted, not in order of appearance, so that any order of one set of samples gives the same
-    micro-batches (the update's and the old log-probs' passes then round alike), and prompts of
-    similar length share a micro-batch (less left padding).
+    micro-batches (with one minibatch, the update's and the old log-probs' passes then round
+    alike), and prompts of similar length share a micro-batch (less left padding).
     """
-    return sorted(samples, key=lambda s: (len(s.prompt_ids), s.prompt_ids))
+    return sorted(samples, key=lambda s: (len(s.prompt_ids), s.prompt_ids, s.completion_ids))
 
 
 def ppo_update(model, samples: Sequence[Sample], optimizer, config: UpdateConfig, *, pad_id: int,

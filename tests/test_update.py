@@ -225,3 +225,15 @@ def test_shared_prompts_make_the_same_update_as_full_passes():
     assert share_prompts(add_lora(backbone), UpdateConfig()) is True
     with pytest.raises(ValueError, match="share_prompts must be auto, always or never"):
         share_prompts(backbone.model, UpdateConfig(share_prompts="yes"))
+
+
+def test_by_prompt_groups_prompts_and_ignores_the_order_it_is_given():
+    from algos.update import by_prompt
+
+    samples = [Sample(p, c, [-1.0] * len(c), "manage", 0, False)
+               for p, c in [([5, 6], [1]), ([7], [2]), ([5, 6], [3, 4]), ([7], [0]), ([5, 6], [2])]]
+    ordered = by_prompt(samples)
+    assert [s.prompt_ids for s in ordered] == [[7], [7], [5, 6], [5, 6], [5, 6]]  # shorter prompts first
+    for seed in range(5):
+        shuffled = [samples[i] for i in np.random.default_rng(seed).permutation(len(samples))]
+        assert [id(s) for s in by_prompt(shuffled)] == [id(s) for s in ordered]
