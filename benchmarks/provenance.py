@@ -156,7 +156,6 @@ def compare_notice(path: Path, current: dict[str, Any]) -> str | None:
             "trained numbers can differ from it by float rounding alone")
 
 
-
 def write_report(out: Path, result: dict[str, Any], lines: list[str]) -> None:
     """``out``.json (the result) and ``out``.md (the lines), folders made; the table printed."""
     out.parent.mkdir(parents=True, exist_ok=True)

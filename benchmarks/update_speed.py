@@ -53,9 +53,10 @@ class Args:
         from algos.cli import check_range
 
         check_range("repeats", self.repeats, low=1)
-        for flag in ("--output-dir", "--env "):
-            if flag in f"{self.trainer_flags} ":
-                raise ValueError(f"--trainer-flags must not set {flag.strip()} (the benchmark sets it)")
+        given = shlex.split(self.trainer_flags)
+        for flag in ("--output-dir", "--env"):
+            if any(t == flag or t.startswith(f"{flag}=") for t in given):
+                raise ValueError(f"--trainer-flags must not set {flag} (the benchmark sets it)")
 
 
 def batch_tokens(samples: Sequence[Any]) -> dict[str, int]:
@@ -67,14 +68,11 @@ def batch_tokens(samples: Sequence[Any]) -> dict[str, int]:
             "completion_tokens": sum(len(s.completion_ids) for s in samples)}
 
 
-def time_update(model, samples: Sequence[Any], config, *, pad_id: int, repeats: int, update=None) -> dict[str, Any]:
-    """Median seconds of ``update`` (``algos.update.ppo_update``) per share_prompts mode,
-    alternating, at learning rate 0."""
+def time_update(update, model, samples: Sequence[Any], config, *, pad_id: int, repeats: int) -> dict[str, Any]:
+    """Median seconds of ``update`` (``algos.update.ppo_update``, passed in because
+    :func:`measure` patches the module's name) per share_prompts mode, alternating, at
+    learning rate 0."""
     import torch
-
-    from algos.update import ppo_update
-
-    update = update or ppo_update
 
     seconds: dict[str, list[float]] = {m: [] for m in MODES}
     stats: dict[str, dict[str, float]] = {}
@@ -85,7 +83,7 @@ def time_update(model, samples: Sequence[Any], config, *, pad_id: int, repeats: 
             optimizer = torch.optim.AdamW(params, lr=0.0)
             start = time.perf_counter()
             out = update(model, batch, optimizer, dataclasses.replace(config, share_prompts=mode),
-                               pad_id=pad_id, rng=np.random.default_rng(0))
+                         pad_id=pad_id, rng=np.random.default_rng(0))
             seconds[mode].append(time.perf_counter() - start)
             stats[mode] = {k.split("/")[-1]: v for k, v in out.items() if k in ("losses/ratio_mean", "losses/loss")}
     median = {m: float(np.median(v)) for m, v in seconds.items()}
@@ -109,9 +107,9 @@ def measure(args: Args) -> dict[str, Any]:
             from algos.cli import UserError
 
             raise UserError("the trainer's batch is empty (every group tied and --skip-uniform-groups left "
-                               "them out?): nothing to time")
-        found.update(batch=batch_tokens(samples), timing=time_update(model, samples, config, pad_id=pad_id,
-                                                                      repeats=args.repeats, update=real_update),
+                            "them out?): nothing to time")
+        found.update(batch=batch_tokens(samples), timing=time_update(real_update, model, samples, config,
+                                                                      pad_id=pad_id, repeats=args.repeats),
                      config=dataclasses.asdict(config))
         raise _Measured
 

@@ -30,6 +30,9 @@ def test_update_speed_times_both_modes_on_the_trainers_batch(tmp_path):
 def test_update_speed_refuses_flags_it_sets():
     with pytest.raises(ValueError, match="must not set --output-dir"):
         Args(trainer_flags="--model tiny --output-dir x")
+    with pytest.raises(ValueError, match="must not set --env"):
+        Args(trainer_flags="--model tiny --env=MemorySession-v0")
+    Args(trainer_flags="--model tiny --env-kwargs '{}'")  # another flag that starts with --env
 
 
 def test_update_speed_says_when_the_batch_is_empty(tmp_path):
