@@ -16,6 +16,15 @@ against 1,177 ms per layer); shorter prompts, and anything that needs gradients,
 masked SDPA call, which measured faster there (16 x 500 tokens: 168 against 193 ms, and
 548 against 975 ms with the backward pass).
 
+Short keys pay a third way: the fused kernel's fixed costs dominate below a few hundred keys,
+above all in its backward pass. Up to :data:`SHORT_KEYS` keys, a masked prompt or prompt +
+completion pass (the trainers' log-prob and training passes: prompts of about 100-250
+tokens) is written as ``softmax(q k^T) v`` too, with the query heads of one key/value head
+stacked into one product. Measured on 2 AMD EPYC cores in bf16, SmolLM2's shapes, forward and
+backward: 8 x 133 tokens 25.6 against 11.3 ms, 32 x 150 104 against 43 ms, 64 completion
+tokens over 200 keys 37.5 against 18.0 ms; at 300 keys both are even and at 512 SDPA is 2.3x
+faster, so longer keys stay with SDPA.
+
 :func:`agents.backbone.load_backbone` gives it to pretrained models on the CPU under the
 name :data:`CPU_ATTENTION` (measured with ``python -m benchmarks.compute_speed``: SmolLM2
 decoding 64 samples at a time went from 246 to about 470 tok/s in bf16, and from 250 to
@@ -31,21 +40,25 @@ import torch
 
 CPU_ATTENTION = "memenv_cpu"
 LONG_PROMPT = 1024  # tokens from which a padded, gradient-free prompt is attended one sequence at a time
+SHORT_KEYS = 256  # keys up to which a many-token query is attended by two matrix products
 
 
 def cpu_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                   is_causal=None, **kwargs):
-    """A transformers attention function (``AttentionInterface``): a single query token by two
-    batched products, long padded gradient-free prompts one sequence at a time, the rest by
-    SDPA. Query (B, H, Q, D), key and value (B, KV, L, D) with KV dividing H, attention_mask
-    None, boolean (True: attend) or additive, broadcastable to (B, 1, Q, L); returns
-    (B, Q, H, D) and no weights."""
+    """A transformers attention function (``AttentionInterface``): a single query token, and
+    many over at most :data:`SHORT_KEYS` keys, by two batched products, long padded
+    gradient-free prompts one sequence at a time, the rest by SDPA. Query (B, H, Q, D), key and
+    value (B, KV, L, D) with KV dividing H, attention_mask None, boolean (True: attend) or
+    additive, broadcastable to (B, 1, Q, L); returns (B, Q, H, D) and no weights."""
     plain = not dropout and all(kwargs.get(name) is None for name in
                                 ("position_bias", "softcap", "sliding_window")) and not kwargs.get("output_attentions")
     if plain and query.shape[2] > 1:
         rows = _padded_rows(query, key, attention_mask)
         if rows is not None:
             return _attend_rows(query, key, value, rows, scaling), None
+        if key.shape[2] <= SHORT_KEYS and _short_mask_applies(query, key, attention_mask):
+            causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+            return _attend_short(query, key, value, attention_mask, scaling, causal), None
     if not plain or query.shape[2] != 1:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -102,6 +115,38 @@ def _attend_rows(query, key, value, rows, scaling):
                                                     enable_gqa=gqa)
             out[row, span] = attended[0].transpose(0, 1)
     return out
+
+
+def _short_mask_applies(query, key, attention_mask) -> bool:
+    """Whether :func:`_attend_short` reads this mask as SDPA does: a boolean (B or 1, 1, Q, L)
+    mask, or none over as many keys as queries (SDPA's causal flag, which aligns the diagonal
+    top-left: the same only for a square)."""
+    if attention_mask is None:
+        return query.shape[2] == key.shape[2]
+    return attention_mask.dtype == torch.bool and attention_mask.dim() == 4 and attention_mask.shape[1] == 1
+
+
+def _attend_short(query, key, value, attention_mask, scaling, causal: bool):
+    """``softmax(q k^T) v`` with float32 scores, the G query heads of each key/value head stacked
+    into one product; (B, Q, H, D). ``attention_mask``: boolean (B or 1, 1, Q, L), True
+    where a query attends, or None (then causal when ``causal``). A query that sees no key
+    (left padding) gets a uniform average of the values where SDPA gives zeros: no real
+    token reads it, so its gradient is zero as well."""
+    batch, heads, q_len, dim = query.shape
+    kv_heads, k_len = key.shape[1], key.shape[2]
+    groups = heads // kv_heads
+    grouped = query.reshape(batch, kv_heads, groups * q_len, dim)  # (B, KV, G*Q, D)
+    scores = torch.matmul(grouped, key.transpose(-1, -2)).float()  # (B, KV, G*Q, L)
+    scores = scores.mul(scaling if scaling is not None else dim ** -0.5).view(batch, kv_heads, groups, q_len, k_len)
+    if attention_mask is None and causal:
+        attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril()
+    if attention_mask is not None:
+        if attention_mask.dim() == 4:
+            attention_mask = attention_mask[:, :, None]  # (B or 1, 1, 1, Q, L)
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    probs = scores.softmax(dim=-1).to(value.dtype).view(batch, kv_heads, groups * q_len, k_len)
+    out = torch.matmul(probs, value)  # (B, KV, G*Q, D)
+    return out.view(batch, heads, q_len, dim).transpose(1, 2)
 
 
 @functools.lru_cache(maxsize=None)

@@ -94,6 +94,8 @@ class UpdateConfig:
     # average and 0.24 at most, so token ratios ranged 0.79-1.27 before any update, beyond
     # the clip range. Recomputed, the first epoch's ratio is exactly 1; the gap is logged as
     # losses/sampler_gap. In fp32 both agree within 1e-4 and the sampled log-probs are used.
+    # The first minibatch's own first training pass (before any optimizer step) gives its old
+    # log-probs, so only the other minibatches pay a separate pass (none with one minibatch).
     recompute_old_logprobs: str = "auto"
     # "auto": compute each distinct prompt of a micro-batch once (agents.generation.
     # shared_prompt_logits) when the model is not fp32, with each minibatch's samples ordered so
@@ -186,10 +188,12 @@ def policy_and_values(model, value_head, batch: dict[str, torch.Tensor], *, temp
 
 
 def _prepare(model, samples: Sequence[Sample], config: UpdateConfig, pad_id: int, value_head,
-             share: bool = False) -> float | None:
+             share: bool = False, from_training: frozenset[int] = frozenset()) -> list[float]:
     """Reference log-probs, the old log-probs when recomputed, and (with a value head) values
-    and ``A = r - V`` for every sample; returns the mean sampler-trainer gap when recomputed.
-    ``share``: compute repeated prompts once, as the update's training passes do."""
+    and ``A = r - V`` for every sample; returns the sampler-trainer gaps of the recomputed
+    tokens. ``share``: compute repeated prompts once, as the update's training passes do.
+    ``from_training``: ``id()`` of the samples whose old log-probs the update's first training
+    pass gives instead (the first minibatch of the first epoch, before any optimizer step)."""
     from agents.generation import reference_logprobs, sequence_logprobs
     from agents.lora import reference_adapter, role_adapter, use_adapter
     from algos.value import outcome_advantages, whiten
@@ -222,7 +226,8 @@ def _prepare(model, samples: Sequence[Sample], config: UpdateConfig, pad_id: int
         if recompute:
             by_adapter: dict[str | None, list[int]] = {}
             for j, s in enumerate(micro):
-                by_adapter.setdefault(role_adapter(model, s.role), []).append(j)
+                if id(s) not in from_training:
+                    by_adapter.setdefault(role_adapter(model, s.role), []).append(j)
             for adapter, rows in by_adapter.items():
                 sub = collate([micro[j] for j in rows], pad_id, device)
                 with torch.no_grad(), use_adapter(model, adapter):
@@ -247,7 +252,20 @@ def _prepare(model, samples: Sequence[Sample], config: UpdateConfig, pad_id: int
             adv = whiten(adv)
         for s, a in zip(samples, adv.tolist()):
             s.advantage = float(a)
-    return float(np.mean(gaps)) if gaps else None
+    return gaps
+
+
+def _take_old_logprobs(group: Sequence[Sample], logp: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[float]:
+    """Make a training pass's log-probs ``logp`` (N, T) the old log-probs of its samples (in
+    ``batch`` and on each sample, for later epochs); returns the sampler-trainer gaps."""
+    fresh = (logp.detach().float() * batch["completion_mask"]).to(batch["old_logprobs"].device)
+    gaps: list[float] = []
+    for k, s in enumerate(group):
+        row = fresh[k, : len(s.completion_ids)].tolist()
+        gaps.extend(abs(a - b) for a, b in zip(row, s.logprobs))
+        s.logprobs = row
+    batch["old_logprobs"] = fresh
+    return gaps
 
 
 def _auto_setting(model, name: str, value: str) -> bool:
@@ -302,12 +320,18 @@ def ppo_update(model, samples: Sequence[Sample], optimizer, config: UpdateConfig
     params = [p for group in optimizer.param_groups for p in group["params"]]
     stats: dict[str, list[float]] = defaultdict(list)
     share = value_head is None and share_prompts(model, config)  # the value head reads a full pass's states
+    recompute = recompute_old_logprobs(model, config)
+    first_order = rng.permutation(len(samples)) if config.ppo_epochs > 0 else None
+    # Recomputed old log-probs of the first minibatch come from its own first training pass
+    # (no optimizer step has been taken yet, so that pass is the old policy): one forward
+    # pass fewer over 1 / num_minibatches of the batch, and the first ratio is exactly 1.
+    fold = {id(samples[i]) for i in np.array_split(first_order, config.num_minibatches)[0]} \
+        if recompute and first_order is not None else set()
+    gaps: list[float] = []
     if samples:
-        gap = _prepare(model, samples, config, pad_id, value_head, share)
-        if gap is not None:
-            stats["sampler_gap"].append(gap)
-    for _ in range(config.ppo_epochs):
-        order = rng.permutation(len(samples))
+        gaps = _prepare(model, samples, config, pad_id, value_head, share, frozenset(fold))
+    for epoch in range(config.ppo_epochs):
+        order = first_order if epoch == 0 else rng.permutation(len(samples))
         for chunk in np.array_split(order, config.num_minibatches):
             if len(chunk) == 0 and world == 1:
                 continue  # fewer samples than minibatches: an empty step would still move AdamW's weights
@@ -334,6 +358,8 @@ def ppo_update(model, samples: Sequence[Sample], optimizer, config: UpdateConfig
                         else:
                             logp, entropy, values = policy_and_values(model, value_head, b,
                                                                       temperature=config.temperature)
+                    if epoch == 0 and id(group[0]) in fold:  # the first minibatch: the old policy's own pass
+                        gaps.extend(_take_old_logprobs(group, logp, b))
                     # minibatch totals as divisors: the micro-batch losses add up to the minibatch's
                     loss, st = logo_grpo_loss(logp, b["old_logprobs"], b["ref_logprobs"], b["advantages"],
                                               b["completion_mask"], clip_eps=config.clip_eps, kl_coef=config.kl_coef,
@@ -364,6 +390,8 @@ def ppo_update(model, samples: Sequence[Sample], optimizer, config: UpdateConfig
             norm = torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], config.max_grad_norm)
             stats["grad_norm"].append(float(norm))
             optimizer.step()
+    if gaps:
+        stats["sampler_gap"].append(float(np.mean(gaps)))
     out = {f"losses/{k}": float(np.mean(v)) for k, v in stats.items()}
     if value_head is not None and samples:
         out["charts/value_mean"] = float(np.mean([s.value for s in samples]))

@@ -49,11 +49,59 @@ def test_one_query_token_matches_sdpa_with_grouped_heads_and_padding(kind):
         assert torch.allclose(cpu_attention(module, query, key, value, mask)[0], out, atol=1e-5)
 
 
-def test_many_query_tokens_go_to_sdpa():
+def test_many_query_tokens_over_long_keys_go_to_sdpa():
     gen = torch.Generator().manual_seed(1)
-    query = torch.randn(2, 6, 7, 8, generator=gen)
-    key, value = torch.randn(2, 2, 7, 8, generator=gen), torch.randn(2, 2, 7, 8, generator=gen)
+    length = attention.SHORT_KEYS + 1
+    query = torch.randn(2, 6, length, 8, generator=gen)
+    key, value = torch.randn(2, 2, length, 8, generator=gen), torch.randn(2, 2, length, 8, generator=gen)
     assert torch.equal(cpu_attention(_Module(), query, key, value, None)[0], _sdpa(query, key, value, None))
+
+
+def _short_case(kind, gen):
+    """Query, key, value and mask of a short pass: a padded prompt (square, causal & padding),
+    completions over a cache (Q < L), or a square pass without a mask (SDPA's causal flag)."""
+    batch, heads, kv_heads, dim = 3, 6, 2, 8
+    q_len, k_len = (5, 12) if kind == "cache" else (12, 12)
+    query = torch.randn(batch, heads, q_len, dim, generator=gen, requires_grad=True)
+    key = torch.randn(batch, kv_heads, k_len, dim, generator=gen, requires_grad=True)
+    value = torch.randn(batch, kv_heads, k_len, dim, generator=gen, requires_grad=True)
+    if kind == "none":
+        return query, key, value, None, None
+    real = torch.ones(batch, k_len, dtype=torch.bool)
+    real[1, :4] = False  # left padding
+    real[2, -3:] = kind != "cache"  # right padding of a completion, none for the prompt
+    causal = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len)
+    mask = causal[None, None] & real[:, None, None, :]  # (B, 1, Q, L)
+    queries = real[:, -q_len:] if kind == "cache" else real  # the real query positions
+    return query, key, value, mask, queries
+
+
+@pytest.mark.parametrize("kind", ["padded", "cache", "none"])
+def test_short_keys_match_sdpa_with_gradients(kind, monkeypatch):
+    """The two-product path of short passes gives SDPA's outputs and gradients at every real
+    query (grouped heads, padding, a cache before the queries, no mask at all)."""
+    calls = []
+    real_short = attention._attend_short
+    monkeypatch.setattr(attention, "_attend_short", lambda *a: calls.append(1) or real_short(*a))
+    gen = torch.Generator().manual_seed(3)
+    query, key, value, mask, queries = _short_case(kind, gen)
+    assert key.shape[2] <= attention.SHORT_KEYS and query.shape[2] > 1
+    weight = torch.randn(query.shape[0], query.shape[2], query.shape[1], query.shape[3], generator=gen)
+    if queries is not None:
+        weight = weight * queries[:, :, None, None]  # the loss reads real queries only
+    grads = []
+    for fn in (lambda: cpu_attention(_Module(), query, key, value, mask)[0],
+               lambda: _sdpa(query, key, value, mask)):
+        out = fn()
+        (out * weight).sum().backward()
+        grads.append((out.detach() * (weight != 0), [t.grad.clone() for t in (query, key, value)]))
+        for t in (query, key, value):
+            t.grad = None
+    (ours, our_grads), (ref, ref_grads) = grads
+    assert calls == [1]  # the first pass took the two-product path
+    assert torch.allclose(ours, ref, atol=1e-5)
+    for a, b in zip(our_grads, ref_grads):
+        assert torch.isfinite(a).all() and torch.allclose(a, b, atol=1e-5)
 
 
 def _causal_padding_mask(spans, length):

@@ -180,6 +180,53 @@ def test_first_epoch_ratio_is_one_in_every_dtype(dtype, recompute):
         assert [s.logprobs for s in samples] == sampled
 
 
+@pytest.mark.parametrize("num_minibatches", [1, 2])
+def test_the_first_minibatch_takes_its_old_logprobs_from_its_own_training_pass(monkeypatch, num_minibatches):
+    """With recomputed old log-probs (bf16), the first minibatch of the first epoch is not
+    recomputed beforehand: its first training pass, taken before any optimizer step, gives
+    them (one no-grad pass fewer). They match a no-grad recomputation up to bf16 rounding, and
+    the second epoch still measures its ratio against them."""
+    import agents.generation as G
+    from agents.backbone import tiny_backbone
+    from agents.generation import generate
+    from agents.lora import add_lora
+    from agents.sampler import generations
+
+    backbone = tiny_backbone(0)
+    backbone.model.to(torch.bfloat16)
+    model = add_lora(backbone)
+    model.eval()
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(1)
+        for p in model.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    rollout = generate(model, backbone.tokenizer, ["<|im_start|>user\nhi<|im_end|>\n", "Lyon is in France."],
+                       num_samples=4, max_new_tokens=10, seed=0)
+    samples = [Sample(g.prompt_ids, g.completion_ids, g.logprobs, "manage", 0, False, advantage=float(i % 3 - 1))
+               for i, g in enumerate(group for prompt in generations(rollout) for group in prompt)]
+    pad = backbone.tokenizer.pad_token_id
+    batch = collate(samples, pad, "cpu")
+    with torch.no_grad():  # what a separate recomputation would give
+        recomputed = G.sequence_logprobs(model, batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"],
+                                         batch["completion_mask"])
+    rows = {True: 0, False: 0}  # sequences through sequence_logprobs with and without gradients
+    real = G.sequence_logprobs
+    monkeypatch.setattr(G, "sequence_logprobs", lambda model, prompt_ids, *a, **k: rows.__setitem__(
+        torch.is_grad_enabled(), rows[torch.is_grad_enabled()] + len(prompt_ids)) or real(model, prompt_ids, *a, **k))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
+    config = UpdateConfig(ppo_epochs=2, num_minibatches=num_minibatches, micro_batch_size=8, kl_coef=0.1)
+    stats = ppo_update(model, samples, optimizer, config, pad_id=pad, rng=np.random.default_rng(0))
+    # without gradients: the reference log-probs of all 8 samples, and old log-probs for the
+    # samples outside the first minibatch; with: every sample in each of the 2 epochs
+    assert rows == {False: 8 + 8 - 8 // num_minibatches, True: 2 * 8}
+    folded = [s.logprobs for s in samples]
+    for k, s in enumerate(samples):
+        assert np.allclose(folded[k], recomputed[k, : len(s.completion_ids)].numpy(), atol=0.02)
+    assert 0.0 < stats["losses/sampler_gap"] < 0.1
+    assert abs(stats["losses/ratio_mean"] - 1.0) > 1e-3  # later passes moved away from the old policy
+
+
 def test_shared_prompts_make_the_same_update_as_full_passes():
     """share_prompts computes each distinct prompt of a micro-batch once; the update it makes
     (reference and old log-probs, loss, gradients, AdamW step) equals the full passes' within
