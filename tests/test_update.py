@@ -180,20 +180,16 @@ def test_first_epoch_ratio_is_one_in_every_dtype(dtype, recompute):
         assert [s.logprobs for s in samples] == sampled
 
 
-@pytest.mark.parametrize("num_minibatches", [1, 2])
-def test_the_first_minibatch_takes_its_old_logprobs_from_its_own_training_pass(monkeypatch, num_minibatches):
-    """With recomputed old log-probs (bf16), the first minibatch of the first epoch is not
-    recomputed beforehand: its first training pass, taken before any optimizer step, gives
-    them (one no-grad pass fewer). They match a no-grad recomputation up to bf16 rounding, and
-    the second epoch still measures its ratio against them."""
-    import agents.generation as G
+def _random_lora_batch(dtype: torch.dtype, num_samples: int):
+    """A tiny model with random LoRA weights in ``dtype``, and manage samples it generated for
+    two prompts (``num_samples`` each) with advantages -1, 0, 1 in turn."""
     from agents.backbone import tiny_backbone
     from agents.generation import generate
     from agents.lora import add_lora
     from agents.sampler import generations
 
     backbone = tiny_backbone(0)
-    backbone.model.to(torch.bfloat16)
+    backbone.model.to(dtype)
     model = add_lora(backbone)
     model.eval()
     with torch.no_grad():
@@ -202,9 +198,21 @@ def test_the_first_minibatch_takes_its_old_logprobs_from_its_own_training_pass(m
             if p.requires_grad:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
     rollout = generate(model, backbone.tokenizer, ["<|im_start|>user\nhi<|im_end|>\n", "Lyon is in France."],
-                       num_samples=4, max_new_tokens=10, seed=0)
+                       num_samples=num_samples, max_new_tokens=10, seed=0)
     samples = [Sample(g.prompt_ids, g.completion_ids, g.logprobs, "manage", 0, False, advantage=float(i % 3 - 1))
                for i, g in enumerate(group for prompt in generations(rollout) for group in prompt)]
+    return backbone, model, samples
+
+
+@pytest.mark.parametrize("num_minibatches", [1, 2])
+def test_the_first_minibatch_takes_its_old_logprobs_from_its_own_training_pass(monkeypatch, num_minibatches):
+    """With recomputed old log-probs (bf16), the first minibatch of the first epoch is not
+    recomputed beforehand: its first training pass, taken before any optimizer step, gives
+    them (one no-grad pass fewer). They match a no-grad recomputation up to bf16 rounding, and
+    the second epoch still measures its ratio against them."""
+    import agents.generation as G
+
+    backbone, model, samples = _random_lora_batch(torch.bfloat16, 4)
     pad = backbone.tokenizer.pad_token_id
     batch = collate(samples, pad, "cpu")
     with torch.no_grad():  # what a separate recomputation would give
@@ -233,25 +241,12 @@ def test_shared_prompts_make_the_same_update_as_full_passes():
     fp32 rounding, on a batch whose minibatches mix prompts and whose micro-batches split a
     prompt's samples. auto turns it on for models that are not fp32."""
     from agents.backbone import tiny_backbone
-    from agents.generation import generate
     from agents.lora import add_lora
-    from agents.sampler import generations
     from algos.update import share_prompts
 
     results = []
     for share in ("never", "always"):
-        backbone = tiny_backbone(0)
-        model = add_lora(backbone)
-        model.eval()
-        with torch.no_grad():
-            gen = torch.Generator().manual_seed(1)
-            for p in model.parameters():
-                if p.requires_grad:
-                    p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-        rollout = generate(model, backbone.tokenizer, ["<|im_start|>user\nhi<|im_end|>\n", "Lyon is in France."],
-                           num_samples=5, max_new_tokens=10, seed=0)
-        samples = [Sample(g.prompt_ids, g.completion_ids, g.logprobs, "manage", 0, False, advantage=float(i % 3 - 1))
-                   for i, g in enumerate(group for prompt in generations(rollout) for group in prompt)]
+        backbone, model, samples = _random_lora_batch(torch.float32, 5)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
         config = UpdateConfig(ppo_epochs=2, num_minibatches=2, micro_batch_size=3, kl_coef=0.1, share_prompts=share)
         assert share_prompts(model, config) is (share == "always")
