@@ -30,9 +30,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import shlex
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -284,7 +287,9 @@ def save_adapter(model: torch.nn.Module, path: str | Path, adapter_name: str, *,
     and its shape; see :func:`base_model_record`) and, when given, the settings the adapter
     was trained with (``prompt_style``, ``max_prompt_tokens``, ``max_new_tokens`` of the
     roles it serves, ``distill``): an :class:`agents.llm_agent.LLMAgent` loading it serves
-    it the same way by default.
+    it the same way by default. It also records the command of the process that saved it
+    (:func:`process_command`) and when, so that whoever reads a result made with the adapter
+    can rebuild it.
     """
     if adapter_name not in adapter_names(model):
         raise ValueError(f"model has no adapter {adapter_name!r}; it has {adapter_names(model)}")
@@ -298,9 +303,21 @@ def save_adapter(model: torch.nn.Module, path: str | Path, adapter_name: str, *,
     settings = {"prompt_style": prompt_style, "max_prompt_tokens": max_prompt_tokens,
                 "max_new_tokens": max_new_tokens, "distill": distill}
     meta = {"adapter_name": adapter_name, "base_model": base_model_record(model, base_model),
-            **{k: v for k, v in settings.items() if v is not None}}
+            **{k: v for k, v in settings.items() if v is not None}, "command": process_command(),
+            "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     (path / ADAPTER_META).write_text(json.dumps(meta) + "\n")
     return path
+
+
+def process_command() -> str:
+    """How this process was started, as a command to type: ``python -m <module> <args>`` when
+    it was run as a module, else ``python <argv>``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = getattr(spec, "name", None)
+    if name:
+        name = name.removesuffix(".__main__")
+        return "python -m " + shlex.join([name, *sys.argv[1:]])
+    return "python " + shlex.join(sys.argv)
 
 
 def saved_adapter_info(path: str | Path) -> dict:

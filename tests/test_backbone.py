@@ -15,6 +15,9 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _logits(backbone, text="Hello, memory!"):
+    """The model's logits through SDPA, whichever attention the loader chose: equal weights give
+    equal logits (the CPU attention's own rounding is tested in test_attention.py)."""
+    backbone.model.set_attn_implementation("sdpa")
     ids = backbone.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         return backbone.model(input_ids=ids.to(backbone.device)).logits

@@ -554,3 +554,30 @@ def test_hard_worlds_separate_the_oracle_from_add_all(tmp_path):
     assert "hard synthetic worlds, 4 sessions" in md
     asked = {p["question_id"] for p in rows["oracle + scripted"]["predictions"]}
     assert asked == {q.qid for w in (0, 1, 2) for q in generate_world(w, 4, "hard").questions}
+
+
+def test_the_results_name_each_adapter_and_the_command_that_made_it(tmp_path, monkeypatch):
+    """Rows that load an adapter list it under the table with the command its save recorded;
+    an adapter that recorded none (plain peft, or saved before adapters recorded it) says so."""
+    import sys
+    import types
+
+    from agents import backbone as bb
+    from agents import lora
+
+    main = types.ModuleType("__main__")
+    main.__spec__ = types.SimpleNamespace(name="algos.memory_r1")
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    monkeypatch.setattr(sys, "argv", ["memory_r1.py", "--mode", "answer", "--output-dir", "runs/r1"])
+    model = lora.add_lora(bb.tiny_backbone(), r=2, names=["answer"])
+    made = lora.save_adapter(model, tmp_path / "answer", "answer")
+    older = lora.save_adapter(model, tmp_path / "older", "answer")
+    meta = json.loads((older / lora.ADAPTER_META).read_text())
+    (older / lora.ADAPTER_META).write_text(json.dumps({k: v for k, v in meta.items() if k not in ("command", "saved")}))
+    monkeypatch.undo()
+    rows = [f"oracle+llm:tiny:{made}", f"noop+llm:tiny:{older}", f"add-all+llm:tiny:{made}"]
+    results, md, _ = run(tmp_path, "--worlds", "0", "--num-sessions", "2", "--max-questions", "1", "--rows", *rows)
+    assert [a["path"] for a in results["adapters"]] == [str(made), str(older)]  # each adapter once
+    assert f"- Adapter `{made}`: made by `python -m algos.memory_r1 --mode answer --output-dir runs/r1`, saved " in md
+    assert f"- Adapter `{older}`: it records no command" in md
+    assert json.loads((tmp_path / "lb.json").read_text())["adapters"] == results["adapters"]

@@ -138,3 +138,24 @@ def test_snapshot_reference_is_a_frozen_copy_of_the_adapter_that_the_reference_p
     assert torch.allclose(logp("reference-policy"), at_snapshot)  # the reference stays
     snapshot_reference(model, ["policy"])  # the next stage's start
     assert torch.allclose(logp("reference-policy"), logp("policy"))
+
+
+def test_save_adapter_records_the_command_that_made_it(tmp_path, monkeypatch):
+    """The command of the saving process, as one would type it (``python -m module args``),
+    and when it was saved: a result made with the adapter can name how to rebuild it."""
+    import sys
+    import types
+
+    main = types.ModuleType("__main__")
+    main.__spec__ = types.SimpleNamespace(name="algos.memory_r1")
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    monkeypatch.setattr(sys, "argv", ["/x/algos/memory_r1.py", "--mode", "answer", "--output-dir", "runs/a b"])
+    assert lora.process_command() == "python -m algos.memory_r1 --mode answer --output-dir 'runs/a b'"
+    info = lora.saved_adapter_info(trained_adapter(tmp_path / "adapter"))
+    assert info["command"] == "python -m algos.memory_r1 --mode answer --output-dir 'runs/a b'"
+    assert info["saved"][:4].isdigit() and "T" in info["saved"]
+    main.__spec__ = types.SimpleNamespace(name="benchmarks.leaderboard.__main__")  # python -m benchmarks.leaderboard
+    assert lora.process_command().startswith("python -m benchmarks.leaderboard --mode")
+    main.__spec__ = None  # a script
+    monkeypatch.setattr(sys, "argv", ["train.py", "--fast"])
+    assert lora.process_command() == "python train.py --fast"

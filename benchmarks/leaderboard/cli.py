@@ -60,7 +60,7 @@ from benchmarks.leaderboard.judge import (DEFAULT_JUDGE_MAX_NEW_TOKENS, JUDGE_CO
                                           judge_generator)
 from benchmarks.leaderboard.render import machine_info, print_table, to_markdown
 from benchmarks.leaderboard.rows import (DEFAULT_LLM, EVAL_SEED_LIMIT, SCRIPTED_ANSWERER, AgentPool, RowSpec,
-                                         check_rows, parse_row, parse_worlds)
+                                         adapter_records, check_rows, parse_row, parse_worlds)
 
 PROG = "python -m benchmarks.leaderboard"
 SOURCES = ("synthetic", "locomo", "longmemeval")
@@ -313,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "settings": settings,
         "metric_rules": metric_rules(config.locomo_metrics, judge is not None),
         "judge_controls": judge_controls,
+        "adapters": adapter_records(rows),
         "rows": results_rows,
     }
     md_path, json_path = write_results(results, args)

@@ -109,10 +109,20 @@ def settings_lines(results: dict[str, Any]) -> list[str]:
         + ("; invalid mem actions: extract/manage actions the environment rejected (they change nothing)."
            if any(row.get("invalid_memory_actions") for row in results["rows"]) else "."),
     ]
+    lines += [_adapter_line(record) for record in results.get("adapters") or []]
     if s["source"] == "synthetic":
         lines.append("- The `scripted` answerer reads only the synthetic worlds' canonical fact sentences; with raw "
                      "turns or free-form facts (rag-turns, add-only, full-context) it can only answer `unknown`.")
     return lines
+
+
+def _adapter_line(record: dict[str, Any]) -> str:
+    """Where a row's adapter came from: the command that saved it, as it recorded."""
+    if not record["commands"]:
+        return (f"- Adapter `{record['path']}`: it records no command (saved before adapters recorded theirs, "
+                "or by plain peft).")
+    made = "; ".join(f"`{c}`" for c in record["commands"])
+    return f"- Adapter `{record['path']}`: made by {made}" + (f", saved {record['saved']}." if record["saved"] else ".")
 
 
 def _scores_line(results: dict[str, Any]) -> str:

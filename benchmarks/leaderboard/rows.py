@@ -150,3 +150,28 @@ class AgentPool:
             self._agents[spec] = ScriptedAnswerer() if spec == SCRIPTED_ANSWERER else make_agent(spec)
             _limit_torch_threads(self.torch_threads, spec)
         return self._agents[spec]
+
+
+def adapter_records(rows: Sequence[RowSpec]) -> list[dict[str, Any]]:
+    """Every LoRA adapter the rows' ``llm:`` agents load (strategy or answerer), once each, with
+    what it recorded when saved (:func:`agents.lora.save_adapter`): the command that made it
+    and when (None where it recorded none: adapters saved before it did, or by plain peft)."""
+    from agents.llm_agent import SPEC_PREFIX, parse_spec
+    from agents.lora import find_adapters, saved_adapter_info
+
+    records: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        for spec in (row.strategy, row.answerer):
+            if not spec.startswith(SPEC_PREFIX):
+                continue
+            adapter = parse_spec(spec)[1]
+            if adapter is None or adapter in records:
+                continue
+            try:
+                infos = [saved_adapter_info(sub) for sub in find_adapters(adapter).values()]
+            except (FileNotFoundError, ValueError):
+                infos = []
+            commands = list(dict.fromkeys(i["command"] for i in infos if i.get("command")))
+            saved = sorted(i["saved"] for i in infos if i.get("saved"))
+            records[adapter] = {"path": adapter, "commands": commands, "saved": saved[-1] if saved else None}
+    return list(records.values())
