@@ -188,8 +188,9 @@ def policy_and_values(model, value_head, batch: dict[str, torch.Tensor], *, temp
 
 
 def _prepare(model, samples: Sequence[Sample], config: UpdateConfig, pad_id: int, value_head,
-             share: bool = False, from_training: frozenset[int] = frozenset()) -> list[float]:
-    """Reference log-probs, the old log-probs when recomputed, and (with a value head) values
+             share: bool = False, recompute: bool = False,
+             from_training: frozenset[int] = frozenset()) -> list[float]:
+    """Reference log-probs, the old log-probs when ``recompute``, and (with a value head) values
     and ``A = r - V`` for every sample; returns the sampler-trainer gaps of the recomputed
     tokens. ``share``: compute repeated prompts once, as the update's training passes do.
     ``from_training``: ``id()`` of the samples whose old log-probs the update's first training
@@ -199,7 +200,6 @@ def _prepare(model, samples: Sequence[Sample], config: UpdateConfig, pad_id: int
     from algos.value import outcome_advantages, whiten
 
     device = next(model.parameters()).device
-    recompute = recompute_old_logprobs(model, config)
     if share:  # as the training passes compute them, so that recomputed old log-probs round alike
         samples = by_prompt(samples)
     gaps: list[float] = []
@@ -329,7 +329,7 @@ def ppo_update(model, samples: Sequence[Sample], optimizer, config: UpdateConfig
         if recompute and first_order is not None else set()
     gaps: list[float] = []
     if samples:
-        gaps = _prepare(model, samples, config, pad_id, value_head, share, frozenset(fold))
+        gaps = _prepare(model, samples, config, pad_id, value_head, share, recompute, frozenset(fold))
     for epoch in range(config.ppo_epochs):
         order = first_order if epoch == 0 else rng.permutation(len(samples))
         for chunk in np.array_split(order, config.num_minibatches):

@@ -118,10 +118,13 @@ def answer_figures(row: dict[str, Any]) -> dict[str, Any]:
     return {"seconds_per_question": row["answer_seconds_per_question"], "f1": overall.get("f1", row.get("f1"))}
 
 
-def _f1_line(label: str, pair: dict[str, Any]) -> str:
-    """A table row of the before and after answer F1 (in percent; - where a row has none)."""
-    f1 = [pair[side]["f1"] for side in ("before", "after")]
-    return f"| {label} | " + " | ".join("-" if v is None else f"{100 * v:.1f}" for v in f1) + " | |"
+def _answer_lines(seconds_label: str, f1_label: str, pair: dict[str, Any]) -> list[str]:
+    """The table rows of one before/after pair of leaderboard runs: seconds per question with the
+    speed-up, then answer F1 (in percent; - where a run has none)."""
+    before, after = pair["before"], pair["after"]
+    f1 = ["-" if r["f1"] is None else f"{100 * r['f1']:.1f}" for r in (before, after)]
+    return [f"| {seconds_label} | {before['seconds_per_question']:.2f} | {after['seconds_per_question']:.2f} | "
+            f"{pair['speedup']:.1f}x |", f"| {f1_label} | {f1[0]} | {f1[1]} | |"]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -172,16 +175,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         lines.append(f"| the same update, generated tokens per second (tokens) | {r['before']['tokens_per_s']:.1f} "
                      f"({r['before']['generated_tokens']}) | {r['after']['tokens_per_s']:.1f} "
                      f"({r['after']['generated_tokens']}) | {r['after']['tokens_per_s'] / r['before']['tokens_per_s']:.1f}x |")
-    r = result["locomo_answers"]
-    lines.append(f"| LoCoMo leaderboard, SmolLM2 answers (s per question) | {r['before']['seconds_per_question']:.2f} | "
-                 f"{r['after']['seconds_per_question']:.2f} | {r['speedup']:.1f}x |")
-    lines.append(_f1_line("the same questions, answer F1", r))
+    lines += _answer_lines("LoCoMo leaderboard, SmolLM2 answers (s per question)", "the same questions, answer F1",
+                           result["locomo_answers"])
     if "locomo_answers_unconstrained" in result:
-        r = result["locomo_answers_unconstrained"]
-        lines.append(f"| the same, today's answers without the answer grammar (s per question) | "
-                     f"{r['before']['seconds_per_question']:.2f} | {r['after']['seconds_per_question']:.2f} | "
-                     f"{r['speedup']:.1f}x |")
-        lines.append(_f1_line("the same questions without the grammar, answer F1", r))
+        lines += _answer_lines("the same, today's answers without the answer grammar (s per question)",
+                               "the same questions without the grammar, answer F1",
+                               result["locomo_answers_unconstrained"])
     before_text = (f"the library at `{args.before_revision}` ({result['before_commit'][:10]}) with its own defaults"
                    if args.before_revision else "today's code with fp32 weights and sampled old log-probs (trainer); "
                    "fp32, one thread, 4 questions per call (leaderboard)")
