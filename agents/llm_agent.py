@@ -3,7 +3,9 @@
 ``LLMAgent.from_spec("smollm2-135m")`` (or ``"llm:smollm2-135m"``, ``"tiny"``,
 ``"/path/to/hf_dir:/path/to/adapter"``) builds the agent the registry names ``llm:...``;
 a trailing ``?constrained=false`` samples freely instead of under each observation's grammar
-(:mod:`agents.constrained`, on by default: only well-formed actions over the ids shown).
+(:mod:`agents.constrained`, on by default: only well-formed actions over the ids shown);
+``?prompt_style=compact&max_prompt_tokens=2048&max_new_tokens=128`` sets those settings
+(see :func:`split_spec_options`).
 Each observation is rendered into its role's prompt (:mod:`agents.prompts`), prompts of
 one role are generated together (:func:`agents.generation.generate`) with that role's
 adapter (:func:`agents.lora.role_adapter`), and answer outputs are reduced to the short
@@ -79,20 +81,61 @@ def adapter_settings(path: str | Path, adapter_name: str | None = None) -> dict:
     return out
 
 
-CONSTRAINED_OPTION = "?constrained="
+SPEC_OPTIONS = "?"  # "<spec>?key=value&key=value"
 _BOOLEANS = {"true": True, "1": True, "on": True, "yes": True, "false": False, "0": False, "off": False, "no": False}
 
 
+def _bool_option(value: str) -> bool:
+    if value.lower() not in _BOOLEANS:
+        raise ValueError(f"must be true or false, got {value!r}")
+    return _BOOLEANS[value.lower()]
+
+
+def _positive_int_option(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+def _style_option(value: str) -> str:
+    if value not in (AUTO_STYLE, *STYLES):
+        raise ValueError(f"must be one of {', '.join((AUTO_STYLE, *STYLES))}, got {value!r}")
+    return value
+
+
+def _tokens_option(value: str) -> dict[str, int]:
+    return dict.fromkeys(ROLES, _positive_int_option(value))
+
+
+# The LLMAgent settings a spec may set after "?": key -> (parser, LLMAgent keyword).
+SPEC_OPTION_PARSERS = {"constrained": _bool_option, "prompt_style": _style_option,
+                       "max_prompt_tokens": _positive_int_option, "max_new_tokens": _tokens_option}
+
+
 def split_spec_options(spec: str) -> tuple[str, dict]:
-    """``"<spec>?constrained=<bool>"`` -> (``"<spec>"``, ``{"constrained": bool}``); ({} without it)."""
+    """``"<spec>?key=value&key=value"`` -> (``"<spec>"``, LLMAgent keyword arguments); ({} without ``?``).
+
+    Keys: ``constrained`` (true / false), ``prompt_style`` (auto / default / compact),
+    ``max_prompt_tokens`` and ``max_new_tokens`` (whole numbers; ``max_new_tokens`` sets
+    every role's budget). ``ValueError`` naming the key for an unknown key or a bad value."""
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a string, got {type(spec).__name__}")
-    head, sep, value = spec.rpartition(CONSTRAINED_OPTION)
+    head, sep, tail = spec.rpartition(SPEC_OPTIONS)
     if not sep:
         return spec, {}
-    if value.strip().lower() not in _BOOLEANS:
-        raise ValueError(f"agent spec {spec!r}: constrained must be true or false, got {value!r}")
-    return head, {"constrained": _BOOLEANS[value.strip().lower()]}
+    options: dict = {}
+    for part in tail.split("&"):
+        key, eq, value = (text.strip() for text in part.partition("="))
+        if key not in SPEC_OPTION_PARSERS:
+            raise ValueError(f"agent spec {spec!r}: unknown option {key!r}; options are "
+                             f"{', '.join(SPEC_OPTION_PARSERS)} (as ?key=value&key=value)")
+        if not eq or key in options:
+            raise ValueError(f"agent spec {spec!r}: option {key!r} needs one value, as {key}=VALUE")
+        try:
+            options[key] = SPEC_OPTION_PARSERS[key](value)
+        except ValueError as error:
+            raise ValueError(f"agent spec {spec!r}: {key} {error}") from None
+    return head, options
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -196,8 +239,8 @@ class LLMAgent:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
     ) -> LLMAgent:
-        """Build from ``"[llm:]<model alias or path>[:<adapter dir>][?constrained=false]"`` with
-        default settings."""
+        """Build from ``"[llm:]<model alias or path>[:<adapter dir>][?key=value&...]"``: default
+        settings, except those the options after ``?`` set (:func:`split_spec_options`)."""
         model, adapter = parse_spec(spec)
         _, options = split_spec_options(spec)
         return cls(load_backbone(model, device=device, dtype=dtype), adapter_path=adapter, **options)

@@ -581,3 +581,17 @@ def test_the_results_name_each_adapter_and_the_command_that_made_it(tmp_path, mo
     assert f"- Adapter `{made}`: made by `python -m algos.memory_r1 --mode answer --output-dir runs/r1`, saved " in md
     assert f"- Adapter `{older}`: it records no command" in md
     assert json.loads((tmp_path / "lb.json").read_text())["adapters"] == results["adapters"]
+
+
+@pytest.mark.parametrize("spec, tiny", [("llm:tiny", True), ("llm:tiny?constrained=false", True),
+                                        ("by-role:extract=oracle,manage=llm:tiny?max_new_tokens=4", True),
+                                        ("llm:smollm2-135m?prompt_style=compact", False)])
+def test_the_tiny_model_gets_one_thread_whatever_options_its_spec_carries(monkeypatch, spec, tiny):
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr("algos.build.default_threads", lambda name: 1 if name == "tiny" else 7)
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    lb_rows._limit_torch_threads(None, spec)
+    assert calls == [1 if tiny else 7] and torch.get_num_threads() == threads

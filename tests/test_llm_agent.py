@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from agents.backbone import tiny_backbone
-from agents.llm_agent import LLMAgent, parse_spec
+from agents.llm_agent import LLMAgent, parse_spec, split_spec_options
 from agents.lora import add_lora, adapter_parameters, save_adapter
 from agents.prompts import parse_answer
 
@@ -204,3 +204,38 @@ def test_plays_memory_session_episode_steps():
         if terminated or truncated:
             break
     assert roles[:2] == ["extract", "manage"]
+
+
+def test_spec_options_set_the_agents_settings(tmp_path):
+    head, options = split_spec_options("llm:smollm2-135m:runs/x/adapter?prompt_style=compact&max_prompt_tokens=2048"
+                                       "&max_new_tokens=128&constrained=off")
+    assert head == "llm:smollm2-135m:runs/x/adapter"
+    assert options == {"prompt_style": "compact", "max_prompt_tokens": 2048, "constrained": False,
+                       "max_new_tokens": {"extract": 128, "manage": 128, "answer": 128}}
+    assert split_spec_options("llm:tiny") == ("llm:tiny", {})
+    assert parse_spec("llm:tiny:/a/b?max_prompt_tokens=9") == ("tiny", "/a/b")
+    # An adapter records its training settings; options override them, others stay as recorded.
+    model = add_lora(tiny_backbone(), r=4)
+    save_adapter(model, tmp_path / "adapter", "policy", prompt_style="compact", max_prompt_tokens=300,
+                 max_new_tokens=40)
+    recorded = LLMAgent.from_spec(f"llm:tiny:{tmp_path / 'adapter'}")
+    changed = LLMAgent.from_spec(f"llm:tiny:{tmp_path / 'adapter'}?max_prompt_tokens=900&prompt_style=default")
+    assert (recorded.max_prompt_tokens, recorded.prompt_style) == (300, "compact")
+    assert (changed.max_prompt_tokens, changed.prompt_style) == (900, "default")
+    assert changed.max_new_tokens == recorded.max_new_tokens and changed.constrained
+    budget = LLMAgent.from_spec("llm:tiny?max_new_tokens=5&prompt_style=compact")
+    assert budget.max_new_tokens == {"extract": 5, "manage": 5, "answer": 5} and budget.prompt_style == "compact"
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("llm:tiny?temperature=1", "unknown option 'temperature'"),
+    ("llm:tiny?max_prompt_tokens=0", "max_prompt_tokens must be a whole number >= 1"),
+    ("llm:tiny?max_new_tokens=lots", "max_new_tokens must be a whole number >= 1"),
+    ("llm:tiny?prompt_style=verbose", "prompt_style must be one of"),
+    ("llm:tiny?constrained=maybe", "constrained must be true or false"),
+    ("llm:tiny?constrained", "option 'constrained' needs one value"),
+    ("llm:tiny?constrained=1&constrained=0", "option 'constrained' needs one value"),
+])
+def test_bad_spec_options_are_one_line_errors_naming_the_option(spec, words):
+    with pytest.raises(ValueError, match=words.replace("(", r"\(")):
+        LLMAgent.from_spec(spec)

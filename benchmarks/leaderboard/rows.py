@@ -132,7 +132,7 @@ def _limit_torch_threads(threads: int | None, spec: str) -> None:
     if "torch" in sys.modules:
         from algos.build import default_threads
 
-        tiny = "tiny" in spec.replace("=", ":").replace(",", ":").split(":")
+        tiny = "tiny" in re.split(r"[:=,?&]", spec)  # any part of the spec, options after '?' included
         sys.modules["torch"].set_num_threads(threads or default_threads("tiny" if tiny else spec))
 
 
