@@ -575,9 +575,11 @@ def test_the_results_name_each_adapter_and_the_command_that_made_it(tmp_path, mo
     meta = json.loads((older / lora.ADAPTER_META).read_text())
     (older / lora.ADAPTER_META).write_text(json.dumps({k: v for k, v in meta.items() if k not in ("command", "saved")}))
     monkeypatch.undo()
-    rows = [f"oracle+llm:tiny:{made}", f"noop+llm:tiny:{older}", f"add-all+llm:tiny:{made}"]
+    manager = lora.save_adapter(lora.add_lora(bb.tiny_backbone(), r=2), tmp_path / "manager", "policy")
+    rows = [f"oracle+llm:tiny:{made}", f"noop+llm:tiny:{older}", f"add-all+llm:tiny:{made}",
+            f"by-role:extract=oracle,manage=llm:tiny:{manager}?max_new_tokens=8+llm:tiny:{made}"]
     results, md, _ = run(tmp_path, "--worlds", "0", "--num-sessions", "2", "--max-questions", "1", "--rows", *rows)
-    assert [a["path"] for a in results["adapters"]] == [str(made), str(older)]  # each adapter once
+    assert [a["path"] for a in results["adapters"]] == [str(made), str(older), str(manager)]  # each adapter once
     assert f"- Adapter `{made}`: made by `python -m algos.memory_r1 --mode answer --output-dir runs/r1`, saved " in md
     assert f"- Adapter `{older}`: it records no command" in md
     assert json.loads((tmp_path / "lb.json").read_text())["adapters"] == results["adapters"]

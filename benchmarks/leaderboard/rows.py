@@ -79,6 +79,13 @@ def _agent_name(spec: str) -> str:
     return spec.partition(":")[0]
 
 
+def _leaf_specs(spec: str) -> list[str]:
+    """Every agent spec inside ``spec``: the parts of a ``by-role:`` spec (opened up in turn),
+    or ``spec`` itself."""
+    name, _, arg = spec.partition(":")
+    return [leaf for part in parse_by_role(arg).values() for leaf in _leaf_specs(part)] if name == BY_ROLE else [spec]
+
+
 def _role_specs(spec: str, roles: Sequence[str]) -> list[str]:
     """The agent specs that play ``roles`` for ``spec`` (a ``by-role:`` spec is opened up,
     every other spec plays every role itself)."""
@@ -153,7 +160,8 @@ class AgentPool:
 
 
 def adapter_records(rows: Sequence[RowSpec]) -> list[dict[str, Any]]:
-    """Every LoRA adapter the rows' ``llm:`` agents load (strategy or answerer), once each, with
+    """Every LoRA adapter the rows' ``llm:`` agents load (strategy or answerer, inside
+    ``by-role:`` specs too), once each, with
     what it recorded when saved (:func:`agents.lora.save_adapter`): the command that made it
     and when (None where it recorded none: adapters saved before it did, or by plain peft)."""
     from agents.llm_agent import SPEC_PREFIX, parse_spec
@@ -161,7 +169,7 @@ def adapter_records(rows: Sequence[RowSpec]) -> list[dict[str, Any]]:
 
     records: dict[str, dict[str, Any]] = {}
     for row in rows:
-        for spec in (row.strategy, row.answerer):
+        for spec in _leaf_specs(row.strategy) + _leaf_specs(row.answerer):
             if not spec.startswith(SPEC_PREFIX):
                 continue
             adapter = parse_spec(spec)[1]
