@@ -597,3 +597,19 @@ def test_the_tiny_model_gets_one_thread_whatever_options_its_spec_carries(monkey
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
     lb_rows._limit_torch_threads(None, spec)
     assert calls == [1 if tiny else 7] and torch.get_num_threads() == threads
+
+
+def test_session_chunks_give_each_chunk_of_a_session_its_own_memory_round(tmp_path):
+    whole, _, _ = run(tmp_path, "--worlds", "0-1", "--num-sessions", "3", "--rows", "oracle+scripted", "rag-turns")
+    chunked, md, _ = run(tmp_path, "--worlds", "0-1", "--num-sessions", "3", "--rows", "oracle+scripted", "rag-turns",
+                         "--session-chunks", "2")
+    assert chunked["settings"]["session_chunks"] == 2 and whole["settings"]["session_chunks"] is None
+    for label in ("oracle + scripted", "rag-turns + scripted"):
+        before, after = by_row(whole)[label], by_row(chunked)[label]
+        assert before["memory_actions"] == 2 * 3 * 2  # 2 worlds x 3 sessions x (extract, manage)
+        assert 2 * 3 * 2 < after["memory_actions"] <= 2 * 3 * 2 * 2 and after["invalid_memory_actions"] == 0
+    # Raw turns are kept whether a session comes whole or in chunks.
+    assert by_row(chunked)["rag-turns + scripted"]["memory_tokens_mean"] == by_row(whole)["rag-turns + scripted"]["memory_tokens_mean"]
+    assert "every session in up to 2 chunks of turns, each its own extract + manage round" in md
+    with pytest.raises(SystemExit):
+        lb.main(["--session-chunks", "0", "--out", str(tmp_path / "x")])

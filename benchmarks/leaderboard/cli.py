@@ -103,6 +103,7 @@ class LeaderboardArgs:
     part: str | None = field(default=None, metadata={"help": "part of --split (LoCoMo only)", "choices": LOCOMO_PARTS})
     conversations: tuple[str, ...] | None = field(default=None, metadata={"help": "explicit conversation ids: LoCoMo sample_ids (conv-43 conv-44) or LongMemEval question_ids"})
     include_adversarial: bool = field(default=False, metadata={"help": "keep LoCoMo category 5 (adversarial) questions, left out otherwise"})
+    session_chunks: int | None = field(default=None, metadata={"help": "split every session into up to K consecutive chunks of turns, each its own extract + manage round (the official Memory-R2 protocol uses 4; none: one round per session)"})
     # rows
     rows: tuple[str, ...] | None = field(default=None, metadata={"help": "rows to evaluate, STRATEGY+ANSWERER, e.g. rag-turns+llm:smollm2-135m; a row without '+' uses --answerer; left out: "
                                                                          f"synthetic: {' '.join(DEFAULT_SYNTHETIC_ROWS)}; others: {' '.join(DEFAULT_DATA_ROWS)}"})
@@ -143,7 +144,7 @@ class LeaderboardArgs:
             self.worlds = (DEFAULT_WORLDS,) if self.worlds is None else self.worlds
         if self.judge is not None and self.judge_max_new_tokens is None:
             self.judge_max_new_tokens = DEFAULT_JUDGE_MAX_NEW_TOKENS
-        for name in ("num_sessions", "judge_max_new_tokens", "max_questions"):
+        for name in ("num_sessions", "judge_max_new_tokens", "max_questions", "session_chunks"):
             check_range(name, getattr(self, name), low=1, allow_none=True)
         check_range("torch_threads", self.torch_threads, low=1, allow_none=True)
         for name in ("batch_size",):
@@ -191,7 +192,7 @@ def build_config(args: LeaderboardArgs) -> tuple[EvalConfig, dict[str, Any]]:
     settings: dict[str, Any] = {"source": args.source, "qa_schedule": QA_SCHEDULE, "max_questions": args.max_questions,
                                 "context_tokens": args.context_tokens, "answer_top_k": args.answer_top_k,
                                 "judge": args.judge, "locomo_metrics": args.source == "locomo",
-                                "save_predictions": args.save_predictions}
+                                "save_predictions": args.save_predictions, "session_chunks": args.session_chunks}
     if args.source == "synthetic":
         seeds = parse_worlds(args.worlds)
         difficulty = args.difficulty or "default"
@@ -214,11 +215,14 @@ def build_config(args: LeaderboardArgs) -> tuple[EvalConfig, dict[str, Any]]:
     if not keys:
         raise ValueError(f"the {args.source} source selected no conversations")
     settings["conversations"] = list(keys)
+    env_options = hard_env_options() if args.difficulty == "hard" else {}
+    if args.session_chunks is not None:
+        env_options["session_chunks"] = args.session_chunks
     config = EvalConfig(source=source, keys=keys, locomo_metrics=args.source == "locomo",
                         max_questions=args.max_questions, context_tokens=args.context_tokens,
                         answer_top_k=args.answer_top_k, batch_size=args.batch_size,
                         save_predictions=args.save_predictions, keep_texts=args.source == "synthetic",
-                        env_options=tuple(hard_env_options().items()) if args.difficulty == "hard" else ())
+                        env_options=tuple(env_options.items()))
     return config, settings
 
 

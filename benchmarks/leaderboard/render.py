@@ -93,7 +93,9 @@ def settings_lines(results: dict[str, Any]) -> list[str]:
            f"at most {s['max_questions']} questions per conversation, evenly spaced over its question list")
     lines = [
         f"- Data: {data}.",
-        f"- Protocol: qa_schedule=\"{QA_SCHEDULE}\" (every question after the last session, on the final memory); {cap}.",
+        f"- Protocol: qa_schedule=\"{QA_SCHEDULE}\" (every question after the last session, on the final memory); {cap}"
+        + (f"; every session in up to {s['session_chunks']} chunks of turns, each its own extract + manage round."
+           if s.get("session_chunks") else "."),
         f"- Answer retrieval: the environment's BM25, top {s['answer_top_k']} memories per speaker. "
         f"`full-context` rows read the most recent {s['context_tokens']} whitespace tokens of the transcript instead.",
         _scores_line(results)
