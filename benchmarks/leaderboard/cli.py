@@ -103,7 +103,7 @@ class LeaderboardArgs:
     part: str | None = field(default=None, metadata={"help": "part of --split (LoCoMo only)", "choices": LOCOMO_PARTS})
     conversations: tuple[str, ...] | None = field(default=None, metadata={"help": "explicit conversation ids: LoCoMo sample_ids (conv-43 conv-44) or LongMemEval question_ids"})
     include_adversarial: bool = field(default=False, metadata={"help": "keep LoCoMo category 5 (adversarial) questions, left out otherwise"})
-    session_chunks: int | None = field(default=None, metadata={"help": "split every session into up to K consecutive chunks of turns, each its own extract + manage round (the official Memory-R2 protocol uses 4; none: one round per session)"})
+    session_chunks: int | None = field(default=None, metadata={"help": "split every session into up to K consecutive chunks of turns, each its own extract + manage round (the official Memory-R2 code splits sessions into 4-6 rounds; none: one round per session)"})
     # rows
     rows: tuple[str, ...] | None = field(default=None, metadata={"help": "rows to evaluate, STRATEGY+ANSWERER, e.g. rag-turns+llm:smollm2-135m; a row without '+' uses --answerer; left out: "
                                                                          f"synthetic: {' '.join(DEFAULT_SYNTHETIC_ROWS)}; others: {' '.join(DEFAULT_DATA_ROWS)}"})
