@@ -107,7 +107,7 @@ def _tokens_option(value: str) -> dict[str, int]:
     return dict.fromkeys(ROLES, _positive_int_option(value))
 
 
-# The LLMAgent settings a spec may set after "?": key -> (parser, LLMAgent keyword).
+# The LLMAgent keyword arguments a spec may set after "?", each with the parser of its text value.
 SPEC_OPTION_PARSERS = {"constrained": _bool_option, "prompt_style": _style_option,
                        "max_prompt_tokens": _positive_int_option, "max_new_tokens": _tokens_option}
 
