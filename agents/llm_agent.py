@@ -241,8 +241,8 @@ class LLMAgent:
     ) -> LLMAgent:
         """Build from ``"[llm:]<model alias or path>[:<adapter dir>][?key=value&...]"``: default
         settings, except those the options after ``?`` set (:func:`split_spec_options`)."""
-        model, adapter = parse_spec(spec)
-        _, options = split_spec_options(spec)
+        head, options = split_spec_options(spec)
+        model, adapter = parse_spec(head)
         return cls(load_backbone(model, device=device, dtype=dtype), adapter_path=adapter, **options)
 
     @property
