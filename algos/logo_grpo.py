@@ -186,8 +186,17 @@ def collect_options(args: Args) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- environments
+def takes_num_sessions(source: Any) -> bool:
+    """Whether a conversation source is built with ``num_sessions`` (synthetic worlds' length,
+    LoCoMo's first sessions), so that the curriculum's stages set it."""
+    import inspect
+
+    return "num_sessions" in inspect.signature(type(source).__init__).parameters
+
+
 def make_env_factory(args: Args, num_sessions: int):
-    """A factory of the training environment at ``num_sessions`` (synthetic worlds), and one instance."""
+    """A factory of the training environment at ``num_sessions`` sessions per conversation
+    (synthetic worlds of that length; LoCoMo's first ``num_sessions`` sessions), and one instance."""
     import gymnasium as gym
 
     import memenv  # noqa: F401
@@ -199,7 +208,7 @@ def make_env_factory(args: Args, num_sessions: int):
     except (TypeError, ValueError) as err:
         raise UserError(f"--env {args.env} --env-kwargs {args.env_kwargs}: {err}".splitlines()[0]) from None
     source = getattr(probe.unwrapped, "source", None)
-    if source is not None and type(source).__name__ == "SyntheticSource":
+    if source is not None and takes_num_sessions(source):
         kwargs["num_sessions"] = num_sessions
 
     def make():

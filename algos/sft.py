@@ -6,7 +6,15 @@ agent; any agent's trajectories work the same (``record_demonstrations(agent=...
 Training is next-token cross-entropy on the action tokens only, through the same role
 prompts the RL policy uses, into the same LoRA adapter.
 
+A *teacher* can be any registered agent (``--teacher``), and the demonstrations can come
+from LoCoMo's real dialogue (``--source locomo``): e.g. the rule-based ``add-only`` memory's
+facts and ADDs on the Memory-R2 training conversations, beside the oracle's gold facts and
+operations on synthetic worlds (``--synthetic-worlds``), so that RL on real dialogue starts
+about where the rule-based memory stands:
+
     python -m algos.sft --env MemorySession-v0 --model tiny --steps 200 --output-dir runs/sft
+    python -m algos.sft --teacher add-only --source locomo --data-path locomo10.json \
+        --split memory-r2 --part train --synthetic-worlds 8 --model smollm2-135m --output-dir runs/sft_locomo
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import numpy as np
 import torch
 
 from agents.backbone import mixed_precision
-from algos.cli import parse_args, progress_bar, run_main
+from algos.cli import check_agent_name, check_json_object, parse_args, progress_bar, run_main
 from memenv.constants import TRAIN_SEED_OFFSET
 
 PROG = "python -m algos.sft"
@@ -187,10 +195,20 @@ def sft_progress(steps: int, description: str = "SFT", *, console=None,
         yield on_step
 
 
+SOURCES = ("synthetic", "locomo")
+
+
 @dataclass
 class SFTArgs:
     env: str = field(default="MemorySession-v0", metadata={"help": "MemorySession environment id whose gold annotations give the demonstrations"})
-    num_sessions: int | None = field(default=None, metadata={"help": "sessions per synthetic world (none: the env's default)"})
+    teacher: str = field(default="oracle", metadata={"help": "the agent whose extract/manage actions are imitated (a registry name, e.g. 'oracle' -- synthetic worlds' gold facts and operations -- or 'add-only', 'rag-turns', 'llm:...')"})
+    source: str = field(default="synthetic", metadata={"help": "where the teacher plays: 'synthetic' worlds or 'locomo' conversations (needs --data-path)", "choices": list(SOURCES)})
+    data_path: str | None = field(default=None, metadata={"help": "LoCoMo file (locomo10.json) for --source locomo"})
+    split: str | None = field(default="memory-r2", metadata={"help": "--source locomo: the split preset whose --part is played"})
+    part: str | None = field(default="train", metadata={"help": "--source locomo: the part of --split (train, val, test)"})
+    synthetic_worlds: int = field(default=0, metadata={"help": "--source locomo: also imitate the oracle on this many synthetic training worlds (0: none)"})
+    env_kwargs: str = field(default="{}", metadata={"help": "JSON object of further environment options, e.g. '{\"session_chunks\": 4}'"})
+    num_sessions: int | None = field(default=None, metadata={"help": "sessions per conversation: a synthetic world's length, or LoCoMo's first N sessions (none: the env's default; all of LoCoMo's)"})
     model: str = field(default="tiny", metadata={"help": "backbone: 'tiny', 'smollm2-135m', a HF directory or a .gguf file"})
     output_dir: str | None = field(default=None, metadata={"help": "a new or empty directory for the adapter (PEFT format) and losses (none: runs/sft__<seed>__<time>)"})
     num_worlds: int = field(default=32, metadata={"help": "training worlds (seeds from the training range)"})
@@ -220,30 +238,77 @@ class SFTArgs:
         check_range("max_new_tokens", self.max_new_tokens, low=1, allow_none=True)
         check_range("learning_rate", self.learning_rate, low=0, low_open=True)
         check_range("seed", self.seed, low=0)
+        check_range("synthetic_worlds", self.synthetic_worlds, low=0)
         check_env_id(self.env)
+        check_agent_name("--teacher", self.teacher)
+        check_json_object("--env-kwargs", self.env_kwargs)
+        if self.source not in SOURCES:
+            raise ValueError(f"--source must be one of {SOURCES}, got {self.source!r}")
+        if self.source == "locomo" and not self.data_path:
+            raise ValueError("--source locomo needs --data-path (the LoCoMo json file)")
+        if self.source == "synthetic" and self.synthetic_worlds:
+            raise ValueError("--synthetic-worlds adds oracle worlds to --source locomo; with synthetic worlds use --num-worlds")
 
 
-def demonstration_env(args: SFTArgs) -> Callable[[], Any]:
-    """A factory of the demonstrations' environment; :class:`algos.run.UserError` when the id
-    is not a MemorySession environment (its observations name no role)."""
+def demonstration_env(args: SFTArgs, *, source: str | None = None) -> Callable[[], Any]:
+    """A factory of the demonstrations' environment (``source``: ``args.source`` unless given);
+    :class:`algos.run.UserError` when the id is not a MemorySession environment (its
+    observations name no role) or the data cannot be loaded."""
     import gymnasium as gym
 
     import memenv  # noqa: F401
     from algos.cli import UserError
 
-    kwargs = {} if args.num_sessions is None else {"num_sessions": args.num_sessions}
+    source = source or args.source
+    kwargs = json.loads(args.env_kwargs)
+    if args.num_sessions is not None:
+        kwargs["num_sessions"] = args.num_sessions
+    if source == "locomo":
+        kwargs.update(source="locomo", data_path=args.data_path, split=args.split, part=args.part)
 
     def make():
         return gym.make(args.env, disable_env_checker=True, **kwargs)
 
     try:
         _, info = make().reset(seed=0)
+    except FileNotFoundError as err:
+        raise UserError(f"--data-path: {err}") from None
     except (TypeError, ValueError) as err:
         raise UserError(f"--env {args.env}: {err}".splitlines()[0]) from None
     if not isinstance(info, dict) or info.get("role") not in ("extract", "manage", "answer"):
         raise UserError(f"--env {args.env} is not a MemorySession environment (its reset() info names no role); "
                         "SFT imitates the gold actions of MemorySession worlds")
     return make
+
+
+def demonstrations(args: SFTArgs) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """The (observation, action) pairs to imitate and how many came from each source.
+
+    ``--source synthetic``: the teacher on ``--num-worlds`` training worlds. ``--source
+    locomo``: the teacher on every conversation of ``--split``/``--part``, then the oracle
+    on ``--synthetic-worlds`` training worlds. A teacher that writes nothing to imitate
+    (e.g. a manager-only agent) is a one-line :class:`~algos.cli.UserError`.
+    """
+    from agents.registry import make_agent
+    from algos.cli import UserError
+
+    teacher = make_agent(args.teacher)
+    make = demonstration_env(args)
+    if args.source == "locomo":
+        keys = list(make().unwrapped.source.keys())
+    else:
+        keys = [TRAIN_SEED_OFFSET + i for i in range(args.num_worlds)]
+    pairs = record_demonstrations(make, keys, agent=teacher, roles=args.roles)
+    counts = {f"{args.teacher} on {args.source}": len(pairs)}
+    if args.source == "locomo" and args.synthetic_worlds:
+        synthetic = record_demonstrations(demonstration_env(args, source="synthetic"),
+                                          [TRAIN_SEED_OFFSET + i for i in range(args.synthetic_worlds)],
+                                          roles=args.roles)
+        counts["oracle on synthetic"] = len(synthetic)
+        pairs = pairs + synthetic
+    if not pairs:
+        raise UserError(f"--teacher {args.teacher} gave no {'/'.join(args.roles)} actions to imitate")
+    return pairs, counts
 
 
 def main(argv: Sequence[str] | None = None, *, progress: bool = True) -> Path:
@@ -253,7 +318,7 @@ def main(argv: Sequence[str] | None = None, *, progress: bool = True) -> Path:
     from algos.run import RunDir, export_adapters, run_name, seed_everything
 
     args = parse_args(SFTArgs, argv, description=__doc__, prog=PROG)
-    make = demonstration_env(args)
+    pairs, counts = demonstrations(args)
     run_dir = RunDir(args.output_dir or f"runs/{run_name('sft', args.seed)}", resume=False)
     out = run_dir.path
     run_dir.write_json("args.json", dataclasses.asdict(args))
@@ -261,13 +326,17 @@ def main(argv: Sequence[str] | None = None, *, progress: bool = True) -> Path:
     from algos.build import default_threads
 
     torch.set_num_threads(default_threads(args.model))
-    worlds = [TRAIN_SEED_OFFSET + i for i in range(args.num_worlds)]
-    pairs = record_demonstrations(make, worlds, roles=args.roles)
     backbone = load_backbone(args.model)
     targets = [*LLAMA_TARGET_MODULES, "lm_head"] if args.lora_lm_head else None
     model = add_lora(backbone, r=args.lora_r, alpha=args.lora_alpha or 2 * args.lora_r, target_modules=targets)
     model.eval()
     start = time.perf_counter()
+    from algos.cli import UserError
+
+    try:
+        encode_pairs(backbone.tokenizer, pairs, max_prompt_tokens=args.max_prompt_tokens, prompt_style=args.prompt_style)
+    except ValueError as err:
+        raise UserError(f"--max-prompt-tokens {args.max_prompt_tokens}: {err}".splitlines()[0]) from None
     with sft_progress(args.steps, enabled=progress) as on_step:
         losses = train_sft(model, backbone.tokenizer, pairs, steps=args.steps, batch_size=args.batch_size,
                            learning_rate=args.learning_rate, max_prompt_tokens=args.max_prompt_tokens,
@@ -275,9 +344,10 @@ def main(argv: Sequence[str] | None = None, *, progress: bool = True) -> Path:
                            schedule=args.schedule)
     adapter = export_adapters(model, out / "adapter", (POLICY_ADAPTER,), nested=False, prompt_style=args.prompt_style,
                               max_prompt_tokens=args.max_prompt_tokens, max_new_tokens=args.max_new_tokens)
-    run_dir.write_json("sft_losses.json", {"losses": losses, "demonstrations": len(pairs),
+    run_dir.write_json("sft_losses.json", {"losses": losses, "demonstrations": len(pairs), "by_source": counts,
                                            "seconds": time.perf_counter() - start})
-    print(f"{len(pairs)} demonstrations, loss {losses[0]:.3f} -> {losses[-1]:.3f}; adapter in {adapter}")
+    shown = ", ".join(f"{n} from {where}" for where, n in counts.items())
+    print(f"{len(pairs)} demonstrations ({shown}), loss {losses[0]:.3f} -> {losses[-1]:.3f}; adapter in {adapter}")
     run_dir.close()
     return adapter
 

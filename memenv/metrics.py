@@ -2,11 +2,12 @@
 original F1, LLM-as-a-Judge accuracy (J), and per-kind summaries for the leaderboard.
 
 ``token_f1``, ``exact_match``, ``mem0_exact_match``, ``bleu1`` (with its tokenizer
-``word_tokens``) and ``squad_f1`` (Memory-R2's training F1) are those of
-:mod:`memenv.scoring` (the environment's rewards), re-exported here: F1, BLEU-1 and
-``mem0_exact_match`` are computed as the mem0 / A-Mem evaluation code behind the Mem0,
-Memory-R1 and Memory-R2 tables computes them; ``exact_match`` is this package's rule (equal
-normalised token lists). BLEU-1 needs nltk's word tokenizer, imported on first use. ``locomo_f1`` reproduces the F1 of LoCoMo's
+``word_tokens``), ``squad_f1`` and ``squad_bleu1`` are those of :mod:`memenv.scoring` (the
+environment's rewards), re-exported here. ``token_f1``, ``bleu1`` and ``mem0_exact_match``
+are computed as the mem0 / A-Mem evaluation code behind the Mem0 and Memory-R1 tables
+computes them; ``squad_f1`` and ``squad_bleu1`` as the official Memory-R2 code computes its
+LoCoMo tables (SQuAD normalisation, averaged per conversation: ``summarize``'s
+``conversations``); ``exact_match`` is this package's rule (equal normalised token lists). BLEU-1 needs nltk's word tokenizer, imported on first use. ``locomo_f1`` reproduces the F1 of LoCoMo's
 evaluation code (snap-research/locomo, ``task_eval/evaluation.py``) and needs nltk's
 Porter stemmer (``pip install nltk``). ``judge_answers`` runs any text generator as a
 judge with a generous CORRECT / WRONG protocol; the result always names the judge.
@@ -26,6 +27,7 @@ from memenv.scoring import (
     bleu1,
     exact_match,
     mem0_exact_match,
+    squad_bleu1,
     squad_f1,
     squad_normalize,
     token_f1,
@@ -46,6 +48,9 @@ __all__ = [
     "locomo_normalize",
     "mem0_exact_match",
     "parse_judgement",
+    "paired_bootstrap",
+    "question_scores",
+    "squad_bleu1",
     "squad_f1",
     "squad_normalize",
     "summarize",
@@ -263,15 +268,25 @@ METRIC_RULES: dict[str, str] = {
     "locomo_f1": "F1 of LoCoMo's task_eval/evaluation.py: Porter-stemmed normalised tokens, "
     "multi-hop and open-domain rules by category",
     "j": "LLM-as-a-Judge accuracy, the fraction of answers the judge labels CORRECT",
+    "squad_f1": "F1 of the official Memory-R2 code (rema.py compute_f1): SQuAD normalisation (lower case, "
+    "punctuation and a/an/the removed), F1 over the token sets",
+    "squad_bleu1": "BLEU-1 of the official Memory-R2 code (rema.py compute_bleu): clipped unigram precision "
+    "over SQuAD-normalised tokens times the brevity penalty, no smoothing",
 }
+CONVERSATION_MEAN_RULE = ("by_conversation: each metric's mean over a conversation's questions, then the mean "
+                          "over conversations (the official Memory-R2 code's LoCoMo tables average per test "
+                          "conversation)")
 
 
-def _record_scores(kind: str, prediction: str, gold: str, with_locomo: bool) -> dict[str, float]:
+def question_scores(kind: str, prediction: str, gold: str, with_locomo: bool = True) -> dict[str, float]:
+    """Every metric of one answer (``locomo_f1`` only ``with_locomo``); J is added by the judge."""
     scores = {
         "f1": token_f1(prediction, gold),
         "bleu1": bleu1(prediction, gold),
         "em": exact_match(prediction, gold),
         "em_mem0": mem0_exact_match(prediction, gold),
+        "squad_f1": squad_f1(prediction, gold),
+        "squad_bleu1": squad_bleu1(prediction, gold),
     }
     if with_locomo:
         scores["locomo_f1"] = locomo_f1(prediction, gold, kind)
@@ -290,6 +305,7 @@ def summarize(
     *,
     judge_labels: Sequence[str] | None = None,
     locomo: bool = True,
+    conversations: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """Mean metrics over ``(kind, prediction, gold)`` records, overall and per kind.
 
@@ -298,7 +314,10 @@ def summarize(
     normalised token lists), ``em_mem0`` the mem0 / A-Mem rule (lower-cased string
     equality). ``judge_labels`` (CORRECT / WRONG, one per record, e.g.
     ``JudgeResult.labels``) adds J; ``locomo=False`` leaves out ``locomo_f1`` (its Porter
-    stemmer is nltk's; ``bleu1`` needs nltk's word tokenizer either way).
+    stemmer is nltk's; ``bleu1`` needs nltk's word tokenizer either way). Every record also
+    gets ``squad_f1`` and ``squad_bleu1`` (the official Memory-R2 code's metrics).
+    ``conversations`` (one id per record) adds ``"by_conversation"``: each metric averaged
+    per conversation, then over conversations, as the Memory-R2 tables average.
     """
     records = list(records)
     if not records:
@@ -315,7 +334,7 @@ def summarize(
         if not isinstance(record, (tuple, list)) or len(record) != 3:
             raise ValueError(f"record {index} should be (kind, prediction, gold), got {record!r}")
         kind, prediction, gold = record
-        scores = _record_scores(str(kind), str(prediction), str(gold), locomo)
+        scores = question_scores(str(kind), str(prediction), str(gold), locomo)
         if judge_labels is not None:
             scores["j"] = float(judge_labels[index] == CORRECT)
         rows.append((str(kind), scores))
@@ -329,4 +348,40 @@ def summarize(
     per_kind = {
         kind: mean_of([scores for k, scores in rows if k == kind]) for kind in _kind_order(k for k, _ in rows)
     }
-    return {"overall": mean_of([scores for _, scores in rows]), "per_kind": per_kind}
+    summary = {"overall": mean_of([scores for _, scores in rows]), "per_kind": per_kind}
+    if conversations is not None:
+        conversations = list(conversations)
+        if len(conversations) != len(rows):
+            raise ValueError(f"{len(conversations)} conversation ids for {len(rows)} records")
+        means = [mean_of([scores for (_, scores), c in zip(rows, conversations) if c == conv])
+                 for conv in dict.fromkeys(conversations)]
+        summary["by_conversation"] = {"count": len(means),
+                                      **{name: sum(m[name] for m in means) / len(means) for name in rows[0][1]}}
+    return summary
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, resamples: int = 10_000, confidence: float = 0.95,
+                     seed: int = 0) -> dict[str, float]:
+    """Paired bootstrap of ``mean(a) - mean(b)`` over questions (``a[i]``, ``b[i]``: two
+    systems' scores on question i): ``{"diff", "low", "high", "p_le_0", "n"}``, with the
+    percentile interval at ``confidence`` and the fraction of resamples whose difference is
+    <= 0 (a one-sided p-value for "a beats b"). Resampling draws questions with replacement,
+    the same draw for both systems, from a seeded generator."""
+    import numpy as np
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or not len(x):
+        raise ValueError(f"paired_bootstrap needs two equal-length, non-empty score lists, got {x.shape} and {y.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    d = x - y
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for start in range(0, resamples, 1000):  # bounded memory for long score lists
+        stop = min(start + 1000, resamples)
+        means[start:stop] = d[rng.integers(0, len(d), size=(stop - start, len(d)))].mean(axis=1)
+    tail = (1 - confidence) / 2
+    return {"diff": float(d.mean()), "low": float(np.quantile(means, tail)), "high": float(np.quantile(means, 1 - tail)),
+            "p_le_0": float((means <= 0).mean()), "n": int(len(d))}

@@ -17,9 +17,12 @@ report; three metrics here follow it:
 
 ``exact_match`` is this package's own rule: equal lists of ``token_f1``'s tokens, so
 "Paris." matches "paris" (mem0's rule says no) and "new york" matches "New  York".
-``squad_f1`` is the training reward of the official Memory-R2 code (``rema.py``,
-``normalize_text`` / ``compute_f1``): lowercase, every punctuation character removed,
-a/an/the removed; leaderboards keep reporting the mem0 ``token_f1``.
+``squad_f1`` and ``squad_bleu1`` are the F1 and BLEU-1 of the official Memory-R2 code
+(``rema.py``, ``normalize_text`` / ``compute_f1`` / ``compute_bleu``), its training reward
+and the metrics of its LoCoMo tables: lowercase, every punctuation character removed,
+a/an/the removed; F1 over token sets, BLEU-1 a clipped unigram precision with brevity
+penalty. Its tables average them per test conversation
+(:func:`memenv.metrics.summarize` ``conversations=``); leaderboards report both families.
 """
 
 from __future__ import annotations
@@ -135,12 +138,33 @@ def squad_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def squad_bleu1(prediction: str, gold: str) -> float:
+    """The BLEU-1 of the official Memory-R2 code's LoCoMo tables (``rema.py`` ``compute_bleu``),
+    reproduced exactly: clipped unigram precision over :func:`squad_normalize`'s words times
+    the brevity penalty ``exp(1 - len(gold) / len(prediction))`` when the prediction is
+    shorter than the gold answer. No nltk and no smoothing: an empty prediction, or an
+    empty gold answer, scores 0.
+
+    It differs from :func:`bleu1` (mem0) in its tokens: punctuation is deleted rather than
+    split off as tokens, and the articles a/an/the are dropped, so "The park." against
+    "park" is 1.0 here and 1/3 under mem0's rule.
+    """
+    pred, ref = squad_normalize(prediction).split(), squad_normalize(gold).split()
+    if not pred or not ref:
+        return 0.0
+    ref_counts = Counter(ref)
+    clipped = sum(min(c, ref_counts[w]) for w, c in Counter(pred).items())
+    brevity = 1.0 if len(pred) >= len(ref) else math.exp(1 - len(ref) / len(pred))
+    return brevity * clipped / len(pred)
+
+
 METRICS: dict[str, Callable[[str, str], float]] = {
     "f1": token_f1,
     "em": exact_match,
     "em_mem0": mem0_exact_match,
     "bleu1": bleu1,
     "squad_f1": squad_f1,
+    "squad_bleu1": squad_bleu1,
 }
 
 

@@ -349,7 +349,8 @@ def test_summarize_overall_and_per_kind():
     ]
     summary = summarize(records, judge_labels=[CORRECT, WRONG, CORRECT])
     single = summary["per_kind"]["single-hop"]
-    assert single == {"count": 2, "f1": 0.5, "bleu1": 0.5, "em": 0.5, "em_mem0": 0.5, "locomo_f1": 0.5, "j": 0.5}
+    assert single == {"count": 2, "f1": 0.5, "bleu1": 0.5, "em": 0.5, "em_mem0": 0.5, "squad_f1": 0.5,
+                      "squad_bleu1": 0.5, "locomo_f1": 0.5, "j": 0.5}
     multi = summary["per_kind"]["multi-hop"]
     # token F1 over sets: {chess hiking} vs {hiking chess painting}: P 1, R 2/3 -> 0.8
     assert multi["f1"] == pytest.approx(0.8)
@@ -357,6 +358,8 @@ def test_summarize_overall_and_per_kind():
     # -> 3/3, BP exp(1 - 5/3)
     assert multi["bleu1"] == pytest.approx(math.exp(-2 / 3))
     assert multi["locomo_f1"] == pytest.approx(2 / 3)  # multi-hop rule applies by kind
+    # Memory-R2's BLEU-1 drops the commas: chess hiking vs hiking chess painting -> 2/2, BP exp(1 - 3/2)
+    assert multi["squad_bleu1"] == pytest.approx(math.exp(-1 / 2))
     overall = summary["overall"]
     assert overall["count"] == 3
     assert overall["f1"] == pytest.approx((1 + 0 + 0.8) / 3)
@@ -368,7 +371,7 @@ def test_summarize_overall_and_per_kind():
 def test_summarize_without_locomo_or_judge_and_bad_inputs():
     pytest.importorskip("nltk")  # for BLEU-1's tokenizer
     summary = summarize([("temporal", "May 2023", "7 May 2023")], locomo=False)
-    assert set(summary["overall"]) == {"count", "f1", "bleu1", "em", "em_mem0"}
+    assert set(summary["overall"]) == {"count", "f1", "bleu1", "em", "em_mem0", "squad_f1", "squad_bleu1"}
     assert summary["overall"]["f1"] == pytest.approx(0.8)
     with pytest.raises(ValueError, match="no records"):
         summarize([])

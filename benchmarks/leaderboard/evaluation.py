@@ -18,7 +18,7 @@ import gymnasium as gym
 
 import memenv  # noqa: F401  (registers the environments)
 from memenv.memory import count_tokens
-from memenv.metrics import METRIC_RULES, judge_answers, summarize, token_f1
+from memenv.metrics import CONVERSATION_MEAN_RULE, METRIC_RULES, judge_answers, question_scores, summarize
 from memenv.parsing import parse_answer
 from memenv.sources import ConversationSource
 
@@ -48,8 +48,9 @@ def select_questions(num_questions: int, max_questions: int | None) -> list[int]
 def metric_rules(locomo: bool, judged: bool) -> dict[str, str]:
     """The rule of every score a row reports (``memenv.metrics.METRIC_RULES``), recorded in
     the results so that a reader knows which BLEU-1 and which exact match they hold."""
-    names = ["f1", "bleu1", "em", "em_mem0", *(["locomo_f1"] if locomo else []), *(["j"] if judged else [])]
-    return {name: METRIC_RULES[name] for name in names}
+    names = ["f1", "bleu1", "em", "em_mem0", "squad_f1", "squad_bleu1", *(["locomo_f1"] if locomo else []),
+             *(["j"] if judged else [])]
+    return {**{name: METRIC_RULES[name] for name in names}, "by_conversation": CONVERSATION_MEAN_RULE}
 
 
 def act_all(agent: Any, observations: list[str], infos: list[dict]) -> list[str]:
@@ -201,7 +202,7 @@ def evaluate_row(row: RowSpec, config: EvalConfig, pool: AgentPool, progress: Pr
     strategy, answerer = pool.get(row.strategy), pool.get(row.answerer)
     batched = callable(getattr(strategy, "act_batch", None))
     groups = [list(config.keys)] if batched else [[key] for key in config.keys]
-    records, predictions, conversations = [], [], []
+    records, predictions, conversations, asked_in = [], [], [], []
     memory_seconds = answer_seconds = 0.0
     actions_taken = invalid = 0
     for group in groups:
@@ -224,6 +225,7 @@ def evaluate_row(row: RowSpec, config: EvalConfig, pool: AgentPool, progress: Pr
             for qi, answer in zip(indices, answers):
                 question = conv.questions[qi]
                 records.append((question.kind, answer, question.answer))
+                asked_in.append(conv.conv_id)
                 entry = {"question_id": question.qid, "kind": question.kind, "prediction": answer}
                 if config.keep_texts:
                     entry.update(question=question.question, gold_answer=question.answer)
@@ -248,14 +250,15 @@ def evaluate_row(row: RowSpec, config: EvalConfig, pool: AgentPool, progress: Pr
         judge_info = {"model": result.judge_name, "num_unparseable": result.num_unparseable}
         for entry, label in zip(predictions, labels):
             entry["judge"] = label
-    summary = summarize(records, judge_labels=labels, locomo=config.locomo_metrics)
-    for entry, (_, prediction, gold) in zip(predictions, records):
-        entry["f1"] = token_f1(prediction, gold)
+    summary = summarize(records, judge_labels=labels, locomo=config.locomo_metrics, conversations=asked_in)
+    for entry, (kind, prediction, gold) in zip(predictions, records):
+        entry.update(question_scores(kind, prediction, gold, config.locomo_metrics))
     n_conv, n_q = len(conversations), len(records)
     return {
         "row": row.label, "strategy": row.strategy, "answerer": row.answerer,
         "num_conversations": n_conv, "num_questions": n_q,
         "overall": summary["overall"], "per_kind": summary["per_kind"],
+        "by_conversation": summary["by_conversation"],
         "memory_tokens_mean": sum(c["memory_tokens"] for c in conversations) / n_conv,
         "seen_tokens_mean": sum(c["seen_tokens"] for c in conversations) / n_conv,
         "memory_seconds_per_conversation": memory_seconds / n_conv,

@@ -51,6 +51,8 @@ def _columns(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     with_em_mem0 = all("em_mem0" in row["overall"] for row in rows)  # absent from results before it existed
     header = ["row", "conv", "questions", "F1", "B1", "EM"] + (["EM-mem0"] if with_em_mem0 else [])
     header += ["LoCoMo-F1"] if locomo else []
+    with_r2 = all("by_conversation" in row for row in rows)  # absent from results before they existed
+    header += ["R2-F1", "R2-B1"] if with_r2 else []
     header += ["J"] if judged else []
     header += [f"F1 {_kind_label(k, locomo)}" for k in kinds]
     header += ["mem tokens", "mem s/conv", "answer s/q"]
@@ -63,6 +65,7 @@ def _columns(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 _pct(overall["f1"]), _pct(overall["bleu1"]), _pct(overall["em"])]
         line += [_pct(overall["em_mem0"])] if with_em_mem0 else []
         line += [_pct(overall["locomo_f1"])] if locomo else []
+        line += [_pct(row["by_conversation"]["squad_f1"]), _pct(row["by_conversation"]["squad_bleu1"])] if with_r2 else []
         line += [_pct(overall["j"])] if judged else []
         line += [_pct(row["per_kind"][k]["f1"]) + f" ({row['per_kind'][k]['count']})" if k in row["per_kind"]
                  else "-" for k in kinds]
@@ -134,7 +137,10 @@ def _scores_line(results: dict[str, Any]) -> str:
                 "EM = exact match (equal normalised token lists)")
     return ("- Scores in percent: F1 = mem0 / A-Mem token F1, B1 = mem0 / A-Mem BLEU-1 (nltk word tokens, "
             "punctuation split off), EM = exact match as equal normalised token lists (lower-cased, .,!? dropped), "
-            "EM-mem0 = the mem0 / A-Mem exact match (lower-cased strings equal)")
+            "EM-mem0 = the mem0 / A-Mem exact match (lower-cased strings equal)"
+            + ("; R2-F1 / R2-B1 = the official Memory-R2 code's LoCoMo-table F1 and BLEU-1 (SQuAD normalisation, "
+               "F1 over token sets, clipped unigram BLEU with brevity penalty), averaged per conversation"
+               if all("by_conversation" in row for row in results["rows"]) else ""))
 
 
 def _rescored_line(rescored: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ users download the files themselves.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -25,6 +26,19 @@ from typing import Any
 from memenv.parsing import replace_lone_surrogates
 from memenv.sources import ConversationSource
 from memenv.types import Conversation
+
+
+def first_sessions(conversation: Conversation, num_sessions: int | None) -> Conversation:
+    """``conversation`` cut to its first ``num_sessions`` sessions, keeping the questions whose
+    evidence lies wholly within them (a session curriculum over real dialogue: the first 4,
+    then 8, then 16 sessions). None, or a number at least the conversation's length, returns
+    it unchanged."""
+    if num_sessions is None or num_sessions >= conversation.num_sessions:
+        return conversation
+    if isinstance(num_sessions, bool) or not isinstance(num_sessions, int) or num_sessions < 1:
+        raise ValueError(f"num_sessions must be None or an int >= 1, got {num_sessions!r}")
+    questions = tuple(q for q in conversation.questions if q.evidence and max(q.evidence) < num_sessions)
+    return dataclasses.replace(conversation, sessions=conversation.sessions[:num_sessions], questions=questions)
 
 
 class DataFormatError(ValueError):

@@ -41,7 +41,7 @@ import re
 from collections import Counter
 from typing import Any, Iterable, Sequence
 
-from memenv.data import DataFormatError, FileSource, fail, get_key, read_json_file
+from memenv.data import DataFormatError, FileSource, fail, first_sessions, get_key, read_json_file
 from memenv.parsing import replace_lone_surrogates
 from memenv.types import MULTI_HOP, SINGLE_HOP, TEMPORAL, Conversation, Question, Session, Turn
 
@@ -180,7 +180,10 @@ class LoCoMoSource(FileSource):
     """LoCoMo conversations for ``MemorySession-v0``, keyed by sample_id.
 
     ``gym.make("MemorySession-v0", source="locomo", data_path="locomo10.json",
-    split="memory-r2", part="train")``. The options are those of :func:`load_locomo`.
+    split="memory-r2", part="train")``. The options are those of :func:`load_locomo`, and
+    ``num_sessions``: keep only each conversation's first sessions and the questions whose
+    evidence lies within them (:func:`memenv.data.first_sessions`; the trainers' session
+    curriculum on LoCoMo).
     """
 
     label = "LoCoMo conversation"
@@ -192,14 +195,18 @@ class LoCoMoSource(FileSource):
         split: str | None = None,
         part: str | None = None,
         include_adversarial: bool = False,
+        num_sessions: int | None = None,
     ) -> None:
+        if num_sessions is not None and (isinstance(num_sessions, bool) or not isinstance(num_sessions, int)
+                                         or num_sessions < 1):
+            raise ValueError(f"num_sessions must be None or an int >= 1, got {num_sessions!r}")
         if data_path is None:
             data_path = os.environ.get(LOCOMO_PATH_VARIABLE) or None
         if data_path is None:
             raise ValueError(f"the LoCoMo source needs data_path (or ${LOCOMO_PATH_VARIABLE}): {DOWNLOAD_HINT}")
-        super().__init__(os.fspath(data_path), load_locomo(
-            data_path, conversations=conversations, split=split, part=part, include_adversarial=include_adversarial,
-        ))
+        loaded = load_locomo(data_path, conversations=conversations, split=split, part=part,
+                             include_adversarial=include_adversarial)
+        super().__init__(os.fspath(data_path), [first_sessions(conv, num_sessions) for conv in loaded])
 
 
 # --- parsing ----------------------------------------------------------------------------
