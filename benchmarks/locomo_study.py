@@ -1,0 +1,354 @@
+"""The real-dialogue memory-agent study: SmolLM2 extracting and managing memory on LoCoMo.
+
+    python -m benchmarks.locomo_study --data-path ../shared/data/locomo/locomo_dev.json \\
+        --work-dir runs/locomo_study                 # every step below; rerun to continue
+    python -m benchmarks.locomo_study --probe ...    # the learning-rate / group-size probe only
+
+Steps, each skipped when its result is already in ``--work-dir`` with the same settings:
+
+1. **Teacher SFT** (``python -m algos.sft --teacher add-only --source locomo``): the shared
+   extract + manage adapter imitates the rule-based ``add-only`` memory on the Memory-R2
+   train part (conv-43, conv-47), beside the oracle's gold operations on synthetic worlds.
+2. **RL arms** from that adapter, one ``python -m algos.logo_grpo`` run per arm and seed on
+   the train part: ``logo`` (LoGo-GRPO) and ``grpo`` (``--inner-fraction 0``), the same
+   budget of generated tokens, a curriculum over each conversation's first ``--stages``
+   sessions, reward = the frozen answer agent's F1 on the final memory with per-session
+   credit, validation on conv-44 with best-checkpoint hand-off. A killed run resumes
+   from its latest checkpoint (``--resume``); a finished run is reused only when its saved
+   settings equal this command's.
+3. **Evaluation** on the val part (conv-44, every question at the end), one leaderboard row
+   per memory agent (zero-shot, SFT, each RL arm and seed) with the same answerer.
+
+``--probe`` instead runs short LoGo-GRPO runs over a grid of learning rates and group sizes
+(``--probe-lrs``, ``--probe-groups``, ``--probe-updates`` each) and tabulates their
+training reward; it is how the RL settings were chosen.
+
+Outputs: ``<work-dir>/study.json`` and ``study.md`` (what ran, with commands, seconds and
+scores), ``curves.png`` (training reward and validation score against generated tokens).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from algos.cli import UserError, check_range, parse_args, run_main
+
+PROG = "python -m benchmarks.locomo_study"
+ARMS = ("logo", "grpo")
+DEFAULT_ANSWERER = "llm:smollm2-135m:benchmarks/results/models/smollm2_answer_locomo"
+# Environment options of training and evaluation: the official 4 rounds per session, 3
+# related memories per fact in manage prompts (the whole prompt fits 1,024 tokens), BM25 top 5
+# memories per speaker for answers ordered by relevance with no score threshold (what the
+# answer adapter was trained on and what the leaderboard shows it), token F1 as reward.
+ENV = {"session_chunks": 4, "manage_top_k": 3, "answer_top_k": 5, "metric": "f1", "answer_order": "relevance",
+       "similarity_threshold": 0.0}
+
+
+@dataclass
+class StudyArgs:
+    """The study's command line."""
+
+    data_path: str = field(default="../shared/data/locomo/locomo_dev.json", metadata={"help": "LoCoMo file holding conv-43, conv-44 and conv-47"})
+    work_dir: str = field(default="runs/locomo_study", metadata={"help": "where every run, evaluation and the report live (never deleted)"})
+    model: str = field(default="smollm2-135m", metadata={"help": "backbone of the memory agent"})
+    answerer: str = field(default=DEFAULT_ANSWERER, metadata={"help": "frozen answer agent of rewards and evaluation rows"})
+    seeds: tuple[int, ...] = field(default=(0, 1), metadata={"help": "seeds of every RL arm"})
+    arms: tuple[str, ...] = field(default=ARMS, metadata={"help": "RL arms: logo (LoGo-GRPO), grpo (--inner-fraction 0)"})
+    stages: tuple[int, ...] = field(default=(4, 8), metadata={"help": "curriculum: each training conversation's first N sessions per stage"})
+    token_budget: int = field(default=240_000, metadata={"help": "generated tokens per RL run, split evenly over the stages"})
+    group_size: int = field(default=4, metadata={"help": "global rollouts per conversation"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "RL learning rate (LoRA)"})
+    max_final_questions: int = field(default=16, metadata={"help": "questions scoring each final memory"})
+    sft_steps: int = field(default=60, metadata={"help": "teacher SFT optimizer steps (batch 4)"})
+    sft_learning_rate: float = field(default=2e-4, metadata={"help": "teacher SFT learning rate (linear decay)"})
+    synthetic_worlds: int = field(default=8, metadata={"help": "oracle worlds beside the add-only demonstrations"})
+    evaluate: bool = field(default=True, metadata={"help": "score every memory agent on conv-44 (--no-evaluate: training only)"})
+    probe: bool = field(default=False, metadata={"help": "run only the learning-rate / group-size probe"})
+    probe_lrs: tuple[float, ...] = field(default=(3e-5, 1e-4, 3e-4), metadata={"help": "probe: learning rates"})
+    probe_groups: tuple[int, ...] = field(default=(4, 8), metadata={"help": "probe: group sizes (at the middle learning rate)"})
+    probe_updates: int = field(default=3, metadata={"help": "probe: updates per probe run"})
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.arms) - set(ARMS))
+        if bad:
+            raise ValueError(f"--arms takes {', '.join(ARMS)}, got {bad}")
+        for name in ("token_budget", "group_size", "max_final_questions", "sft_steps", "probe_updates"):
+            check_range(name, getattr(self, name), low=1)
+        check_range("synthetic_worlds", self.synthetic_worlds, low=0)
+        if not self.stages or any(s < 1 for s in self.stages):
+            raise ValueError(f"--stages takes session counts >= 1, got {self.stages}")
+        if not self.seeds:
+            raise ValueError("--seeds needs at least one seed")
+
+
+# ---------------------------------------------------------------------------- commands
+def env_kwargs(args: StudyArgs, part: str = "train") -> dict[str, Any]:
+    """The trainer's environment: LoCoMo's Memory-R2 ``part`` with the study's options."""
+    return {"source": "locomo", "data_path": args.data_path, "split": "memory-r2", "part": part, **ENV}
+
+
+def sft_argv(args: StudyArgs, out: Path) -> list[str]:
+    """The teacher SFT command (``python -m algos.sft ...``)."""
+    return ["--teacher", "add-only", "--source", "locomo", "--data-path", args.data_path, "--split", "memory-r2",
+            "--part", "train", "--synthetic-worlds", str(args.synthetic_worlds),
+            "--env-kwargs", json.dumps({k: ENV[k] for k in ("session_chunks", "manage_top_k")}),
+            "--model", args.model, "--steps", str(args.sft_steps), "--batch-size", "4",
+            "--learning-rate", str(args.sft_learning_rate), "--schedule", "linear", "--lora-r", "8", "--lora-alpha", "16",
+            "--no-lora-lm-head", "--max-prompt-tokens", "1024", "--max-new-tokens", "384", "--prompt-style", "compact",
+            "--seed", "0", "--output-dir", str(out)]
+
+
+def rl_argv(args: StudyArgs, arm: str, seed: int, init: Path, out: Path, *, stages: Sequence[int] | None = None,
+            learning_rate: float | None = None, group_size: int | None = None, token_budget: int | None = None,
+            updates_per_stage: int = 500, validate: bool = True) -> list[str]:
+    """One RL run's command (``python -m algos.logo_grpo ...``)."""
+    argv = ["--model", args.model, "--seed", str(seed), "--stages", *map(str, stages or args.stages),
+            "--updates-per-stage", str(updates_per_stage),
+            "--token-budget", str(token_budget or args.token_budget), "--preset", "memory-r2",
+            "--env-kwargs", json.dumps(env_kwargs(args)), "--answerer", args.answerer,
+            "--group-size", str(group_size or args.group_size), "--conversations-per-update", "1",
+            "--inner-fraction", "0.5" if arm == "logo" else "0", "--inner-n", "4", "--max-local-questions", "8",
+            "--max-final-questions", str(args.max_final_questions),
+            "--learning-rate", str(learning_rate or args.learning_rate), "--ppo-epochs", "1", "--num-minibatches", "1",
+            "--micro-batch-size", "4", "--max-new-tokens", "384",
+            "--max-prompt-tokens", "1024", "--prompt-style", "compact", "--no-lora-lm-head", "--dtype", "auto",
+            "--init-adapter", str(init), "--checkpoint-every", "1", "--keep-checkpoints", "2", "--no-progress",
+            "--no-tensorboard", "--output-dir", str(out)]
+    if validate:
+        argv += ["--val-env-kwargs", json.dumps({"part": "val"}), "--val-every", "5"]
+    else:
+        argv += ["--val-worlds", "0"]
+    return argv
+
+
+def row_argv(args: StudyArgs, strategy: str, out: Path) -> list[str]:
+    """One conv-44 leaderboard row (``python -m benchmarks.leaderboard ...``)."""
+    return ["--source", "locomo", "--data-path", args.data_path, "--split", "memory-r2", "--part", "val",
+            "--session-chunks", str(ENV["session_chunks"]), "--rows", f"{strategy}+{args.answerer}",
+            "--answer-top-k", str(ENV["answer_top_k"]), "--context-tokens", "450", "--save-predictions",
+            "--no-progress", "--out", str(out)]
+
+
+def run_module(module: str, argv: Sequence[str], log: Path) -> float:
+    """Run ``python -m module argv`` with its output in ``log``; returns its seconds. A failure
+    is one :class:`UserError` naming the command and the log."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["python", "-m", module, *map(shlex.quote, argv)])
+    print(f"$ {command}", flush=True)
+    start = time.perf_counter()
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"$ {command}\n")
+        handle.flush()
+        code = subprocess.call([sys.executable, "-m", module, *argv], stdout=handle, stderr=subprocess.STDOUT)
+    if code != 0:
+        raise UserError(f"`{command}` failed with exit status {code}; see {log}")
+    return time.perf_counter() - start
+
+
+def same_settings(out: Path, module: str, argv: Sequence[str]) -> bool:
+    """Whether the finished run in ``out`` was made with ``argv`` (its args.json against a fresh parse)."""
+    import dataclasses
+    import importlib
+
+    saved = json.loads((out / "args.json").read_text())
+    mod = importlib.import_module(module)
+    cls = {"algos.sft": "SFTArgs", "algos.logo_grpo": "Args"}[module]
+    wanted = dataclasses.asdict(parse_args(getattr(mod, cls), list(argv), prog=module))
+    ignore = {"resume", "progress", "output_dir"}
+    differ = sorted(k for k in wanted if k not in ignore and k in saved and json.loads(json.dumps(wanted[k])) != saved[k])
+    if differ:
+        raise UserError(f"{out} was made with other settings ({', '.join(differ)}); use another --work-dir")
+    return True
+
+
+def train(module: str, argv: list[str], out: Path, log: Path) -> dict[str, Any]:
+    """Run, resume or reuse one training run; returns what was done."""
+    if (out / "adapter").is_dir() and same_settings(out, module, argv):
+        return {"status": "reused", "seconds": 0.0}
+    if (out / "checkpoints" / "latest").exists():
+        return {"status": "resumed", "seconds": run_module(module, ["--resume", str(out), "--no-progress"], log)}
+    return {"status": "trained", "seconds": run_module(module, argv, log)}
+
+
+def adapter_digest(adapter: Path) -> str:
+    """sha256 of an adapter's weights (what an evaluation was made with)."""
+    return hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()
+
+
+def evaluate(args: StudyArgs, name: str, strategy: str, root: Path, adapter: Path | None) -> dict[str, Any]:
+    """A conv-44 row, reused when it was made with the same command and adapter weights."""
+    out = root / "eval" / name
+    argv = row_argv(args, strategy, out)
+    stamp = {"argv": argv, "adapter_sha256": adapter_digest(adapter) if adapter else None}
+    stamp_path = out.with_suffix(".stamp.json")
+    if out.with_suffix(".json").is_file() and stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
+        seconds = 0.0
+    else:
+        seconds = run_module("benchmarks.leaderboard", argv, root / "logs" / f"eval_{name}.log")
+        stamp_path.write_text(json.dumps(stamp))
+    row = json.loads(out.with_suffix(".json").read_text())["rows"][0]
+    return {"name": name, "strategy": strategy, "file": str(out.with_suffix(".json")), "seconds": seconds,
+            "f1": row["overall"]["f1"], "bleu1": row["overall"]["bleu1"], "em": row["overall"]["em"],
+            "locomo_f1": row["overall"].get("locomo_f1"), "r2_f1": row["by_conversation"]["squad_f1"],
+            "r2_bleu1": row["by_conversation"]["squad_bleu1"],
+            "per_kind_f1": {k: v["f1"] for k, v in row["per_kind"].items()},
+            "memory_tokens": row["memory_tokens_mean"], "memory_seconds": row["memory_seconds_per_conversation"]}
+
+
+def read_metrics(out: Path) -> list[dict[str, Any]]:
+    """The run's metrics.jsonl rows (empty when absent)."""
+    path = out / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+# ---------------------------------------------------------------------------- the probe
+def probe(args: StudyArgs, root: Path, sft: Path) -> list[dict[str, Any]]:
+    """Short LoGo-GRPO runs over learning rates (at the first group size) and group sizes
+    (at the middle learning rate), no validation: mean training reward of the first and
+    last update, seconds per update, generated tokens."""
+    lr_mid = args.probe_lrs[len(args.probe_lrs) // 2]
+    grid = [(lr, args.probe_groups[0]) for lr in args.probe_lrs]
+    grid += [(lr_mid, g) for g in args.probe_groups[1:]]
+    rows = []
+    for lr, group in grid:
+        out = root / "probe" / f"lr{lr:g}_g{group}"
+        argv = rl_argv(args, "logo", 0, sft, out, stages=args.stages[:1], learning_rate=lr, group_size=group,
+                       token_budget=10**9, updates_per_stage=args.probe_updates, validate=False)
+        done = train("algos.logo_grpo", argv, out, root / "logs" / f"probe_{out.name}.log")
+        metrics = [m for m in read_metrics(out) if "charts/session_reward" in m]
+        rows.append({"learning_rate": lr, "group_size": group, "status": done["status"],
+                     "rewards": [m["charts/session_reward"] for m in metrics],
+                     "episode_f1": [m.get("charts/episode_score") for m in metrics],
+                     "seconds_per_update": [m.get("charts/rollout_seconds", 0) + m.get("charts/update_seconds", 0)
+                                            for m in metrics],
+                     "generated_tokens": metrics[-1].get("charts/cumulative_tokens") if metrics else None})
+    return rows
+
+
+# ---------------------------------------------------------------------------- report
+def plot(runs: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    """Training reward and validation score of every RL run against cumulative generated tokens."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not any(r["metrics"] for r in runs):
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for run in runs:
+        train_rows = [m for m in run["metrics"] if "charts/session_reward" in m]
+        tokens = {m["update"]: m.get("charts/cumulative_tokens", 0) for m in train_rows}
+        label = f"{run['arm']} seed {run['seed']}"
+        axes[0].plot([m["charts/cumulative_tokens"] for m in train_rows],
+                     [m["charts/session_reward"] for m in train_rows], marker=".", label=label)
+        val = [(tokens.get(m["update"], 0), m["val/score"]) for m in run["metrics"] if "val/score" in m]
+        if val:
+            axes[1].plot(*zip(*val), marker="o", label=label)
+    for ax, title in zip(axes, ("training reward (session reward)", "validation answer F1 (conv-44, first sessions)")):
+        ax.set_xlabel("cumulative generated tokens")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def to_markdown(study: dict[str, Any]) -> str:
+    """The study's tables."""
+    lines = [f"# {study['title']}", "", f"Machine: {study['environment'].get('cpu')}. Code {study['environment'].get('code')}.", ""]
+    if study.get("probe"):
+        lines += ["## Probe (LoGo-GRPO, first stage, no validation)", "",
+                  "| learning rate | group | training reward per update | episode F1 per update | s / update | tokens |",
+                  "|---:|---:|---|---|---:|---:|"]
+        for r in study["probe"]:
+            fmt = lambda xs: ", ".join(f"{x:.3f}" for x in xs if x is not None)  # noqa: E731
+            secs = sum(r["seconds_per_update"]) / max(len(r["seconds_per_update"]), 1)
+            lines.append(f"| {r['learning_rate']:g} | {r['group_size']} | {fmt(r['rewards'])} | {fmt(r['episode_f1'])} "
+                         f"| {secs:.0f} | {r['generated_tokens'] or 0:.0f} |")
+        lines.append("")
+    if study.get("runs"):
+        lines += ["## RL runs", "", "| arm | seed | status | updates | generated tokens | best val F1 | wall s |",
+                  "|---|---:|---|---:|---:|---:|---:|"]
+        for r in study["runs"]:
+            lines.append(f"| {r['arm']} | {r['seed']} | {r['status']} | {r['updates']} | {r['tokens']:.0f} | "
+                         f"{r['best_val'] if r['best_val'] is None else round(r['best_val'], 3)} | {r['seconds']:.0f} |")
+        lines.append("")
+    if study.get("rows"):
+        kinds = list(dict.fromkeys(k for r in study["rows"] for k in r["per_kind_f1"]))
+        lines += ["## conv-44, every question at the end", "",
+                  "| memory agent | F1 | B1 | EM | LoCoMo-F1 | R2-F1 | R2-B1 | " + " | ".join(f"F1 {k}" for k in kinds)
+                  + " | mem tokens | mem s/conv | file |",
+                  "|---|" + "---:|" * (6 + len(kinds) + 2) + "---|"]
+        for r in study["rows"]:
+            pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+            lines.append(f"| {r['name']} | {pct(r['f1'])} | {pct(r['bleu1'])} | {pct(r['em'])} | {pct(r['locomo_f1'])} | "
+                         f"{pct(r['r2_f1'])} | {pct(r['r2_bleu1'])} | "
+                         + " | ".join(pct(r["per_kind_f1"].get(k)) for k in kinds)
+                         + f" | {r['memory_tokens']:.0f} | {r['memory_seconds']:.0f} | `{r['file']}` |")
+        lines.append("")
+    lines += ["## Commands", "", "```bash", *study["commands"], "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run (or continue) the study; returns what study.json holds."""
+    from benchmarks.provenance import environment
+
+    args = parse_args(StudyArgs, argv, description=__doc__, prog=PROG)
+    if not Path(args.data_path).is_file():
+        raise UserError(f"--data-path {args.data_path}: no such file (the LoCoMo file holding conv-43, conv-44, conv-47)")
+    root = Path(args.work_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    study: dict[str, Any] = {"title": "SmolLM2-135M memory agent on LoCoMo (Memory-R2 split)",
+                             "environment": {"cpu": env.get("cpu"), "code": env.get("code_revision")},
+                             "commands": [" ".join(["python", "-m", "benchmarks.locomo_study",
+                                                    *map(shlex.quote, sys.argv[1:] if argv is None else argv)])]}
+    sft_out = root / "sft"
+    study["sft"] = train("algos.sft", sft_argv(args, sft_out), sft_out, root / "logs" / "sft.log")
+    sft = sft_out / "adapter"
+    if args.probe:
+        study["probe"] = probe(args, root, sft)
+    else:
+        runs = []
+        for seed in args.seeds:
+            for arm in args.arms:
+                out = root / arm / f"seed{seed}"
+                done = train("algos.logo_grpo", rl_argv(args, arm, seed, sft, out), out,
+                             root / "logs" / f"{arm}_seed{seed}.log")
+                metrics = read_metrics(out)
+                trained = [m for m in metrics if "charts/session_reward" in m]
+                vals = [m["val/score"] for m in metrics if "val/score" in m]
+                runs.append({"arm": arm, "seed": seed, **done, "updates": len(trained), "out": str(out),
+                             "tokens": trained[-1].get("charts/cumulative_tokens", 0) if trained else 0,
+                             "best_val": max(vals) if vals else None, "metrics": metrics})
+        study["runs"] = [{k: v for k, v in r.items() if k != "metrics"} for r in runs]
+        curves = plot(runs, root / "curves.png")
+        study["curves"] = str(curves) if curves else None
+        if args.evaluate:
+            rows = [evaluate(args, "add-only", "add-only", root, None),
+                    evaluate(args, "zero-shot", f"llm:{args.model}?prompt_style=compact&max_prompt_tokens=1024&max_new_tokens=384", root, None),
+                    evaluate(args, "sft", f"llm:{args.model}:{sft}", root, sft)]
+            for r in runs:
+                adapter = Path(r["out"]) / "adapter"
+                rows.append(evaluate(args, f"{r['arm']}-seed{r['seed']}", f"llm:{args.model}:{adapter}", root, adapter))
+            study["rows"] = rows
+    (root / "study.json").write_text(json.dumps(study, indent=2, default=str) + "\n")
+    (root / "study.md").write_text(to_markdown(study))
+    print(f"wrote {root / 'study.md'} and {root / 'study.json'}")
+    return study
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main, PROG))

@@ -1,0 +1,77 @@
+"""benchmarks.locomo_study: its commands parse in the trainers, finished runs are reused only
+with the same settings, and the report renders (no model runs here)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from algos import logo_grpo, sft
+from algos.cli import UserError, parse_args
+from benchmarks import locomo_study as study
+
+
+def args(**kw):
+    return study.StudyArgs(**kw)
+
+
+def test_commands_parse_in_the_trainers_with_the_study_settings(tmp_path):
+    a = args(data_path="x.json", stages=(4, 8), group_size=4, learning_rate=1e-4)
+    logo = parse_args(logo_grpo.Args, study.rl_argv(a, "logo", 1, tmp_path / "sft", tmp_path / "out"), prog="t")
+    grpo = parse_args(logo_grpo.Args, study.rl_argv(a, "grpo", 1, tmp_path / "sft", tmp_path / "out"), prog="t")
+    assert logo.inner_fraction == 0.5 and grpo.inner_fraction == 0.0
+    assert logo.token_budget == grpo.token_budget == a.token_budget  # equal budgets for the two arms
+    assert logo.stages == (4, 8) and logo.seed == 1 and logo.group_size == 4
+    env = json.loads(logo.env_kwargs)
+    assert env["part"] == "train" and env["split"] == "memory-r2" and env["session_chunks"] == 4
+    assert json.loads(logo.val_env_kwargs) == {"part": "val"}
+    teacher = parse_args(sft.SFTArgs, study.sft_argv(a, tmp_path / "sft"), prog="t")
+    assert teacher.teacher == "add-only" and teacher.source == "locomo" and teacher.part == "train"
+    row = study.row_argv(a, "add-only", tmp_path / "row")
+    assert row[row.index("--part") + 1] == "val" and "--save-predictions" in row
+
+
+def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
+    a = args(data_path="x.json")
+    out = tmp_path / "grpo"
+    argv = study.rl_argv(a, "grpo", 0, tmp_path / "sft", out)
+    (out / "adapter").mkdir(parents=True)
+    saved = dataclasses.asdict(parse_args(logo_grpo.Args, argv, prog="t"))
+    (out / "args.json").write_text(json.dumps(saved))
+    assert study.train("algos.logo_grpo", argv, out, tmp_path / "log")["status"] == "reused"
+    other = study.rl_argv(dataclasses.replace(a, learning_rate=3e-4), "grpo", 0, tmp_path / "sft", out)
+    with pytest.raises(UserError, match="learning_rate"):
+        study.train("algos.logo_grpo", other, out, tmp_path / "log")
+
+
+def test_a_failing_step_is_one_line_naming_its_log(tmp_path):
+    with pytest.raises(UserError, match="exit status 2; see"):
+        study.run_module("algos.sft", ["--roles", "answer"], tmp_path / "logs" / "x.log")
+    assert "$ python -m algos.sft --roles answer" in (tmp_path / "logs" / "x.log").read_text()
+
+
+def test_report_renders_probe_runs_and_rows(tmp_path):
+    metrics = [{"update": 1, "charts/session_reward": 0.1, "charts/cumulative_tokens": 100},
+               {"update": 1, "val/score": 0.2}, {"update": 2, "charts/session_reward": 0.2, "charts/cumulative_tokens": 210}]
+    png = study.plot([{"arm": "logo", "seed": 0, "metrics": metrics}], tmp_path / "c.png")
+    assert png.stat().st_size > 1000
+    md = study.to_markdown({
+        "title": "T", "environment": {"cpu": "cpu", "code": "abc"}, "commands": ["python -m benchmarks.locomo_study"],
+        "probe": [{"learning_rate": 1e-4, "group_size": 4, "rewards": [0.1, 0.2], "episode_f1": [0.3, None],
+                   "seconds_per_update": [50, 70], "generated_tokens": 900}],
+        "runs": [{"arm": "logo", "seed": 0, "status": "trained", "updates": 2, "tokens": 210, "best_val": 0.2,
+                  "seconds": 99}],
+        "rows": [{"name": "sft", "f1": 0.21, "bleu1": 0.2, "em": 0.1, "locomo_f1": 0.22, "r2_f1": 0.2, "r2_bleu1": 0.19,
+                  "per_kind_f1": {"temporal": 0.3}, "memory_tokens": 100, "memory_seconds": 5, "file": "f.json"}]})
+    assert "| 0.0001 | 4 | 0.100, 0.200 | 0.300 | 60 | 900 |" in md
+    assert "| logo | 0 | trained | 2 | 210 | 0.2 | 99 |" in md
+    assert "| sft | 21.0 | 20.0 | 10.0 | 22.0 | 20.0 | 19.0 | 30.0 | 100 | 5 | `f.json` |" in md
+
+
+def test_bad_study_flags_are_refused():
+    with pytest.raises(ValueError, match="--arms"):
+        args(arms=("ppo",))
+    with pytest.raises(ValueError, match="--stages"):
+        args(stages=(0,))
