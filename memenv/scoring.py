@@ -1,9 +1,10 @@
-"""Answer metrics: token F1, two exact matches, BLEU-1 and the SQuAD-style F1 of Memory-R2's
+"""Answer metrics: token F1, two exact matches, BLEU-1 and the SQuAD-style F1 and BLEU-1 of Memory-R2
 training reward.
 
 The mem0 / A-Mem evaluation code (mem0ai/mem0 ``evaluation/metrics/utils.py``, borrowed
-from WujiangXu/AgenticMemory ``utils.py``) is what the Mem0, Memory-R1 and Memory-R2 tables
-report; three metrics here follow it:
+from WujiangXu/AgenticMemory ``utils.py``) is what the Mem0 and Memory-R1 tables report
+(the official Memory-R2 code's LoCoMo tables use ``squad_f1`` / ``squad_bleu1``, below);
+three metrics here follow it:
 
 - ``token_f1``: lowercase, replace ``.,!?`` by spaces, split on whitespace, F1 over the
   *sets* of tokens (its ``calculate_metrics`` ``f1``).

@@ -26,7 +26,9 @@ LLM answerer; such rows, unknown agents and flags of another source are refused 
 anything loads.
 
 Metrics per row, overall and per question kind: token F1 and BLEU-1 as the mem0 / A-Mem
-evaluation code computes them (the code behind the Mem0, Memory-R1 and Memory-R2 tables),
+evaluation code computes them (the code behind the Mem0 and Memory-R1 tables), and as the
+official Memory-R2 code computes its LoCoMo tables (R2-F1 / R2-B1: SQuAD normalisation,
+averaged per conversation),
 exact match by two rules (EM: equal normalised token lists; EM-mem0: the mem0 / A-Mem
 lower-cased string equality), LoCoMo's own F1 (LoCoMo only), J with ``--judge
 llm:<model>``; the JSON's ``metric_rules`` spells out each rule; plus memory
