@@ -1,5 +1,5 @@
-"""Answer metrics: token F1, two exact matches, BLEU-1 and the SQuAD-style F1 and BLEU-1 of Memory-R2
-training reward.
+"""Answer metrics: token F1, two exact matches, BLEU-1, and the SQuAD-style F1 and BLEU-1 of
+the official Memory-R2 code (its training reward and its LoCoMo tables).
 
 The mem0 / A-Mem evaluation code (mem0ai/mem0 ``evaluation/metrics/utils.py``, borrowed
 from WujiangXu/AgenticMemory ``utils.py``) is what the Mem0 and Memory-R1 tables report
