@@ -62,7 +62,7 @@ class StudyArgs:
     answerer: str = field(default=DEFAULT_ANSWERER, metadata={"help": "frozen answer agent of rewards and evaluation rows"})
     seeds: tuple[int, ...] = field(default=(0, 1), metadata={"help": "seeds of every RL arm"})
     arms: tuple[str, ...] = field(default=ARMS, metadata={"help": "RL arms: logo (LoGo-GRPO), grpo (--inner-fraction 0)"})
-    stages: tuple[int, ...] = field(default=(4, 8), metadata={"help": "curriculum: each training conversation's first N sessions per stage"})
+    stages: tuple[int, ...] = field(default=(2, 4), metadata={"help": "curriculum: each training conversation's first N sessions per stage (2 then 4 sessions fit this 2-core CPU; the official 8 -> 16 -> 32 is for GPUs)"})
     token_budget: int = field(default=240_000, metadata={"help": "generated tokens per RL run, split evenly over the stages"})
     group_size: int = field(default=4, metadata={"help": "global rollouts per conversation"})
     learning_rate: float = field(default=1e-4, metadata={"help": "RL learning rate (LoRA)"})
