@@ -137,12 +137,19 @@ def train_sft(
     adapter: str | None = None,
     on_step: Callable[[int, float], None] | None = None,
     schedule: str = "constant",
+    micro_batch_size: int | None = None,
 ) -> list[float]:
     """Train the model's trainable (LoRA) parameters on the pairs; returns the loss per step.
 
     ``schedule``: ``"constant"`` (default) keeps the learning rate; ``"linear"`` decays it to
     0 over the steps (as TRL's SFTTrainer), so that the adapter does not end on whichever
     noisy step came last: at a high rate the last steps decide a tiny model's warm start.
+
+    ``micro_batch_size``: each step's batch is run through the model this many
+    demonstrations at a time, gradients accumulated and each micro-batch's loss weighted by
+    its share of the batch's target tokens, so the step is the same token-mean loss as one
+    pass over the whole batch with a fraction of its activation memory (a real model's
+    full-vocabulary logits over long targets take gigabytes per sequence). None: one pass.
 
     Prompts are rendered as the policy renders them (``prompt_style``, ``distill`` for answer
     prompts); ``adapter`` names the adapter to train when the model holds several.
@@ -151,6 +158,8 @@ def train_sft(
 
     if steps < 0 or batch_size < 1:
         raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {steps}, {batch_size}")
+    if micro_batch_size is not None and micro_batch_size < 1:
+        raise ValueError(f"micro_batch_size must be >= 1, got {micro_batch_size}")
     if not pairs:
         raise ValueError("no demonstrations to train on")
     encoded = encode_pairs(tokenizer, pairs, max_prompt_tokens=max_prompt_tokens, prompt_style=prompt_style,
@@ -169,9 +178,19 @@ def train_sft(
     with use_adapter(model, adapter) if adapter is not None else contextlib.nullcontext():
         for step in range(steps):
             idx = rng.choice(len(encoded), size=min(batch_size, len(encoded)), replace=False)
-            loss = sft_loss(model, [encoded[i] for i in idx], pad_id)
+            batch = [encoded[i] for i in idx]
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if micro_batch_size is None or micro_batch_size >= len(batch):
+                loss = sft_loss(model, batch, pad_id)
+                loss.backward()
+            else:
+                total = sum(len(t) for _, t in batch)
+                loss = torch.zeros(())
+                for start in range(0, len(batch), micro_batch_size):
+                    part = batch[start:start + micro_batch_size]
+                    share = sft_loss(model, part, pad_id) * (sum(len(t) for _, t in part) / total)
+                    share.backward()
+                    loss = loss + share.detach()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
@@ -215,6 +234,7 @@ class SFTArgs:
     roles: tuple[str, ...] = field(default=("extract", "manage"), metadata={"help": "roles to imitate"})
     steps: int = field(default=200, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=8, metadata={"help": "demonstrations per step"})
+    micro_batch_size: int | None = field(default=None, metadata={"help": "demonstrations per forward/backward pass, gradients accumulated over the step's batch (the same loss; less memory; none: the whole batch at once)"})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
     schedule: str = field(default="constant", metadata={"help": "learning-rate schedule: 'constant' or 'linear' decay to 0", "choices": list(SCHEDULES)})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
@@ -234,6 +254,7 @@ class SFTArgs:
         for name in ("steps", "batch_size", "num_worlds", "lora_r", "max_prompt_tokens"):
             check_range(name, getattr(self, name), low=1)
         check_range("num_sessions", self.num_sessions, low=1, allow_none=True)
+        check_range("micro_batch_size", self.micro_batch_size, low=1, allow_none=True)
         check_range("lora_alpha", self.lora_alpha, low=0, low_open=True, allow_none=True)
         check_range("max_new_tokens", self.max_new_tokens, low=1, allow_none=True)
         check_range("learning_rate", self.learning_rate, low=0, low_open=True)
@@ -341,7 +362,7 @@ def main(argv: Sequence[str] | None = None, *, progress: bool = True) -> Path:
         losses = train_sft(model, backbone.tokenizer, pairs, steps=args.steps, batch_size=args.batch_size,
                            learning_rate=args.learning_rate, max_prompt_tokens=args.max_prompt_tokens,
                            seed=args.seed, prompt_style=args.prompt_style, on_step=on_step,
-                           schedule=args.schedule)
+                           schedule=args.schedule, micro_batch_size=args.micro_batch_size)
     adapter = export_adapters(model, out / "adapter", (POLICY_ADAPTER,), nested=False, prompt_style=args.prompt_style,
                               max_prompt_tokens=args.max_prompt_tokens, max_new_tokens=args.max_new_tokens)
     run_dir.write_json("sft_losses.json", {"losses": losses, "demonstrations": len(pairs), "by_source": counts,

@@ -100,7 +100,7 @@ def sft_argv(args: StudyArgs, out: Path) -> list[str]:
     return ["--teacher", "add-only", "--source", "locomo", "--data-path", args.data_path, "--split", "memory-r2",
             "--part", "train", "--synthetic-worlds", str(args.synthetic_worlds),
             "--env-kwargs", json.dumps({k: ENV[k] for k in ("session_chunks", "manage_top_k")}),
-            "--model", args.model, "--steps", str(args.sft_steps), "--batch-size", "4",
+            "--model", args.model, "--steps", str(args.sft_steps), "--batch-size", "4", "--micro-batch-size", "1",
             "--learning-rate", str(args.sft_learning_rate), "--schedule", "linear", "--lora-r", "8", "--lora-alpha", "16",
             "--no-lora-lm-head", "--max-prompt-tokens", "1024", "--max-new-tokens", "384", "--prompt-style", "compact",
             "--seed", "0", "--output-dir", str(out)]
@@ -118,7 +118,7 @@ def rl_argv(args: StudyArgs, arm: str, seed: int, init: Path, out: Path, *, stag
             "--inner-fraction", "0.5" if arm == "logo" else "0", "--inner-n", "4", "--max-local-questions", "8",
             "--max-final-questions", str(args.max_final_questions),
             "--learning-rate", str(learning_rate or args.learning_rate), "--ppo-epochs", "1", "--num-minibatches", "1",
-            "--micro-batch-size", "4", "--max-new-tokens", "384",
+            "--micro-batch-size", "2", "--max-new-tokens", "384",
             "--max-prompt-tokens", "1024", "--prompt-style", "compact", "--no-lora-lm-head", "--dtype", "auto",
             "--init-adapter", str(init), "--checkpoint-every", "1", "--keep-checkpoints", "2", "--no-progress",
             "--no-tensorboard", "--output-dir", str(out)]

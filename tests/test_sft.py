@@ -114,3 +114,27 @@ def test_the_command_never_overwrites_an_earlier_adapter(tmp_path):
     with pytest.raises(UserError, match="already holds adapter"):
         sft.main(["--steps", "1", "--num-worlds", "1", "--num-sessions", "2", "--output-dir", str(tmp_path)])
     assert (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes() == b"earlier"
+
+
+def test_micro_batches_give_the_same_step_as_one_pass():
+    """Gradient accumulation over micro-batches weighted by target tokens: the same loss as the
+    whole batch at once, and (within the mixed-precision rounding that the second step
+    inherits from the first) the same second step."""
+    from agents.backbone import tiny_backbone
+    from agents.lora import add_lora
+
+    pairs = sft.record_demonstrations(make, [1_000_000, 1_000_001], roles=("extract", "manage"))
+    runs = []
+    for micro in (None, 1, 3):
+        backbone = tiny_backbone(seed=0)
+        model = add_lora(backbone)
+        losses = sft.train_sft(model, backbone.tokenizer, pairs, steps=2, batch_size=4, learning_rate=1e-2,
+                               max_prompt_tokens=256, prompt_style="compact", micro_batch_size=micro)
+        runs.append((losses, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}))
+    (base_losses, base_weights), *others = runs
+    for losses, weights in others:
+        assert losses[0] == pytest.approx(base_losses[0], rel=1e-5)  # a wrong weighting changes this
+        assert losses[1] == pytest.approx(base_losses[1], rel=1e-2)
+        assert weights.keys() == base_weights.keys()
+    with pytest.raises(ValueError, match="micro_batch_size"):
+        sft.train_sft(model, backbone.tokenizer, pairs, steps=1, micro_batch_size=0)
