@@ -71,6 +71,7 @@ class StudyArgs:
     sft_learning_rate: float = field(default=2e-4, metadata={"help": "teacher SFT learning rate (linear decay)"})
     synthetic_worlds: int = field(default=8, metadata={"help": "oracle worlds beside the add-only demonstrations"})
     evaluate: bool = field(default=True, metadata={"help": "score every memory agent on conv-44 (--no-evaluate: training only)"})
+    rl: bool = field(default=True, metadata={"help": "train the RL arms (--no-rl: teacher SFT and the zero-shot, SFT and add-only rows only, e.g. to measure the start first)"})
     probe: bool = field(default=False, metadata={"help": "run only the learning-rate / group-size probe"})
     probe_lrs: tuple[float, ...] = field(default=(3e-5, 1e-4, 3e-4), metadata={"help": "probe: learning rates"})
     probe_groups: tuple[int, ...] = field(default=(4, 8), metadata={"help": "probe: group sizes (at the middle learning rate)"})
@@ -322,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         study["probe"] = probe(args, root, sft)
     else:
         runs = []
-        for seed in args.seeds:
+        for seed in args.seeds if args.rl else ():
             for arm in args.arms:
                 out = root / arm / f"seed{seed}"
                 done = train("algos.logo_grpo", rl_argv(args, arm, seed, sft, out), out,

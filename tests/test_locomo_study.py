@@ -75,3 +75,17 @@ def test_bad_study_flags_are_refused():
         args(arms=("ppo",))
     with pytest.raises(ValueError, match="--stages"):
         args(stages=(0,))
+
+
+def test_no_rl_trains_the_teacher_and_scores_the_start_only(tmp_path, monkeypatch):
+    data = tmp_path / "locomo.json"
+    data.write_text("[]")
+    trained, scored = [], []
+    monkeypatch.setattr(study, "train", lambda module, argv, out, log: trained.append(module) or {"status": "reused"})
+    monkeypatch.setattr(study, "evaluate", lambda a, name, strategy, root, adapter: scored.append(name) or {
+        "name": name, "f1": 0.2, "bleu1": 0.2, "em": 0.1, "locomo_f1": 0.2, "r2_f1": 0.2, "r2_bleu1": 0.2,
+        "per_kind_f1": {}, "memory_tokens": 1, "memory_seconds": 1, "file": "f.json"})
+    out = study.main(["--data-path", str(data), "--work-dir", str(tmp_path / "w"), "--no-rl"])
+    assert trained == ["algos.sft"] and out["runs"] == []
+    assert scored == ["add-only", "zero-shot", "sft"]
+    assert (tmp_path / "w" / "study.md").is_file()
