@@ -79,13 +79,16 @@ class RoleSampler:
         batch_size: at most this many sequences per generation call (None: no limit).
         constrained: sample each output under its observation's grammar (default); False
             samples freely (the environment then rejects malformed actions).
+        engine: None (default) samples with the library's transformers loop; an
+            :class:`agents.vllm_engine.VLLMEngine` samples with vLLM instead (same grammars,
+            the log-probs recomputed by ``model``).
     """
 
     def __init__(self, model, tokenizer, *, prompt_style: str = "default", distill: bool = True,
                  max_prompt_tokens: int = 2048, max_new_tokens: int | Mapping[str, int] = 256,
                  temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                  generator: torch.Generator | None = None, batch_size: int | None = None,
-                 constrained: bool = True) -> None:
+                 constrained: bool = True, engine: Any = None) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.tokenizer = model, tokenizer
@@ -94,6 +97,7 @@ class RoleSampler:
         self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
         self.generator, self.batch_size = generator, batch_size
         self.constrained = constrained
+        self.engine = engine
 
     def new_tokens(self, role: str) -> int:
         """The generation budget of ``role``."""
@@ -169,13 +173,19 @@ class RoleSampler:
         from agents.generation import generate
         from agents.lora import role_adapter, use_adapter
 
+        constraints = constraints if constraints and any(c is not None for c in constraints) else None
+        if self.engine is not None:
+            return self.engine.generate(self.model, self.tokenizer, list(prompts), adapter=role_adapter(self.model, role),
+                                        num_samples=num_samples, max_new_tokens=self.new_tokens(role),
+                                        temperature=temperature, top_p=self.top_p if top_p is None else top_p,
+                                        top_k=self.top_k, generator=self.generator if generator is None else generator,
+                                        constraints=constraints)
         with use_adapter(self.model, role_adapter(self.model, role)):
             return generate(self.model, self.tokenizer, list(prompts), num_samples=num_samples,
                             max_new_tokens=self.new_tokens(role), temperature=temperature,
                             top_p=self.top_p if top_p is None else top_p, top_k=self.top_k,
                             generator=self.generator if generator is None else generator,
-                            constraints=constraints if constraints and any(c is not None for c in constraints)
-                            else None)
+                            constraints=constraints)
 
     def generate(self, observations: Sequence[str], *, temperature: float | None = None) -> list[Generation]:
         """One generation per observation (the trainers' policy interface); ``temperature``
