@@ -108,8 +108,15 @@ def _tokens_option(value: str) -> dict[str, int]:
 
 
 # The LLMAgent keyword arguments a spec may set after "?", each with the parser of its text value.
+def _engine_option(value: str) -> str:
+    from agents.vllm_engine import check_engine
+
+    return check_engine(value)
+
+
 SPEC_OPTION_PARSERS = {"constrained": _bool_option, "prompt_style": _style_option,
-                       "max_prompt_tokens": _positive_int_option, "max_new_tokens": _tokens_option}
+                       "max_prompt_tokens": _positive_int_option, "max_new_tokens": _tokens_option,
+                       "engine": _engine_option}
 
 
 def split_spec_options(spec: str) -> tuple[str, dict]:
@@ -117,7 +124,7 @@ def split_spec_options(spec: str) -> tuple[str, dict]:
 
     Keys: ``constrained`` (true / false), ``prompt_style`` (auto / default / compact),
     ``max_prompt_tokens`` and ``max_new_tokens`` (whole numbers; ``max_new_tokens`` sets
-    every role's budget). ``ValueError`` naming the key for an unknown key or a bad value."""
+    every role's budget), ``engine`` (hf / vllm: :mod:`agents.vllm_engine`). ``ValueError`` naming the key for an unknown key or a bad value."""
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a string, got {type(spec).__name__}")
     head, sep, tail = spec.rpartition(SPEC_OPTIONS)
@@ -176,6 +183,8 @@ class LLMAgent:
         batch_size: at most this many prompts per generation call.
         constrained: sample every output under its observation's grammar (default), so
             the environment rejects none; False samples freely.
+        engine: ``"hf"`` (default: the library's transformers loop) or ``"vllm"``
+            (:class:`agents.vllm_engine.VLLMEngine` serves the backbone and the adapters).
     """
 
     def __init__(
@@ -194,6 +203,7 @@ class LLMAgent:
         seed: int = 0,
         batch_size: int = DEFAULT_BATCH_SIZE,
         constrained: bool = True,
+        engine: str = "hf",
     ) -> None:
         unknown = set(max_new_tokens or {}) - set(ROLES)
         if unknown:
@@ -226,6 +236,13 @@ class LLMAgent:
         self.prompt_style = prompt_style
         self.batch_size = batch_size
         self.constrained = constrained
+        self.engine = None
+        if engine != "hf":
+            from agents.vllm_engine import VLLMEngine, check_engine
+
+            check_engine(engine)
+            self.engine = VLLMEngine.shared(backbone.name, max_model_len=self.max_prompt_tokens
+                                            + max(self.max_new_tokens.values()) + 64)
         device = next(self.model.parameters()).device
         self._generator = torch.Generator(device=device).manual_seed(seed)
         suffix = f":{adapter_path}" if adapter_path is not None else ""
@@ -251,7 +268,8 @@ class LLMAgent:
         return RoleSampler(self.model, self.tokenizer, prompt_style=self.prompt_style, distill=self.distill,
                            max_prompt_tokens=self.max_prompt_tokens, max_new_tokens=self.max_new_tokens,
                            temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                           generator=self._generator, batch_size=self.batch_size, constrained=self.constrained)
+                           generator=self._generator, batch_size=self.batch_size, constrained=self.constrained,
+                           engine=self.engine)
 
     def prompt(self, obs: str, role: str | None = None) -> str:
         """The rendered prompt for one observation."""

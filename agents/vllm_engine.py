@@ -17,8 +17,8 @@ or ``--rollout-engine vllm`` on the trainers and ``?engine=vllm`` on an ``llm:``
 * prompts go in as token ids, ``n`` samples per prompt, under the same per-observation grammar
   as the ``hf`` engine (:mod:`agents.constrained`'s llguidance lark grammars, through vLLM's
   ``guidance`` structured-output backend);
-* only the sampled token ids are kept. The log-probs the trainer uses are recomputed by the
-  trainer's own model with its masked log-softmax (the grammar's masks replayed, as
+* only the sampled token ids are kept. The log-probs are recomputed by the trainer's own
+  model with its masked log-softmax (the grammar's masks replayed, as
   :meth:`agents.sampler.RoleSampler.rescore` does), so PPO ratios and KL terms see exactly the
   numbers the ``hf`` engine would give. vLLM's own log-probs of the sampled tokens are compared
   with those: :meth:`VLLMEngine.pop_stats` gives the mean and max absolute difference (the
@@ -229,7 +229,7 @@ class VLLMEngine:
         scored_at = 1.0 if temperature == GREEDY else float(temperature)
         logprobs = self.recompute(model, adapter, prompt_ids[prompt_index], prompt_mask[prompt_index],
                                   completion_ids, completion_mask, sample_constraints, scored_at)
-        if temperature != GREEDY:
+        if temperature != GREEDY:  # greedy log-probs are untempered (as the hf engine records them)
             self._record_gap(logprobs, completion_mask, [lp for _, lp, _ in samples])
         texts = tokenizer.batch_decode([ids for ids, _, _ in samples], skip_special_tokens=True)
         return Rollout(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids,
