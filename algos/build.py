@@ -8,11 +8,7 @@ from typing import Any, Sequence
 
 import torch
 
-
-def default_threads(model_name: str) -> int:
-    """CPU threads for a model: 1 for the tiny model (its small kernels only contend), every
-    core this process may use otherwise."""
-    return 1 if model_name == "tiny" else len(os.sched_getaffinity(0))
+from algos.threads import default_threads  # noqa: F401  (also importable from here, as before)
 
 
 def resolve_device(args: Any, model_name: str, *, has_gpu: bool, rank: int = 0, world: int = 1) -> tuple[str, str]:

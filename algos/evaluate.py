@@ -229,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from algos.cli import parse_args
 
     a = parse_args(EvalArgs, argv, description=__doc__, prog=PROG)
-    from algos.build import default_threads
+    from algos.threads import default_threads
 
     torch.set_num_threads(default_threads(a.model))
     model, tok = load_policy_model(a.model, a.adapter)

@@ -344,7 +344,7 @@ def main(argv: Sequence[str] | None = None, *, progress: bool = True) -> Path:
     out = run_dir.path
     run_dir.write_json("args.json", dataclasses.asdict(args))
     seed_everything(args.seed)
-    from algos.build import default_threads
+    from algos.threads import default_threads
 
     torch.set_num_threads(default_threads(args.model))
     backbone = load_backbone(args.model)

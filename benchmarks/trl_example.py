@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from peft import LoraConfig
 
     from agents.backbone import load_backbone
-    from algos.build import default_threads
+    from algos.threads import default_threads
     from algos.trl import (SessionRollout, SnapshotStore, demonstration_dataset, manage_reward, role_dataset,
                            session_dataset, session_reward, valid_action)
 
