@@ -183,7 +183,10 @@ class MemorySessionEnv(gym.Env[str, str]):
             world_seeds: synthetic worlds to draw from (default: any seed).
             difficulty: synthetic worlds' difficulty, ``"default"`` or ``"hard"`` (see
                 :mod:`memenv.synthetic.hard`).
-            data_path, conversations, split, part: LoCoMo / LongMemEval file and selection.
+            data_path: the LoCoMo / LongMemEval file.
+            conversations: the conversations (LoCoMo ``sample_id`` s) to draw from (default: all).
+            split: a LoCoMo split preset, ``"memory-r2"`` or ``"memory-r1"`` (with ``part``).
+            part: the split's part, e.g. ``"train"``.
             source_options: any further options of the source.
             qa_schedule: ``"after_evidence"`` (questions right after their last evidence
                 session; for training) or ``"end"`` (all after the last session; benchmarks).

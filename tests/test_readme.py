@@ -53,7 +53,7 @@ def test_the_lock_pins_every_requirement_of_the_project():
     import tomllib
 
     project = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]
-    wanted = list(project["dependencies"]) + [r for extra in ("train", "dev", "trl")
+    wanted = list(project["dependencies"]) + [r for extra in ("train", "dev", "trl", "docs")
                                               for r in project["optional-dependencies"][extra]]
     lock = (README.parent / "requirements.lock").read_text()
     pinned = {line.split("==")[0].lower().replace("_", "-") for line in lock.splitlines()
