@@ -1,6 +1,6 @@
 """TRL on MemorySession-v0: an SFTTrainer warm start, then GRPOTrainer, scored on held-out worlds.
 
-The README's "Training with TRL" script at a larger size: the oracle's demonstrations warm
+The README's "Quickstart: training with TRL" script at a larger size: the oracle's demonstrations warm
 up a LoRA adapter (``SFTTrainer``), then ``GRPOTrainer`` trains the memory manager on
 forked manage states (``algos.trl.manage_reward``), or whole sessions with
 ``--sessions`` (``algos.trl.SessionRollout``). Before training, after SFT and after GRPO
