@@ -305,3 +305,14 @@ class TrainerArgs:
                              f"{self.output_dir} must be the same directory or left out")
         check_json_object("--env-kwargs", self.env_kwargs)
         check_env_id(self.env)
+
+
+def check_rollout_engine(engine: str, model_name: str) -> None:
+    """``--rollout-engine`` checked before a trainer writes anything: for ``vllm``, vLLM
+    importable and a model directory it serves, else a one-line :class:`UserError`."""
+    from agents.vllm_engine import check_rollout_engine as check
+
+    try:
+        check(engine, model_name)
+    except (ImportError, ValueError, FileNotFoundError) as err:
+        raise UserError(str(err)) from None
