@@ -277,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from agents.sampler import RoleSampler
     from algos import rollouts as R
     from algos.checkpoint import load_checkpoint, save_checkpoint
-    from algos.run import (MetricsLog, adapter_digest, dist_info, export_adapters, open_run_dir, run_name,
+    from algos.run import (MetricsLog, adapter_digest, check_finite, dist_info, export_adapters, open_run_dir, run_name,
                            seed_everything, start_run)
     from agents.backbone import load_tokenizer
     from algos.build import build_policy_model, check_prompt_room, make_optimizer, resolve_device, sft_warm_start
@@ -411,6 +411,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 t1 = time.perf_counter()
                 losses = ppo_update(model, batch.samples, optimizer, update_config, pad_id=pad_id, rng=np_rng,
                                     world=world)
+                check_finite(model, losses, state["update"] + 1, out)
                 t2 = time.perf_counter()
                 metrics = {**batch.stats, **losses, **(policy.engine.pop_stats() if policy.engine is not None else {})}
                 if world > 1:

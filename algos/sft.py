@@ -195,6 +195,10 @@ def train_sft(
             optimizer.step()
             scheduler.step()
             losses.append(float(loss.detach()))
+            if not np.isfinite(losses[-1]):
+                from algos.cli import UserError
+
+                raise UserError(f"SFT step {step + 1}: the loss is {losses[-1]}; stopping (try a smaller learning rate)")
             if on_step is not None:
                 on_step(step, losses[-1])
     return losses
