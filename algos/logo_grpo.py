@@ -301,6 +301,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.demo:
         console.print("[bold]No GPU: running a short CPU demo[/] (tiny random backbone, warm-started on oracle "
                       "demonstrations; pass --model to train a real model).")
+    from algos.build import check_model_flags
+
+    check_model_flags(model_name, init_adapter=args.init_adapter, device=args.device)  # before anything is written
     make_first, _ = make_env_factory(args, args.stages[0])  # an env without fork() stops here, before anything is written
     if args.rollout_engine == "vllm":
         from agents.vllm_engine import model_dir, require_vllm

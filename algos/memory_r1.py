@@ -252,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model_name = args.model or ("smollm2-135m" if has_gpu else "tiny")
     if args.demo:
         console.print("[bold]No GPU: running a short CPU demo[/] (tiny random backbone; pass --model to train a real one).")
+    from algos.build import check_model_flags
+
+    check_model_flags(model_name, init_adapter=getattr(args, "init_adapter", None), device=args.device)
     run_dir = open_run_dir(args, run_name("memory_r1", args.mode, args.algo, args.seed), changes=changes)
     out = run_dir.path
     if args.source == "locomo":
