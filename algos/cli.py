@@ -154,6 +154,11 @@ def run_main(main: Callable[[Sequence[str] | None], Any], prog: str, argv: Seque
         where = f" {err.filename}" if err.filename else ""
         print_error(prog, f"cannot write{where}: {os.strerror(err.errno or _errno.EIO)}")
         return 2
+    except Exception as err:
+        if not getattr(err, "user_error", False):  # errors that mark themselves as the user's (ModelCacheError)
+            raise
+        print_error(prog, str(err))
+        return 2
     return 0
 
 

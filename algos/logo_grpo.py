@@ -277,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from agents.sampler import RoleSampler
     from algos import rollouts as R
     from algos.checkpoint import load_checkpoint, save_checkpoint
-    from algos.run import (MetricsLog, adapter_digest, dist_info, export_adapters, open_run_dir, run_name,
+    from algos.run import (MetricsLog, adapter_digest, check_finite, dist_info, export_adapters, open_run_dir, run_name,
                            seed_everything, start_run)
     from agents.backbone import load_tokenizer
     from algos.build import build_policy_model, check_prompt_room, make_optimizer, resolve_device, sft_warm_start
@@ -301,6 +301,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.demo:
         console.print("[bold]No GPU: running a short CPU demo[/] (tiny random backbone, warm-started on oracle "
                       "demonstrations; pass --model to train a real model).")
+    from algos.build import check_model_flags
+
+    check_model_flags(model_name, init_adapter=args.init_adapter, device=args.device)  # before anything is written
     make_first, _ = make_env_factory(args, args.stages[0])  # an env without fork() stops here, before anything is written
     from agents.vllm_engine import attach, engine_stats
     from algos.cli import check_rollout_engine
@@ -407,6 +410,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 t1 = time.perf_counter()
                 losses = ppo_update(model, batch.samples, optimizer, update_config, pad_id=pad_id, rng=np_rng,
                                     world=world)
+                check_finite(model, losses, state["update"] + 1, out)
                 t2 = time.perf_counter()
                 metrics = {**batch.stats, **losses, **engine_stats(policy)}
                 if world > 1:

@@ -237,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from algos.build import build_policy_model, check_prompt_room, make_optimizer, resolve_device, sft_warm_start
     from algos.rollouts import make_answerer
     from algos.checkpoint import load_checkpoint, save_checkpoint
-    from algos.run import MetricsLog, export_adapters, open_run_dir, run_name, seed_everything, start_run
+    from algos.run import MetricsLog, check_finite, export_adapters, open_run_dir, run_name, seed_everything, start_run
     from algos.update import UpdateConfig, ppo_update
     from algos.value import ValueHead, save_value_head
 
@@ -252,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model_name = args.model or ("smollm2-135m" if has_gpu else "tiny")
     if args.demo:
         console.print("[bold]No GPU: running a short CPU demo[/] (tiny random backbone; pass --model to train a real one).")
+    from algos.build import check_model_flags
+
+    check_model_flags(model_name, init_adapter=getattr(args, "init_adapter", None), device=args.device)
     from agents.vllm_engine import attach, engine_stats
     from algos.cli import check_rollout_engine
 
@@ -372,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             stats["charts/trained_samples"] = float(len(trained))
             losses = ppo_update(model, trained, optimizer, update_config, pad_id=pad_id, rng=np_rng,
                                 value_head=value_head) if trained else {}
+            check_finite(model, losses, update, out)
             t2 = time.perf_counter()
             advantages = [abs(s.advantage) for s in samples]
             metrics = {**stats, **losses, "charts/nonzero_advantage_rate": float(np.mean([a > 0 for a in advantages]))
