@@ -279,6 +279,73 @@ def _dequantise_gguf(gguf_path: Path):
     return model, tokenizer
 
 
+CACHE_MANIFEST = "memenv_cache.json"
+
+
+class ModelCacheError(Exception):
+    """A model cache that cannot be written or is damaged beyond repair; printed as one line
+    by the commands (``user_error``), never as a traceback."""
+
+    user_error = True
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.safetensors"))
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_cache_manifest(folder: Path) -> None:
+    """Size and SHA-256 of every weight file of a converted model, checked on each load."""
+    files = {p.name: {"size": p.stat().st_size, "sha256": _file_sha256(p)} for p in _weight_files(folder)}
+    (folder / CACHE_MANIFEST).write_text(json.dumps({"files": files}, indent=1))
+
+
+@functools.lru_cache(maxsize=16)
+def _verified(folder: str, stamp: tuple) -> str | None:
+    path = Path(folder)
+    try:
+        manifest = json.loads((path / CACHE_MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{path / CACHE_MANIFEST} is missing or unreadable"
+    if sorted(manifest) != [p.name for p in _weight_files(path)]:
+        return f"{path} holds other weight files than {CACHE_MANIFEST} lists"
+    for name, want in manifest.items():
+        file = path / name
+        if file.stat().st_size != want.get("size"):
+            return f"{file} has {file.stat().st_size} bytes, {want.get('size')} were written (truncated or changed)"
+        if _file_sha256(file) != want.get("sha256"):
+            return f"{file} does not match the SHA-256 written at conversion (damaged or changed)"
+    return None
+
+
+def cache_problem(folder: Path) -> str | None:
+    """Why a converted model in the cache cannot be trusted, or None when it verifies."""
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in _weight_files(folder))
+    return _verified(str(folder), stamp)
+
+
+def check_cache_writable(root: Path | None = None) -> Path:
+    """The cache's models folder, created and probed with a file; :class:`ModelCacheError`
+    (one line) when it cannot be written -- before any slow conversion starts."""
+    root = (root or cache_root()) / "models"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
+            pass
+    except OSError as err:
+        raise ModelCacheError(f"the model cache {root} cannot be written ({os.strerror(err.errno) if err.errno else err}); "
+                              f"set {CACHE_ENV_VAR} to a writable folder (converting the model takes about 30 s and "
+                              "is stored there)") from None
+    return root
+
+
 def _save_atomically(model, tokenizer, target: Path) -> None:
     """Write model + tokenizer as an HF directory: into a temp dir, then one rename.
 
@@ -290,6 +357,7 @@ def _save_atomically(model, tokenizer, target: Path) -> None:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        _write_cache_manifest(tmp)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is meant to be shared
         try:
             os.rename(tmp, target)
@@ -305,10 +373,32 @@ def _save_atomically(model, tokenizer, target: Path) -> None:
 def _cached_gguf_dir(gguf_path: Path, name: str) -> Path:
     """The cached HF directory for a GGUF file, converting it on first use."""
     target = cache_root() / "models" / name
-    if not (target / "config.json").is_file():
-        model, tokenizer = _dequantise_gguf(gguf_path)
+    if (target / "config.json").is_file():
+        problem = cache_problem(target)
+        if problem is None:
+            return target
+        print(f"model cache damaged: {problem}; converting {gguf_path.name} again", flush=True)
+        try:
+            shutil.rmtree(target)
+        except OSError as err:
+            raise ModelCacheError(f"model cache damaged: {problem}; delete the folder {target} and run again "
+                                  f"(cannot remove it: {os.strerror(err.errno) if err.errno else err})") from None
+    check_cache_writable()
+    model, tokenizer = _dequantise_gguf(gguf_path)
+    try:
         _save_atomically(model, tokenizer, target)
+    except OSError as err:
+        raise ModelCacheError(f"could not write the converted model to {target}: "
+                              f"{os.strerror(err.errno) if err.errno else err}; free space or set {CACHE_ENV_VAR}") from None
     return target
+
+
+def _smollm2_dir() -> Path:
+    """The converted SmolLM2 in the cache, verified (re-converted when damaged)."""
+    cached = cache_root() / "models" / SMOLLM2_ALIAS
+    if (cached / "config.json").is_file() and cache_problem(cached) is None:
+        return cached
+    return _cached_gguf_dir(smollm2_gguf_path(), SMOLLM2_ALIAS)
 
 
 def _load_hf_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype) -> Backbone:
@@ -350,9 +440,7 @@ def load_backbone(
         backbone.device = dev
         return backbone
     if name_or_path == SMOLLM2_ALIAS:
-        cached = cache_root() / "models" / SMOLLM2_ALIAS
-        if not (cached / "config.json").is_file():
-            cached = _cached_gguf_dir(smollm2_gguf_path(), SMOLLM2_ALIAS)
+        cached = _smollm2_dir()
         return _load_hf_dir(cached, SMOLLM2_ALIAS, dev, resolve_dtype(dtype, dev, width=_config_width(cached)))
 
     path = Path(name_or_path).expanduser()
@@ -376,9 +464,7 @@ def load_tokenizer(name_or_path: str):
     if name_or_path == TINY_ALIAS:
         return tiny_tokenizer()
     if name_or_path == SMOLLM2_ALIAS:
-        path = cache_root() / "models" / SMOLLM2_ALIAS
-        if not (path / "config.json").is_file():
-            path = _cached_gguf_dir(smollm2_gguf_path(), SMOLLM2_ALIAS)
+        path = _smollm2_dir()
     else:
         path = Path(name_or_path).expanduser()
         if path.is_file() and path.suffix == ".gguf":

@@ -119,6 +119,14 @@ SPEC_OPTION_PARSERS = {"constrained": _bool_option, "prompt_style": _style_optio
                        "engine": _engine_option}
 
 
+def with_engine(spec: str, engine: str) -> str:
+    """``spec`` served by ``engine`` (``hf`` / ``vllm``): ``?engine=vllm`` added to an ``llm:``
+    spec that does not name an engine itself; other specs, and ``hf``, unchanged."""
+    if engine == "hf" or not spec.startswith("llm:") or "engine" in split_spec_options(spec)[1]:
+        return spec
+    return f"{spec}{'&' if SPEC_OPTIONS in spec else SPEC_OPTIONS}engine={_engine_option(engine)}"
+
+
 def split_spec_options(spec: str) -> tuple[str, dict]:
     """``"<spec>?key=value&key=value"`` -> (``"<spec>"``, LLMAgent keyword arguments); ({} without ``?``).
 

@@ -56,7 +56,7 @@ def require_vllm():
     try:
         import vllm
     except ImportError as err:
-        raise ImportError("--rollout-engine vllm needs vLLM in this virtualenv: "
+        raise ImportError("the vllm rollout engine needs vLLM in this virtualenv: "
                           "pip install --no-deps -r requirements-vllm.lock -e . "
                           f"(a separate virtualenv; see docs/agents.md) [{err}]") from None
     return vllm
@@ -88,6 +88,32 @@ def model_dir(name_or_path: str) -> Path:
     if path.is_dir() and (path / "config.json").is_file():
         return path
     raise FileNotFoundError(f"no model directory for {name_or_path!r} (the vLLM engine needs a Hugging Face directory)")
+
+
+def check_rollout_engine(engine: str, model_name: str) -> None:
+    """Before a trainer writes anything: with ``engine == "vllm"``, vLLM importable and a model
+    directory it can serve (one-line errors otherwise); nothing for ``"hf"``."""
+    if check_engine(engine) == "vllm":
+        require_vllm()
+        model_dir(model_name)
+
+
+def attach(sampler, engine: str, model_name: str, *, max_lora_rank: int, max_model_len: int) -> None:
+    """Serve ``sampler``'s rollouts through the process's vLLM engine when ``engine == "vllm"``."""
+    if check_engine(engine) == "vllm":
+        sampler.engine = VLLMEngine.shared(model_name, max_lora_rank=max_lora_rank, max_model_len=max_model_len)
+
+
+def engine_stats(sampler) -> dict[str, float]:
+    """The sampler gap and adapter loads since the last call ({} for the hf engine)."""
+    engine = getattr(sampler, "engine", None)
+    return engine.pop_stats() if engine is not None else {}
+
+
+def lora_rank(model) -> int:
+    """The largest LoRA rank among ``model``'s adapters (0 for a bare backbone)."""
+    configs = getattr(model, "peft_config", {}) or {}
+    return max((int(getattr(c, "r", 0) or 0) for c in configs.values()), default=0)
 
 
 def adapter_version(model, adapter: str | None) -> tuple:
@@ -136,11 +162,16 @@ class VLLMEngine:
 
     @classmethod
     def shared(cls, model_name: str, **kwargs: Any) -> "VLLMEngine":
-        """The process's engine for these settings (built on first use)."""
-        key = (model_name, tuple(sorted(kwargs.items())))
-        if key not in _ENGINES:
-            _ENGINES[key] = cls(model_name, **kwargs)
-        return _ENGINES[key]
+        """The process's engine for these settings, built on first use; an engine already built
+        with a rank and sequence length at least these (and the other settings equal) is reused."""
+        rank, length = kwargs.pop("max_lora_rank", 16), kwargs.pop("max_model_len", 4096)
+        rest = (model_name, tuple(sorted(kwargs.items())))
+        for (name, others, have_rank, have_length), engine in _ENGINES.items():
+            if (name, others) == rest and have_rank >= rank and have_length >= length:
+                return engine  # one engine serves every request it has room for
+        engine = cls(model_name, max_lora_rank=rank, max_model_len=length, **kwargs)
+        _ENGINES[(*rest, rank, length)] = engine
+        return engine
 
     # ------------------------------------------------------------------ adapters
     def lora_request(self, model, adapter: str | None):
@@ -171,8 +202,10 @@ class VLLMEngine:
     def sample_ids(self, prompt_ids: Sequence[Sequence[int]], *, num_samples: int, max_new_tokens: int,
                    temperature: float, top_p: float = 1.0, top_k: int = 0, stop_ids: Sequence[int] = (),
                    constraints: Sequence[Any] | None = None, lora_request=None,
-                   generator: torch.Generator | None = None) -> list[list[tuple[list[int], list[float], bool]]]:
-        """Per prompt, ``num_samples`` (token ids, vLLM's log-probs, finished with a stop token)."""
+                   generator: torch.Generator | None = None,
+                   ignore_eos: bool = False) -> list[list[tuple[list[int], list[float], bool]]]:
+        """Per prompt, ``num_samples`` (token ids, vLLM's log-probs, finished with a stop token);
+        ``ignore_eos`` makes every sample ``max_new_tokens`` long (for benchmarks)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import StructuredOutputsParams
@@ -184,7 +217,7 @@ class VLLMEngine:
             params.append(SamplingParams(
                 n=num_samples, temperature=float(temperature), top_p=float(top_p), top_k=int(top_k) if top_k else -1,
                 max_tokens=int(max_new_tokens), stop_token_ids=list(stop_ids), logprobs=0, seed=seed,
-                skip_special_tokens=False,
+                skip_special_tokens=False, ignore_eos=ignore_eos,
                 structured_outputs=StructuredOutputsParams(grammar=grammar.lark) if grammar is not None else None))
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids], params,
                                     lora_request=lora_request, use_tqdm=False)

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import torch
 
+from algos.cli import check_model_flags  # noqa: F401  (also importable from here, as before)
 from algos.threads import default_threads  # noqa: F401  (also importable from here, as before)
 
 
@@ -98,3 +99,5 @@ def check_prompt_room(make_env, tokenizer, *, max_prompt_tokens: int, style: str
             render_prompt(tokenizer, seen[role], max_prompt_tokens=max_prompt_tokens, distill=distill, style=style)
         except ValueError as err:
             raise UserError(f"{flag} {max_prompt_tokens} is too small: {err}") from None
+
+

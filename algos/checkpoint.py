@@ -95,6 +95,7 @@ def save_checkpoint(out: Path, model, optimizer, state: dict, np_rng, torch_gen,
     root = Path(out) / CHECKPOINTS
     name = f"update-{state['update']:06d}"
     tmp = root / f".tmp-{name}"
+    writing = tmp
     try:
         root.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
@@ -102,27 +103,42 @@ def save_checkpoint(out: Path, model, optimizer, state: dict, np_rng, torch_gen,
         tmp.mkdir()
         adapters = {}
         for adapter in adapter_names:
+            writing = tmp / "adapters" / adapter / "adapter_model.safetensors"
             save_adapter(model, tmp / "adapters" / adapter, adapter)
             adapters[adapter] = sorted(expected_adapter_keys(model, adapter))
+        writing = tmp / TRAINER_STATE
         torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state(np_rng, torch_gen), "state": state,
                     "modules": {k: m.state_dict() for k, m in (modules or {}).items()}}, tmp / TRAINER_STATE)
         files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        writing = tmp / MANIFEST
         (tmp / MANIFEST).write_text(json.dumps({"name": name, "update": state["update"], "files": files,
                                                 "adapters": adapters}, indent=1))
         _fsync_tree(tmp)
         final = root / name
+        writing = final
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         pointer = root / ".latest.tmp"
+        writing = root / LATEST
         pointer.write_text(name)
         os.replace(pointer, root / LATEST)
-    except OSError as err:
+    except Exception as err:  # noqa: BLE001 - every write failure: safetensors' SafetensorError is no OSError
         shutil.rmtree(tmp, ignore_errors=True)
-        previous = read_latest(root) if (root / LATEST).is_file() else None
-        kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
-        raise UserError(f"could not write checkpoint {name} in {root}: {os.strerror(err.errno) if err.errno else err} "
-                        f"({err.filename or ''}); {kept}; free space and continue with --resume {out}") from None
+        (root / ".latest.tmp").unlink(missing_ok=True)
+        try:
+            previous = read_latest(root) if (root / LATEST).is_file() else None
+        except (UserError, OSError):
+            previous = None
+        kept = (f"the previous checkpoint {root / previous} is intact" if previous and previous != name
+                else "no earlier checkpoint exists")
+        if isinstance(err, OSError) and err.errno:
+            reason = os.strerror(err.errno)
+        else:
+            reason = (str(err).splitlines() or [type(err).__name__])[0]
+        where = getattr(err, "filename", None) or writing
+        raise UserError(f"could not write checkpoint {name}: {where}: {reason}; the temporary folder was removed and "
+                        f"{kept}; free space and continue with --resume {out}") from None
     older = sorted((p for p in root.glob("update-*") if p.name != name and CHECKPOINT_NAME.fullmatch(p.name)),
                    key=lambda p: p.name)
     for old in older[: max(len(older) - (keep - 1), 0)] if keep > 0 else []:
@@ -181,7 +197,32 @@ def verify_checkpoint(ckpt: Path, model, adapter_names: Sequence[str]) -> dict[s
         if wrong:
             raise DamagedCheckpoint(f"{path}: tensor {wrong[0]} has shape {found[wrong[0]]}, the model needs "
                                     f"{expected[wrong[0]]}")
+        from safetensors.torch import load_file
+
+        bad = next((k for k, v in load_file(str(path)).items() if v.is_floating_point() and not torch.isfinite(v).all()),
+                   None)
+        if bad is not None:
+            raise DamagedCheckpoint(f"{path}: tensor {bad} holds non-finite values (nan or inf)")
     return manifest
+
+
+def _nonfinite_state(blob: Any, where: str = "") -> str | None:
+    """The first floating tensor of the optimizer or module states that is not finite, by name."""
+    if isinstance(blob, dict):
+        for k, v in blob.items():
+            if where == "" and k not in ("optimizer", "modules"):
+                continue
+            found = _nonfinite_state(v, f"{where}/{k}")
+            if found:
+                return found
+    elif isinstance(blob, (list, tuple)):
+        for i, v in enumerate(blob):
+            found = _nonfinite_state(v, f"{where}/{i}")
+            if found:
+                return found
+    elif isinstance(blob, torch.Tensor) and blob.is_floating_point() and not torch.isfinite(blob).all():
+        return where.lstrip("/")
+    return None
 
 
 def load_checkpoint(run_dir: Path, model, optimizer, np_rng, torch_gen, adapter_names: Sequence[str],
@@ -210,7 +251,15 @@ def load_checkpoint(run_dir: Path, model, optimizer, np_rng, torch_gen, adapter_
             log(f"checkpoint {name} is damaged: {err}; trying an older one")
             continue
         except Exception as err:  # noqa: BLE001 - an unpickling refusal or a torn file
-            problems.append(f"{ckpt / TRAINER_STATE}: {err}".splitlines()[0])
+            reason = ("it holds a pickled object that the safe loader refuses (torch.load weights_only)"
+                      if "weights_only" in str(err) or "Weights only load failed" in str(err)
+                      else (str(err).splitlines() or [type(err).__name__])[0])
+            problems.append(f"{ckpt / TRAINER_STATE}: {reason}")
+            log(f"checkpoint {name} is damaged: {problems[-1]}; trying an older one")
+            continue
+        nonfinite = _nonfinite_state(blob)
+        if nonfinite:
+            problems.append(f"{ckpt / TRAINER_STATE}: {nonfinite} holds non-finite values (nan or inf)")
             log(f"checkpoint {name} is damaged: {problems[-1]}; trying an older one")
             continue
         saved_modules = blob.get("modules", {})

@@ -137,26 +137,27 @@ def load_policy_model(model_name: str, adapter: str | Path | None, *, device: st
 
 
 def make_policy(model, tokenizer, *, prompt_style: str, max_new_tokens: int, max_prompt_tokens: int,
-                constrained: bool = True):
+                constrained: bool = True, engine: Any | None = None):
     """A greedy :class:`agents.sampler.RoleSampler` (temperature 0); ``constrained``: under
-    each observation's grammar (:mod:`agents.constrained`), as the trainers sample by default."""
+    each observation's grammar (:mod:`agents.constrained`), as the trainers sample by default;
+    ``engine``: a :class:`agents.vllm_engine.VLLMEngine` that samples instead of the hf loop."""
     from agents.sampler import RoleSampler
 
     return RoleSampler(model, tokenizer, prompt_style=prompt_style, max_prompt_tokens=max_prompt_tokens,
                        max_new_tokens=max_new_tokens, temperature=0.0, generator=torch.Generator().manual_seed(0),
-                       constrained=constrained)
+                       constrained=constrained, engine=engine)
 
 
 def evaluate_synthetic(model, tokenizer, *, worlds: Sequence[int], horizons: Sequence[int], prompt_style: str,
                        max_new_tokens: int, max_prompt_tokens: int, extractor: str | None = "oracle",
                        answerer: Any | None = None, constrained: bool = True,
-                       env_kwargs: dict[str, Any] | None = None) -> dict[int, EvalResult]:
+                       env_kwargs: dict[str, Any] | None = None, engine: Any | None = None) -> dict[int, EvalResult]:
     """Scores on held-out synthetic worlds at each horizon (sessions per world).
 
     Defaults match the CPU training setup: the oracle plays the extract turns and the
     synthetic worlds' scripted reader answers. ``env_kwargs`` go to the benchmark env
     (``MemorySessionBench-v0``: questions at the end), e.g. the hard worlds' options or the
-    observation settings a policy was trained under.
+    observation settings a policy was trained under. ``engine``: see :func:`make_policy`.
     """
     import gymnasium as gym
 
@@ -168,7 +169,7 @@ def evaluate_synthetic(model, tokenizer, *, worlds: Sequence[int], horizons: Seq
     if not horizons or any(int(h) < 1 for h in horizons):
         raise ValueError(f"horizons must be positive session counts, got {list(horizons)}")
     policy = make_policy(model, tokenizer, prompt_style=prompt_style, max_new_tokens=max_new_tokens,
-                         max_prompt_tokens=max_prompt_tokens, constrained=constrained)
+                         max_prompt_tokens=max_prompt_tokens, constrained=constrained, engine=engine)
     fixed_extractor = make_agent(extractor) if extractor else None
     answerer = answerer if answerer is not None else ScriptedAnswerer()
     # every (horizon, world) episode in one lockstep: a turn's policy call batches all the
@@ -181,7 +182,8 @@ def evaluate_synthetic(model, tokenizer, *, worlds: Sequence[int], horizons: Seq
 
 
 def evaluate_locomo(model, tokenizer, *, data_path: str, conversations: Sequence[str] | None, prompt_style: str,
-                    max_new_tokens: int, max_prompt_tokens: int, constrained: bool = True) -> EvalResult:
+                    max_new_tokens: int, max_prompt_tokens: int, constrained: bool = True,
+                    engine: Any | None = None) -> EvalResult:
     """LoCoMo (e.g. the dev split): the policy extracts and manages, the frozen base model answers.
 
     Compare a trained adapter against its zero-shot self by calling this with the adapter
@@ -197,7 +199,7 @@ def evaluate_locomo(model, tokenizer, *, data_path: str, conversations: Sequence
 
     keys = list(conversations) if conversations else list(make().unwrapped.source.keys())
     policy = make_policy(model, tokenizer, prompt_style=prompt_style, max_new_tokens=max_new_tokens,
-                         max_prompt_tokens=max_prompt_tokens, constrained=constrained)
+                         max_prompt_tokens=max_prompt_tokens, constrained=constrained, engine=engine)
     answerer = llm_answerer(model, tokenizer, max_prompt_tokens=max_prompt_tokens, prompt_style=prompt_style)
     return run_episodes(policy, answerer, make, keys, extractor=None)
 
@@ -213,6 +215,7 @@ class EvalArgs:
     max_prompt_tokens: int = field(default=256, metadata={"help": "prompts are trimmed by relevance to this many tokens"})
     extractor: str | None = field(default="oracle", metadata={"help": "fixed extract agent (none: the policy extracts)"})
     constrained: bool = field(default=True, metadata={"help": "the policy acts under each observation's grammar (agents.constrained), as the trainers sample; --no-constrained decodes freely"})
+    rollout_engine: str = field(default="hf", metadata={"help": "what samples the policy: hf (the library's transformers loop) or vllm (agents.vllm_engine, the requirements-vllm.lock virtualenv; a model directory, not tiny)", "choices": ["hf", "vllm"]})
 
     def __post_init__(self) -> None:
         from algos.cli import check_agent_name, check_range
@@ -231,11 +234,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     a = parse_args(EvalArgs, argv, description=__doc__, prog=PROG)
     from algos.threads import default_threads
 
+    from agents.vllm_engine import VLLMEngine, lora_rank
+    from algos.cli import check_rollout_engine
+
+    check_rollout_engine(a.rollout_engine, a.model)
     torch.set_num_threads(default_threads(a.model))
     model, tok = load_policy_model(a.model, a.adapter)
+    engine = None
+    if a.rollout_engine == "vllm":
+        engine = VLLMEngine.shared(a.model, max_lora_rank=max(16, lora_rank(model)),
+                                   max_model_len=a.max_prompt_tokens + a.max_new_tokens + 64)
     res = evaluate_synthetic(model, tok, worlds=range(a.worlds), horizons=a.horizons, prompt_style=a.prompt_style,
                              max_new_tokens=a.max_new_tokens, max_prompt_tokens=a.max_prompt_tokens,
-                             extractor=a.extractor, constrained=a.constrained)
+                             extractor=a.extractor, constrained=a.constrained, engine=engine)
     out = {h: r.to_dict() for h, r in res.items()}
     print(json.dumps(out, indent=2))
     return out

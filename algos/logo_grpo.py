@@ -277,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from agents.sampler import RoleSampler
     from algos import rollouts as R
     from algos.checkpoint import load_checkpoint, save_checkpoint
-    from algos.run import (MetricsLog, adapter_digest, dist_info, export_adapters, open_run_dir, run_name,
+    from algos.run import (MetricsLog, adapter_digest, check_finite, dist_info, export_adapters, open_run_dir, run_name,
                            seed_everything, start_run)
     from agents.backbone import load_tokenizer
     from algos.build import build_policy_model, check_prompt_room, make_optimizer, resolve_device, sft_warm_start
@@ -301,12 +301,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.demo:
         console.print("[bold]No GPU: running a short CPU demo[/] (tiny random backbone, warm-started on oracle "
                       "demonstrations; pass --model to train a real model).")
-    make_first, _ = make_env_factory(args, args.stages[0])  # an env without fork() stops here, before anything is written
-    if args.rollout_engine == "vllm":
-        from agents.vllm_engine import model_dir, require_vllm
+    from algos.cli import check_model_flags
 
-        require_vllm()
-        model_dir(model_name)  # a model vLLM can serve, before anything is written
+    check_model_flags(model_name, init_adapter=args.init_adapter, device=args.device)  # before anything is written
+    make_first, _ = make_env_factory(args, args.stages[0])  # an env without fork() stops here, before anything is written
+    from agents.vllm_engine import attach, engine_stats
+    from algos.cli import check_rollout_engine
+
+    check_rollout_engine(args.rollout_engine, model_name)  # before anything is written
     run_dir = open_run_dir(args, run_name(args.env, "logo_grpo", args.seed), rank=rank, changes=changes)
     out = run_dir.path
 
@@ -336,11 +338,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     policy = RoleSampler(model, tokenizer, prompt_style=style, max_prompt_tokens=args.max_prompt_tokens,
                          max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                          generator=sampling_gen, constrained=args.constrained)
-    if args.rollout_engine == "vllm":
-        from agents.vllm_engine import VLLMEngine
-
-        policy.engine = VLLMEngine.shared(model_name, max_lora_rank=args.lora_r,
-                                          max_model_len=args.max_prompt_tokens + args.max_new_tokens + 64)
+    attach(policy, args.rollout_engine, model_name, max_lora_rank=args.lora_r,
+           max_model_len=args.max_prompt_tokens + args.max_new_tokens + 64)
     update_config = UpdateConfig.from_args(args)
 
     state = {"update": 0, "stage": 0, "update_in_stage": 0, "tokens": 0.0}
@@ -411,8 +410,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 t1 = time.perf_counter()
                 losses = ppo_update(model, batch.samples, optimizer, update_config, pad_id=pad_id, rng=np_rng,
                                     world=world)
+                check_finite(model, losses, state["update"] + 1, out)
                 t2 = time.perf_counter()
-                metrics = {**batch.stats, **losses, **(policy.engine.pop_stats() if policy.engine is not None else {})}
+                metrics = {**batch.stats, **losses, **engine_stats(policy)}
                 if world > 1:
                     metrics = mean_over_processes(metrics, world)
                 tokens = state.get("tokens", 0.0) + metrics.get("charts/generated_tokens", 0.0) * world

@@ -237,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from algos.build import build_policy_model, check_prompt_room, make_optimizer, resolve_device, sft_warm_start
     from algos.rollouts import make_answerer
     from algos.checkpoint import load_checkpoint, save_checkpoint
-    from algos.run import MetricsLog, export_adapters, open_run_dir, run_name, seed_everything, start_run
+    from algos.run import MetricsLog, check_finite, export_adapters, open_run_dir, run_name, seed_everything, start_run
     from algos.update import UpdateConfig, ppo_update
     from algos.value import ValueHead, save_value_head
 
@@ -252,6 +252,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model_name = args.model or ("smollm2-135m" if has_gpu else "tiny")
     if args.demo:
         console.print("[bold]No GPU: running a short CPU demo[/] (tiny random backbone; pass --model to train a real one).")
+    from algos.cli import check_model_flags
+
+    check_model_flags(model_name, init_adapter=getattr(args, "init_adapter", None), device=args.device)
+    from agents.vllm_engine import attach, engine_stats
+    from algos.cli import check_rollout_engine
+
+    check_rollout_engine(args.rollout_engine, model_name)  # before anything is written
     run_dir = open_run_dir(args, run_name("memory_r1", args.mode, args.algo, args.seed), changes=changes)
     out = run_dir.path
     if args.source == "locomo":
@@ -275,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                           max_prompt_tokens=args.max_prompt_tokens, max_new_tokens=args.new_tokens,
                           temperature=args.temperature, top_p=args.top_p, generator=generator,
                           batch_size=args.generation_batch_size, constrained=args.constrained)
+    attach(sampler, args.rollout_engine, model_name, max_lora_rank=args.lora_r,
+           max_model_len=args.max_prompt_tokens + args.new_tokens + 64)
     role = "answer" if args.mode == "answer" else "manage"
     serving = dict(prompt_style=style, max_prompt_tokens=args.max_prompt_tokens, max_new_tokens=args.new_tokens,
                    distill=args.distill if args.mode == "answer" else None)  # recorded with the saved adapters
@@ -366,12 +375,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             stats["charts/trained_samples"] = float(len(trained))
             losses = ppo_update(model, trained, optimizer, update_config, pad_id=pad_id, rng=np_rng,
                                 value_head=value_head) if trained else {}
+            check_finite(model, losses, update, out)
             t2 = time.perf_counter()
             advantages = [abs(s.advantage) for s in samples]
             metrics = {**stats, **losses, "charts/nonzero_advantage_rate": float(np.mean([a > 0 for a in advantages]))
                        if advantages else 0.0, "charts/rollout_seconds": t1 - t0, "charts/update_seconds": t2 - t1,
                        "charts/tokens_per_s": stats.get("charts/generated_tokens", 0.0) / max(t1 - t0, 1e-9),
-                       "charts/elapsed_s": time.perf_counter() - start}
+                       "charts/elapsed_s": time.perf_counter() - start, **engine_stats(sampler)}
             log.write(update, metrics)
             history.append(metrics)
             progress.update(task, advance=1, live=f"reward {metrics.get('charts/reward', 0):.3f} "

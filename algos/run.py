@@ -40,6 +40,12 @@ LOCK_FILE = ".lock"
 # Flags that change how a run is driven or shown, not what it computes: they may differ on --resume.
 RUN_CONTROL_FLAGS = frozenset({"resume", "output_dir", "stop_after", "progress", "tensorboard", "keep_checkpoints",
                                "checkpoint_every", "override", "num_threads"})
+# The run-control flags that belong to one invocation only: every other run-control flag keeps
+# the run's value on --resume unless the resuming command sets it (the change is recorded).
+INVOCATION_FLAGS = frozenset({"resume", "output_dir", "stop_after", "override"})
+# What a trainer writes before its first checkpoint: a directory holding only these (and
+# no checkpoints/latest) is a failed or killed start, which a fresh run may take over.
+START_FILES = frozenset({LOCK_FILE, ARGS_FILE, ARGS_HISTORY, "metrics.jsonl", "tensorboard", "checkpoints"})
 # ---------------------------------------------------------------------------- seeding
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's global and torch's global RNGs."""
@@ -60,14 +66,53 @@ def disk_error(err: OSError, doing: str) -> UserError:
     return UserError(f"{doing}: cannot write{where}: {os.strerror(err.errno) if err.errno else err}")
 
 
-def check_resumable(path: Path) -> None:
+def failed_start(path: Path) -> bool:
+    """Whether ``path`` is a run directory that stopped (failed or killed) before its first
+    checkpoint: an ``args.json``, nothing but :data:`START_FILES`, no ``checkpoints/latest``,
+    and no other process holding its lock."""
     from algos.checkpoint import CHECKPOINTS, LATEST
 
+    if not path.is_dir() or not (path / ARGS_FILE).is_file() or (path / CHECKPOINTS / LATEST).exists():
+        return False
+    if any(p.name not in START_FILES and not p.name.startswith(f".{ARGS_FILE}") for p in path.iterdir()):
+        return False
+    if (path / CHECKPOINTS).is_dir() and any(not p.name.startswith(".") for p in (path / CHECKPOINTS).iterdir()):
+        return False  # only temporary folders of an unfinished first checkpoint may be there
+    if (path / LOCK_FILE).is_file():
+        try:
+            with open(path / LOCK_FILE, "a+") as f:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        except BlockingIOError:
+            return False  # a run is starting there now
+        except OSError:
+            return False
+    return True
+
+
+def _clear_failed_start(path: Path) -> None:
+    """Remove what a failed start left (args.json, lock, metrics, temporary checkpoints)."""
+    try:
+        for p in path.iterdir():
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+    except OSError as err:
+        raise disk_error(err, f"--output-dir {path}") from None
+    print(f"{path}: an earlier start stopped before its first checkpoint; starting afresh there", flush=True)
+
+
+def check_resumable(path: Path) -> None:
     """:class:`UserError` unless ``path`` is a run directory holding a checkpoint."""
+    from algos.checkpoint import CHECKPOINTS, LATEST
+
     if not path.is_dir():
         raise UserError(f"--resume {path}: no such directory")
     if not (path / CHECKPOINTS / LATEST).is_file():
-        raise UserError(f"--resume {path}: no {CHECKPOINTS}/{LATEST} there (no checkpoint was written)")
+        hint = (" (the run stopped before its first checkpoint: rerun its command without --resume, which "
+                "starts afresh in the same directory)") if failed_start(path) else " (no checkpoint was written)"
+        raise UserError(f"--resume {path}: no {CHECKPOINTS}/{LATEST} there{hint}")
 
 
 class RunDir:
@@ -86,6 +131,8 @@ class RunDir:
             return
         if resume:
             check_resumable(self.path)
+        elif failed_start(self.path):
+            _clear_failed_start(self.path)
         elif self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             what = _describe(self.path) if self.path.is_dir() else "a file"
             raise UserError(f"{flag} {self.path} already holds {what}; continue a run there with --resume {self.path}, "
@@ -149,7 +196,11 @@ def export_atomically(target: Path, write: Callable[[Path], None]) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if target.exists():
         old = target.with_name(f".{target.name}.old")
         if old.exists():
@@ -176,6 +227,11 @@ def export_adapters(model, target: Path, names: Sequence[str], *, nested: bool, 
         return export_atomically(Path(target), write)
     except OSError as err:
         raise disk_error(err, f"saving adapters to {target}") from None
+    except Exception as err:  # noqa: BLE001 - safetensors' SafetensorError (a full disk) is no OSError
+        if isinstance(err, UserError):
+            raise
+        raise UserError(f"saving adapters to {target}: cannot write: {str(err).splitlines()[0] if str(err) else type(err).__name__} "
+                        "(nothing was replaced)") from None
 
 
 # ---------------------------------------------------------------------------- args on resume
@@ -202,10 +258,11 @@ def args_from_json(cls: type, saved: dict[str, Any]):
 def resume_args(cls: type, run_dir: Path, parsed: Any, given: set[str], *, override: bool) -> tuple[Any, dict[str, tuple]]:
     """The arguments a resumed run continues with, and the changes made to them.
 
-    The run's ``args.json`` gives every setting, except the :data:`RUN_CONTROL_FLAGS`, which
-    belong to each invocation and come from ``parsed`` (the command line as parsed). A flag
-    in ``given`` (set explicitly) that differs from ``args.json`` is a :class:`UserError`
-    naming every such flag, unless ``override``.
+    The run's ``args.json`` gives every setting. The :data:`RUN_CONTROL_FLAGS` keep the
+    run's values too, unless the resuming command sets them (in ``given``): then the new
+    value applies and the change is returned (and recorded); the :data:`INVOCATION_FLAGS`
+    always come from ``parsed``. Any other flag in ``given`` that differs from ``args.json``
+    is a :class:`UserError` naming every such flag, unless ``override``.
     """
     path = Path(run_dir) / ARGS_FILE
     try:
@@ -235,8 +292,12 @@ def resume_args(cls: type, run_dir: Path, parsed: Any, given: set[str], *, overr
                            for k, (old, new) in changes.items())
         raise UserError(f"--resume {run_dir}: these flags differ from the run's {ARGS_FILE}: {listed}. Leave them out "
                         "to continue as the run started, or add --override to change them (the change is recorded)")
-    updates = {k: getattr(parsed, k) for k in current if k in RUN_CONTROL_FLAGS or k in changes}
-    return dataclasses.replace(base, **updates), changes
+    control = {}
+    for key in sorted(given & RUN_CONTROL_FLAGS - INVOCATION_FLAGS):
+        if key in current and current[key] != getattr(parsed, key):
+            control[key] = (current[key], getattr(parsed, key))
+    updates = {k: getattr(parsed, k) for k in current if k in INVOCATION_FLAGS or k in changes or k in control}
+    return dataclasses.replace(base, **updates), {**changes, **control}
 
 
 def _show(value: Any) -> str:
@@ -334,6 +395,19 @@ class MetricsLog:
 
 
 # ---------------------------------------------------------------------------- misc
+def check_finite(model, losses: dict[str, Any], update: int, out: Path) -> None:
+    """:class:`UserError` when an update's loss or any trained (LoRA) weight is not finite:
+    the run stops before sampling from a broken policy; the last checkpoint is kept."""
+    import math
+
+    bad = [k for k, v in losses.items() if isinstance(v, float) and k.startswith("losses/") and not math.isfinite(v)]
+    weights = next((n for n, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()), None)
+    if bad or weights:
+        what = f"the loss {bad[0]} is {losses[bad[0]]}" if bad else f"the weight {weights} is not finite"
+        raise UserError(f"update {update}: {what}; stopping before sampling from it (the checkpoints in {out} were "
+                        "written before it: resume with --resume and --override --learning-rate <smaller>, or start afresh)")
+
+
 def adapter_digest(model) -> str:
     """A hash of every trainable parameter (ranks of a data-parallel run must agree)."""
     h = hashlib.sha256()

@@ -195,6 +195,10 @@ def train_sft(
             optimizer.step()
             scheduler.step()
             losses.append(float(loss.detach()))
+            if not np.isfinite(losses[-1]):
+                from algos.cli import UserError
+
+                raise UserError(f"SFT step {step + 1}: the loss is {losses[-1]}; stopping (try a smaller learning rate)")
             if on_step is not None:
                 on_step(step, losses[-1])
     return losses
@@ -339,6 +343,9 @@ def main(argv: Sequence[str] | None = None, *, progress: bool = True) -> Path:
     from algos.run import RunDir, export_adapters, run_name, seed_everything
 
     args = parse_args(SFTArgs, argv, description=__doc__, prog=PROG)
+    from algos.cli import check_model_flags
+
+    check_model_flags(args.model)  # before anything is written
     pairs, counts = demonstrations(args)
     run_dir = RunDir(args.output_dir or f"runs/{run_name('sft', args.seed)}", resume=False)
     out = run_dir.path

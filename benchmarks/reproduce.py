@@ -314,14 +314,53 @@ def _evaluate(preset: Preset, adapter: Path | None, cache: Path | None = None) -
 
 
 def _adapter_stamp(adapter: Path | None) -> list[Any] | None:
-    """Size and modification time of an adapter's weight files: a retrained adapter changes them."""
+    """Name, size and SHA-256 of each of an adapter's weight files and settings: a retrained
+    (or copied-over) adapter changes them, whatever its modification time."""
+    import hashlib
+
     if adapter is None:
         return None
-    return sorted([p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in Path(adapter).rglob("*.safetensors"))
+    files = [p for p in Path(adapter).rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json")]
+    return sorted([str(p.relative_to(adapter)), p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()]
+                  for p in files)
 
 
 def _finished(out: Path, marker: str) -> bool:
     return (out / marker).exists()
+
+
+# args.json entries that do not change what a run computes (how it was driven or shown)
+_DRIVING = {"resume", "output_dir", "stop_after", "progress", "tensorboard", "keep_checkpoints", "checkpoint_every",
+            "override", "num_threads"}
+
+
+def expected_args(cls: type, argv: Sequence[str], prepare=None) -> dict[str, Any]:
+    """The ``args.json`` a fresh run of ``argv`` writes (``prepare``: the trainer's defaults step)."""
+    from algos.cli import parse_args as parse
+
+    args = parse(cls, list(argv))
+    if prepare is not None:
+        args = prepare(args, list(argv))
+    return json.loads(json.dumps(dataclasses.asdict(args)))
+
+
+def check_reused(out: Path, expected: dict[str, Any]) -> None:
+    """:class:`algos.cli.UserError` naming every setting in which the finished run at ``out``
+    (its ``args.json``) differs from what the report would claim for it."""
+    from algos.cli import UserError
+
+    try:
+        saved = json.loads((out / "args.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{out} holds a finished run whose args.json cannot be read ({err}); remove {out} or "
+                        "choose a new --work-dir") from None
+    if not isinstance(saved, dict):
+        saved = {}
+    differ = [f"{k} {saved.get(k, '(absent)')!r} (the preset: {expected[k]!r})" for k in sorted(expected)
+              if k not in _DRIVING and saved.get(k, "(absent)") != expected[k]]
+    if differ:
+        raise UserError(f"{out} was made with other settings than this reproduction claims: " + "; ".join(differ)
+                        + f". Choose a new --work-dir, or remove {out} to retrain it")
 
 
 def run_sft(preset: Preset, seed: int, root: Path) -> dict[str, Any]:
@@ -332,6 +371,7 @@ def run_sft(preset: Preset, seed: int, root: Path) -> dict[str, Any]:
     start = time.perf_counter()
     out = root / "sft" / f"seed{seed}"
     if _finished(out, "sft_losses.json"):
+        check_reused(out, expected_args(sft.SFTArgs, sft_argv(preset, seed, out)))
         adapter = out / "adapter"
     else:
         adapter = sft.main(sft_argv(preset, seed, out), progress=False)
@@ -357,7 +397,14 @@ def run_rl(preset: Preset, arm: str, seed: int, sft_adapter: str, root: Path) ->
     start = time.perf_counter()
     out = root / arm / f"seed{seed}"
     argv = trainer_argv(preset, arm, seed, Path(sft_adapter), out)
-    if not _finished(out, "adapter"):
+    if _finished(out, "adapter"):
+        import torch
+
+        from algos.logo_grpo import Args, apply_demo_defaults
+
+        has_gpu = torch.cuda.is_available()
+        check_reused(out, expected_args(Args, argv, lambda a, av: apply_demo_defaults(a, av, has_gpu and a.device != "cpu")))
+    else:
         resume = (out / "checkpoints" / "latest").is_file()
         train([*argv, "--resume", str(out)] if resume else argv)
     curve = read_curve(out)

@@ -81,7 +81,10 @@ def evaluate_manager(model, tokenizer, data, store, max_new_tokens: int) -> dict
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Warm start, train, and print the held-out scores of each stage; returns them."""
     args = parse_args(TRLExampleArgs, argv, description=__doc__, prog=PROG)
+    from algos.cli import check_model_flags
     from algos.trl import require
+
+    check_model_flags(args.model)  # before TRL writes into --output-dir
 
     trl = require("trl")
     import torch

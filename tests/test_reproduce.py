@@ -259,8 +259,14 @@ def test_an_evaluation_is_redone_when_the_adapter_changes(micro, monkeypatch):
     run = root / "runs" / "logo" / "seed0"
     cached = R._evaluate(preset, run / "adapter", run / "eval.json")
     weights = next((run / "adapter").rglob("*.safetensors"))
-    weights.write_bytes(weights.read_bytes())  # a retrained adapter: new modification time
+    from safetensors.torch import load_file, save_file
+
     calls = []
     real = __import__("algos.evaluate", fromlist=["evaluate_synthetic"]).evaluate_synthetic
     monkeypatch.setattr("algos.evaluate.evaluate_synthetic", lambda *a, **k: calls.append(1) or real(*a, **k))
-    assert R._evaluate(preset, run / "adapter", run / "eval.json") == cached and calls == [1]
+    weights.write_bytes(weights.read_bytes())  # the same bytes rewritten: the digest holds, no re-evaluation
+    assert R._evaluate(preset, run / "adapter", run / "eval.json") == cached and calls == []
+    tensors = load_file(str(weights))
+    save_file({k: v * 1.5 for k, v in tensors.items()}, str(weights))  # a retrained adapter: a new digest
+    R._evaluate(preset, run / "adapter", run / "eval.json")
+    assert calls == [1]

@@ -117,6 +117,7 @@ class LeaderboardArgs:
     batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata={"help": "answer observations per answerer call"})
     judge: str | None = field(default=None, metadata={"help": "LLM-as-a-Judge model, llm:MODEL (any local causal LM); adds J"})
     judge_max_new_tokens: int | None = field(default=None, metadata={"help": f"judge generation budget (with --judge; none: {DEFAULT_JUDGE_MAX_NEW_TOKENS})"})
+    rollout_engine: str = field(default="hf", metadata={"help": "what serves the llm: agents of the rows (the judge stays on hf): hf (the library's transformers loop) or vllm (agents.vllm_engine; the requirements-vllm.lock virtualenv); the same as ?engine=vllm on each llm: spec", "choices": ["hf", "vllm"]})
     torch_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (none: every core for real models, 1 for the tiny one)"})
     # output
     out: str | None = field(default=None, metadata={"help": "output prefix: writes OUT.md and OUT.json (none: benchmarks/results/leaderboard_<source>[<sessions>])"})
@@ -167,8 +168,12 @@ class LeaderboardArgs:
     @property
     def row_specs(self) -> list[RowSpec]:
         """The rows to evaluate (``--rows``, or the source's default rows)."""
+        from agents.llm_agent import with_engine
+
         texts = self.rows or (DEFAULT_SYNTHETIC_ROWS if self.source == "synthetic" else DEFAULT_DATA_ROWS)
-        return [parse_row(text, self.default_answerer) for text in texts]
+        rows = [parse_row(text, self.default_answerer) for text in texts]
+        return [RowSpec(with_engine(r.strategy, self.rollout_engine), with_engine(r.answerer, self.rollout_engine))
+                for r in rows]
 
 
 def _user_error(message: str) -> Exception:
