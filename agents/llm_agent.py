@@ -181,7 +181,8 @@ class LLMAgent:
         max_new_tokens: per-role generation budget (missing roles: as recorded by the
             adapter serving them, else the defaults).
         temperature: 0 (default) decodes greedily; > 0 samples.
-        top_p, top_k: sampling filters (only used when temperature > 0).
+        top_p: nucleus sampling filter (only used when temperature > 0).
+        top_k: top-k sampling filter (only used when temperature > 0).
         distill: answer prompts ask for the relevant memory ids before the answer
             (default: as recorded by the loaded adapter, else True).
         prompt_style: ``"default"``, ``"compact"`` or ``"auto"``: the style the loaded

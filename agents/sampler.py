@@ -69,7 +69,8 @@ class RoleSampler:
     """Samples generations for MemorySession observations with a (LoRA) causal LM.
 
     Args:
-        model, tokenizer: the backbone (a ``PeftModel`` when it holds adapters).
+        model: the backbone (a ``PeftModel`` when it holds adapters).
+        tokenizer: the backbone's tokenizer.
         prompt_style: ``"default"`` or ``"compact"`` role prompts.
         distill: answer prompts ask for the relevant memory ids before the answer.
         max_prompt_tokens: prompts are trimmed by relevance to this many tokens.

@@ -24,7 +24,7 @@ or ``--rollout-engine vllm`` on the trainers and ``?engine=vllm`` on an ``llm:``
   with those: :meth:`VLLMEngine.pop_stats` gives the mean and max absolute difference (the
   *sampler gap*), which the trainers log per update as ``charts/sampler_gap_mean`` / ``_max``.
 
-Install it into its own virtualenv (``requirements-vllm.lock``; see the README). On CPU the
+Install it into its own virtualenv (``requirements-vllm.lock``; see docs/agents.md). On CPU the
 engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, no ``__main__`` guard
 needed) on every core (``VLLM_CPU_OMP_THREADS_BIND``), which :func:`cpu_defaults` sets when
 unset.
@@ -58,7 +58,7 @@ def require_vllm():
     except ImportError as err:
         raise ImportError("the vllm rollout engine needs vLLM in this virtualenv: "
                           "pip install --no-deps -r requirements-vllm.lock -e . "
-                          f"(a separate virtualenv; see the README) [{err}]") from None
+                          f"(a separate virtualenv; see docs/agents.md) [{err}]") from None
     return vllm
 
 

@@ -118,7 +118,8 @@ def session_group_advantages(
             and may hold anything, NaN included (a session with no questions has no
             score).
         valid: ``(G, S)`` bool, True where the session has a reward.
-        eps, scale: as in ``group_advantages``.
+        eps: as in ``group_advantages``.
+        scale: as in ``group_advantages``.
 
     Returns:
         ``(G, S)`` advantages; 0 where ``valid`` is False, and 0 for a whole column whose

@@ -8,11 +8,8 @@ from typing import Any, Sequence
 
 import torch
 
-
-def default_threads(model_name: str) -> int:
-    """CPU threads for a model: 1 for the tiny model (its small kernels only contend), every
-    core this process may use otherwise."""
-    return 1 if model_name == "tiny" else len(os.sched_getaffinity(0))
+from algos.cli import check_model_flags  # noqa: F401  (also importable from here, as before)
+from algos.threads import default_threads  # noqa: F401  (also importable from here, as before)
 
 
 def resolve_device(args: Any, model_name: str, *, has_gpu: bool, rank: int = 0, world: int = 1) -> tuple[str, str]:
@@ -104,39 +101,3 @@ def check_prompt_room(make_env, tokenizer, *, max_prompt_tokens: int, style: str
             raise UserError(f"{flag} {max_prompt_tokens} is too small: {err}") from None
 
 
-def check_model_flags(model: str | None, *, init_adapter: str | None = None, device: str | None = None,
-                      flag: str = "--model") -> None:
-    """:class:`algos.run.UserError` for a ``--model`` that names no model, an ``--init-adapter``
-    that holds no adapter, or a ``--device`` this machine lacks -- checked before a trainer
-    writes anything, so that the corrected command runs in the same directory."""
-    from pathlib import Path
-
-    from agents.backbone import SMOLLM2_ALIAS, TINY_ALIAS, cache_root, smollm2_gguf_path
-    from algos.cli import UserError
-
-    if model is not None and model != TINY_ALIAS:
-        if model == SMOLLM2_ALIAS:
-            if not (cache_root() / "models" / SMOLLM2_ALIAS / "config.json").is_file():
-                try:
-                    smollm2_gguf_path()
-                except FileNotFoundError as err:
-                    raise UserError(f"{flag} {model}: {err}") from None
-        else:
-            path = Path(model).expanduser()
-            if not ((path.is_file() and path.suffix == ".gguf") or (path.is_dir() and (path / "config.json").is_file())):
-                raise UserError(f"{flag} {model}: no such model; give {SMOLLM2_ALIAS!r}, {TINY_ALIAS!r}, a local "
-                                "Hugging Face model directory with a config.json, or a .gguf file")
-    if init_adapter is not None:
-        from agents.lora import find_adapters
-
-        try:
-            find_adapters(init_adapter)
-        except (FileNotFoundError, ValueError, OSError) as err:
-            raise UserError(f"--init-adapter {init_adapter}: {err}".splitlines()[0]) from None
-    if device is not None and device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: this machine has no CUDA GPU that torch can use (give --device cpu)")
-        index = int(device[5:]) if device.startswith("cuda:") else 0
-        if index >= torch.cuda.device_count():
-            raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
-                            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")

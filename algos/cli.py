@@ -321,3 +321,42 @@ def check_rollout_engine(engine: str, model_name: str) -> None:
         check(engine, model_name)
     except (ImportError, ValueError, FileNotFoundError) as err:
         raise UserError(str(err)) from None
+
+
+def check_model_flags(model: str | None, *, init_adapter: str | None = None, device: str | None = None,
+                      flag: str = "--model") -> None:
+    """:class:`algos.run.UserError` for a ``--model`` that names no model, an ``--init-adapter``
+    that holds no adapter, or a ``--device`` this machine lacks -- checked before a trainer
+    writes anything, so that the corrected command runs in the same directory."""
+    from pathlib import Path
+
+    from agents.backbone import SMOLLM2_ALIAS, TINY_ALIAS, cache_root, smollm2_gguf_path
+
+    if model is not None and model != TINY_ALIAS:
+        if model == SMOLLM2_ALIAS:
+            if not (cache_root() / "models" / SMOLLM2_ALIAS / "config.json").is_file():
+                try:
+                    smollm2_gguf_path()
+                except FileNotFoundError as err:
+                    raise UserError(f"{flag} {model}: {err}") from None
+        else:
+            path = Path(model).expanduser()
+            if not ((path.is_file() and path.suffix == ".gguf") or (path.is_dir() and (path / "config.json").is_file())):
+                raise UserError(f"{flag} {model}: no such model; give {SMOLLM2_ALIAS!r}, {TINY_ALIAS!r}, a local "
+                                "Hugging Face model directory with a config.json, or a .gguf file")
+    if init_adapter is not None:
+        from agents.lora import find_adapters
+
+        try:
+            find_adapters(init_adapter)
+        except (FileNotFoundError, ValueError, OSError) as err:
+            raise UserError(f"--init-adapter {init_adapter}: {err}".splitlines()[0]) from None
+    if device is not None and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: this machine has no CUDA GPU that torch can use (give --device cpu)")
+        index = int(device[5:]) if device.startswith("cuda:") else 0
+        if index >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")

@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from algos.cli import parse_args
 
     a = parse_args(EvalArgs, argv, description=__doc__, prog=PROG)
-    from algos.build import default_threads
+    from algos.threads import default_threads
 
     from agents.vllm_engine import VLLMEngine, lora_rank
     from algos.cli import check_rollout_engine

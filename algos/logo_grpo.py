@@ -18,7 +18,7 @@ the memory manager share one LoRA adapter (told apart by role prompts) and one r
   with a fresh optimizer per stage; with ``--val-worlds`` the stage hands on its best
   checkpoint on held-out worlds and stops early when validation stalls.
 * ``--preset memory-r2`` sets every value of the official Memory-R2 code at once
-  (``MEMORY_R2``; the README's table lists them beside this library's defaults).
+  (``MEMORY_R2``; the table in docs/training.md lists them beside this library's defaults).
 
     python -m algos.logo_grpo --env MemorySession-v0                 # GPU: SmolLM2; CPU: short demo
     torchrun --nproc-per-node 2 -m algos.logo_grpo --env MemorySession-v0   # data parallel
@@ -102,7 +102,7 @@ class Args(TrainerArgs):
     sft_worlds: int = field(default=16, metadata={"help": "training worlds whose oracle demonstrations the warm start imitates"})
     init_adapter: str | None = field(default=None, metadata={"help": "start from this PEFT adapter, e.g. an SFT result (with --per-role-adapters: each role's adapter starts from it)"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard events when tensorboard is installed"})
-    preset: str | None = field(default=None, metadata={"help": "memory-r2: every setting of the official Memory-R2 code at once (flags given explicitly win; see the README's table)", "choices": [None, *PRESETS]})
+    preset: str | None = field(default=None, metadata={"help": "memory-r2: every setting of the official Memory-R2 code at once (flags given explicitly win; see the table in docs/training.md)", "choices": [None, *PRESETS]})
     # the policy loss (algos.losses)
     clip_mode: str = field(default="turn", metadata={"help": "PPO ratio per generation (turn: exp of the mean token log-ratio, the official code) or per token (PPO/GRPO's usual)", "choices": ["token", "turn"]})
     loss_agg: str = field(default="turn", metadata={"help": "policy loss averaged over generations (turn: each weighs the same, the official code; long manage outputs do not dominate) or over tokens", "choices": ["token", "turn"]})
@@ -301,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.demo:
         console.print("[bold]No GPU: running a short CPU demo[/] (tiny random backbone, warm-started on oracle "
                       "demonstrations; pass --model to train a real model).")
-    from algos.build import check_model_flags
+    from algos.cli import check_model_flags
 
     check_model_flags(model_name, init_adapter=args.init_adapter, device=args.device)  # before anything is written
     make_first, _ = make_env_factory(args, args.stages[0])  # an env without fork() stops here, before anything is written

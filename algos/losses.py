@@ -295,10 +295,15 @@ def turn_clipped_surrogate(
     the dual clip ``min(., -A_b * dual_clip_c)`` (``core_algos.py`` ``clip_mode == 'turn'``).
 
     Args:
-        logp, old_logp, mask: ``(B, T)`` as in :func:`clipped_surrogate`.
+        logp: ``(B, T)`` as in :func:`clipped_surrogate`.
+        old_logp: ``(B, T)`` as in :func:`clipped_surrogate`.
+        mask: ``(B, T)`` as in :func:`clipped_surrogate`.
         adv: ``(B,)`` or ``(B, T)`` advantages.
-        clip_eps, dual_clip_c, log_ratio_cap: as in :func:`clipped_surrogate` (here the
-            dual clip and the cap of 3 are on by default, as in the official code).
+        clip_eps: as in :func:`clipped_surrogate`.
+        dual_clip_c: as in :func:`clipped_surrogate` (here on by default, as in the
+            official code).
+        log_ratio_cap: as in :func:`clipped_surrogate` (here a cap of 3 by default, as
+            in the official code).
 
     Returns:
         ``per_sequence_loss`` ``(B,)`` (0 for an all-padding row) and detached stats over
@@ -380,13 +385,16 @@ def logo_grpo_loss(
             the adapter disabled, or a frozen copy of the adapter).
         adv: ``(B,)`` or ``(B, T)`` advantages, e.g. from ``combine_advantages``.
         mask: ``(B, T)``; nonzero marks trained tokens.
-        clip_eps, kl_coef, entropy_coef: as in Memory-R2 by default.
+        clip_eps: the PPO clip range (Memory-R2's by default).
+        kl_coef: weight of the KL term (Memory-R2's by default).
+        entropy_coef: weight of the entropy bonus (Memory-R2's by default).
         entropy: ``(B, T)`` per-token entropy (e.g. ``entropy_from_logits``), with grad
             if the bonus should train. ``None`` omits the entropy term whatever
             ``entropy_coef`` is (the caller chose not to compute it).
         agg: ``"token"``, ``"turn"`` or ``"sequence"``.
         clip_mode: ``"token"`` or ``"turn"``.
-        dual_clip_c, log_ratio_cap: see :func:`clipped_surrogate` (None: off).
+        dual_clip_c: see :func:`clipped_surrogate` (None: off).
+        log_ratio_cap: see :func:`clipped_surrogate` (None: off).
 
     Returns:
         ``(loss, stats)``: a 0-d loss and detached stats -- those of the surrogate plus

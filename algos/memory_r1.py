@@ -252,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model_name = args.model or ("smollm2-135m" if has_gpu else "tiny")
     if args.demo:
         console.print("[bold]No GPU: running a short CPU demo[/] (tiny random backbone; pass --model to train a real one).")
-    from algos.build import check_model_flags
+    from algos.cli import check_model_flags
 
     check_model_flags(model_name, init_adapter=getattr(args, "init_adapter", None), device=args.device)
     from agents.vllm_engine import attach, engine_stats

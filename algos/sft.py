@@ -343,7 +343,7 @@ def main(argv: Sequence[str] | None = None, *, progress: bool = True) -> Path:
     from algos.run import RunDir, export_adapters, run_name, seed_everything
 
     args = parse_args(SFTArgs, argv, description=__doc__, prog=PROG)
-    from algos.build import check_model_flags
+    from algos.cli import check_model_flags
 
     check_model_flags(args.model)  # before anything is written
     pairs, counts = demonstrations(args)
@@ -351,7 +351,7 @@ def main(argv: Sequence[str] | None = None, *, progress: bool = True) -> Path:
     out = run_dir.path
     run_dir.write_json("args.json", dataclasses.asdict(args))
     seed_everything(args.seed)
-    from algos.build import default_threads
+    from algos.threads import default_threads
 
     torch.set_num_threads(default_threads(args.model))
     backbone = load_backbone(args.model)

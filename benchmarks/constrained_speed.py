@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from agents.constrained import compiled_matcher, grammar_for, ll_tokenizer
     from agents.generation import default_stop_ids, generate
     from agents.prompts import parse_observation, render_prompt
-    from algos.build import default_threads
+    from algos.threads import default_threads
     from memenv.scripted import OracleAgent
 
     has_gpu = torch.cuda.is_available()

@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     has_gpu = torch.cuda.is_available()
     name = args.model or ("smollm2-135m" if has_gpu else "tiny")
     if not has_gpu:
-        from algos.build import default_threads
+        from algos.threads import default_threads
 
         torch.set_num_threads(default_threads(name))
     engine = None

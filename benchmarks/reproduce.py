@@ -282,7 +282,7 @@ def _limit_threads(preset: Preset) -> None:
     model: one each, its small kernels only contend)."""
     import torch
 
-    from algos.build import default_threads
+    from algos.threads import default_threads
 
     torch.set_num_threads(max(1, default_threads(preset.model) // preset.jobs))
 

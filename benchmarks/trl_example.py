@@ -1,6 +1,6 @@
 """TRL on MemorySession-v0: an SFTTrainer warm start, then GRPOTrainer, scored on held-out worlds.
 
-The README's "Training with TRL" script at a larger size: the oracle's demonstrations warm
+The README's "Quickstart: training with TRL" script at a larger size: the oracle's demonstrations warm
 up a LoRA adapter (``SFTTrainer``), then ``GRPOTrainer`` trains the memory manager on
 forked manage states (``algos.trl.manage_reward``), or whole sessions with
 ``--sessions`` (``algos.trl.SessionRollout``). Before training, after SFT and after GRPO
@@ -81,7 +81,7 @@ def evaluate_manager(model, tokenizer, data, store, max_new_tokens: int) -> dict
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Warm start, train, and print the held-out scores of each stage; returns them."""
     args = parse_args(TRLExampleArgs, argv, description=__doc__, prog=PROG)
-    from algos.build import check_model_flags
+    from algos.cli import check_model_flags
     from algos.trl import require
 
     check_model_flags(args.model)  # before TRL writes into --output-dir
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from peft import LoraConfig
 
     from agents.backbone import load_backbone
-    from algos.build import default_threads
+    from algos.threads import default_threads
     from algos.trl import (SessionRollout, SnapshotStore, demonstration_dataset, manage_reward, role_dataset,
                            session_dataset, session_reward, valid_action)
 

@@ -17,7 +17,8 @@ import numpy as np
 
 from memenv import constants as C
 from memenv.memory import MemoryBank, count_tokens
-from memenv.parsing import MAX_ACTION_CHARS, Fact, Operation, parse_answer, parse_facts, parse_operations
+from memenv.operations import apply_operations, gold_operations, resolve_fact_refs, validate_operations
+from memenv.parsing import MAX_ACTION_CHARS, Fact, parse_answer, parse_facts, parse_operations
 from memenv.retrieval import Retriever, make_retriever
 from memenv.scoring import get_metric
 from memenv.sources import ConversationSource, make_source
@@ -182,7 +183,10 @@ class MemorySessionEnv(gym.Env[str, str]):
             world_seeds: synthetic worlds to draw from (default: any seed).
             difficulty: synthetic worlds' difficulty, ``"default"`` or ``"hard"`` (see
                 :mod:`memenv.synthetic.hard`).
-            data_path, conversations, split, part: LoCoMo / LongMemEval file and selection.
+            data_path: the LoCoMo / LongMemEval file.
+            conversations: the conversations (LoCoMo ``sample_id`` s) to draw from (default: all).
+            split: a LoCoMo split preset, ``"memory-r2"`` or ``"memory-r1"`` (with ``part``).
+            part: the split's part, e.g. ``"train"``.
             source_options: any further options of the source.
             qa_schedule: ``"after_evidence"`` (questions right after their last evidence
                 session; for training) or ``"end"`` (all after the last session; benchmarks).
@@ -404,11 +408,13 @@ class MemorySessionEnv(gym.Env[str, str]):
         ops, error = parse_operations(action)
         applied: list[dict] = []
         if error is None:
-            ops, error = self._resolve_facts(ops)
+            ops, error = resolve_fact_refs(ops, self._facts)
         if error is None:
-            error = self._validate(ops)
+            error = validate_operations(ops, self._bank, self._stats.budget)
         if error is None:
-            applied = self._apply(ops)
+            self._bank, self._index, applied = apply_operations(
+                ops, self._bank, self._index, session=self._session, date=self._conv.sessions[self._session].date,
+                turn=self._turn, speakers=self._conv.speakers)
         info["valid"], info["error"], info["applied"] = error is None, error, applied
         self._facts = ()
         if self.session_chunks is not None and self._chunk + 1 < len(self._chunk_bounds()):
@@ -470,77 +476,6 @@ class MemorySessionEnv(gym.Env[str, str]):
             return 0.0
         excess = max(0.0, self._bank.tokens - C.COMPRESSION_RATIO * self._seen_tokens)
         return self.lambda_comp * excess / self._seen_tokens
-
-    # ------------------------------------------------------------------ memory ops ----
-    def _resolve_facts(self, ops: list[Operation]) -> tuple[list[Operation], str | None]:
-        """Replace ``{"fact": i}`` references by the text (and speaker) of extracted fact i."""
-        out = []
-        for i, op in enumerate(ops):
-            if op.fact is not None and op.op in ("ADD", "UPDATE"):
-                if op.text:
-                    return [], f"operations[{i}]: give either text or fact, not both"
-                if not 0 <= op.fact < len(self._facts):
-                    return [], f"operations[{i}]: fact {op.fact} does not exist ({len(self._facts)} facts were extracted)"
-                fact = self._facts[op.fact]
-                op = Operation(op.op, op.id, fact.text, op.speaker or fact.speaker)
-            out.append(op)
-        return out, None
-
-    def _validate(self, ops: list[Operation]) -> str | None:
-        """None if the whole list can be applied in order, else what is wrong."""
-        deleted: set[str] = set()
-        for i, op in enumerate(ops):
-            if op.op == "NOOP":
-                continue
-            if op.op in ("ADD", "UPDATE") and not op.text:
-                return f"operations[{i}]: {op.op} needs a non-empty text"
-            if op.op in ("UPDATE", "DELETE"):
-                if not op.id:
-                    return f"operations[{i}]: {op.op} needs the id of an existing memory"
-                if op.id in deleted:
-                    return f"operations[{i}]: memory {op.id} was deleted earlier in this list"
-                if op.id not in self._bank:
-                    return f"operations[{i}]: no memory with id {op.id[:40]!r}"
-                if op.op == "DELETE":
-                    deleted.add(op.id)
-        budget = self._stats.budget
-        if budget is not None:
-            size = len(self._bank) + sum(op.op == "ADD" for op in ops) - len(deleted)
-            if size > budget and size > len(self._bank):
-                return (f"memory budget exceeded: these operations would leave {size} memories, the budget "
-                        f"is {budget}; DELETE or UPDATE (merge) memories to make room")
-        return None
-
-    def _apply(self, ops: list[Operation]) -> list[dict]:
-        bank, index = self._bank, self._index
-        session, date, turn = self._session, self._conv.sessions[self._session].date, self._turn
-        applied = []
-        for op in ops:
-            if op.op == "ADD":
-                speaker = self._speaker_of(op.text, op.speaker)
-                bank, memory_id = bank.add(op.text, speaker=speaker, session=session, date=date, turn=turn)
-                index = index.add(memory_id, op.text)
-                applied.append({"op": "ADD", "id": memory_id, "text": op.text})
-            elif op.op == "UPDATE":
-                bank = bank.update(op.id, op.text, session=session, date=date, turn=turn,
-                                   speaker=self._speaker_of(op.text, op.speaker))
-                index = index.update(op.id, op.text)
-                applied.append({"op": "UPDATE", "id": op.id, "text": op.text})
-            elif op.op == "DELETE":
-                bank = bank.delete(op.id, session=session, turn=turn)
-                index = index.remove(op.id)
-                applied.append({"op": "DELETE", "id": op.id})
-        self._bank, self._index = bank, index
-        return applied
-
-    def _speaker_of(self, text: str, given: str | None) -> str | None:
-        """The speaker a memory is about: as given if it is one of them, else the first named."""
-        speakers = self._conv.speakers
-        if given in speakers:
-            return given
-        lowered = text.lower()
-        positions = [(lowered.find(s.lower()), s) for s in speakers if s and s.lower() in lowered]
-        return min(positions)[1] if positions else None
 
     # ------------------------------------------------------------------ observations --
     def _base(self) -> dict:
@@ -632,30 +567,6 @@ class MemorySessionEnv(gym.Env[str, str]):
     def _gold(self) -> dict:
         """Gold facts, gold operations resolved against the current bank, gold memory."""
         session = self._conv.sessions[self._session]
-        ops: list[dict] = []
-        text_to_id: dict[str, str | None] = {}
-        next_id = int(self._bank.next_id[1:])
-
-        def find(text: str) -> str | None:
-            if text in text_to_id:
-                return text_to_id[text]
-            ids = self._bank.ids_with_text(text)
-            return ids[-1] if ids else None
-
-        for fact in session.gold_facts:
-            target = find(fact.old_text) if fact.op in ("UPDATE", "DELETE") else None
-            if fact.op == "DELETE":
-                if target is not None:
-                    ops.append({"op": "DELETE", "id": target})
-                    text_to_id[fact.old_text] = None
-            elif fact.op == "UPDATE" and target is not None:
-                ops.append({"op": "UPDATE", "id": target, "text": fact.text})
-                text_to_id[fact.old_text] = None
-                text_to_id[fact.text] = target
-            else:
-                ops.append({"op": "ADD", "text": fact.text, "speaker": fact.speaker})
-                text_to_id[fact.text] = f"m{next_id}"
-                next_id += 1
         # Hard synthetic worlds list what the dialogue states apart from the gold operations
         # (a past-state text is the manager's own writing, not an extracted fact).
         stated = self._conv.extra.get("stated_facts")
@@ -663,7 +574,7 @@ class MemorySessionEnv(gym.Env[str, str]):
                  if stated is not None else [{"text": f.text, "speaker": f.speaker} for f in session.gold_facts])
         return {
             "facts": facts,
-            "operations": ops or [{"op": "NOOP"}],
+            "operations": gold_operations(session.gold_facts, self._bank),
             "memory": list(session.gold_memory) if session.gold_memory is not None else None,
         }
 

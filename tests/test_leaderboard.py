@@ -598,7 +598,7 @@ def test_the_tiny_model_gets_one_thread_whatever_options_its_spec_carries(monkey
     import torch
 
     threads = torch.get_num_threads()
-    monkeypatch.setattr("algos.build.default_threads", lambda name: 1 if name == "tiny" else 7)
+    monkeypatch.setattr("algos.threads.default_threads", lambda name: 1 if name == "tiny" else 7)
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
     lb_rows._limit_torch_threads(None, spec)

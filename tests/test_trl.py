@@ -215,7 +215,7 @@ def test_readme_trl_script_runs_as_written(tmp_path, monkeypatch):
     from algos.trl import SNAPSHOTS
 
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Training with TRL"):]
+    section = text[text.index("## Quickstart: training with TRL"):]
     block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     code = [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     statements = [line for line in code if not line.startswith(("from ", "import ", " "))]

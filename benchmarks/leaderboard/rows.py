@@ -137,7 +137,7 @@ def check_rows(rows: Sequence[RowSpec], source: str) -> None:
 def _limit_torch_threads(threads: int | None, spec: str) -> None:
     """``--torch-threads``, else the model's default (every core; 1 for the tiny model)."""
     if "torch" in sys.modules:
-        from algos.build import default_threads
+        from algos.threads import default_threads
 
         tiny = "tiny" in re.split(r"[:=,?&]", spec)  # any part of the spec, options after '?' included
         sys.modules["torch"].set_num_threads(threads or default_threads("tiny" if tiny else spec))

@@ -155,6 +155,9 @@ from memenv.synthetic.world import (
     generate_world,
 )
 
+# Hard worlds register their builder (generate_world(..., difficulty="hard")) on import.
+from memenv.synthetic import hard as _hard  # noqa: F401
+
 # The public names of the package when it was a single module, so every import keeps working.
 __all__ = [
     "ADD_ONLY_SLOTS", "ALL_SLOTS", "ALWAYS_MENTIONED", "ARTISTS", "BROTHER_NAMES",

@@ -94,7 +94,7 @@ from memenv.synthetic.vocabulary import (
     VALUE_POOLS,
     VEHICLE,
 )
-from memenv.synthetic.world import _WorldBuilder
+from memenv.synthetic.world import _WorldBuilder, apply_gold_facts, register_world_builder
 from memenv.types import COUNTING, HISTORY, ORDERING, GoldFact, Question
 
 # Weights of a hard world's events: more changes and retractions than a default world, so
@@ -344,8 +344,6 @@ class HardWorldBuilder(_WorldBuilder):
         return record_text(person.name, slot, history[1], current[0], parse_fact(current[1]).date)
 
     def _apply(self, facts: Sequence[GoldFact]) -> tuple[str, ...]:
-        from memenv.synthetic.world import apply_gold_facts
-
         return apply_gold_facts(self.memory, facts)
 
     def _correctable(self, person: Person, touched: set[str], session: int) -> list[tuple[str, str]]:
@@ -570,3 +568,6 @@ def hard_drafts(rng, people: Sequence[Person], timeline: dict[tuple[str, str], l
                                    (who, ("slot", first[0]), ("value", first[1].value),
                                     ("other_slot", second[0]), ("other_value", second[1].value))))
     return drafts
+
+
+register_world_builder("hard", HardWorldBuilder)

@@ -323,6 +323,19 @@ def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -
 
 DIFFICULTIES = ("default", "hard")
 
+# The builder of each difficulty. Builders register themselves
+# (:func:`register_world_builder`): :mod:`memenv.synthetic.hard` registers ``"hard"`` when it
+# is imported, and the package ``memenv.synthetic`` imports it, so this module never
+# imports the hard builder that subclasses its own.
+WORLD_BUILDERS: dict[str, type[_WorldBuilder]] = {"default": _WorldBuilder}
+
+
+def register_world_builder(difficulty: str, builder: type[_WorldBuilder]) -> None:
+    """Make ``generate_world(..., difficulty=difficulty)`` draw its worlds with ``builder``
+    (a :class:`_WorldBuilder` subclass, built as ``builder(seed, num_sessions)``)."""
+    check_difficulty(difficulty)
+    WORLD_BUILDERS[difficulty] = builder
+
 
 def check_difficulty(difficulty: Any) -> str:
     """``difficulty`` if it is one of ``DIFFICULTIES``; ``ValueError`` naming it otherwise."""
@@ -340,11 +353,10 @@ def generate_world(seed: int, num_sessions: int = 8, difficulty: str = "default"
     """
     seed = check_int("seed", seed, 0)
     num_sessions = check_int("num_sessions", num_sessions, 1, MAX_SESSIONS)
-    if check_difficulty(difficulty) == "hard":
-        from memenv.synthetic.hard import HardWorldBuilder
-
-        return HardWorldBuilder(seed, num_sessions).build()
-    return _WorldBuilder(seed, num_sessions).build()
+    builder = WORLD_BUILDERS.get(check_difficulty(difficulty))
+    if builder is None:  # only when this module was loaded without its package
+        raise RuntimeError(f"no world builder is registered for difficulty {difficulty!r}: import memenv.synthetic")
+    return builder(seed, num_sessions).build()
 
 
 def apply_gold_facts(memory: Sequence[str], facts: Sequence[GoldFact]) -> tuple[str, ...]:
