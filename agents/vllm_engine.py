@@ -138,6 +138,10 @@ class VLLMEngine:
         **engine_kwargs: passed on to ``vllm.LLM``.
 
     Use :meth:`shared` to get one engine per process and settings (vLLM engines are heavy).
+    In process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, the CPU default here) two engines can
+    serve side by side, but one that is dropped tears down vLLM's process-wide parallel state,
+    and every other engine then fails with "pipeline model parallel group is not initialized";
+    :meth:`shared` keeps every engine it builds alive for the process, so build them through it.
     """
 
     def __init__(self, model_name: str, *, dtype: str = "bfloat16", max_lora_rank: int = 16,

@@ -150,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if "vllm" in args.engines:
         from agents.generation import encode_prompts
 
-        engine = VLLMEngine(name, max_model_len=args.max_prompt_tokens + args.new_tokens + 64)
+        # the process's shared engine: in process (vLLM's CPU setting here) a second engine that is
+        # dropped again tears down the parallel state the first one runs on
+        engine = VLLMEngine.shared(name, max_model_len=args.max_prompt_tokens + args.new_tokens + 64)
         encoded = encode_prompts(tokenizer, prompts)
         engine.sample_ids(encoded[:1], num_samples=1, max_new_tokens=4, temperature=1.0)  # warm-up
         for row in rows:

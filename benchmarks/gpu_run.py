@@ -22,7 +22,13 @@ the time runs out; a failed step is recorded and the next one runs):
    seed, checkpointed per update) in ``--out/study``; ``--continue-from`` then names an
    earlier lease's ``study`` folder, and the same command continues it.
 
-``--dry-run`` runs the same steps on the CPU with the tiny model and tiny sizes (a test does).
+``--rollout-engine auto`` (default) samples the trainers' and the leaderboard's rollouts with
+vLLM (``--rollout-engine vllm``, :mod:`agents.vllm_engine`) when vLLM is importable on the device
+(the requirements-vllm.lock virtualenv), else with the library's loop (``hf``); ``vllm`` or
+``hf`` forces one. ``--dry-run`` runs the same steps on the CPU with the tiny model and tiny sizes
+(a test does; the tiny model is hf-only, so the dry run resolves ``auto`` to ``hf``), printing
+each step's command before it runs. ``--plan`` only prints the commands the run would start and
+exits (no GPU, nothing written): ``--plan --rollout-engine vllm`` shows the vLLM path on a CPU.
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ class Args:
     locomo: str | None = field(default=None, metadata={"help": "LoCoMo file for step 4 (none: .gpu/locomo_dev.json when present)"})
     continue_from: str | None = field(default=None, metadata={"help": "a logo_stage8 folder of an earlier lease to resume in step 5"})
     stage_updates: int = field(default=1000, metadata={"help": "step 5 stops after this many updates if the budget lasts (the dry run: 2)"})
+    rollout_engine: str = field(default="auto", metadata={"help": "what samples the rollouts of steps 2-5: auto (vllm when importable here, else hf; hf in a dry run), hf or vllm", "choices": ["auto", "hf", "vllm"]})
+    plan: bool = field(default=False, metadata={"help": "print the command of every step and exit (nothing runs, nothing is written; no GPU needed)"})
     study: bool = field(default=False, metadata={"help": "step 5 advances the smollm2-gpu reproduction (benchmarks.reproduce) in --out/study instead of the 8-session stage; --continue-from then names an earlier study folder"})
 
     def __post_init__(self) -> None:
@@ -61,6 +69,19 @@ class Args:
 
         check_range("budget", self.budget, low=0, low_open=True)
         check_range("stage_updates", self.stage_updates, low=1)
+        if self.dry_run and self.rollout_engine == "vllm" and not self.plan:
+            raise ValueError("--dry-run runs the tiny model, which vLLM cannot serve; --plan --rollout-engine vllm "
+                             "prints the vLLM commands, tests/test_vllm_engine.py runs the engine on the CPU")
+
+
+def resolve_engine(args: Args) -> str:
+    """The rollout engine of the trainer steps: ``--rollout-engine``, or for ``auto`` vllm when
+    importable (hf in a dry run: the tiny model is hf-only)."""
+    if args.rollout_engine != "auto":
+        return args.rollout_engine
+    import importlib.util
+
+    return "vllm" if not args.dry_run and importlib.util.find_spec("vllm") is not None else "hf"
 
 
 def _python() -> list[str]:
@@ -85,6 +106,7 @@ def run_step(name: str, argv: list[str], out: Path, timeout: float, env: dict | 
 def steps(args: Args, out: Path) -> list[tuple[str, list[str], float]]:
     """(name, command, share of the budget) of every step, for the device or the dry run."""
     py = _python()
+    engine = ["--rollout-engine", resolve_engine(args)]
     if args.dry_run:
         model, device, size = "tiny", "cpu", dict(sessions="2", stage="2", tokens="16", prompt="256")
     else:
@@ -93,7 +115,7 @@ def steps(args: Args, out: Path) -> list[tuple[str, list[str], float]]:
         device, size = "cuda", dict(sessions="4", stage="8", tokens="256", prompt="1024")
     common = ["--model", model, "--device", device, "--no-progress", "--extractor", "oracle", "--prompt-style",
               "compact" if args.dry_run else "default", "--max-new-tokens", size["tokens"], "--max-prompt-tokens",
-              size["prompt"]]
+              size["prompt"], *engine]
     out_steps = [
         ("compute_speed", [*py, "-m", "benchmarks.compute_speed", "--model", model, "--device", device,
                            "--out", str(out / f"compute_speed_{device}.json"),
@@ -105,7 +127,7 @@ def steps(args: Args, out: Path) -> list[tuple[str, list[str], float]]:
          0.15),
         ("memory_r1_ppo", [*py, "-m", "algos.memory_r1", "--mode", "manager", "--algo", "ppo", "--model", model,
                            "--device", device, "--no-progress", "--updates", "1", "--num-sessions", size["sessions"],
-                           "--max-new-tokens", size["tokens"], "--max-prompt-tokens", size["prompt"],
+                           "--max-new-tokens", size["tokens"], "--max-prompt-tokens", size["prompt"], *engine,
                            "--output-dir", str(out / "memory_r1_ppo")], 0.1),
     ]
     locomo = args.locomo or (str(GPU_DIR / "locomo_dev.json") if (GPU_DIR / "locomo_dev.json").is_file() else None)
@@ -113,6 +135,7 @@ def steps(args: Args, out: Path) -> list[tuple[str, list[str], float]]:
         out_steps.append(("locomo_leaderboard", [*py, "-m", "benchmarks.leaderboard", "--source", "locomo",
                                                  "--data-path", locomo, "--rows", f"rag-turns+llm:{model}",
                                                  "--max-questions", "2" if args.dry_run else "8", "--no-progress",
+                                                 *engine,
                                                  "--out", str(out / "leaderboard_locomo")], 0.1))
     if args.study:
         study = [*py, "-m", "benchmarks.reproduce", "--preset", "smollm2-gpu", "--model", model,
@@ -168,6 +191,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         prepare()
         return {}
     out = Path(args.out)
+    if args.plan:
+        planned = steps(args, out)
+        for name, argv_, share in planned:
+            print(f"{name} ({'the rest' if share >= 1.0 else f'{share:.0%}'} of {args.budget:.0f} s): {' '.join(argv_)}")
+        return {"plan": [{"step": n, "command": " ".join(a)} for n, a, _ in planned], "dry_run": args.dry_run,
+                "rollout_engine": resolve_engine(args)}
     out.mkdir(parents=True, exist_ok=True)
     if args.continue_from:
         shutil.copytree(args.continue_from, out / ("study" if args.study else "logo_stage8"), dirs_exist_ok=True)
@@ -178,9 +207,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if left < 5:
             done.append({"step": name, "rc": "skipped: no time left"})
             continue
+        print(f"{name}: {' '.join(argv_)}", flush=True)
         done.append(run_step(name, argv_, out, left if share >= 1.0 else min(left, share * args.budget)))
         (out / "summary.json").write_text(json.dumps({"steps": done, "dry_run": args.dry_run}, indent=2))
-    summary = {"steps": done, "dry_run": args.dry_run, "seconds": round(time.perf_counter() - start, 1)}
+    summary = {"steps": done, "dry_run": args.dry_run, "rollout_engine": resolve_engine(args), "seconds": round(time.perf_counter() - start, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return summary

