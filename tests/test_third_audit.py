@@ -107,7 +107,6 @@ def test_an_evaluation_is_keyed_by_the_adapters_digest_not_its_size_and_time(mic
     import os
 
     from benchmarks import reproduce as R
-    from safetensors.torch import load_file, save_file
 
     root, _ = micro
     run = _copy_run(root / "runs" / "logo" / "seed0", root / "logo-copy")
@@ -115,8 +114,9 @@ def test_an_evaluation_is_keyed_by_the_adapters_digest_not_its_size_and_time(mic
     cached = R._evaluate(preset, run / "adapter", run / "eval.json")
     weights = next((run / "adapter").rglob("adapter_model.safetensors"))
     stat = weights.stat()
-    tensors = load_file(str(weights))
-    save_file({k: -v for k, v in tensors.items()}, str(weights))  # other values, the same size
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01  # another value (a factor of 2 in the last float), the same size
+    weights.write_bytes(bytes(data))
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert weights.stat().st_size == stat.st_size and weights.stat().st_mtime_ns == stat.st_mtime_ns
     calls = []
@@ -563,3 +563,74 @@ def test_a_pickled_trainer_state_is_one_line(finished_run, tmp_path):
         logo_grpo.main([*TINY, "--resume", str(run)])
     message = _one_line(str(err.value))
     assert "no intact checkpoint" in message and "pickled object that the safe loader refuses" in message
+
+
+def test_a_pickled_adapter_model_bin_is_one_line(tmp_path, tiny_backbone):
+    """Issue 30.8: an adapter folder whose weights are a pickled adapter_model.bin gave torch's
+    whole multi-line weights-only refusal."""
+    from agents.lora import add_lora, load_adapter, save_adapter
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    model = add_lora(tiny_backbone)
+    folder = save_adapter(model, tmp_path / "adapter", "policy")
+    (folder / "adapter_model.safetensors").unlink()
+    torch.save({"weights": Payload()}, folder / "adapter_model.bin")
+    from agents.backbone import load_backbone
+
+    with pytest.raises(ValueError) as err:
+        load_adapter(load_backbone("tiny", device="cpu"), folder)
+    message = _one_line(str(err.value))
+    assert "adapter_model.bin: it holds a pickled object that the safe loader refuses" in message
+
+
+def test_saved_adapter_files_are_readable_by_all_like_the_rest_of_the_run(tmp_path, tiny_backbone):
+    """Issue 30.8: adapter_model.safetensors was mode 0600 (moved out of a private temporary folder)."""
+    from agents.lora import add_lora, save_adapter
+
+    folder = save_adapter(add_lora(tiny_backbone), tmp_path / "adapter", "policy")
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        assert (folder / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_the_memory_bank_cleans_lone_surrogates_so_it_always_saves(tmp_path):
+    """Issue 30.8: MemoryBank().add("x\\ud800").save(p) raised UnicodeEncodeError."""
+    from memenv.memory import MemoryBank
+
+    bank, memory_id = MemoryBank().add("x\ud800", speaker="A\udc00")
+    bank = bank.update(memory_id, "y\ud83d\ude00 z\udfff")  # a split pair joins; a lone one is replaced
+    bank.save(tmp_path / "bank.json")
+    loaded = MemoryBank.from_dict(json.loads((tmp_path / "bank.json").read_text(encoding="utf-8")))
+    entry = loaded[memory_id]
+    assert entry.text == "y\U0001F600 z\ufffd" and entry.speaker == "A\ufffd"
+    assert [r.after for r in loaded.history] == ["x\ufffd", "y\U0001F600 z\ufffd"]
+
+
+def test_the_leaderboard_rescore_writes_atomically(tmp_path, monkeypatch):
+    """Issue 30.8: rescore rewrote its JSON in place; a kill mid-write left half a file. Now a
+    failure before the rename keeps the old file whole and leaves no temporary file."""
+    import os
+
+    from benchmarks.leaderboard import main as lb_main
+    from benchmarks.leaderboard import rescore as lb_rescore
+
+    lb_main(["--worlds", "0", "--rows", "oracle", "--max-questions", "3", "--out", str(tmp_path / "lb"),
+             "--no-progress", "--save-predictions"])
+    before = (tmp_path / "lb.json").read_bytes()
+    replaced = []
+
+    def killed(src, dst):
+        replaced.append(Path(dst).name)
+        raise KeyboardInterrupt  # after the temporary file is written, before it replaces the results
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        lb_rescore.main(["--results", str(tmp_path / "lb.json")])  # in place
+    monkeypatch.undo()
+    assert replaced == ["lb.json"]
+    assert (tmp_path / "lb.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    rescored = lb_rescore.main(["--results", str(tmp_path / "lb.json")])
+    assert json.loads((tmp_path / "lb.json").read_text()) == rescored
