@@ -327,8 +327,9 @@ def _verified(folder: str, stamp: tuple) -> str | None:
 
 def cache_problem(folder: Path) -> str | None:
     """Why a converted model in the cache cannot be trusted, or None when it verifies."""
-    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in _weight_files(folder))
-    return _verified(str(folder), stamp)
+    files = [*_weight_files(folder), *[p for p in [folder / CACHE_MANIFEST] if p.is_file()]]
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)  # the manifest too: a
+    return _verified(str(folder), stamp)  # removed or rewritten manifest is checked again, not remembered
 
 
 def check_cache_writable(root: Path | None = None) -> Path:

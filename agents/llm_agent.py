@@ -91,9 +91,12 @@ def _bool_option(value: str) -> bool:
     return _BOOLEANS[value.lower()]
 
 
+MAX_TOKENS_OPTION = 1 << 20  # no prompt or generation of this library comes near a million tokens
+
+
 def _positive_int_option(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"must be a whole number >= 1, got {value!r}")
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_TOKENS_OPTION:
+        raise ValueError(f"must be a whole number from 1 to {MAX_TOKENS_OPTION} in ASCII digits, got {value!r}")
     return int(value)
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import shlex
 import shutil
 import sys
@@ -300,6 +301,7 @@ def save_adapter(model: torch.nn.Module, path: str | Path, adapter_name: str, *,
         source = Path(tmp) if adapter_name == "default" else Path(tmp) / adapter_name
         for file in ADAPTER_FILES:
             shutil.move(str(source / file), str(path / file))
+            os.chmod(path / file, 0o644)  # the temporary folder's files are private (0600); the run's are not
     settings = {"prompt_style": prompt_style, "max_prompt_tokens": max_prompt_tokens,
                 "max_new_tokens": max_new_tokens, "distill": distill}
     meta = {"adapter_name": adapter_name, "base_model": base_model_record(model, base_model),
@@ -365,6 +367,21 @@ def find_adapters(path: str | Path) -> dict[str, Path]:
     return found
 
 
+def _check_pickled_weights(path: Path) -> None:
+    """``ValueError`` (one line) for an adapter whose only weights are an ``adapter_model.bin``
+    that torch's weights-only loader refuses (a pickled object: it could run code)."""
+    legacy = path / "adapter_model.bin"
+    if (path / ADAPTER_FILES[1]).is_file() or not legacy.is_file():
+        return  # peft reads the safetensors file first
+    try:
+        torch.load(legacy, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - an UnpicklingError quoting many lines, or a torn file
+        reason = ("it holds a pickled object that the safe loader refuses (torch.load weights_only)"
+                  if "weights_only" in str(err) or "Weights only load failed" in str(err)
+                  else (str(err).splitlines() or [type(err).__name__])[0])
+        raise ValueError(f"{legacy}: {reason}; save the adapter as {ADAPTER_FILES[1]}") from None
+
+
 def load_adapters(target: Backbone, path: str | Path, *, is_trainable: bool = False):
     """Load every adapter :func:`find_adapters` finds at ``path`` under its own name; the ``PeftModel``.
 
@@ -397,6 +414,7 @@ def load_adapter(
     path = Path(path)
     if not (path / ADAPTER_FILES[0]).is_file():
         raise FileNotFoundError(f"no PEFT adapter at {path} (missing {ADAPTER_FILES[0]})")
+    _check_pickled_weights(path)
     recorded = saved_adapter_info(path).get("base_model")
     if isinstance(target, Backbone):
         _remember_base_name(target)

@@ -90,6 +90,20 @@ def make_agent(spec: str) -> Any:
         if name not in eps:
             raise ValueError(f"unknown agent {name!r}; available: {', '.join(available_agents())}")
         factory = eps[name].load()
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters.values()
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        takes_arg = bool(positional) or any(p.kind is p.VAR_POSITIONAL for p in params)
+        needs_arg = any(p.default is p.empty for p in positional)
+    except (TypeError, ValueError):
+        takes_arg = needs_arg = None  # no signature to read: let the call decide
+    if sep and takes_arg is False:
+        raise ValueError(f"agent spec {spec!r}: {name!r} takes no argument; write it as {name!r}")
+    if not sep and needs_arg:
+        raise ValueError(f"agent spec {spec!r}: {name!r} needs an argument, as '{name}:ARGUMENT' "
+                         "(e.g. 'llm:tiny' or 'llm:smollm2-135m')")
     agent = factory(arg) if sep else factory()
     if not callable(getattr(agent, "act", None)):
         raise TypeError(f"agent factory for {name!r} returned {type(agent).__name__}, which has no act(obs, info)")

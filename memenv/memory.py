@@ -147,7 +147,9 @@ class MemoryBank:
     def add(
         self, text: str, *, speaker: str | None = None, session: int = 0, date: str = "", turn: int = 0
     ) -> tuple["MemoryBank", str]:
-        """A new bank with one more entry, and the new entry's id."""
+        """A new bank with one more entry, and the new entry's id (lone surrogates in ``text``
+        and ``speaker`` replaced, as the environment's parsers do, so the bank always saves)."""
+        text, speaker = _clean(text), _clean(speaker)
         memory_id = f"m{self._next_id}"
         entry = MemoryEntry(memory_id, text, speaker, session, date, turn, turn)
         record = OpRecord("ADD", memory_id, None, text, session, turn)
@@ -163,7 +165,9 @@ class MemoryBank:
     def update(
         self, memory_id: str, text: str, *, session: int = 0, date: str = "", turn: int = 0, speaker: str | None = None
     ) -> "MemoryBank":
-        """A new bank where entry ``memory_id`` holds ``text`` (KeyError if absent)."""
+        """A new bank where entry ``memory_id`` holds ``text`` (KeyError if absent; lone
+        surrogates replaced as in :meth:`add`)."""
+        text, speaker = _clean(text), _clean(speaker)
         old = self[memory_id]
         entry = MemoryEntry(memory_id, text, speaker or old.speaker, session, date, old.created_turn, turn)
         by_text = _index_text(_unindex_text(self._by_text, old.text, memory_id), text, memory_id)
@@ -284,6 +288,11 @@ def _checked_count(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_ID:
         raise ValueError(f"{where} must be a non-negative integer below {_MAX_ID_TEXT}, got {_show(value)}")
     return value
+
+
+def _clean(value: Any) -> Any:
+    """A text with lone surrogates replaced (:func:`memenv.parsing.replace_lone_surrogates`); other values as given."""
+    return replace_lone_surrogates(value) if isinstance(value, str) else value
 
 
 def _checked_text(value: Any, where: str, *, optional: bool = False) -> str | None:

@@ -133,6 +133,20 @@ def rescore(results: dict[str, Any], data_path: str | None = None, command: str 
     return results
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary sibling and a rename: rescoring in place
+    never leaves half of the results file (a kill or a full disk keeps the old one)."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Re-score a leaderboard JSON and write it and its markdown; returns the results."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -151,8 +165,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         out = out.with_suffix("")
     md_path, json_path = Path(f"{out}.md"), Path(f"{out}.json")
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    md_path.write_text(to_markdown(results), encoding="utf-8")
+    _write_atomically(json_path, json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    _write_atomically(md_path, to_markdown(results))
     for row in results["rows"]:
         old = before[row["row"]]
         changes = ", ".join(f"{name} {'-' if name not in old else f'{100 * old[name]:.1f}'} -> {100 * value:.1f}"
