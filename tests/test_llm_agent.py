@@ -229,8 +229,8 @@ def test_spec_options_set_the_agents_settings(tmp_path):
 
 @pytest.mark.parametrize("spec, words", [
     ("llm:tiny?temperature=1", "unknown option 'temperature'"),
-    ("llm:tiny?max_prompt_tokens=0", "max_prompt_tokens must be a whole number >= 1"),
-    ("llm:tiny?max_new_tokens=lots", "max_new_tokens must be a whole number >= 1"),
+    ("llm:tiny?max_prompt_tokens=0", "max_prompt_tokens must be a whole number from 1 to 1048576"),
+    ("llm:tiny?max_new_tokens=lots", "max_new_tokens must be a whole number from 1 to 1048576"),
     ("llm:tiny?prompt_style=verbose", "prompt_style must be one of"),
     ("llm:tiny?constrained=maybe", "constrained must be true or false"),
     ("llm:tiny?constrained", "option 'constrained' needs one value"),
