@@ -293,7 +293,9 @@ def _weight_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors"))
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in blocks (the model cache's, checkpoints' and published
+    adapters' digests)."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -303,7 +305,7 @@ def _file_sha256(path: Path) -> str:
 
 def _write_cache_manifest(folder: Path) -> None:
     """Size and SHA-256 of every weight file of a converted model, checked on each load."""
-    files = {p.name: {"size": p.stat().st_size, "sha256": _file_sha256(p)} for p in _weight_files(folder)}
+    files = {p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in _weight_files(folder)}
     (folder / CACHE_MANIFEST).write_text(json.dumps({"files": files}, indent=1))
 
 
@@ -320,7 +322,7 @@ def _verified(folder: str, stamp: tuple) -> str | None:
         file = path / name
         if file.stat().st_size != want.get("size"):
             return f"{file} has {file.stat().st_size} bytes, {want.get('size')} were written (truncated or changed)"
-        if _file_sha256(file) != want.get("sha256"):
+        if file_sha256(file) != want.get("sha256"):
             return f"{file} does not match the SHA-256 written at conversion (damaged or changed)"
     return None
 

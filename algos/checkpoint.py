@@ -15,7 +15,6 @@ damaged; with none intact it is a one-line :class:`algos.run.UserError` naming t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -27,6 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from agents.backbone import file_sha256
 from algos.cli import UserError
 
 CHECKPOINTS = "checkpoints"
@@ -57,14 +57,6 @@ def set_rng_state(state: dict[str, Any], np_rng: np.random.Generator, torch_gen:
     torch_gen.set_state(state["sampling"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_tree(root: Path) -> None:
@@ -109,7 +101,7 @@ def save_checkpoint(out: Path, model, optimizer, state: dict, np_rng, torch_gen,
         writing = tmp / TRAINER_STATE
         torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state(np_rng, torch_gen), "state": state,
                     "modules": {k: m.state_dict() for k, m in (modules or {}).items()}}, tmp / TRAINER_STATE)
-        files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        files = {str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         writing = tmp / MANIFEST
         (tmp / MANIFEST).write_text(json.dumps({"name": name, "update": state["update"], "files": files,
                                                 "adapters": adapters}, indent=1))
@@ -175,7 +167,7 @@ def verify_checkpoint(ckpt: Path, model, adapter_names: Sequence[str]) -> dict[s
             raise DamagedCheckpoint(f"{manifest_path} names a file outside the checkpoint: {rel!r}")
         if not path.is_file():
             raise DamagedCheckpoint(f"{path} is missing")
-        if _sha256(path) != digest:
+        if file_sha256(path) != digest:
             raise DamagedCheckpoint(f"{path} does not match its SHA-256 in the manifest (changed or damaged)")
     from safetensors import safe_open
 

@@ -12,7 +12,6 @@ source's sha256 and this command. The copy loads by its path alone, as
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,21 +20,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+from agents.backbone import file_sha256
 from algos.cli import UserError, run_main
 
 PROG = "python -m benchmarks.publish_adapter"
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
 SETTINGS = "memenv_adapter.json"
-
-
-def sha256(path: Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def publish(source: Path, target: Path, *, command: str | None = None) -> Path:
@@ -63,7 +54,7 @@ def publish(source: Path, target: Path, *, command: str | None = None) -> Path:
         settings: dict[str, Any] = {}
         if (source / SETTINGS).is_file():
             settings = json.loads((source / SETTINGS).read_text(encoding="utf-8"))
-        settings["published"] = {"source_sha256": sha256(source / WEIGHTS), "dtype": "bfloat16",
+        settings["published"] = {"source_sha256": file_sha256(source / WEIGHTS), "dtype": "bfloat16",
                                  "command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         (staging / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         for path in staging.iterdir():

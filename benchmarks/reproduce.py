@@ -316,12 +316,12 @@ def _evaluate(preset: Preset, adapter: Path | None, cache: Path | None = None) -
 def _adapter_stamp(adapter: Path | None) -> list[Any] | None:
     """Name, size and SHA-256 of each of an adapter's weight files and settings: a retrained
     (or copied-over) adapter changes them, whatever its modification time."""
-    import hashlib
+    from agents.backbone import file_sha256
 
     if adapter is None:
         return None
     files = [p for p in Path(adapter).rglob("*") if p.is_file() and p.suffix in (".safetensors", ".json")]
-    return sorted([str(p.relative_to(adapter)), p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()]
+    return sorted([str(p.relative_to(adapter)), p.stat().st_size, file_sha256(p)]
                   for p in files)
 
 

@@ -16,21 +16,11 @@ from algos.checkpoint import save_checkpoint
 from algos.run import RunDir, UserError, resume_args
 from algos.update import Sample
 
+from tests.helpers_run import TINY, manifest_refresh
+
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
-TINY = ("--model tiny --stages 2 3 --updates-per-stage 2 --group-size 2 --conversations-per-update 1 --inner-n 2 "
-        "--inner-fraction 1.0 --max-new-tokens 8 --max-prompt-tokens 1024 --ppo-epochs 1 --num-minibatches 2 "
-        "--micro-batch-size 8 --answerer scripted --checkpoint-every 1 --learning-rate 1e-3 --no-progress "
-        "--no-tensorboard").split()
 
-
-def _manifest_refresh(ckpt: Path) -> None:
-    """Rewrite a checkpoint's digests after tampering, so that only the deeper checks can catch it."""
-    from algos.checkpoint import MANIFEST, _sha256
-
-    manifest = json.loads((ckpt / MANIFEST).read_text())
-    manifest["files"] = {rel: _sha256(ckpt / rel) for rel in manifest["files"]}
-    (ckpt / MANIFEST).write_text(json.dumps(manifest))
 
 
 class _Payload:
@@ -65,7 +55,7 @@ def test_a_pickle_payload_in_the_trainer_state_is_refused_without_running(finish
     marker = tmp_path / "pwned"
     for ckpt in (run / "checkpoints").glob("update-*"):
         torch.save({"optimizer": _Payload(marker)}, ckpt / "trainer_state.pt")
-        _manifest_refresh(ckpt)
+        manifest_refresh(ckpt)
     with pytest.raises(UserError, match="no intact checkpoint"):
         logo_grpo.main([*TINY, "--resume", str(run)])
     assert not marker.exists()
@@ -87,7 +77,7 @@ def test_renamed_lora_keys_fall_back_to_the_previous_intact_checkpoint(finished_
     path = latest / "adapters" / "policy" / "adapter_model.safetensors"
     weights = load_file(str(path))
     save_file({k.replace("q_proj", "q_renamed"): v for k, v in weights.items()}, str(path))
-    _manifest_refresh(latest)
+    manifest_refresh(latest)
     result = logo_grpo.main([*TINY, "--resume", str(run), "--no-progress"])
     out = " ".join(capsys.readouterr().out.split())
     assert "update-000004 is damaged" in out and "LoRA tensors differ" in out

@@ -19,13 +19,10 @@ import torch
 from algos import logo_grpo
 from algos.cli import UserError, run_main
 
+from tests.helpers_run import TINY, manifest_refresh
+
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
-# tests/test_run.py's 4-update run on the tiny model (checkpoints after every update)
-TINY = ("--model tiny --stages 2 3 --updates-per-stage 2 --group-size 2 --conversations-per-update 1 --inner-n 2 "
-        "--inner-fraction 1.0 --max-new-tokens 8 --max-prompt-tokens 1024 --ppo-epochs 1 --num-minibatches 2 "
-        "--micro-batch-size 8 --answerer scripted --checkpoint-every 1 --learning-rate 1e-3 --no-progress "
-        "--no-tensorboard").split()
 
 
 def _one_line(message: str) -> str:
@@ -33,14 +30,6 @@ def _one_line(message: str) -> str:
     assert "Traceback" not in message
     return message
 
-
-def _manifest_refresh(ckpt: Path) -> None:
-    """Rewrite a checkpoint's digests after tampering, so that only the deeper checks can catch it."""
-    from algos.checkpoint import MANIFEST, _sha256
-
-    manifest = json.loads((ckpt / MANIFEST).read_text())
-    manifest["files"] = {rel: _sha256(ckpt / rel) for rel in manifest["files"]}
-    (ckpt / MANIFEST).write_text(json.dumps(manifest))
 
 
 def _copy_run(src: Path, dst: Path) -> Path:
@@ -438,7 +427,7 @@ def test_a_checkpoint_with_non_finite_lora_tensors_is_damaged_and_falls_back(fin
     latest = run / "checkpoints" / "update-000004"
     path = latest / "adapters" / "policy" / "adapter_model.safetensors"
     save_file({k: v * float("nan") for k, v in load_file(str(path)).items()}, str(path))
-    _manifest_refresh(latest)
+    manifest_refresh(latest)
     capsys.readouterr()
     result = logo_grpo.main([*TINY, "--resume", str(run)])
     out = " ".join(capsys.readouterr().out.split())
@@ -453,7 +442,7 @@ def test_a_checkpoint_with_a_non_finite_optimizer_state_is_damaged(finished_run,
     state = next(iter(blob["optimizer"]["state"].values()))
     state["exp_avg"] = state["exp_avg"] * float("inf")
     torch.save(blob, latest / "trainer_state.pt")
-    _manifest_refresh(latest)
+    manifest_refresh(latest)
     capsys.readouterr()
     result = logo_grpo.main([*TINY, "--resume", str(run)])
     out = " ".join(capsys.readouterr().out.split())
@@ -558,7 +547,7 @@ def test_a_pickled_trainer_state_is_one_line(finished_run, tmp_path):
     run = _copy_run(finished_run[0], tmp_path / "run")
     for ckpt in (run / "checkpoints").glob("update-*"):
         torch.save({"optimizer": Payload()}, ckpt / "trainer_state.pt")
-        _manifest_refresh(ckpt)
+        manifest_refresh(ckpt)
     with pytest.raises(UserError) as err:
         logo_grpo.main([*TINY, "--resume", str(run)])
     message = _one_line(str(err.value))
