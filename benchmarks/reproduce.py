@@ -438,6 +438,7 @@ class ReproduceArgs:
     jobs: int | None = field(default=None, metadata={"help": "parallel worker processes (none: the preset's)"})
     sft_schedule: str | None = field(default=None, metadata={"help": "learning-rate schedule of every arm's SFT warm start (none: the preset's, constant)", "choices": ["constant", "linear"]})
     algorithm: str = field(default="preset", metadata={"help": "LoGo-GRPO settings: preset (as the preset pins them; cpu and micro pin the legacy ones their published results used), official (drop those pins: the trainer's defaults, the official Memory-R2 algorithm), or official-loss / official-rewards / official-rerolls / official-handoff (drop one group's pins: the per-setting ablation)", "choices": list(ALGORITHM_DROPS)})
+    rollout_engine: str | None = field(default=None, metadata={"help": "what samples the RL arms' rollouts (none: the trainer's default, hf): hf (the library's loop) or vllm (agents.vllm_engine, the requirements-vllm.lock virtualenv); the evaluations stay on hf", "choices": ["hf", "vllm"]})
     constrained: bool = field(default=True, metadata={"help": "train and evaluate under the action grammars (agents.constrained); --no-constrained samples freely, as the results committed before constrained decoding were made"})
     name: str | None = field(default=None, metadata={"help": "results file stem (none: reproduce_<preset>), e.g. reproduce_cpu_linear_sft for a variant"})
     work_dir: str | None = field(default=None, metadata={"help": "runs go here (none: runs/<name>)"})
@@ -475,6 +476,8 @@ def resolve_preset(args: ReproduceArgs) -> Preset:
     trainer = {k: v for k, v in trainer.items() if k not in ALGORITHM_DROPS[args.algorithm]}
     if not args.constrained:
         trainer["constrained"] = False
+    if args.rollout_engine:
+        trainer["rollout_engine"] = args.rollout_engine
     if trainer != preset.trainer:
         changes["trainer"] = trainer
     for name in ("seeds", "arms", "eval_horizons"):

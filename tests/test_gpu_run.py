@@ -56,7 +56,7 @@ def test_plan_prints_the_vllm_commands_without_a_gpu_and_writes_nothing(tmp_path
     assert all(f"{step} (" in printed and command in printed for step, command in commands.items())
 
 
-def test_auto_picks_vllm_only_where_it_is_importable_and_never_in_a_dry_run(monkeypatch):
+def test_auto_picks_vllm_where_it_is_importable_and_the_dry_run_follows_it(monkeypatch, tmp_path):
     import importlib.util
 
     from algos.cli import parse_args
@@ -66,6 +66,31 @@ def test_auto_picks_vllm_only_where_it_is_importable_and_never_in_a_dry_run(monk
         monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, present=present: (
             object() if present else None) if name == "vllm" else real(name, *a))
         assert gpu_run.resolve_engine(parse_args(gpu_run.Args, [])) == ("vllm" if present else "hf")
-        assert gpu_run.resolve_engine(parse_args(gpu_run.Args, ["--dry-run"])) == "hf"
-    with pytest.raises(SystemExit):  # the tiny model of the dry run is hf-only: a one-line error
-        gpu_run.main(["--dry-run", "--rollout-engine", "vllm"])
+        dry = parse_args(gpu_run.Args, ["--dry-run"])
+        assert gpu_run.resolve_engine(dry) == ("vllm" if present else "hf")
+        commands = {n: a for n, a, _ in gpu_run.steps(dry, tmp_path)}
+        smoke = commands["logo_smoke"]
+        # vLLM cannot serve the tiny model: the vLLM dry run is SmolLM2's, on the CPU, one update
+        assert smoke[smoke.index("--model") + 1] == ("smollm2-135m" if present else "tiny")
+        assert smoke[smoke.index("--device") + 1] == "cpu"
+        assert smoke[smoke.index("--updates-per-stage") + 1] == ("1" if present else "2")
+        assert smoke[smoke.index("--rollout-engine") + 1] == ("vllm" if present else "hf")
+        # --model tiny asks for the hf path even where vLLM is importable
+        assert gpu_run.resolve_engine(parse_args(gpu_run.Args, ["--dry-run", "--model", "tiny"])) == "hf"
+    with pytest.raises(SystemExit):  # the tiny model is hf-only: a one-line error
+        gpu_run.main(["--dry-run", "--rollout-engine", "vllm", "--model", "tiny"])
+
+
+def test_the_study_step_samples_with_the_chosen_engine(tmp_path):
+    from algos.cli import parse_args
+    from benchmarks import reproduce
+
+    argv = gpu_run.steps(parse_args(gpu_run.Args, ["--study", "--rollout-engine", "vllm"]), tmp_path)[-1][1]
+    assert argv[argv.index("--rollout-engine") + 1] == "vllm"
+    args = parse_args(reproduce.ReproduceArgs, argv[argv.index("benchmarks.reproduce") + 1:])
+    preset = reproduce.resolve_preset(args)
+    assert preset.trainer["rollout_engine"] == "vllm"
+    trainer = reproduce.trainer_argv(preset, "logo", 0, tmp_path / "a", tmp_path / "o")
+    assert trainer[trainer.index("--rollout-engine") + 1] == "vllm"
+    default = reproduce.resolve_preset(parse_args(reproduce.ReproduceArgs, ["--preset", "smollm2-gpu"]))
+    assert "rollout_engine" not in default.trainer  # unset: the trainer's own default (hf)

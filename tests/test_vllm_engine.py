@@ -196,3 +196,27 @@ def test_evaluate_with_the_vllm_engine(setup, capsys):
     out = evaluate.main(["--model", "smollm2-135m", "--rollout-engine", "vllm", "--worlds", "1", "--horizons", "2",
                          "--max-prompt-tokens", "512", "--max-new-tokens", "64"])
     assert 0.0 <= out[2]["f1"] <= 1.0 and out[2]["num_questions"] > 0
+
+
+def test_gpu_run_dry_run_takes_the_vllm_path_on_the_cpu(tmp_path):
+    """benchmarks.gpu_run --dry-run where vLLM is installed: ``auto`` picks vllm, SmolLM2 is the
+    model (vLLM cannot serve the tiny one), and every step runs on the CPU with vLLM sampling."""
+    from pathlib import Path
+
+    from benchmarks import gpu_run
+
+    out = tmp_path / "out"
+    locomo = Path(__file__).parent / "fixtures" / "locomo_tiny.json"
+    summary = gpu_run.main(["--dry-run", "--out", str(out), "--budget", "3000", "--locomo", str(locomo)])
+    assert summary["rollout_engine"] == "vllm"
+    steps = {s["step"]: s for s in summary["steps"]}
+    assert list(steps) == ["compute_speed", "logo_smoke", "memory_r1_ppo", "locomo_leaderboard", "logo_stage8"]
+    assert all(s["rc"] == 0 for s in steps.values()), [(s["step"], s["rc"]) for s in summary["steps"]]
+    for step in ("logo_smoke", "memory_r1_ppo", "locomo_leaderboard", "logo_stage8"):
+        assert "--rollout-engine vllm" in steps[step]["command"] and "--model smollm2-135m" in steps[step]["command"]
+    for run in ("logo_smoke", "logo_stage8"):  # vLLM sampled them: the sampler gap is its metric
+        rows = [json.loads(line) for line in (out / run / "metrics.jsonl").read_text().splitlines()]
+        gaps = [r["charts/sampler_gap_mean"] for r in rows if "charts/sampler_gap_mean" in r]
+        assert gaps and all(0 <= g < GAP_MEAN for g in gaps), gaps
+    assert (out / "logo_stage8" / "checkpoints" / "latest").is_file()  # the next lease resumes it
+    assert json.loads((out / "leaderboard_locomo.json").read_text())
