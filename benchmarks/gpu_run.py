@@ -115,7 +115,7 @@ def steps(args: Args, out: Path) -> list[tuple[str, list[str], float]]:
         size = dict(sessions="2", stage="2", tokens="16", prompt="256", updates="2", group="4", stage_group="8",
                     conversations="2", sft="2")
         if model != "tiny":  # a real model on 2 CPU cores: one update of the fewest rollouts, longer prompts
-            size.update(prompt="512", updates="1", group="2", stage_group="2", conversations="1", sft="1")
+            size.update(sessions="1", prompt="512", updates="1", group="2", stage_group="2", conversations="1", sft="1")
     else:
         joined = GPU_DIR / "smollm2.gguf"
         model = args.model or (str(joined) if joined.is_file() else "smollm2-135m")

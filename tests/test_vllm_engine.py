@@ -207,7 +207,7 @@ def test_gpu_run_dry_run_takes_the_vllm_path_on_the_cpu(tmp_path):
 
     out = tmp_path / "out"
     locomo = Path(__file__).parent / "fixtures" / "locomo_tiny.json"
-    summary = gpu_run.main(["--dry-run", "--out", str(out), "--budget", "3000", "--locomo", str(locomo)])
+    summary = gpu_run.main(["--dry-run", "--out", str(out), "--budget", "4000", "--locomo", str(locomo)])
     assert summary["rollout_engine"] == "vllm"
     steps = {s["step"]: s for s in summary["steps"]}
     assert list(steps) == ["compute_speed", "logo_smoke", "memory_r1_ppo", "locomo_leaderboard", "logo_stage8"]
