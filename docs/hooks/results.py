@@ -1,8 +1,8 @@
 """mkdocs hook: the measured results in ``benchmarks/results/`` become pages of the site.
 
 The studies write their tables (``*.md``), learning curves (``*.png``) and raw results
-(``*.json``) into ``benchmarks/results/``, outside ``docs/``. This hook adds each of them to
-the site at the same path, ``benchmarks/results/<name>``, so a docs page links
+(``*.json``) into ``benchmarks/results/`` (a run's own files in a sub-folder), outside ``docs/``.
+This hook adds each of them to the site at the same path, ``benchmarks/results/<name>``, so a docs page links
 ``benchmarks/results/reproduce_cpu.md`` exactly as the README does, and ``mkdocs build
 --strict`` checks those links (and the links inside the result pages) like any other. It
 also writes ``benchmarks/results/index.md``: every result table with its title and the
@@ -63,12 +63,18 @@ def index_page(results: Path = RESULTS) -> str:
     return "\n".join(lines) + "\n"
 
 
+def result_files(results: Path = RESULTS) -> list[Path]:
+    """Every table, curve and raw result under ``results``, sub-folders included (a run's
+    folder holds its own ``curves.png`` and ``args.json``), relative to ``results``."""
+    return sorted(p.relative_to(results) for p in results.rglob("*")
+                  if p.is_file() and p.suffix in SUFFIXES)
+
+
 def on_files(files: Files, config) -> Files:
-    for path in sorted(RESULTS.iterdir()):
-        if path.is_file() and path.suffix in SUFFIXES:
-            uri = f"{SITE_DIR}/{path.name}"
-            if files.get_file_from_path(uri) is None:
-                files.append(File.generated(config, uri, abs_src_path=str(path)))
+    for rel in result_files():
+        uri = f"{SITE_DIR}/{rel.as_posix()}"
+        if files.get_file_from_path(uri) is None:
+            files.append(File.generated(config, uri, abs_src_path=str(RESULTS / rel)))
     if files.get_file_from_path(INDEX) is None:
         files.append(File.generated(config, INDEX, content=index_page()))
     return files
