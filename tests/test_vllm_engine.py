@@ -213,7 +213,10 @@ def test_gpu_run_dry_run_takes_the_vllm_path_on_the_cpu(tmp_path):
     assert list(steps) == ["compute_speed", "logo_smoke", "memory_r1_ppo", "locomo_leaderboard", "logo_stage8"]
     assert all(s["rc"] == 0 for s in steps.values()), [(s["step"], s["rc"]) for s in summary["steps"]]
     for step in ("logo_smoke", "memory_r1_ppo", "locomo_leaderboard", "logo_stage8"):
-        assert "--rollout-engine vllm" in steps[step]["command"] and "--model smollm2-135m" in steps[step]["command"]
+        assert "--rollout-engine vllm" in steps[step]["command"], steps[step]["command"]
+    for step in ("logo_smoke", "memory_r1_ppo", "logo_stage8"):  # the trainers name the backbone ...
+        assert "--model smollm2-135m" in steps[step]["command"], steps[step]["command"]
+    assert "+llm:smollm2-135m" in steps["locomo_leaderboard"]["command"]  # ... the leaderboard its row's answerer
     for run in ("logo_smoke", "logo_stage8"):  # vLLM sampled them: the sampler gap is its metric
         rows = [json.loads(line) for line in (out / run / "metrics.jsonl").read_text().splitlines()]
         gaps = [r["charts/sampler_gap_mean"] for r in rows if "charts/sampler_gap_mean" in r]
