@@ -10,7 +10,8 @@ Each observation gets a grammar built from what it shows (:func:`grammar_for`):
   are non-blank, and DELETEs come last in the order the ids are shown, each id at most once,
   so that no operation can name a memory deleted earlier in the list (the environment
   rejects that). Every list of operations the environment accepts has a reordering of this
-  form with the same effect on the memory bank;
+  form with the same effect on the memory bank. ``manage_ops`` narrows the operations the
+  grammar offers (e.g. ``("ADD", "NOOP")``: an add-only memory whose contents are learned);
 * answer: ``Relevant: m3, m7`` (ids of this observation) then ``Answer: <non-blank line>``
   (``Answer: ...`` alone without memory distillation).
 
@@ -86,7 +87,7 @@ from typing import Any
 import torch
 
 from agents.prompts import ANSWER, EXTRACT, MANAGE, ROLES
-from memenv.parsing import MAX_FACTS, MAX_OPERATIONS
+from memenv.parsing import MAX_FACTS, MAX_OPERATIONS, OPS
 # Tokens per fact / memory text, and per short answer. 48: dated dialogue facts are long --
 # the add-only teacher's facts on LoCoMo's training conversations are 31 / 40 / 64 SmolLM2
 # tokens (median / p90 / max), and at 32 the grammar cut 41% of them before their date stamp.
@@ -176,14 +177,34 @@ def extract_grammar(budget: int, *, text_tokens: int = TEXT_TOKENS) -> Constrain
     return Constraint(EXTRACT, lark, fixed + count * (text_tokens + per_fact) - 2)
 
 
-def manage_grammar(ids: Sequence[str], num_facts: int, budget: int, *, text_tokens: int = TEXT_TOKENS) -> Constraint:
+def check_manage_ops(ops: Sequence[str] | str | None) -> tuple[str, ...]:
+    """``ops`` as the manager operations a grammar may offer, in the order of
+    :data:`memenv.parsing.OPS` (None: all four). ``"ADD/NOOP"`` (the agent spec's form) and
+    lower case are read too. ``ValueError`` naming the bad entry for an unknown operation or
+    an empty set."""
+    if ops is None:
+        return OPS
+    items = ops.split("/") if isinstance(ops, str) else list(ops)
+    names = [str(op).strip().upper() for op in items]
+    unknown = [op for op, name in zip(items, names) if name not in OPS]
+    if unknown or not names:
+        raise ValueError(f"manager operations must be a non-empty set of {', '.join(OPS)}, got "
+                         f"{'/'.join(map(str, items)) if items else 'none'}" + (f" ({unknown[0]!r} is not one)" if unknown else ""))
+    return tuple(op for op in OPS if op in names)
+
+
+def manage_grammar(ids: Sequence[str], num_facts: int, budget: int, *, text_tokens: int = TEXT_TOKENS,
+                   ops: Sequence[str] | None = None) -> Constraint:
     """``{"operations": [...]}`` over the memory ids ``ids`` and ``num_facts`` extracted facts.
 
     Body operations (ADD / UPDATE / NOOP, in any order and number) come first, then DELETEs
     in the order of ``ids``, each id at most once. The budget left is tracked in
     :data:`BUDGET_STEPS` steps: each operation costs its longest rendering (fixed syntax
     byte for byte, plus ``text_tokens`` per text, plus the ", " before the next one).
+    ``ops``: the operations offered (:func:`check_manage_ops`; default all four); the others
+    cannot be generated, and the budget steps stay those of the full grammar.
     """
+    allowed = check_manage_ops(ops)
     ids = list(dict.fromkeys(ids))
     head, tail = '{"operations": [', "]}"
     fixed = _nbytes(head) + _nbytes(tail) + 1
@@ -205,35 +226,40 @@ def manage_grammar(ids: Sequence[str], num_facts: int, budget: int, *, text_toke
         room = min(kinds.values())  # too small a budget: one operation, possibly cut off
     unit = max(1, -(-room // BUDGET_STEPS))  # tokens per budget step (ceil)
     steps = room // unit
-    cost = {k: -(-c // unit) for k, c in kinds.items()}
+    offered = {"noop": "NOOP", "add_text": "ADD", "add_fact": "ADD", "update_text": "UPDATE", "update_fact": "UPDATE"}
+    cost = {k: -(-c // unit) for k, c in kinds.items() if offered[k] in allowed}
     del_steps = -(-delete_cost // unit)
+    delete_ids = ids if "DELETE" in allowed else []
 
     noop, add_text, add_fact = _lit('{"op": "NOOP"}'), _lit('{"op": "ADD", "text": "'), _lit('{"op": "ADD", "fact": ')
     update, with_text, with_fact = _lit('{"op": "UPDATE", "id": "'), _lit('", "text": "'), _lit('", "fact": ')
     text_end, close, comma = _lit(TEXT_END), _lit("}"), _lit(", ")
-    rules = [
-        f"start: {_lit(head)} seq_{steps}? {_lit(tail)}",
-        f"noop: {noop}",
-        f"add_text: {add_text} text {text_end}",
-        f"text[max_tokens={text_tokens}]: {_TEXT_RE}",
-    ]
-    if num_facts > 0:
+    rules = [f"start: {_lit(head)} seq_{steps}? {_lit(tail)}"]  # replaced below
+    if "noop" in cost:
+        rules.append(f"noop: {noop}")
+    if "add_text" in cost or "update_text" in cost:
+        rules.append(f"text[max_tokens={text_tokens}]: {_TEXT_RE}")
+    if "add_text" in cost:
+        rules.append(f"add_text: {add_text} text {text_end}")
+    if "add_fact" in cost or "update_fact" in cost:
         rules.append("index: " + " | ".join(_lit(str(i)) for i in range(num_facts)))
+    if "add_fact" in cost:
         rules.append(f"add_fact: {add_fact} index {close}")
-    if ids:
+    if "update_text" in cost or "update_fact" in cost:
         rules.append("mid: " + " | ".join(_lit(i) for i in ids))
+    if "update_text" in cost:
         rules.append(f"update_text: {update} mid {with_text} text {text_end}")
-        if num_facts > 0:
-            rules.append(f"update_fact: {update} mid {with_fact} index {close}")
-        for j, memory_id in enumerate(ids):
-            rules.append(f"del_{j}: " + _lit('{"op": "DELETE", "id": "' + memory_id + '"}'))
+    if "update_fact" in cost:
+        rules.append(f"update_fact: {update} mid {with_fact} index {close}")
+    for j, memory_id in enumerate(delete_ids):
+        rules.append(f"del_{j}: " + _lit('{"op": "DELETE", "id": "' + memory_id + '"}'))
 
     made: set[str] = set()
     fits: dict[str, bool] = {}
 
     def dels(j: int, left: int) -> str | None:
         """The rule for increasing DELETEs from id j on, within ``left`` steps (None: none fit)."""
-        if j >= len(ids) or left < del_steps:
+        if j >= len(delete_ids) or left < del_steps:
             return None
         name = f"dels_{j}_{left}"
         if name not in made:
@@ -297,14 +323,16 @@ def answer_grammar(ids: Sequence[str], budget: int, *, distill: bool = True,
     return Constraint(ANSWER, "\n".join(rules), fixed + answer_tokens + max(0, count * per_id - 2))
 
 
-def grammar_for(obs: dict, role: str, *, max_new_tokens: int, distill: bool = True) -> Constraint:
-    """The grammar of an observation's output in ``role`` within ``max_new_tokens`` tokens."""
+def grammar_for(obs: dict, role: str, *, max_new_tokens: int, distill: bool = True,
+                manage_ops: Sequence[str] | None = None) -> Constraint:
+    """The grammar of an observation's output in ``role`` within ``max_new_tokens`` tokens
+    (``manage_ops``: the operations a manage output may use, default all four)."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if role == EXTRACT:
         return extract_grammar(max_new_tokens)
     if role == MANAGE:
-        return manage_grammar(_memory_ids(obs), len(obs.get("facts") or []), max_new_tokens)
+        return manage_grammar(_memory_ids(obs), len(obs.get("facts") or []), max_new_tokens, ops=manage_ops)
     if role == ANSWER:
         return answer_grammar(_memory_ids(obs), max_new_tokens, distill=distill)
     raise ValueError(f"unknown role {role!r}; choose one of {ROLES}")

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from agents.backbone import Backbone, load_backbone
+from agents.constrained import check_manage_ops
 from agents.generation import Rollout
 from agents.lora import POLICY_ADAPTER, find_adapters, load_adapter, load_adapters, saved_adapter_info
 from agents.sampler import RoleSampler
@@ -55,17 +56,20 @@ ADAPTER_ROLES = {POLICY_ADAPTER: (EXTRACT, MANAGE), EXTRACT: (EXTRACT,), MANAGE:
 def adapter_settings(path: str | Path, adapter_name: str | None = None) -> dict:
     """The serving settings the adapter(s) at ``path`` recorded when saved ({} when none).
 
-    Keys (each only when recorded): ``prompt_style``, ``distill``, ``max_prompt_tokens``
-    (the largest recorded) and ``max_new_tokens`` (role -> tokens, for the roles each
-    adapter serves). ``ValueError`` when the adapters of one directory disagree on the
-    prompt style or on distillation. ``adapter_name``: the name a single adapter is loaded
+    Keys (each only when recorded): ``prompt_style``, ``distill``, ``manage_ops`` (the
+    manager operations it was trained under), ``max_prompt_tokens`` (the largest recorded)
+    and ``max_new_tokens`` (role -> tokens, for the roles each adapter serves).
+    ``ValueError`` when the adapters of one directory disagree on the prompt style, on
+    distillation or on the manager operations. ``adapter_name``: the name a single adapter is loaded
     under when it is not its saved one (its lengths then go to that name's roles).
     """
     out: dict = {}
     new_tokens: dict[str, int] = {}
     for name, sub in find_adapters(path).items():
         info = saved_adapter_info(sub)
-        for key in ("prompt_style", "distill"):
+        if "manage_ops" in info:
+            info = {**info, "manage_ops": list(check_manage_ops(info["manage_ops"]))}
+        for key in ("prompt_style", "distill", "manage_ops"):
             if key in info:
                 if key in out and out[key] != info[key]:
                     raise ValueError(f"the adapters at {path} were trained with different {key} values "
@@ -110,6 +114,10 @@ def _tokens_option(value: str) -> dict[str, int]:
     return dict.fromkeys(ROLES, _positive_int_option(value))
 
 
+def _ops_option(value: str) -> tuple[str, ...]:
+    return check_manage_ops(value)  # "ADD/NOOP": "," and "+" separate roles and rows in specs
+
+
 # The LLMAgent keyword arguments a spec may set after "?", each with the parser of its text value.
 def _engine_option(value: str) -> str:
     from agents.vllm_engine import check_engine
@@ -119,7 +127,7 @@ def _engine_option(value: str) -> str:
 
 SPEC_OPTION_PARSERS = {"constrained": _bool_option, "prompt_style": _style_option,
                        "max_prompt_tokens": _positive_int_option, "max_new_tokens": _tokens_option,
-                       "engine": _engine_option}
+                       "engine": _engine_option, "manage_ops": _ops_option}
 
 
 def with_engine(spec: str, engine: str) -> str:
@@ -135,7 +143,8 @@ def split_spec_options(spec: str) -> tuple[str, dict]:
 
     Keys: ``constrained`` (true / false), ``prompt_style`` (auto / default / compact),
     ``max_prompt_tokens`` and ``max_new_tokens`` (whole numbers; ``max_new_tokens`` sets
-    every role's budget), ``engine`` (hf / vllm: :mod:`agents.vllm_engine`). ``ValueError`` naming the key for an unknown key or a bad value."""
+    every role's budget), ``engine`` (hf / vllm: :mod:`agents.vllm_engine`), ``manage_ops`` (the
+    manager's operations, ``/``-separated, e.g. ``ADD/NOOP``). ``ValueError`` naming the key for an unknown key or a bad value."""
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a string, got {type(spec).__name__}")
     head, sep, tail = spec.rpartition(SPEC_OPTIONS)
@@ -197,6 +206,8 @@ class LLMAgent:
             the environment rejects none; False samples freely.
         engine: ``"hf"`` (default: the library's transformers loop) or ``"vllm"``
             (:class:`agents.vllm_engine.VLLMEngine` serves the backbone and the adapters).
+        manage_ops: the operations manage outputs may use, e.g. ``("ADD", "NOOP")``
+            (default: as recorded by the loaded adapter, else all four; needs ``constrained``).
     """
 
     def __init__(
@@ -216,6 +227,7 @@ class LLMAgent:
         batch_size: int = DEFAULT_BATCH_SIZE,
         constrained: bool = True,
         engine: str = "hf",
+        manage_ops: Sequence[str] | None = None,
     ) -> None:
         unknown = set(max_new_tokens or {}) - set(ROLES)
         if unknown:
@@ -248,6 +260,12 @@ class LLMAgent:
         self.prompt_style = prompt_style
         self.batch_size = batch_size
         self.constrained = constrained
+        if not constrained and manage_ops is not None and check_manage_ops(manage_ops) != check_manage_ops(None):
+            raise ValueError(f"manage_ops {'/'.join(check_manage_ops(manage_ops))} needs constrained sampling "
+                             "(constrained=False samples every operation)")
+        # unconstrained sampling offers every operation, whatever the adapter was trained under
+        recorded = trained.get("manage_ops") if constrained else None
+        self.manage_ops = check_manage_ops(recorded if manage_ops is None else manage_ops)
         self.engine = None
         if engine != "hf":
             from agents.vllm_engine import VLLMEngine, check_engine
@@ -281,7 +299,7 @@ class LLMAgent:
                            max_prompt_tokens=self.max_prompt_tokens, max_new_tokens=self.max_new_tokens,
                            temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
                            generator=self._generator, batch_size=self.batch_size, constrained=self.constrained,
-                           engine=self.engine)
+                           engine=self.engine, manage_ops=self.manage_ops)
 
     def prompt(self, obs: str, role: str | None = None) -> str:
         """The rendered prompt for one observation."""

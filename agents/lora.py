@@ -278,7 +278,8 @@ def use_adapter(model: torch.nn.Module, name: str | None) -> Iterator[torch.nn.M
 
 def save_adapter(model: torch.nn.Module, path: str | Path, adapter_name: str, *, prompt_style: str | None = None,
                  max_prompt_tokens: int | None = None, max_new_tokens: int | None = None,
-                 distill: bool | None = None, base_model: str | None = None) -> Path:
+                 distill: bool | None = None, base_model: str | None = None,
+                 manage_ops: Sequence[str] | None = None) -> Path:
     """Save one adapter in PEFT format directly into ``path`` (created; files replaced).
 
     peft itself puts non-default adapters in a sub-folder named after them; here the files
@@ -287,7 +288,8 @@ def save_adapter(model: torch.nn.Module, path: str | Path, adapter_name: str, *,
     (``base_model``: its name, by default the backbone name the model was wrapped under,
     and its shape; see :func:`base_model_record`) and, when given, the settings the adapter
     was trained with (``prompt_style``, ``max_prompt_tokens``, ``max_new_tokens`` of the
-    roles it serves, ``distill``): an :class:`agents.llm_agent.LLMAgent` loading it serves
+    roles it serves, ``distill``, ``manage_ops``: the manager operations it was trained
+    under, recorded only when not all four): an :class:`agents.llm_agent.LLMAgent` loading it serves
     it the same way by default. It also records the command of the process that saved it
     (:func:`process_command`) and when, so that whoever reads a result made with the adapter
     can rebuild it.
@@ -302,8 +304,11 @@ def save_adapter(model: torch.nn.Module, path: str | Path, adapter_name: str, *,
         for file in ADAPTER_FILES:
             shutil.move(str(source / file), str(path / file))
             os.chmod(path / file, 0o644)  # the temporary folder's files are private (0600); the run's are not
+    from memenv.parsing import OPS
+
+    ops = list(manage_ops) if manage_ops is not None and tuple(manage_ops) != OPS else None
     settings = {"prompt_style": prompt_style, "max_prompt_tokens": max_prompt_tokens,
-                "max_new_tokens": max_new_tokens, "distill": distill}
+                "max_new_tokens": max_new_tokens, "distill": distill, "manage_ops": ops}
     meta = {"adapter_name": adapter_name, "base_model": base_model_record(model, base_model),
             **{k: v for k, v in settings.items() if v is not None}, "command": process_command(),
             "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")}

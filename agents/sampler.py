@@ -83,15 +83,23 @@ class RoleSampler:
         engine: None (default) samples with the library's transformers loop; an
             :class:`agents.vllm_engine.VLLMEngine` samples with vLLM instead (same grammars,
             the log-probs recomputed by ``model``).
+        manage_ops: the operations manage outputs may use (default all four; e.g.
+            ``("ADD", "NOOP")``): the manage grammar offers no other, so it needs ``constrained``.
     """
 
     def __init__(self, model, tokenizer, *, prompt_style: str = "default", distill: bool = True,
                  max_prompt_tokens: int = 2048, max_new_tokens: int | Mapping[str, int] = 256,
                  temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                  generator: torch.Generator | None = None, batch_size: int | None = None,
-                 constrained: bool = True, engine: Any = None) -> None:
+                 constrained: bool = True, engine: Any = None, manage_ops: Sequence[str] | None = None) -> None:
+        from agents.constrained import check_manage_ops
+
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.manage_ops = check_manage_ops(manage_ops)
+        if not constrained and manage_ops is not None and self.manage_ops != check_manage_ops(None):
+            raise ValueError(f"manage_ops {'/'.join(self.manage_ops)} needs constrained sampling: only the manage "
+                             "grammar keeps the other operations out")
         self.model, self.tokenizer = model, tokenizer
         self.prompt_style, self.distill, self.max_prompt_tokens = prompt_style, distill, max_prompt_tokens
         self.max_new_tokens = max_new_tokens
@@ -120,7 +128,8 @@ class RoleSampler:
 
         parsed = parse_observation(obs)
         role = role or parsed.get("role")
-        return grammar_for(parsed, role, max_new_tokens=self.new_tokens(role), distill=self.distill)
+        return grammar_for(parsed, role, max_new_tokens=self.new_tokens(role), distill=self.distill,
+                           manage_ops=self.manage_ops)
 
     def sample(self, observations: Sequence[str], *, num_samples: int = 1, greedy: bool = False,
                role: str | None = None, on_batch: Callable[[int], None] | None = None) -> list[list[Generation]]:

@@ -74,11 +74,14 @@ def expected_adapter_keys(model, adapter: str) -> dict[str, tuple[int, ...]]:
 
 
 def save_checkpoint(out: Path, model, optimizer, state: dict, np_rng, torch_gen, adapter_names: Sequence[str],
-                    keep: int = 3, modules: dict[str, torch.nn.Module] | None = None) -> Path:
+                    keep: int = 3, modules: dict[str, torch.nn.Module] | None = None,
+                    serving: dict | None = None) -> Path:
     """Write ``checkpoints/update-<N>/`` atomically and point ``checkpoints/latest`` at it.
 
     ``state`` is the trainer's own JSON-able state (``state["update"]`` names the folder);
-    ``modules``: further trained modules (e.g. a value head) saved with their state dicts.
+    ``modules``: further trained modules (e.g. a value head) saved with their state dicts;
+    ``serving``: the settings :func:`agents.lora.save_adapter` records beside each adapter, so a
+    checkpoint's adapter is served as it was trained (``llm:<model>:<checkpoint>/adapters/<name>``).
     The ``keep`` newest checkpoints are kept. On a full or read-only disk the temporary
     folder is removed, the previous checkpoint stays intact, and a :class:`UserError` says so.
     """
@@ -96,7 +99,7 @@ def save_checkpoint(out: Path, model, optimizer, state: dict, np_rng, torch_gen,
         adapters = {}
         for adapter in adapter_names:
             writing = tmp / "adapters" / adapter / "adapter_model.safetensors"
-            save_adapter(model, tmp / "adapters" / adapter, adapter)
+            save_adapter(model, tmp / "adapters" / adapter, adapter, **(serving or {}))
             adapters[adapter] = sorted(expected_adapter_keys(model, adapter))
         writing = tmp / TRAINER_STATE
         torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state(np_rng, torch_gen), "state": state,

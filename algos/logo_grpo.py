@@ -44,6 +44,8 @@ import torch
 from algos.cli import (TrainerArgs, check_agent_name, check_json_object, check_range, progress_bar, run_main,
                        with_defaults)
 from memenv.constants import TRAIN_SEED_OFFSET  # training worlds use seeds >= it, evaluation below
+from agents.constrained import check_manage_ops
+from memenv.parsing import OPS
 
 PROG = "python -m algos.logo_grpo"
 ANSWERER_CHOICES = ("auto", "base", "scripted")
@@ -95,6 +97,7 @@ class Args(TrainerArgs):
     max_local_questions: int = field(default=16, metadata={"help": "questions that score one rerollout"})
     local_weight: float = field(default=1.0, metadata={"help": "weight of local advantages"})
     max_new_tokens: int = field(default=256, metadata={"help": "tokens per extract/manage action"})
+    manage_ops: tuple[str, ...] = field(default=OPS, metadata={"help": "the operations the manager may use: its grammar offers no other (e.g. ADD NOOP: an add-only memory whose contents are learned; needs --constrained); recorded with the saved adapters, which are then served the same way"})
     per_role_adapters: bool = field(default=False, metadata={"help": "one adapter per role instead of the shared one"})
     answerer: str = field(default="auto", metadata={"help": "frozen answer agent: 'base' (backbone, adapter off), 'scripted' (synthetic worlds' reader) or an agent name (auto: base, scripted for the tiny model)"})
     extractor: str | None = field(default=None, metadata={"help": "a fixed agent (e.g. 'oracle') plays the extract turns; they are then not trained"})
@@ -134,6 +137,10 @@ class Args(TrainerArgs):
         for name in ("val_worlds", "early_stop_patience"):
             check_range(name, getattr(self, name), low=0)
         check_range("val_every", self.val_every, low=1)
+        self.manage_ops = check_manage_ops(self.manage_ops)
+        if self.manage_ops != OPS and not self.constrained:
+            raise ValueError(f"--manage-ops {' '.join(self.manage_ops)} needs --constrained: only the manage grammar keeps "
+                             "the other operations out")
         if self.val_env_kwargs is not None:
             check_json_object("--val-env-kwargs", self.val_env_kwargs)
         if not 0.0 <= self.inner_fraction <= 1.0:
@@ -337,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         extractor = make_agent(args.extractor)
     policy = RoleSampler(model, tokenizer, prompt_style=style, max_prompt_tokens=args.max_prompt_tokens,
                          max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                         generator=sampling_gen, constrained=args.constrained)
+                         generator=sampling_gen, constrained=args.constrained, manage_ops=args.manage_ops)
     attach(policy, args.rollout_engine, model_name, max_lora_rank=args.lora_r,
            max_model_len=args.max_prompt_tokens + args.max_new_tokens + 64)
     update_config = UpdateConfig.from_args(args)
@@ -364,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     log = MetricsLog(out, enabled=rank == 0, tensorboard=args.tensorboard)
     serving = dict(prompt_style=style, max_prompt_tokens=args.max_prompt_tokens,
-                   max_new_tokens=args.max_new_tokens)  # recorded with the saved adapters
+                   max_new_tokens=args.max_new_tokens, manage_ops=args.manage_ops)  # recorded with the saved adapters
     if args.resume:
         log.truncate_after(state["update"])  # rows past the checkpoint are written again
     total = len(args.stages) * args.updates_per_stage
@@ -459,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         export_adapters(model, out / f"stage-{horizon}", trained_adapters, nested=True, **serving)
                 if rank == 0 and (state["update"] % args.checkpoint_every == 0 or end_of_stage or stopping):
                     save_checkpoint(out, model, optimizer, {**state, "val": val}, np_rng, sampling_gen,
-                                    saved_adapters, keep=args.keep_checkpoints)
+                                    saved_adapters, keep=args.keep_checkpoints, serving=serving)
                 done_here += 1
                 if (args.stop_after is not None and done_here >= args.stop_after) or budget_spent or early_stop:
                     break

@@ -17,6 +17,7 @@ from agents.constrained import (
     EXTRACT,
     MANAGE,
     answer_grammar,
+    check_manage_ops,
     compiled_matcher,
     extract_grammar,
     grammar_for,
@@ -70,6 +71,29 @@ def test_manage_ids_are_an_enum_of_the_observation_and_fact_indices_are_in_range
     assert accepts(no_ids, tok, '{"operations": [{"op": "ADD", "text": "Alice moved."}, {"op": "NOOP"}]}')
     assert not accepts(no_ids, tok, '{"operations": [{"op": "ADD", "fact": 0}]}')
     assert not accepts(no_ids, tok, '{"operations": [{"op": "NOOP"}, {"op": "DELETE", "id": "m1"}]}')
+
+
+def test_manage_ops_narrow_the_manage_grammar(tok):
+    add_noop = manage_grammar(["m1", "m7"], num_facts=2, budget=256, ops=("ADD", "NOOP"))
+    assert accepts(add_noop, tok, '{"operations": [{"op": "ADD", "fact": 1}, {"op": "NOOP"}, {"op": "ADD", "text": "x"}]}')
+    assert accepts(add_noop, tok, '{"operations": []}')
+    for text in ('{"operations": [{"op": "UPDATE", "id": "m1", "text": "x"}]}',
+                 '{"operations": [{"op": "UPDATE", "id": "m1", "fact": 0}]}',
+                 '{"operations": [{"op": "ADD", "fact": 0}, {"op": "DELETE", "id": "m7"}]}'):
+        assert accepts(manage_grammar(["m1", "m7"], num_facts=2, budget=256), tok, text)  # the full grammar has them
+        assert not accepts(add_noop, tok, text)
+    deletes = manage_grammar(["m1", "m7"], num_facts=2, budget=256, ops=["delete"])
+    assert accepts(deletes, tok, '{"operations": [{"op": "DELETE", "id": "m1"}, {"op": "DELETE", "id": "m7"}]}')
+    assert not accepts(deletes, tok, '{"operations": [{"op": "NOOP"}]}')
+    assert not accepts(manage_grammar([], num_facts=0, budget=256, ops=("UPDATE",)), tok, '{"operations": [{"op": "NOOP"}]}')
+    obs = {"role": MANAGE, "memories": [{"id": "m1", "text": "a"}], "facts": ["b"]}
+    assert not accepts(grammar_for(obs, MANAGE, max_new_tokens=128, manage_ops="ADD/NOOP"), tok,
+                       '{"operations": [{"op": "DELETE", "id": "m1"}]}')
+    assert check_manage_ops(None) == ("ADD", "UPDATE", "DELETE", "NOOP")
+    assert check_manage_ops("noop/add") == ("ADD", "NOOP")  # the canonical order
+    for bad in ("ADD/MOVE", "", ()):
+        with pytest.raises(ValueError, match="manager operations must be a non-empty set of ADD, UPDATE, DELETE, NOOP"):
+            check_manage_ops(bad)
 
 
 def test_extract_and_answer_grammars(tok):
