@@ -177,11 +177,12 @@ def extract_grammar(budget: int, *, text_tokens: int = TEXT_TOKENS) -> Constrain
     return Constraint(EXTRACT, lark, fixed + count * (text_tokens + per_fact) - 2)
 
 
-def check_manage_ops(ops: Sequence[str] | str | None) -> tuple[str, ...]:
+def check_manage_ops(ops: Sequence[str] | str | None, *, constrained: bool = True) -> tuple[str, ...]:
     """``ops`` as the manager operations a grammar may offer, in the order of
     :data:`memenv.parsing.OPS` (None: all four). ``"ADD/NOOP"`` (the agent spec's form) and
     lower case are read too. ``ValueError`` naming the bad entry for an unknown operation or
-    an empty set."""
+    an empty set, and for a narrowed set without ``constrained`` sampling (only the grammar
+    keeps the other operations out)."""
     if ops is None:
         return OPS
     items = ops.split("/") if isinstance(ops, str) else list(ops)
@@ -190,7 +191,11 @@ def check_manage_ops(ops: Sequence[str] | str | None) -> tuple[str, ...]:
     if unknown or not names:
         raise ValueError(f"manager operations must be a non-empty set of {', '.join(OPS)}, got "
                          f"{'/'.join(map(str, items)) if items else 'none'}" + (f" ({unknown[0]!r} is not one)" if unknown else ""))
-    return tuple(op for op in OPS if op in names)
+    allowed = tuple(op for op in OPS if op in names)
+    if not constrained and allowed != OPS:
+        raise ValueError(f"manage_ops {'/'.join(allowed)} needs constrained sampling: only the manage grammar keeps "
+                         "the other operations out")
+    return allowed
 
 
 def manage_grammar(ids: Sequence[str], num_facts: int, budget: int, *, text_tokens: int = TEXT_TOKENS,

@@ -114,10 +114,6 @@ def _tokens_option(value: str) -> dict[str, int]:
     return dict.fromkeys(ROLES, _positive_int_option(value))
 
 
-def _ops_option(value: str) -> tuple[str, ...]:
-    return check_manage_ops(value)  # "ADD/NOOP": "," and "+" separate roles and rows in specs
-
-
 # The LLMAgent keyword arguments a spec may set after "?", each with the parser of its text value.
 def _engine_option(value: str) -> str:
     from agents.vllm_engine import check_engine
@@ -127,7 +123,8 @@ def _engine_option(value: str) -> str:
 
 SPEC_OPTION_PARSERS = {"constrained": _bool_option, "prompt_style": _style_option,
                        "max_prompt_tokens": _positive_int_option, "max_new_tokens": _tokens_option,
-                       "engine": _engine_option, "manage_ops": _ops_option}
+                       "engine": _engine_option,
+                       "manage_ops": check_manage_ops}  # "ADD/NOOP": "," and "+" separate roles and rows in specs
 
 
 def with_engine(spec: str, engine: str) -> str:
@@ -260,12 +257,10 @@ class LLMAgent:
         self.prompt_style = prompt_style
         self.batch_size = batch_size
         self.constrained = constrained
-        if not constrained and manage_ops is not None and check_manage_ops(manage_ops) != check_manage_ops(None):
-            raise ValueError(f"manage_ops {'/'.join(check_manage_ops(manage_ops))} needs constrained sampling "
-                             "(constrained=False samples every operation)")
-        # unconstrained sampling offers every operation, whatever the adapter was trained under
-        recorded = trained.get("manage_ops") if constrained else None
-        self.manage_ops = check_manage_ops(recorded if manage_ops is None else manage_ops)
+        if manage_ops is not None:
+            self.manage_ops = check_manage_ops(manage_ops, constrained=constrained)
+        else:  # unconstrained sampling offers every operation, whatever the adapter was trained under
+            self.manage_ops = check_manage_ops(trained.get("manage_ops") if constrained else None)
         self.engine = None
         if engine != "hf":
             from agents.vllm_engine import VLLMEngine, check_engine

@@ -96,10 +96,7 @@ class RoleSampler:
 
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.manage_ops = check_manage_ops(manage_ops)
-        if not constrained and manage_ops is not None and self.manage_ops != check_manage_ops(None):
-            raise ValueError(f"manage_ops {'/'.join(self.manage_ops)} needs constrained sampling: only the manage "
-                             "grammar keeps the other operations out")
+        self.manage_ops = check_manage_ops(manage_ops, constrained=constrained)
         self.model, self.tokenizer = model, tokenizer
         self.prompt_style, self.distill, self.max_prompt_tokens = prompt_style, distill, max_prompt_tokens
         self.max_new_tokens = max_new_tokens
