@@ -41,7 +41,7 @@ def test_every_link_of_a_result_page_into_the_results_is_published():
             if "://" in target or target.startswith("mailto:"):
                 continue
             path = (page.parent / target).resolve()
-            if path.is_relative_to(results) and path.suffix in hook.SUFFIXES and path not in published:
+            if path.is_relative_to(results) and path not in published:  # mkdocs --strict fails on any of them
                 missing.append(f"{page.relative_to(ROOT)} -> {target}")
     assert not missing, missing
     assert results / "locomo_manager_only_t15" / "curves.png" in published

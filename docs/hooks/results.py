@@ -1,7 +1,7 @@
 """mkdocs hook: the measured results in ``benchmarks/results/`` become pages of the site.
 
 The studies write their tables (``*.md``), learning curves (``*.png``) and raw results
-(``*.json``) into ``benchmarks/results/`` (a run's own files in a sub-folder), outside ``docs/``.
+(``*.json``, ``*.jsonl``) into ``benchmarks/results/`` (a run's own files in a sub-folder), outside ``docs/``.
 This hook adds each of them to the site at the same path, ``benchmarks/results/<name>``, so a docs page links
 ``benchmarks/results/reproduce_cpu.md`` exactly as the README does, and ``mkdocs build
 --strict`` checks those links (and the links inside the result pages) like any other. It
@@ -19,7 +19,7 @@ from mkdocs.structure.files import File, Files
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 SITE_DIR = "benchmarks/results"
-SUFFIXES = (".md", ".png", ".json")
+SUFFIXES = (".md", ".png", ".json", ".jsonl")
 INDEX = f"{SITE_DIR}/index.md"
 
 
