@@ -241,6 +241,7 @@ def validation_set(args: Args, num_sessions: int) -> tuple[Any, list[Any]] | Non
     """The validation environment factory and conversations at ``num_sessions``, or None
     without validation: ``--val-env-kwargs``' source's conversations, else ``--val-worlds``
     held-out synthetic worlds (seeds from ``memenv.constants.VALIDATION_SEED_OFFSET``)."""
+    from algos.cli import UserError
     from memenv.constants import VALIDATION_SEED_OFFSET
 
     if args.val_worlds == 0 and args.val_env_kwargs is None:
@@ -251,6 +252,10 @@ def validation_set(args: Args, num_sessions: int) -> tuple[Any, list[Any]] | Non
     keys = source.keys() if source is not None else None
     if keys and args.val_env_kwargs is not None:
         return make, list(keys)
+    if keys:
+        raise UserError(f"--val-worlds {args.val_worlds} draws synthetic worlds, but --env-kwargs names a dataset "
+                        f"source ({', '.join(map(str, keys))}); validate on its conversations with "
+                        "--val-env-kwargs (e.g. '{\"part\": \"val\"}'), or pass --val-worlds 0")
     return make, [VALIDATION_SEED_OFFSET + i for i in range(max(args.val_worlds, 1))]
 
 

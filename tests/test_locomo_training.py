@@ -214,3 +214,19 @@ def test_leaderboard_reports_on_the_memory_r2_test_part_of_a_full_file(full_file
                         "--resamples", "200", "--out", str(tmp_path / "cmp")])
     assert cmp["n"] == row["num_questions"] and cmp["low"] <= cmp["diff"] <= cmp["high"]
     assert (tmp_path / "cmp.md").read_text().startswith("| A | B |")
+
+
+def test_synthetic_validation_worlds_on_a_locomo_source_are_refused_in_one_line(full_file, tmp_path):
+    """--preset memory-r2 sets --val-worlds 4; on a LoCoMo source that used to crash at the first
+    validation, before any update, with a ValueError about conversation 900000."""
+    from algos import logo_grpo
+    from algos.cli import UserError
+
+    env = {"source": "locomo", "data_path": str(full_file), "split": "memory-r2", "part": "train"}
+    with pytest.raises(UserError) as err:
+        logo_grpo.main(["--model", "tiny", "--stages", "1", "--updates-per-stage", "1", "--val-worlds", "2",
+                        "--no-progress", "--no-tensorboard", "--env-kwargs", json.dumps(env),
+                        "--output-dir", str(tmp_path / "run")])
+    message = str(err.value)
+    assert "\n" not in message and "--val-env-kwargs" in message and "conv-" in message
+    assert not (tmp_path / "run" / "metrics.jsonl").exists() or not (tmp_path / "run" / "metrics.jsonl").read_text()
