@@ -118,7 +118,7 @@ class Args(TrainerArgs):
     skip_unprobed_sessions: bool = field(default=False, metadata={"help": "no local rerolls for a session with no question due by its end (their rerolls then differ only by compression and invalid actions)"})
     zero_truncated: bool = field(default=False, metadata={"help": "reward 0 for a session (global rollout) or a reroll in which a policy output was cut off at --max-new-tokens (official: a truncated response scores 0); off by default: the cut-off action is invalid and already penalised, and constrained outputs always end in time"})
     skip_uniform_groups: bool = field(default=False, metadata={"help": "leave samples whose group's rewards all tie (a session of the global group, or a reroll set) out of the update (official: filter_groups, which also refills the batch; not done here); off by default: they carry no advantage, only KL and entropy"})
-    local_temperature: float | None = field(default=None, metadata={"help": "decoding temperature of the local rerolls (none: --temperature, sampling as the paper describes; 0: greedy, what the official code's validation settings do, which can make a reroll set identical and its advantage 0)"})
+    local_temperature: float | None = field(default=None, metadata={"help": "decoding temperature of the local rerolls (none: --temperature, sampling as the paper describes; 0: greedy, what the official code's validation settings do; greedy rerolls of one state are identical, so their advantage is 0 and the trainer warns)"})
     # the curriculum hand-off
     reference: str = field(default="stage-start", metadata={"help": "KL reference: the adapter as the stage started (a frozen copy; official) or the base model with the adapter disabled", "choices": ["stage-start", "base"]})
     reset_optimizer: bool = field(default=True, metadata={"help": "a fresh AdamW state at each curriculum stage (official: each stage is a new run)"})
@@ -237,6 +237,17 @@ def training_pool(env, num_worlds: int) -> list[Any]:
     return [TRAIN_SEED_OFFSET + i for i in range(num_worlds)]
 
 
+def greedy_rerolls_warning(args: Args) -> str | None:
+    """One line when the local rerolls decode greedily (``--local-temperature 0``, as
+    ``--preset memory-r2`` sets it): rerolls of one forked state are then identical (up to
+    the backend's numerical noise), every reroll set ties, and its tokens teach nothing."""
+    if args.inner_fraction > 0 and args.local_temperature == 0:
+        return ("warning: --local-temperature 0 decodes the local rerolls greedily, so the rerolls of one state are "
+                "identical and their local advantage is 0 (charts/samples_local stays 0); pass --local-temperature T "
+                "(e.g. the --temperature) for local groups that explore")
+    return None
+
+
 def validation_set(args: Args, num_sessions: int) -> tuple[Any, list[Any]] | None:
     """The validation environment factory and conversations at ``num_sessions``, or None
     without validation: ``--val-env-kwargs``' source's conversations, else ``--val-worlds``
@@ -309,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from rich.console import Console
 
     console = Console(quiet=rank != 0)
+    if (warning := greedy_rerolls_warning(args)) is not None:
+        console.print(warning, style="yellow", soft_wrap=True)
     model_name = args.model or ("smollm2-135m" if has_gpu else "tiny")
     if args.demo:
         console.print("[bold]No GPU: running a short CPU demo[/] (tiny random backbone, warm-started on oracle "

@@ -184,6 +184,15 @@ def test_memory_r2_preset_sets_every_official_value_and_given_flags_win():
     assert demo.model == "tiny" and demo.group_size == 16 and demo.learning_rate == 2e-5
 
 
+def test_greedy_rerolls_are_warned_about_once_and_only_with_local_groups():
+    """--preset memory-r2 decodes rerolls greedily: identical rerolls, zero local advantage."""
+    warning = logo_grpo.greedy_rerolls_warning(preset_args())
+    assert warning is not None and "--local-temperature" in warning and "\n" not in warning
+    assert logo_grpo.greedy_rerolls_warning(preset_args(["--local-temperature", "1.5"])) is None
+    assert logo_grpo.greedy_rerolls_warning(preset_args(["--inner-fraction", "0"])) is None  # plain GRPO: no rerolls
+    assert logo_grpo.greedy_rerolls_warning(parse_args(Args, [])) is None  # default: sampled rerolls
+
+
 def test_defaults_are_the_official_algorithm():
     args = parse_args(Args, [])
     assert (args.clip_mode, args.loss_agg, args.dual_clip_c, args.log_ratio_cap) == ("turn", "turn", 3.0, 3.0)
