@@ -123,6 +123,9 @@ def rl_argv(args: StudyArgs, arm: str, seed: int, init: Path, out: Path, *, stag
             "--max-prompt-tokens", "1024", "--prompt-style", "compact", "--no-lora-lm-head", "--dtype", "auto",
             "--init-adapter", str(init), "--checkpoint-every", "1", "--keep-checkpoints", "2", "--no-progress",
             "--no-tensorboard", "--output-dir", str(out)]
+    if arm == "logo":
+        # the preset decodes rerolls greedily (the official code's setting): identical rerolls, no local signal
+        argv += ["--local-temperature", "1.0"]
     if validate:
         argv += ["--val-env-kwargs", json.dumps({"part": "val"}), "--val-every", "5"]
     else:

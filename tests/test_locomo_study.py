@@ -22,6 +22,8 @@ def test_commands_parse_in_the_trainers_with_the_study_settings(tmp_path):
     logo = parse_args(logo_grpo.Args, study.rl_argv(a, "logo", 1, tmp_path / "sft", tmp_path / "out"), prog="t")
     grpo = parse_args(logo_grpo.Args, study.rl_argv(a, "grpo", 1, tmp_path / "sft", tmp_path / "out"), prog="t")
     assert logo.inner_fraction == 0.5 and grpo.inner_fraction == 0.0
+    assert logo.local_temperature == logo.temperature == 1.0  # sampled rerolls, not the preset's greedy ones
+    assert logo_grpo.greedy_rerolls_warning(logo) is None
     assert logo.token_budget == grpo.token_budget == a.token_budget  # equal budgets for the two arms
     assert logo.stages == (4, 8) and logo.seed == 1 and logo.group_size == 4
     env = json.loads(logo.env_kwargs)
