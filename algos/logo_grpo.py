@@ -248,11 +248,28 @@ def greedy_rerolls_warning(args: Args) -> str | None:
     return None
 
 
+def check_validation_source(args: Args, env) -> None:
+    """Refuse ``--val-worlds`` (synthetic worlds; ``--preset memory-r2`` sets 4) when the
+    training ``env`` reads a dataset source such as LoCoMo and no ``--val-env-kwargs`` names
+    its validation conversations: called with the first stage's env, before the run
+    directory is written, so a corrected command can reuse ``--output-dir``."""
+    from algos.cli import UserError
+
+    if args.val_worlds == 0 or args.val_env_kwargs is not None:
+        return
+    source = getattr(env.unwrapped, "source", None)
+    keys = source.keys() if source is not None else None
+    if keys:
+        raise UserError(f"--val-worlds {args.val_worlds} draws synthetic worlds, but --env-kwargs names a dataset "
+                        f"source ({', '.join(map(str, keys))}); validate on its conversations with "
+                        "--val-env-kwargs (e.g. '{\"part\": \"val\"}'), or pass --val-worlds 0")
+
+
 def validation_set(args: Args, num_sessions: int) -> tuple[Any, list[Any]] | None:
     """The validation environment factory and conversations at ``num_sessions``, or None
     without validation: ``--val-env-kwargs``' source's conversations, else ``--val-worlds``
-    held-out synthetic worlds (seeds from ``memenv.constants.VALIDATION_SEED_OFFSET``)."""
-    from algos.cli import UserError
+    held-out synthetic worlds (seeds from ``memenv.constants.VALIDATION_SEED_OFFSET``;
+    :func:`check_validation_source` has refused those on a dataset source)."""
     from memenv.constants import VALIDATION_SEED_OFFSET
 
     if args.val_worlds == 0 and args.val_env_kwargs is None:
@@ -263,10 +280,6 @@ def validation_set(args: Args, num_sessions: int) -> tuple[Any, list[Any]] | Non
     keys = source.keys() if source is not None else None
     if keys and args.val_env_kwargs is not None:
         return make, list(keys)
-    if keys:
-        raise UserError(f"--val-worlds {args.val_worlds} draws synthetic worlds, but --env-kwargs names a dataset "
-                        f"source ({', '.join(map(str, keys))}); validate on its conversations with "
-                        "--val-env-kwargs (e.g. '{\"part\": \"val\"}'), or pass --val-worlds 0")
     return make, [VALIDATION_SEED_OFFSET + i for i in range(max(args.val_worlds, 1))]
 
 
@@ -329,7 +342,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from algos.cli import check_model_flags
 
     check_model_flags(model_name, init_adapter=args.init_adapter, device=args.device)  # before anything is written
-    make_first, _ = make_env_factory(args, args.stages[0])  # an env without fork() stops here, before anything is written
+    make_first, first_env = make_env_factory(args, args.stages[0])  # an env without fork() stops here, before anything is written
+    check_validation_source(args, first_env)  # as does --val-worlds on a dataset source
     from agents.vllm_engine import attach, engine_stats
     from algos.cli import check_rollout_engine
 
