@@ -74,13 +74,31 @@ def perturb(model, scale: float, seed: int) -> None:
             p.add_(torch.randn(p.shape, generator=g).to(p.dtype) * scale)
 
 
+# Two greedy decodes in bf16 by different kernels may part at a near-tie of the two best tokens
+# (seen in CI after the adapter perturbation: one token apart, the rest equal). Where they part,
+# the hf engine's own log-probs of the two tokens, on the same prefix, must be this close.
+TIE_NATS = 0.25
+
+
+def assert_greedy_agree(model, tokenizer, obs, vllm_out, hf_out) -> None:
+    """vLLM's greedy completions are the hf engine's, token for token, or part only at a near-tie."""
+    hf = sampler(model, tokenizer, None)
+    for o, a, b in zip(obs, vllm_out, hf_out):
+        if a.completion_ids == b.completion_ids:
+            continue
+        at = next((i for i, (x, y) in enumerate(zip(a.completion_ids, b.completion_ids)) if x != y), None)
+        assert at is not None, f"one completion is a prefix of the other: {a.text!r} / {b.text!r}"
+        la, lb = (g.logprobs[at] for g in hf.rescore([o, o], [a, b]))
+        assert abs(la - lb) <= TIE_NATS, (f"vLLM and hf part at token {at} on no tie: "
+                                          f"log-probs {la:.3f} / {lb:.3f}; {a.text!r} / {b.text!r}")
+
+
 def test_greedy_outputs_equal_the_hf_engine(setup):
     model, tokenizer, engine = setup
     obs = observations()
     vllm_out = sampler(model, tokenizer, engine).generate(obs, temperature=0.0)
     hf_out = sampler(model, tokenizer, None).generate(obs, temperature=0.0)
-    same = sum(a.completion_ids == b.completion_ids for a, b in zip(vllm_out, hf_out))
-    assert same == len(obs), [(a.text, b.text) for a, b in zip(vllm_out, hf_out)]
+    assert_greedy_agree(model, tokenizer, obs, vllm_out, hf_out)
 
 
 def test_sampling_under_the_grammar_is_always_valid_and_logprobs_are_the_trainers(setup):
@@ -120,7 +138,7 @@ def test_an_adapter_update_is_served_at_the_next_call(setup):
         assert engine.adapter_loads == loads + 1
         assert [g.completion_ids for g in before] != [g.completion_ids for g in after]
         hf_after = sampler(model, tokenizer, None).generate(obs, temperature=0.0)
-        assert [g.completion_ids for g in after] == [g.completion_ids for g in hf_after]
+        assert_greedy_agree(model, tokenizer, obs, after, hf_after)
     finally:
         load_adapter_weights(model, saved)
 
