@@ -19,6 +19,20 @@ Steps, each skipped when its result is already in ``--work-dir`` with the same s
 3. **Evaluation** on the val part (conv-44, every question at the end), one leaderboard row
    per memory agent (zero-shot, SFT, each RL arm and seed) with the same answerer.
 
+``--manager-only`` trains the memory manager alone, the arm this study has pursued since its session 2
+(``benchmarks/results/locomo_memory_agent.md``): the rule-based ``add-only``
+extractor writes the facts and the SmolLM2 manager decides per fact, under the manage grammar
+narrowed to ADD / NOOP (an add-only memory with learned contents, what the official champion
+does), sampled at temperature 1.5 (LoGo's rerolls too), KL 0.05 to the stage start, from
+``--init-adapter`` (default: the teacher SFT adapter). Its runs live in
+``<work-dir>/<arm>_addnoop/seed<N>``, and its rows put each manager behind add-only's facts:
+
+    python -m benchmarks.locomo_study --manager-only --work-dir runs/locomo_study \\
+        --init-adapter benchmarks/results/models/smollm2_memory_sft_addonly_locomo
+
+Runs already under way are continued before new ones start. Every trained row is compared
+with ``add-only``, question by question (a paired bootstrap, ``benchmarks.leaderboard.compare``).
+
 ``--probe`` instead runs short LoGo-GRPO runs over a grid of learning rates and group sizes
 (``--probe-lrs``, ``--probe-groups``, ``--probe-updates`` each) and tabulates their
 training reward; it is how the RL settings were chosen.
@@ -50,6 +64,10 @@ DEFAULT_ANSWERER = "llm:smollm2-135m:benchmarks/results/models/smollm2_answer_lo
 # answer adapter was trained on and what the leaderboard shows it), token F1 as reward.
 ENV = {"session_chunks": 4, "manage_top_k": 3, "answer_top_k": 5, "metric": "f1", "answer_order": "relevance",
        "similarity_threshold": 0.0}
+# --manager-only defaults: each conversation's first 2 sessions, and 94,094 generated tokens
+# per run, what the session-4 manager run (40 updates, greedy rerolls) spent
+MANAGER_STAGES, MANAGER_BUDGET = (2,), 94_094
+FULL_STAGES, FULL_BUDGET = (2, 4), 240_000
 
 
 @dataclass
@@ -62,8 +80,10 @@ class StudyArgs:
     answerer: str = field(default=DEFAULT_ANSWERER, metadata={"help": "frozen answer agent of rewards and evaluation rows"})
     seeds: tuple[int, ...] = field(default=(0, 1), metadata={"help": "seeds of every RL arm"})
     arms: tuple[str, ...] = field(default=ARMS, metadata={"help": "RL arms: logo (LoGo-GRPO), grpo (--inner-fraction 0)"})
-    stages: tuple[int, ...] = field(default=(2, 4), metadata={"help": "curriculum: each training conversation's first N sessions per stage (2 then 4 sessions fit this 2-core CPU; the official 8 -> 16 -> 32 is for GPUs)"})
-    token_budget: int = field(default=240_000, metadata={"help": "generated tokens per RL run, split evenly over the stages"})
+    stages: tuple[int, ...] | None = field(default=None, metadata={"help": "curriculum: each training conversation's first N sessions per stage (none: 2 then 4, which fit this 2-core CPU; 2 with --manager-only; the official 8 -> 16 -> 32 is for GPUs)"})
+    token_budget: int | None = field(default=None, metadata={"help": "generated tokens per RL run, split evenly over the stages (none: 240,000; 94,094 with --manager-only)"})
+    manager_only: bool = field(default=False, metadata={"help": "train the manager alone (ADD / NOOP) over the add-only extractor's facts; see above"})
+    init_adapter: str | None = field(default=None, metadata={"help": "adapter every RL arm starts from (none: the study's teacher SFT adapter, trained first)"})
     group_size: int = field(default=4, metadata={"help": "global rollouts per conversation"})
     learning_rate: float = field(default=1e-4, metadata={"help": "RL learning rate (LoRA)"})
     max_final_questions: int = field(default=16, metadata={"help": "questions scoring each final memory"})
@@ -78,6 +98,10 @@ class StudyArgs:
     probe_updates: int = field(default=3, metadata={"help": "probe: updates per probe run"})
 
     def __post_init__(self) -> None:
+        if self.stages is None:
+            self.stages = MANAGER_STAGES if self.manager_only else FULL_STAGES
+        if self.token_budget is None:
+            self.token_budget = MANAGER_BUDGET if self.manager_only else FULL_BUDGET
         bad = sorted(set(self.arms) - set(ARMS))
         if bad:
             raise ValueError(f"--arms takes {', '.join(ARMS)}, got {bad}")
@@ -109,10 +133,15 @@ def sft_argv(args: StudyArgs, out: Path) -> list[str]:
 
 def rl_argv(args: StudyArgs, arm: str, seed: int, init: Path, out: Path, *, stages: Sequence[int] | None = None,
             learning_rate: float | None = None, group_size: int | None = None, token_budget: int | None = None,
-            updates_per_stage: int = 500, validate: bool = True) -> list[str]:
-    """One RL run's command (``python -m algos.logo_grpo ...``)."""
+            updates_per_stage: int | None = None, validate: bool = True) -> list[str]:
+    """One RL run's command (``python -m algos.logo_grpo ...``); ``updates_per_stage`` (none: 500,
+    200 with --manager-only) only caps a stage, the token budget ends it."""
+    if args.manager_only:
+        return manager_rl_argv(args, arm, seed, init, out, stages=stages, learning_rate=learning_rate,
+                               group_size=group_size, token_budget=token_budget,
+                               updates_per_stage=updates_per_stage or 200, validate=validate)
     argv = ["--model", args.model, "--seed", str(seed), "--stages", *map(str, stages or args.stages),
-            "--updates-per-stage", str(updates_per_stage),
+            "--updates-per-stage", str(updates_per_stage or 500),
             "--token-budget", str(token_budget or args.token_budget), "--preset", "memory-r2",
             "--env-kwargs", json.dumps(env_kwargs(args)), "--answerer", args.answerer,
             "--group-size", str(group_size or args.group_size), "--conversations-per-update", "1",
@@ -131,6 +160,41 @@ def rl_argv(args: StudyArgs, arm: str, seed: int, init: Path, out: Path, *, stag
     else:
         argv += ["--val-worlds", "0"]
     return argv
+
+
+def manager_rl_argv(args: StudyArgs, arm: str, seed: int, init: Path, out: Path, *,
+                    stages: Sequence[int] | None = None, learning_rate: float | None = None,
+                    group_size: int | None = None, token_budget: int | None = None, updates_per_stage: int = 200,
+                    validate: bool = True) -> list[str]:
+    """One ``--manager-only`` RL run's command: the manager (ADD / NOOP) trained over add-only's facts."""
+    argv = ["--model", args.model, "--seed", str(seed), "--stages", *map(str, stages or args.stages),
+            "--updates-per-stage", str(updates_per_stage), "--token-budget", str(token_budget or args.token_budget),
+            "--preset", "memory-r2", "--env-kwargs", json.dumps(env_kwargs(args)),
+            "--answerer", args.answerer, "--extractor", "add-only",
+            "--group-size", str(group_size or args.group_size), "--conversations-per-update", "1",
+            "--inner-fraction", "0.5" if arm == "logo" else "0", "--inner-n", "4", "--max-local-questions", "8",
+            "--max-final-questions", str(args.max_final_questions),
+            "--learning-rate", str(learning_rate or args.learning_rate), "--ppo-epochs", "1", "--num-minibatches", "1",
+            "--micro-batch-size", "2", "--max-new-tokens", "256", "--max-prompt-tokens", "1024",
+            "--prompt-style", "compact", "--no-lora-lm-head", "--dtype", "auto",
+            # temperature 1.5: at 1.0 the SFT manager's groups tied; ADD / NOOP: with every operation
+            # offered it collapsed to deleting (locomo_memory_agent.md, sessions 3-4)
+            "--temperature", "1.5", "--kl-coef", "0.05", "--manage-ops", "ADD", "NOOP",
+            "--checkpoint-every", "1", "--keep-checkpoints", "10", "--no-progress",
+            "--init-adapter", str(init), "--output-dir", str(out)]
+    if arm == "logo":
+        argv += ["--local-temperature", "1.5"]  # rerolls sampled as the global rollouts are, not the preset's greedy ones
+    if validate:
+        argv += ["--val-env-kwargs", json.dumps({"part": "val"}), "--val-every", "4", "--early-stop-patience", "0",
+                 "--handoff", "best"]
+    else:
+        argv += ["--val-worlds", "0"]
+    return argv
+
+
+def manager_strategy(manager: str) -> str:
+    """The leaderboard agent of a manager behind add-only's facts (``manager``: an ``llm:`` spec)."""
+    return f"by-role:extract=add-only,manage={manager}"
 
 
 def row_argv(args: StudyArgs, strategy: str, out: Path) -> list[str]:
@@ -165,8 +229,11 @@ def same_settings(out: Path, module: str, argv: Sequence[str]) -> bool:
     saved = json.loads((out / "args.json").read_text())
     mod = importlib.import_module(module)
     cls = {"algos.sft": "SFTArgs", "algos.logo_grpo": "Args"}[module]
-    wanted = dataclasses.asdict(parse_args(getattr(mod, cls), list(argv), prog=module))
-    ignore = {"resume", "progress", "output_dir"}
+    parsed = parse_args(getattr(mod, cls), list(argv), prog=module)
+    if hasattr(mod, "apply_preset"):
+        parsed, _ = mod.apply_preset(parsed, list(argv))  # args.json holds the settings after --preset
+    wanted = dataclasses.asdict(parsed)
+    ignore = {"resume", "progress", "output_dir", "tensorboard"}  # none of them changes what is trained
     differ = sorted(k for k in wanted if k not in ignore and k in saved and json.loads(json.dumps(wanted[k])) != saved[k])
     if differ:
         raise UserError(f"{out} was made with other settings ({', '.join(differ)}); use another --work-dir")
@@ -178,6 +245,8 @@ def train(module: str, argv: list[str], out: Path, log: Path) -> dict[str, Any]:
     if (out / "adapter").is_dir() and same_settings(out, module, argv):
         return {"status": "reused", "seconds": 0.0}
     if (out / "checkpoints" / "latest").exists():
+        if (out / "args.json").is_file():
+            same_settings(out, module, argv)  # a run under way is continued only with the settings it began with
         return {"status": "resumed", "seconds": run_module(module, ["--resume", str(out), "--no-progress"], log)}
     return {"status": "trained", "seconds": run_module(module, argv, log)}
 
@@ -291,18 +360,68 @@ def to_markdown(study: dict[str, Any]) -> str:
     if study.get("rows"):
         kinds = list(dict.fromkeys(k for r in study["rows"] for k in r["per_kind_f1"]))
         lines += ["## conv-44, every question at the end", "",
-                  "| memory agent | F1 | B1 | EM | LoCoMo-F1 | R2-F1 | R2-B1 | " + " | ".join(f"F1 {k}" for k in kinds)
-                  + " | mem tokens | mem s/conv | file |",
-                  "|---|" + "---:|" * (6 + len(kinds) + 2) + "---|"]
+                  "| memory agent | F1 | F1 - add-only [95%] | B1 | EM | LoCoMo-F1 | R2-F1 | R2-B1 | "
+                  + " | ".join(f"F1 {k}" for k in kinds) + " | mem tokens | mem s/conv | file |",
+                  "|---|" + "---:|" * (7 + len(kinds) + 2) + "---|"]
         for r in study["rows"]:
             pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
-            lines.append(f"| {r['name']} | {pct(r['f1'])} | {pct(r['bleu1'])} | {pct(r['em'])} | {pct(r['locomo_f1'])} | "
+            vs = r.get("vs_add_only")
+            gap = "-" if vs is None else f"{100 * vs['diff']:+.1f} [{100 * vs['low']:+.1f}, {100 * vs['high']:+.1f}]"
+            lines.append(f"| {r['name']} | {pct(r['f1'])} | {gap} | {pct(r['bleu1'])} | {pct(r['em'])} | {pct(r['locomo_f1'])} | "
                          f"{pct(r['r2_f1'])} | {pct(r['r2_bleu1'])} | "
                          + " | ".join(pct(r["per_kind_f1"].get(k)) for k in kinds)
                          + f" | {r['memory_tokens']:.0f} | {r['memory_seconds']:.0f} | `{r['file']}` |")
         lines.append("")
     lines += ["## Commands", "", "```bash", *study["commands"], "```", ""]
     return "\n".join(lines)
+
+
+def run_dir(args: StudyArgs, root: Path, arm: str, seed: int) -> Path:
+    """Where one RL run lives: ``<arm>/seed<N>``, or ``<arm>_addnoop/seed<N>`` with --manager-only."""
+    return root / (f"{arm}_addnoop" if args.manager_only else arm) / f"seed{seed}"
+
+
+def run_order(args: StudyArgs, root: Path) -> list[tuple[int, str]]:
+    """(seed, arm) of every RL run, seed by seed; runs under way (a checkpoint, no final
+    adapter) first, so a study stopped mid-run finishes that run before it starts another."""
+    order = [(seed, arm) for seed in args.seeds for arm in args.arms]
+
+    def under_way(run: tuple[int, str]) -> bool:
+        out = run_dir(args, root, run[1], run[0])
+        return (out / "checkpoints" / "latest").exists() and not (out / "adapter").is_dir()
+
+    return sorted(order, key=lambda run: not under_way(run))
+
+
+def evaluate_all(args: StudyArgs, root: Path, init: Path, runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conv-44 rows (add-only first), each trained row with its paired bootstrap against add-only."""
+    if args.manager_only:
+        zero_shot = f"llm:{args.model}?prompt_style=compact&max_prompt_tokens=1024&max_new_tokens=256&manage_ops=ADD/NOOP"
+        rows = [evaluate(args, "add-only", "add-only", root, None),
+                evaluate(args, "zero-shot-manager", manager_strategy(zero_shot), root, None),
+                evaluate(args, "sft-manager", manager_strategy(f"llm:{args.model}:{init}"), root, init)]
+    else:
+        rows = [evaluate(args, "add-only", "add-only", root, None),
+                evaluate(args, "zero-shot", f"llm:{args.model}?prompt_style=compact&max_prompt_tokens=1024&max_new_tokens=384", root, None),
+                evaluate(args, "sft", f"llm:{args.model}:{init}", root, init)]
+    for r in runs:
+        adapter = Path(r["out"]) / "adapter"
+        if not adapter.is_dir():
+            continue  # stopped before its budget was spent (e.g. --stop-after): no final adapter yet
+        agent = f"llm:{args.model}:{adapter}"
+        rows.append(evaluate(args, f"{Path(r['out']).parent.name}-seed{r['seed']}",
+                             manager_strategy(agent) if args.manager_only else agent, root, adapter))
+    for row in rows[1:]:
+        row["vs_add_only"] = against(row["file"], rows[0]["file"])
+    return rows
+
+
+def against(file: str, baseline: str) -> dict[str, float]:
+    """F1 of a row minus the baseline's, question by question: the mean and its 95% interval."""
+    from benchmarks.leaderboard.compare import CompareArgs, compare
+
+    result = compare(CompareArgs(a=file, b=baseline, metric="f1"))
+    return {"diff": result["diff"], "low": result["low"], "high": result["high"], "n": result["n"]}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -319,35 +438,34 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                              "environment": {"cpu": env.get("cpu"), "code": env.get("code_revision")},
                              "commands": [" ".join(["python", "-m", "benchmarks.locomo_study",
                                                     *map(shlex.quote, sys.argv[1:] if argv is None else argv)])]}
-    sft_out = root / "sft"
-    study["sft"] = train("algos.sft", sft_argv(args, sft_out), sft_out, root / "logs" / "sft.log")
-    sft = sft_out / "adapter"
+    if args.init_adapter is not None:
+        init = Path(args.init_adapter)
+        if not (init / "adapter_config.json").is_file():
+            raise UserError(f"--init-adapter {init}: not an adapter directory (no adapter_config.json)")
+        study["sft"] = {"status": "given", "seconds": 0.0, "adapter": str(init)}
+    else:
+        sft_out = root / "sft"
+        study["sft"] = train("algos.sft", sft_argv(args, sft_out), sft_out, root / "logs" / "sft.log")
+        init = sft_out / "adapter"
     if args.probe:
-        study["probe"] = probe(args, root, sft)
+        study["probe"] = probe(args, root, init)
     else:
         runs = []
-        for seed in args.seeds if args.rl else ():
-            for arm in args.arms:
-                out = root / arm / f"seed{seed}"
-                done = train("algos.logo_grpo", rl_argv(args, arm, seed, sft, out), out,
-                             root / "logs" / f"{arm}_seed{seed}.log")
-                metrics = read_metrics(out)
-                trained = [m for m in metrics if "charts/session_reward" in m]
-                vals = [m["val/score"] for m in metrics if "val/score" in m]
-                runs.append({"arm": arm, "seed": seed, **done, "updates": len(trained), "out": str(out),
-                             "tokens": trained[-1].get("charts/cumulative_tokens", 0) if trained else 0,
-                             "best_val": max(vals) if vals else None, "metrics": metrics})
+        for seed, arm in run_order(args, root) if args.rl else ():
+            out = run_dir(args, root, arm, seed)
+            done = train("algos.logo_grpo", rl_argv(args, arm, seed, init, out), out,
+                         root / "logs" / f"{out.parent.name}_seed{seed}.log")
+            metrics = read_metrics(out)
+            trained = [m for m in metrics if "charts/session_reward" in m]
+            vals = [m["val/score"] for m in metrics if "val/score" in m]
+            runs.append({"arm": arm, "seed": seed, **done, "updates": len(trained), "out": str(out),
+                         "tokens": trained[-1].get("charts/cumulative_tokens", 0) if trained else 0,
+                         "best_val": max(vals) if vals else None, "metrics": metrics})
         study["runs"] = [{k: v for k, v in r.items() if k != "metrics"} for r in runs]
         curves = plot(runs, root / "curves.png")
         study["curves"] = str(curves) if curves else None
         if args.evaluate:
-            rows = [evaluate(args, "add-only", "add-only", root, None),
-                    evaluate(args, "zero-shot", f"llm:{args.model}?prompt_style=compact&max_prompt_tokens=1024&max_new_tokens=384", root, None),
-                    evaluate(args, "sft", f"llm:{args.model}:{sft}", root, sft)]
-            for r in runs:
-                adapter = Path(r["out"]) / "adapter"
-                rows.append(evaluate(args, f"{r['arm']}-seed{r['seed']}", f"llm:{args.model}:{adapter}", root, adapter))
-            study["rows"] = rows
+            study["rows"] = evaluate_all(args, root, init, runs)
     (root / "study.json").write_text(json.dumps(study, indent=2, default=str) + "\n")
     (root / "study.md").write_text(to_markdown(study))
     print(f"wrote {root / 'study.md'} and {root / 'study.json'}")

@@ -17,6 +17,12 @@ def args(**kw):
     return study.StudyArgs(**kw)
 
 
+def saved_args(argv):
+    """What the trainer writes to args.json: the flags with --preset's values filled in."""
+    parsed, _ = logo_grpo.apply_preset(parse_args(logo_grpo.Args, argv, prog="t"), argv)
+    return json.loads(json.dumps(dataclasses.asdict(parsed)))
+
+
 def test_commands_parse_in_the_trainers_with_the_study_settings(tmp_path):
     a = args(data_path="x.json", stages=(4, 8), group_size=4, learning_rate=1e-4)
     logo = parse_args(logo_grpo.Args, study.rl_argv(a, "logo", 1, tmp_path / "sft", tmp_path / "out"), prog="t")
@@ -40,8 +46,7 @@ def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
     out = tmp_path / "grpo"
     argv = study.rl_argv(a, "grpo", 0, tmp_path / "sft", out)
     (out / "adapter").mkdir(parents=True)
-    saved = dataclasses.asdict(parse_args(logo_grpo.Args, argv, prog="t"))
-    (out / "args.json").write_text(json.dumps(saved))
+    (out / "args.json").write_text(json.dumps(saved_args(argv)))
     assert study.train("algos.logo_grpo", argv, out, tmp_path / "log")["status"] == "reused"
     other = study.rl_argv(dataclasses.replace(a, learning_rate=3e-4), "grpo", 0, tmp_path / "sft", out)
     with pytest.raises(UserError, match="learning_rate"):
@@ -69,7 +74,12 @@ def test_report_renders_probe_runs_and_rows(tmp_path):
                   "per_kind_f1": {"temporal": 0.3}, "memory_tokens": 100, "memory_seconds": 5, "file": "f.json"}]})
     assert "| 0.0001 | 4 | 0.100, 0.200 | 0.300 | 60 | 900 |" in md
     assert "| logo | 0 | trained | 2 | 210 | 0.2 | 99 |" in md
-    assert "| sft | 21.0 | 20.0 | 10.0 | 22.0 | 20.0 | 19.0 | 30.0 | 100 | 5 | `f.json` |" in md
+    assert "| sft | 21.0 | - | 20.0 | 10.0 | 22.0 | 20.0 | 19.0 | 30.0 | 100 | 5 | `f.json` |" in md
+    md = study.to_markdown({"title": "T", "environment": {}, "commands": [], "rows": [
+        {"name": "grpo", "f1": 0.21, "bleu1": 0.2, "em": 0.1, "locomo_f1": 0.22, "r2_f1": 0.2, "r2_bleu1": 0.19,
+         "per_kind_f1": {}, "memory_tokens": 100, "memory_seconds": 5, "file": "f.json",
+         "vs_add_only": {"diff": -0.0298, "low": -0.0687, "high": 0.006, "n": 123}}]})
+    assert "| grpo | 21.0 | -3.0 [-6.9, +0.6] | 20.0 |" in md
 
 
 def test_bad_study_flags_are_refused():
@@ -87,7 +97,98 @@ def test_no_rl_trains_the_teacher_and_scores_the_start_only(tmp_path, monkeypatc
     monkeypatch.setattr(study, "evaluate", lambda a, name, strategy, root, adapter: scored.append(name) or {
         "name": name, "f1": 0.2, "bleu1": 0.2, "em": 0.1, "locomo_f1": 0.2, "r2_f1": 0.2, "r2_bleu1": 0.2,
         "per_kind_f1": {}, "memory_tokens": 1, "memory_seconds": 1, "file": "f.json"})
+    monkeypatch.setattr(study, "against", lambda file, baseline: {"diff": 0.0, "low": 0.0, "high": 0.0, "n": 1})
     out = study.main(["--data-path", str(data), "--work-dir", str(tmp_path / "w"), "--no-rl"])
     assert trained == ["algos.sft"] and out["runs"] == []
     assert scored == ["add-only", "zero-shot", "sft"]
     assert (tmp_path / "w" / "study.md").is_file()
+
+
+def test_manager_only_commands_train_the_add_noop_manager_over_add_only(tmp_path):
+    a = args(data_path="x.json", manager_only=True)
+    assert a.stages == study.MANAGER_STAGES and a.token_budget == study.MANAGER_BUDGET
+    assert args(data_path="x.json").stages == study.FULL_STAGES  # the full agent's defaults stay
+    parsed = {arm: parse_args(logo_grpo.Args, study.rl_argv(a, arm, 1, tmp_path / "init", tmp_path / arm), prog="t")
+              for arm in study.ARMS}
+    logo, grpo = parsed["logo"], parsed["grpo"]
+    for run in (logo, grpo):
+        assert run.extractor == "add-only" and run.manage_ops == ("ADD", "NOOP")
+        assert run.temperature == 1.5 and run.kl_coef == 0.05 and run.init_adapter == str(tmp_path / "init")
+        assert run.token_budget == study.MANAGER_BUDGET and run.stages == (2,) and run.handoff == "best"
+        assert json.loads(run.val_env_kwargs) == {"part": "val"} and run.val_every == 4
+    assert logo.inner_fraction == 0.5 and grpo.inner_fraction == 0.0
+    assert logo.local_temperature == logo.temperature  # sampled rerolls
+    assert logo_grpo.greedy_rerolls_warning(logo) is None
+    assert study.run_dir(a, tmp_path, "grpo", 1) == tmp_path / "grpo_addnoop" / "seed1"
+    assert study.manager_strategy("llm:m:x") == "by-role:extract=add-only,manage=llm:m:x"
+
+
+def test_a_run_under_way_goes_first_and_resumes_only_with_its_settings(tmp_path, monkeypatch):
+    a = args(data_path="x.json", manager_only=True)
+    assert study.run_order(a, tmp_path) == [(0, "logo"), (0, "grpo"), (1, "logo"), (1, "grpo")]
+    out = study.run_dir(a, tmp_path, "grpo", 0)
+    (out / "checkpoints" / "latest").mkdir(parents=True)
+    argv = study.rl_argv(a, "grpo", 0, tmp_path / "init", out)
+    (out / "args.json").write_text(json.dumps(saved_args(argv)))
+    assert study.run_order(a, tmp_path)[0] == (0, "grpo")
+    calls = []
+    monkeypatch.setattr(study, "run_module", lambda module, argv, log: calls.append(argv) or 1.0)
+    assert study.train("algos.logo_grpo", argv, out, tmp_path / "log")["status"] == "resumed"
+    assert calls == [["--resume", str(out), "--no-progress"]]
+    other = study.rl_argv(dataclasses.replace(a, learning_rate=3e-4), "grpo", 0, tmp_path / "init", out)
+    with pytest.raises(UserError, match="learning_rate"):
+        study.train("algos.logo_grpo", other, out, tmp_path / "log")
+    assert len(calls) == 1  # refused before anything ran
+
+
+def leaderboard_file(path, f1s):
+    path.write_text(json.dumps({"rows": [{"row": path.stem, "predictions": [
+        {"question_id": f"q{i}", "f1": v} for i, v in enumerate(f1s)]}]}))
+    return str(path)
+
+
+def test_against_is_the_paired_f1_difference_with_its_interval(tmp_path):
+    base = leaderboard_file(tmp_path / "b.json", [0.0, 0.5, 1.0, 0.5])
+    better = leaderboard_file(tmp_path / "a.json", [0.5, 1.0, 1.0, 1.0])
+    out = study.against(better, base)
+    assert out["diff"] == pytest.approx(0.375) and out["n"] == 4
+    assert 0 < out["low"] <= out["diff"] <= out["high"] <= 0.5
+
+
+def test_manager_only_study_scores_each_manager_behind_add_only(tmp_path, monkeypatch):
+    data = tmp_path / "locomo.json"
+    data.write_text("[]")
+    init = tmp_path / "sft_adapter"
+    init.mkdir()
+    (init / "adapter_config.json").write_text("{}")
+    trained, scored = [], []
+
+    def fake_train(module, argv, out, log):
+        trained.append((module, out))
+        (out / "adapter").mkdir(parents=True, exist_ok=True)
+        return {"status": "trained", "seconds": 1.0}
+
+    def fake_evaluate(a, name, strategy, root, adapter):
+        scored.append((name, strategy))
+        return {"name": name, "f1": 0.2, "bleu1": 0.2, "em": 0.1, "locomo_f1": 0.2, "r2_f1": 0.2, "r2_bleu1": 0.2,
+                "per_kind_f1": {}, "memory_tokens": 1, "memory_seconds": 1, "file": f"{name}.json"}
+
+    monkeypatch.setattr(study, "train", fake_train)
+    monkeypatch.setattr(study, "evaluate", fake_evaluate)
+    monkeypatch.setattr(study, "against", lambda file, baseline: {"diff": 0.01, "low": -0.01, "high": 0.03, "n": 1,
+                                                                     "file": file, "baseline": baseline})
+    out = study.main(["--data-path", str(data), "--work-dir", str(tmp_path / "w"), "--manager-only",
+                      "--init-adapter", str(init), "--seeds", "0", "--arms", "grpo"])
+    assert trained == [("algos.logo_grpo", tmp_path / "w" / "grpo_addnoop" / "seed0")]  # no SFT: --init-adapter
+    names = [name for name, _ in scored]
+    assert names == ["add-only", "zero-shot-manager", "sft-manager", "grpo_addnoop-seed0"]
+    strategies = dict(scored)
+    assert strategies["sft-manager"] == f"by-role:extract=add-only,manage=llm:smollm2-135m:{init}"
+    assert strategies["grpo_addnoop-seed0"].startswith("by-role:extract=add-only,manage=llm:smollm2-135m:")
+    assert "manage_ops=ADD/NOOP" in strategies["zero-shot-manager"]
+    assert "vs_add_only" not in out["rows"][0]
+    assert [(r["vs_add_only"]["file"], r["vs_add_only"]["baseline"]) for r in out["rows"][1:]] == [
+        (f"{n}.json", "add-only.json") for n in names[1:]]
+    assert "| grpo_addnoop-seed0 | 20.0 | +1.0 [-1.0, +3.0] |" in (tmp_path / "w" / "study.md").read_text()
+    with pytest.raises(UserError, match="--init-adapter"):
+        study.main(["--data-path", str(data), "--work-dir", str(tmp_path / "w2"), "--init-adapter", str(tmp_path)])
