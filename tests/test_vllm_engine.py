@@ -76,8 +76,9 @@ def perturb(model, scale: float, seed: int) -> None:
 
 # Two greedy decodes in bf16 by different kernels may part at a near-tie of the two best tokens
 # (seen in CI after the adapter perturbation: one token apart, the rest equal). Where they part,
-# the hf engine's own log-probs of the two tokens, on the same prefix, must be this close.
-TIE_NATS = 0.25
+# the hf engine's own log-probs of the two tokens, on the same prefix, must be this close (samples at
+# temperature 2 part from hf's greedy decode where hf prefers its token by 2-15 nats, measured).
+TIE_NATS = 0.5
 
 
 def assert_greedy_agree(model, tokenizer, obs, vllm_out, hf_out) -> None:
