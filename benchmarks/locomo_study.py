@@ -202,7 +202,7 @@ def row_argv(args: StudyArgs, strategy: str, out: Path) -> list[str]:
     return ["--source", "locomo", "--data-path", args.data_path, "--split", "memory-r2", "--part", "val",
             "--session-chunks", str(ENV["session_chunks"]), "--rows", f"{strategy}+{args.answerer}",
             "--answer-top-k", str(ENV["answer_top_k"]), "--context-tokens", "450", "--save-predictions",
-            "--no-progress", "--out", str(out)]
+            "--save-memory", "--no-progress", "--out", str(out)]  # memories: benchmarks.leaderboard.memory_diff
 
 
 def run_module(module: str, argv: Sequence[str], log: Path) -> float:

@@ -38,7 +38,7 @@ def test_commands_parse_in_the_trainers_with_the_study_settings(tmp_path):
     teacher = parse_args(sft.SFTArgs, study.sft_argv(a, tmp_path / "sft"), prog="t")
     assert teacher.teacher == "add-only" and teacher.source == "locomo" and teacher.part == "train"
     row = study.row_argv(a, "add-only", tmp_path / "row")
-    assert row[row.index("--part") + 1] == "val" and "--save-predictions" in row
+    assert row[row.index("--part") + 1] == "val" and "--save-predictions" in row and "--save-memory" in row
 
 
 def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):

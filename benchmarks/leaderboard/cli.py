@@ -122,6 +122,7 @@ class LeaderboardArgs:
     # output
     out: str | None = field(default=None, metadata={"help": "output prefix: writes OUT.md and OUT.json (none: benchmarks/results/leaderboard_<source>[<sessions>])"})
     save_predictions: bool = field(default=False, metadata={"help": "store every answer (question id, kind, prediction, F1, judge label; plus question and gold answer on synthetic worlds) in the JSON"})
+    save_memory: bool = field(default=False, metadata={"help": "store each conversation's final memory (id, text, speaker, session, date per entry) in the JSON, for python -m benchmarks.leaderboard.memory_diff; the texts come from the data, so do not publish it for licensed data (LoCoMo)"})
     title: str | None = field(default=None, metadata={"help": "title of the table (none: from the data)"})
     progress: bool = field(default=True, metadata={"help": "show progress: a bar on a terminal, one line per conversation in a log (--no-progress: nothing)"})
 
@@ -199,7 +200,8 @@ def build_config(args: LeaderboardArgs) -> tuple[EvalConfig, dict[str, Any]]:
     settings: dict[str, Any] = {"source": args.source, "qa_schedule": QA_SCHEDULE, "max_questions": args.max_questions,
                                 "context_tokens": args.context_tokens, "answer_top_k": args.answer_top_k,
                                 "judge": args.judge, "locomo_metrics": args.source == "locomo",
-                                "save_predictions": args.save_predictions, "session_chunks": args.session_chunks}
+                                "save_predictions": args.save_predictions, "save_memory": args.save_memory,
+                                "session_chunks": args.session_chunks}
     if args.source == "synthetic":
         seeds = parse_worlds(args.worlds)
         difficulty = args.difficulty or "default"
@@ -228,7 +230,8 @@ def build_config(args: LeaderboardArgs) -> tuple[EvalConfig, dict[str, Any]]:
     config = EvalConfig(source=source, keys=keys, locomo_metrics=args.source == "locomo",
                         max_questions=args.max_questions, context_tokens=args.context_tokens,
                         answer_top_k=args.answer_top_k, batch_size=args.batch_size,
-                        save_predictions=args.save_predictions, keep_texts=args.source == "synthetic",
+                        save_predictions=args.save_predictions, save_memory=args.save_memory,
+                        keep_texts=args.source == "synthetic",
                         env_options=tuple(env_options.items()))
     return config, settings
 

@@ -52,6 +52,15 @@ class CompareArgs:
 def load_row(spec: str) -> dict[str, Any]:
     """The row ``FILE#ROW`` (or the only row of ``FILE``) of a leaderboard JSON; one-line
     :class:`UserError` when the file, the row or its saved predictions are missing."""
+    row = read_row(spec)
+    if "predictions" not in row:
+        raise UserError(f"{spec}: the row kept no answers (run the leaderboard with --save-predictions)")
+    return row
+
+
+def read_row(spec: str) -> dict[str, Any]:
+    """The row ``FILE#ROW`` (or the only row of ``FILE``) of a leaderboard JSON; one-line
+    :class:`UserError` when the file or the row is missing."""
     path, _, label = spec.partition("#")
     try:
         results = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -71,8 +80,6 @@ def load_row(spec: str) -> dict[str, Any]:
         row = rows[0]
     else:
         raise UserError(f"{path} holds {len(rows)} rows; pick one as {path}#ROW, ROW one of {[r.get('row') for r in rows]}")
-    if "predictions" not in row:
-        raise UserError(f"{spec}: the row kept no answers (run the leaderboard with --save-predictions)")
     return row
 
 

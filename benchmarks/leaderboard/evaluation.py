@@ -76,6 +76,7 @@ class EvalConfig:
     answer_top_k: int = DEFAULT_ANSWER_TOP_K
     batch_size: int = DEFAULT_BATCH_SIZE
     save_predictions: bool = False  # every answer in the JSON (large for scripted rows)
+    save_memory: bool = False  # each conversation's final memory records in the JSON (texts of the data)
     keep_texts: bool = True  # questions and gold answers with them (not for licensed data)
     env_options: tuple[tuple[str, Any], ...] = ()  # more environment options, e.g. the hard worlds' memory budget
 
@@ -233,7 +234,8 @@ def evaluate_row(row: RowSpec, config: EvalConfig, pool: AgentPool, progress: Pr
             memory = env.unwrapped.memory
             conversations.append({"conversation": conv.conv_id, "questions": len(indices),
                                   "memory_size": len(memory), "memory_tokens": memory.tokens + context_kept,
-                                  "seen_tokens": info["seen_tokens"]})
+                                  "seen_tokens": info["seen_tokens"],
+                                  **({"memory": [e.record() for e in memory]} if config.save_memory else {})})
             env.close()
             progress.conversation_done()
     if not records:
