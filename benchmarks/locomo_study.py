@@ -135,58 +135,35 @@ def rl_argv(args: StudyArgs, arm: str, seed: int, init: Path, out: Path, *, stag
             learning_rate: float | None = None, group_size: int | None = None, token_budget: int | None = None,
             updates_per_stage: int | None = None, validate: bool = True) -> list[str]:
     """One RL run's command (``python -m algos.logo_grpo ...``); ``updates_per_stage`` (none: 500,
-    200 with --manager-only) only caps a stage, the token budget ends it."""
-    if args.manager_only:
-        return manager_rl_argv(args, arm, seed, init, out, stages=stages, learning_rate=learning_rate,
-                               group_size=group_size, token_budget=token_budget,
-                               updates_per_stage=updates_per_stage or 200, validate=validate)
+    200 with --manager-only) only caps a stage, the token budget ends it. With --manager-only the
+    manager alone is trained (ADD / NOOP) over add-only's facts."""
+    manager = args.manager_only
     argv = ["--model", args.model, "--seed", str(seed), "--stages", *map(str, stages or args.stages),
-            "--updates-per-stage", str(updates_per_stage or 500),
+            "--updates-per-stage", str(updates_per_stage or (200 if manager else 500)),
             "--token-budget", str(token_budget or args.token_budget), "--preset", "memory-r2",
             "--env-kwargs", json.dumps(env_kwargs(args)), "--answerer", args.answerer,
             "--group-size", str(group_size or args.group_size), "--conversations-per-update", "1",
             "--inner-fraction", "0.5" if arm == "logo" else "0", "--inner-n", "4", "--max-local-questions", "8",
             "--max-final-questions", str(args.max_final_questions),
             "--learning-rate", str(learning_rate or args.learning_rate), "--ppo-epochs", "1", "--num-minibatches", "1",
-            "--micro-batch-size", "2", "--max-new-tokens", "384",
+            "--micro-batch-size", "2", "--max-new-tokens", "256" if manager else "384",
             "--max-prompt-tokens", "1024", "--prompt-style", "compact", "--no-lora-lm-head", "--dtype", "auto",
-            "--init-adapter", str(init), "--checkpoint-every", "1", "--keep-checkpoints", "2", "--no-progress",
-            "--no-tensorboard", "--output-dir", str(out)]
-    if arm == "logo":
-        # the preset decodes rerolls greedily (the official code's setting): identical rerolls, no local signal
-        argv += ["--local-temperature", "1.0"]
-    if validate:
-        argv += ["--val-env-kwargs", json.dumps({"part": "val"}), "--val-every", "5"]
+            "--init-adapter", str(init), "--checkpoint-every", "1", "--keep-checkpoints", "10" if manager else "2",
+            "--no-progress", "--output-dir", str(out)]
+    if manager:
+        # temperature 1.5: at 1.0 the SFT manager's groups tied; ADD / NOOP: with every operation
+        # offered it collapsed to deleting (locomo_memory_agent.md, sessions 3-4)
+        argv += ["--extractor", "add-only", "--temperature", "1.5", "--kl-coef", "0.05", "--manage-ops", "ADD", "NOOP"]
     else:
-        argv += ["--val-worlds", "0"]
-    return argv
-
-
-def manager_rl_argv(args: StudyArgs, arm: str, seed: int, init: Path, out: Path, *,
-                    stages: Sequence[int] | None = None, learning_rate: float | None = None,
-                    group_size: int | None = None, token_budget: int | None = None, updates_per_stage: int = 200,
-                    validate: bool = True) -> list[str]:
-    """One ``--manager-only`` RL run's command: the manager (ADD / NOOP) trained over add-only's facts."""
-    argv = ["--model", args.model, "--seed", str(seed), "--stages", *map(str, stages or args.stages),
-            "--updates-per-stage", str(updates_per_stage), "--token-budget", str(token_budget or args.token_budget),
-            "--preset", "memory-r2", "--env-kwargs", json.dumps(env_kwargs(args)),
-            "--answerer", args.answerer, "--extractor", "add-only",
-            "--group-size", str(group_size or args.group_size), "--conversations-per-update", "1",
-            "--inner-fraction", "0.5" if arm == "logo" else "0", "--inner-n", "4", "--max-local-questions", "8",
-            "--max-final-questions", str(args.max_final_questions),
-            "--learning-rate", str(learning_rate or args.learning_rate), "--ppo-epochs", "1", "--num-minibatches", "1",
-            "--micro-batch-size", "2", "--max-new-tokens", "256", "--max-prompt-tokens", "1024",
-            "--prompt-style", "compact", "--no-lora-lm-head", "--dtype", "auto",
-            # temperature 1.5: at 1.0 the SFT manager's groups tied; ADD / NOOP: with every operation
-            # offered it collapsed to deleting (locomo_memory_agent.md, sessions 3-4)
-            "--temperature", "1.5", "--kl-coef", "0.05", "--manage-ops", "ADD", "NOOP",
-            "--checkpoint-every", "1", "--keep-checkpoints", "10", "--no-progress",
-            "--init-adapter", str(init), "--output-dir", str(out)]
+        argv += ["--no-tensorboard"]
     if arm == "logo":
-        argv += ["--local-temperature", "1.5"]  # rerolls sampled as the global rollouts are, not the preset's greedy ones
+        # the preset decodes rerolls greedily (the official code's setting): identical rerolls, no
+        # local signal; sample them at the global rollouts' temperature
+        argv += ["--local-temperature", "1.5" if manager else "1.0"]
     if validate:
-        argv += ["--val-env-kwargs", json.dumps({"part": "val"}), "--val-every", "4", "--early-stop-patience", "0",
-                 "--handoff", "best"]
+        argv += ["--val-env-kwargs", json.dumps({"part": "val"}), "--val-every", "4" if manager else "5"]
+        if manager:
+            argv += ["--early-stop-patience", "0", "--handoff", "best"]
     else:
         argv += ["--val-worlds", "0"]
     return argv
@@ -395,15 +372,14 @@ def run_order(args: StudyArgs, root: Path) -> list[tuple[int, str]]:
 
 def evaluate_all(args: StudyArgs, root: Path, init: Path, runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The conv-44 rows (add-only first), each trained row with its paired bootstrap against add-only."""
+    rows = [evaluate(args, "add-only", "add-only", root, None)]
     if args.manager_only:
         zero_shot = f"llm:{args.model}?prompt_style=compact&max_prompt_tokens=1024&max_new_tokens=256&manage_ops=ADD/NOOP"
-        rows = [evaluate(args, "add-only", "add-only", root, None),
-                evaluate(args, "zero-shot-manager", manager_strategy(zero_shot), root, None),
-                evaluate(args, "sft-manager", manager_strategy(f"llm:{args.model}:{init}"), root, init)]
+        rows += [evaluate(args, "zero-shot-manager", manager_strategy(zero_shot), root, None),
+                 evaluate(args, "sft-manager", manager_strategy(f"llm:{args.model}:{init}"), root, init)]
     else:
-        rows = [evaluate(args, "add-only", "add-only", root, None),
-                evaluate(args, "zero-shot", f"llm:{args.model}?prompt_style=compact&max_prompt_tokens=1024&max_new_tokens=384", root, None),
-                evaluate(args, "sft", f"llm:{args.model}:{init}", root, init)]
+        rows += [evaluate(args, "zero-shot", f"llm:{args.model}?prompt_style=compact&max_prompt_tokens=1024&max_new_tokens=384", root, None),
+                 evaluate(args, "sft", f"llm:{args.model}:{init}", root, init)]
     for r in runs:
         adapter = Path(r["out"]) / "adapter"
         if not adapter.is_dir():

@@ -59,28 +59,26 @@ def _key(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _unmatched(entries: Sequence[dict[str, Any]], surplus: Counter) -> list[dict[str, Any]]:
+    """The first ``surplus[text]`` entries of each text, in order: those the other side lacks."""
+    left, chosen = Counter(surplus), []
+    for e in entries:
+        if left[_key(e["text"])] > 0:
+            left[_key(e["text"])] -= 1
+            chosen.append(e)
+    return chosen
+
+
 def diff(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """Per session (numbered from 1): counts of A's and B's entries, shared ones (as a multiset of texts), and the
-    entries only A or only B keeps."""
+    """Per session, numbered from 1 as LoCoMo names them (the records count from 0): counts of A's
+    and B's entries, shared ones (as a multiset of texts), and the entries only A or only B keeps."""
     out: dict[int, dict[str, Any]] = {}
     for session in sorted({int(e["session"]) for e in [*a, *b]}):
         ea = [e for e in a if int(e["session"]) == session]
         eb = [e for e in b if int(e["session"]) == session]
-        session += 1  # the records count sessions from 0; shown from 1, as LoCoMo names them (session_1, ...)
         ca, cb = Counter(_key(e["text"]) for e in ea), Counter(_key(e["text"]) for e in eb)
-        left, right = ca - cb, cb - ca
-
-        def take(entries, remaining):
-            chosen = []
-            for e in entries:
-                if remaining[_key(e["text"])] > 0:
-                    remaining[_key(e["text"])] -= 1
-                    chosen.append(e)
-            return chosen
-
-        only_a, only_b = take(ea, Counter(left)), take(eb, Counter(right))
-        out[session] = {"a": len(ea), "b": len(eb), "shared": sum((ca & cb).values()),
-                        "only_a": only_a, "only_b": only_b}
+        out[session + 1] = {"a": len(ea), "b": len(eb), "shared": sum((ca & cb).values()),
+                            "only_a": _unmatched(ea, ca - cb), "only_b": _unmatched(eb, cb - ca)}
     return out
 
 
