@@ -15,8 +15,10 @@ need no model:
   extractor. Each first-person sentence of a speaker ("I ...", "my ...", "we ...") becomes
   a third-person fact with relative dates made absolute and the session date appended
   (:func:`first_person_facts`); it only ever ADDs, never UPDATEs or DELETEs.
+- :class:`AddOnlyTurnsAgent` (``add-only-turns``): both of the last two, add-only's facts
+  then every raw turn, all ADDed (the candidates of a manager that may keep either).
 
-The agent registry knows the three by name (``make_agent("rag-turns")``).
+The agent registry knows the four by name (``make_agent("rag-turns")``).
 
 A strategy may hold its own answer context instead of (or besides) the memory bank by
 offering ``context_records(conversation_id) -> list[record]``; the leaderboard then puts
@@ -317,6 +319,20 @@ class AddOnlyAgent(AddEveryFactAgent):
                     seen.add(fact)
                     facts.append({"text": fact, "speaker": speaker})
         return facts
+
+
+class AddOnlyTurnsAgent(AddEveryFactAgent):
+    """``add-only`` and ``rag-turns`` together: add-only's first-person facts, then every
+    turn verbatim (``"[date] Speaker: text"``), all ADDed. The candidate set a memory
+    manager can choose from when both rewritten facts and raw turns may be kept."""
+
+    name = "add-only-turns"
+
+    def facts(self, data: dict, date: str) -> list[dict]:
+        """add-only's facts of the observation, then its turns (each text once)."""
+        facts = AddOnlyAgent().facts(data, date) + RagTurnsAgent().facts(data, date)
+        seen: set[str] = set()
+        return [f for f in facts if not (f["text"] in seen or seen.add(f["text"]))]
 
 
 # --------------------------------------------------------------------------- registration --

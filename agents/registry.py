@@ -44,6 +44,7 @@ _BUILTIN: dict[str, str] = {
     "full-context": "agents.baselines:FullContextAgent",
     "rag-turns": "agents.baselines:RagTurnsAgent",
     "add-only": "agents.baselines:AddOnlyAgent",
+    "add-only-turns": "agents.baselines:AddOnlyTurnsAgent",
     "by-role": "agents.by_role:ByRoleAgent.from_spec",
 }
 _REGISTERED: dict[str, Callable[..., Any]] = {}

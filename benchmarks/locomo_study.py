@@ -30,6 +30,9 @@ does), sampled at temperature 1.5 (LoGo's rerolls too), KL 0.05 to the stage sta
     python -m benchmarks.locomo_study --manager-only --work-dir runs/locomo_study \\
         --init-adapter benchmarks/results/models/smollm2_memory_sft_addonly_locomo
 
+``--candidates add-only-turns`` gives the manager add-only's facts and every raw turn to keep
+or drop (runs in ``<arm>_addnoop_turns/seed<N>``; the rows add the candidates kept whole).
+
 Runs already under way are continued before new ones start. Every trained row is compared
 with ``add-only``, question by question (a paired bootstrap, ``benchmarks.leaderboard.compare``).
 
@@ -68,6 +71,8 @@ ENV = {"session_chunks": 4, "manage_top_k": 3, "answer_top_k": 5, "metric": "f1"
 # per run, what the session-4 manager run (40 updates, greedy rerolls) spent
 MANAGER_STAGES, MANAGER_BUDGET = (2,), 94_094
 FULL_STAGES, FULL_BUDGET = (2, 4), 240_000
+# --manager-only --candidates: the rule extractors (agents.baselines) whose facts the manager judges
+CANDIDATES = ("add-only", "add-only-turns")
 
 
 @dataclass
@@ -83,6 +88,7 @@ class StudyArgs:
     stages: tuple[int, ...] | None = field(default=None, metadata={"help": "curriculum: each training conversation's first N sessions per stage (none: 2 then 4, which fit this 2-core CPU; 2 with --manager-only; the official 8 -> 16 -> 32 is for GPUs)"})
     token_budget: int | None = field(default=None, metadata={"help": "generated tokens per RL run, split evenly over the stages (none: 240,000; 94,094 with --manager-only)"})
     manager_only: bool = field(default=False, metadata={"help": "train the manager alone (ADD / NOOP) over the add-only extractor's facts; see above"})
+    candidates: str = field(default="add-only", metadata={"help": "with --manager-only, the rule extractor whose facts the manager keeps or drops: add-only (its first-person facts) or add-only-turns (those facts and every raw turn)"})
     init_adapter: str | None = field(default=None, metadata={"help": "adapter every RL arm starts from (none: the study's teacher SFT adapter, trained first)"})
     group_size: int = field(default=4, metadata={"help": "global rollouts per conversation"})
     learning_rate: float = field(default=1e-4, metadata={"help": "RL learning rate (LoRA)"})
@@ -102,6 +108,10 @@ class StudyArgs:
             self.stages = MANAGER_STAGES if self.manager_only else FULL_STAGES
         if self.token_budget is None:
             self.token_budget = MANAGER_BUDGET if self.manager_only else FULL_BUDGET
+        if self.candidates not in CANDIDATES:
+            raise ValueError(f"--candidates takes {', '.join(CANDIDATES)}, got {self.candidates!r}")
+        if self.candidates != CANDIDATES[0] and not self.manager_only:
+            raise ValueError("--candidates applies to --manager-only (the full agent writes its own facts)")
         bad = sorted(set(self.arms) - set(ARMS))
         if bad:
             raise ValueError(f"--arms takes {', '.join(ARMS)}, got {bad}")
@@ -153,7 +163,7 @@ def rl_argv(args: StudyArgs, arm: str, seed: int, init: Path, out: Path, *, stag
     if manager:
         # temperature 1.5: at 1.0 the SFT manager's groups tied; ADD / NOOP: with every operation
         # offered it collapsed to deleting (locomo_memory_agent.md, sessions 3-4)
-        argv += ["--extractor", "add-only", "--temperature", "1.5", "--kl-coef", "0.05", "--manage-ops", "ADD", "NOOP"]
+        argv += ["--extractor", args.candidates, "--temperature", "1.5", "--kl-coef", "0.05", "--manage-ops", "ADD", "NOOP"]
     else:
         argv += ["--no-tensorboard"]
     if arm == "logo":
@@ -169,9 +179,9 @@ def rl_argv(args: StudyArgs, arm: str, seed: int, init: Path, out: Path, *, stag
     return argv
 
 
-def manager_strategy(manager: str) -> str:
-    """The leaderboard agent of a manager behind add-only's facts (``manager``: an ``llm:`` spec)."""
-    return f"by-role:extract=add-only,manage={manager}"
+def manager_strategy(manager: str, candidates: str = CANDIDATES[0]) -> str:
+    """The leaderboard agent of a manager behind a rule extractor's facts (``manager``: an ``llm:`` spec)."""
+    return f"by-role:extract={candidates},manage={manager}"
 
 
 def row_argv(args: StudyArgs, strategy: str, out: Path) -> list[str]:
@@ -354,8 +364,12 @@ def to_markdown(study: dict[str, Any]) -> str:
 
 
 def run_dir(args: StudyArgs, root: Path, arm: str, seed: int) -> Path:
-    """Where one RL run lives: ``<arm>/seed<N>``, or ``<arm>_addnoop/seed<N>`` with --manager-only."""
-    return root / (f"{arm}_addnoop" if args.manager_only else arm) / f"seed{seed}"
+    """Where one RL run lives: ``<arm>/seed<N>``, or ``<arm>_addnoop/seed<N>`` with --manager-only
+    (``<arm>_addnoop_turns/seed<N>`` over --candidates add-only-turns)."""
+    if not args.manager_only:
+        return root / arm / f"seed{seed}"
+    suffix = "" if args.candidates == CANDIDATES[0] else "_" + args.candidates.removeprefix("add-only-")
+    return root / f"{arm}_addnoop{suffix}" / f"seed{seed}"
 
 
 def run_order(args: StudyArgs, root: Path) -> list[tuple[int, str]]:
@@ -375,8 +389,12 @@ def evaluate_all(args: StudyArgs, root: Path, init: Path, runs: Sequence[dict[st
     rows = [evaluate(args, "add-only", "add-only", root, None)]
     if args.manager_only:
         zero_shot = f"llm:{args.model}?prompt_style=compact&max_prompt_tokens=1024&max_new_tokens=256&manage_ops=ADD/NOOP"
-        rows += [evaluate(args, "zero-shot-manager", manager_strategy(zero_shot), root, None),
-                 evaluate(args, "sft-manager", manager_strategy(f"llm:{args.model}:{init}"), root, init)]
+        over = "" if args.candidates == CANDIDATES[0] else "-" + args.candidates.removeprefix("add-only-")
+        if over:  # the candidates themselves, every one kept: what the manager starts from
+            rows.append(evaluate(args, args.candidates, args.candidates, root, None))
+        rows += [evaluate(args, f"zero-shot-manager{over}", manager_strategy(zero_shot, args.candidates), root, None),
+                 evaluate(args, f"sft-manager{over}", manager_strategy(f"llm:{args.model}:{init}", args.candidates),
+                          root, init)]
     else:
         rows += [evaluate(args, "zero-shot", f"llm:{args.model}?prompt_style=compact&max_prompt_tokens=1024&max_new_tokens=384", root, None),
                  evaluate(args, "sft", f"llm:{args.model}:{init}", root, init)]
@@ -386,7 +404,7 @@ def evaluate_all(args: StudyArgs, root: Path, init: Path, runs: Sequence[dict[st
             continue  # stopped before its budget was spent (e.g. --stop-after): no final adapter yet
         agent = f"llm:{args.model}:{adapter}"
         rows.append(evaluate(args, f"{Path(r['out']).parent.name}-seed{r['seed']}",
-                             manager_strategy(agent) if args.manager_only else agent, root, adapter))
+                             manager_strategy(agent, args.candidates) if args.manager_only else agent, root, adapter))
     for row in rows[1:]:
         row["vs_add_only"] = against(row["file"], rows[0]["file"])
     return rows

@@ -126,6 +126,16 @@ def test_add_only_only_adds_first_person_facts():
         assert entry.text.endswith("]") and " I " not in f" {entry.text} "
 
 
+def test_add_only_turns_keeps_add_onlys_facts_and_every_turn():
+    env, applied = play(S.AddOnlyTurnsAgent())
+    facts = [e.text for e in play(S.AddOnlyAgent())[0].unwrapped.memory]
+    turns = [e.text for e in play(S.RagTurnsAgent())[0].unwrapped.memory]
+    kept = [e.text for e in env.unwrapped.memory]
+    assert {op["op"] for op in applied} == {"ADD"}
+    assert set(kept) == set(facts) | set(turns) and len(kept) == len(set(kept))
+    assert len(kept) > len(turns) > 0 and facts
+
+
 # ---------------------------------------------------------------- leaderboard rows ------
 def test_scripted_rows_rank_and_cli_writes_md_and_json(tmp_path):
     results, md, argv = run(tmp_path, "--source", "synthetic", "--num-sessions", "8", "--worlds", "0-1",

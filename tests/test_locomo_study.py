@@ -192,3 +192,24 @@ def test_manager_only_study_scores_each_manager_behind_add_only(tmp_path, monkey
     assert "| grpo_addnoop-seed0 | 20.0 | +1.0 [-1.0, +3.0] |" in (tmp_path / "w" / "study.md").read_text()
     with pytest.raises(UserError, match="--init-adapter"):
         study.main(["--data-path", str(data), "--work-dir", str(tmp_path / "w2"), "--init-adapter", str(tmp_path)])
+
+
+def test_candidates_add_only_turns_train_and_score_the_manager_over_facts_and_turns(tmp_path, monkeypatch):
+    a = args(data_path="x.json", manager_only=True, candidates="add-only-turns")
+    run = parse_args(logo_grpo.Args, study.rl_argv(a, "grpo", 0, tmp_path / "init", tmp_path / "o"), prog="t")
+    assert run.extractor == "add-only-turns" and run.manage_ops == ("ADD", "NOOP")
+    assert study.run_dir(a, tmp_path, "logo", 1) == tmp_path / "logo_addnoop_turns" / "seed1"
+    assert study.run_dir(args(data_path="x.json", manager_only=True), tmp_path, "logo", 1) == tmp_path / "logo_addnoop" / "seed1"
+    with pytest.raises(ValueError, match="--candidates takes"):
+        args(data_path="x.json", manager_only=True, candidates="rag-turns")
+    with pytest.raises(ValueError, match="--manager-only"):
+        args(data_path="x.json", candidates="add-only-turns")
+    init = tmp_path / "init"
+    scored = []
+    monkeypatch.setattr(study, "evaluate", lambda a, name, strategy, root, adapter: scored.append((name, strategy)) or {
+        "name": name, "file": f"{name}.json"})
+    monkeypatch.setattr(study, "against", lambda file, baseline: {"baseline": baseline})
+    rows = study.evaluate_all(a, tmp_path, init, [])
+    assert [name for name, _ in scored] == ["add-only", "add-only-turns", "zero-shot-manager-turns", "sft-manager-turns"]
+    assert dict(scored)["sft-manager-turns"] == f"by-role:extract=add-only-turns,manage=llm:smollm2-135m:{init}"
+    assert all(r["vs_add_only"]["baseline"] == "add-only.json" for r in rows[1:])

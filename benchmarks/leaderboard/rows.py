@@ -23,7 +23,7 @@ EVAL_SEED_LIMIT = TRAIN_SEED_OFFSET
 GOLD_STRATEGIES = ("oracle", "add-all")
 # Agents whose answer is memenv.scripted.scripted_answer, a reader of the synthetic worlds'
 # canonical fact sentences: on real data it answers "unknown" (F1 0).
-SCRIPTED_READERS = (SCRIPTED_ANSWERER, "oracle", "noop", "add-all", "full-context", "rag-turns", "add-only")
+SCRIPTED_READERS = (SCRIPTED_ANSWERER, "oracle", "noop", "add-all", "full-context", "rag-turns", "add-only", "add-only-turns")
 
 
 @dataclass(frozen=True)
