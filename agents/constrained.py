@@ -198,19 +198,22 @@ def check_manage_ops(ops: Sequence[str] | str | None, *, constrained: bool = Tru
     return allowed
 
 
-def manage_grammar(ids: Sequence[str], num_facts: int, budget: int, *, text_tokens: int = TEXT_TOKENS,
-                   ops: Sequence[str] | None = None) -> Constraint:
-    """``{"operations": [...]}`` over the memory ids ``ids`` and ``num_facts`` extracted facts.
+@dataclass(frozen=True)
+class _ManageBudget:
+    """The manage grammar's budget arithmetic: ``steps`` steps of ``unit`` tokens, each
+    operation kind costing ``cost[kind]`` steps (DELETE ``del_steps``)."""
 
-    Body operations (ADD / UPDATE / NOOP, in any order and number) come first, then DELETEs
-    in the order of ``ids``, each id at most once. The budget left is tracked in
-    :data:`BUDGET_STEPS` steps: each operation costs its longest rendering (fixed syntax
-    byte for byte, plus ``text_tokens`` per text, plus the ", " before the next one).
-    ``ops``: the operations offered (:func:`check_manage_ops`; default all four); the others
-    cannot be generated, and the budget steps stay those of the full grammar.
-    """
-    allowed = check_manage_ops(ops)
-    ids = list(dict.fromkeys(ids))
+    fixed: int
+    sep: int
+    steps: int
+    unit: int
+    cost: dict[str, int]
+    del_steps: int
+    text_tokens: int
+
+
+def _manage_budget(ids: Sequence[str], num_facts: int, budget: int, text_tokens: int,
+                   allowed: Sequence[str]) -> _ManageBudget:
     head, tail = '{"operations": [', "]}"
     fixed = _nbytes(head) + _nbytes(tail) + 1
     longest_id = max((_nbytes(i) for i in ids), default=0)
@@ -230,10 +233,39 @@ def manage_grammar(ids: Sequence[str], num_facts: int, budget: int, *, text_toke
     if room < min(kinds.values()):
         room = min(kinds.values())  # too small a budget: one operation, possibly cut off
     unit = max(1, -(-room // BUDGET_STEPS))  # tokens per budget step (ceil)
-    steps = room // unit
     offered = {"noop": "NOOP", "add_text": "ADD", "add_fact": "ADD", "update_text": "UPDATE", "update_fact": "UPDATE"}
     cost = {k: -(-c // unit) for k, c in kinds.items() if offered[k] in allowed}
-    del_steps = -(-delete_cost // unit)
+    return _ManageBudget(fixed, sep, room // unit, unit, cost, -(-delete_cost // unit), text_tokens)
+
+
+def manage_capacity(num_facts: int, budget: int, *, ids: Sequence[str] = (), ops: Sequence[str] | None = None) -> int:
+    """The most facts one manage output can ADD (or UPDATE into) by index within ``budget``
+    new tokens: the grammar prices every token of fixed syntax as a byte (so an output never
+    overruns the budget), about 27 per ``{"op": "ADD", "fact": 12}``. A manage turn with more
+    facts than this can keep only this many of them (0: no index operation is offered)."""
+    allowed = check_manage_ops(ops)
+    b = _manage_budget(list(dict.fromkeys(ids)), num_facts, budget, TEXT_TOKENS, allowed)
+    per_fact = min((b.cost[k] for k in ("add_fact", "update_fact") if k in b.cost), default=0)
+    return b.steps // per_fact if per_fact else 0
+
+
+def manage_grammar(ids: Sequence[str], num_facts: int, budget: int, *, text_tokens: int = TEXT_TOKENS,
+                   ops: Sequence[str] | None = None) -> Constraint:
+    """``{"operations": [...]}`` over the memory ids ``ids`` and ``num_facts`` extracted facts.
+
+    Body operations (ADD / UPDATE / NOOP, in any order and number) come first, then DELETEs
+    in the order of ``ids``, each id at most once. The budget left is tracked in
+    :data:`BUDGET_STEPS` steps: each operation costs its longest rendering (fixed syntax
+    byte for byte, plus ``text_tokens`` per text, plus the ", " before the next one).
+    ``ops``: the operations offered (:func:`check_manage_ops`; default all four); the others
+    cannot be generated, and the budget steps stay those of the full grammar.
+    """
+    allowed = check_manage_ops(ops)
+    ids = list(dict.fromkeys(ids))
+    head, tail = '{"operations": [', "]}"
+    budget_of = _manage_budget(ids, num_facts, budget, text_tokens, allowed)
+    fixed, sep, steps, unit = budget_of.fixed, budget_of.sep, budget_of.steps, budget_of.unit
+    cost, del_steps, text_tokens = budget_of.cost, budget_of.del_steps, budget_of.text_tokens
     delete_ids = ids if "DELETE" in allowed else []
 
     noop, add_text, add_fact = _lit('{"op": "NOOP"}'), _lit('{"op": "ADD", "text": "'), _lit('{"op": "ADD", "fact": ')

@@ -23,12 +23,15 @@ log-probs, so a trainer can compute its loss from exactly what was sampled.
 from __future__ import annotations
 
 import json
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from agents.prompts import MANAGE
 
 
 @dataclass
@@ -125,8 +128,22 @@ class RoleSampler:
 
         parsed = parse_observation(obs)
         role = role or parsed.get("role")
+        if role == MANAGE and not getattr(self, "_warned_capacity", False):
+            self._warn_capacity(parsed)
         return grammar_for(parsed, role, max_new_tokens=self.new_tokens(role), distill=self.distill,
                            manage_ops=self.manage_ops)
+
+    def _warn_capacity(self, parsed: dict) -> None:
+        """Warn (once) when a manage observation holds more facts than its grammar can keep."""
+        from agents.constrained import manage_capacity
+
+        facts, budget = len(parsed.get("facts") or []), self.new_tokens(MANAGE)
+        capacity = manage_capacity(facts, budget, ops=self.manage_ops)
+        if facts > capacity:
+            self._warned_capacity = True
+            warnings.warn(f"a manage observation has {facts} facts but max_new_tokens={budget} lets the manage "
+                          f"grammar write at most {capacity} fact operations, so the rest can never be kept; "
+                          "raise max_new_tokens (about 27 per fact ADD)", stacklevel=3)
 
     def sample(self, observations: Sequence[str], *, num_samples: int = 1, greedy: bool = False,
                role: str | None = None, on_batch: Callable[[int], None] | None = None) -> list[list[Generation]]:

@@ -73,6 +73,10 @@ MANAGER_STAGES, MANAGER_BUDGET = (2,), 94_094
 FULL_STAGES, FULL_BUDGET = (2, 4), 240_000
 # --manager-only --candidates: the rule extractors (agents.baselines) whose facts the manager judges
 CANDIDATES = ("add-only", "add-only-turns")
+# the manager's generation budget: the manage grammar prices each token of fixed syntax as a
+# byte, so 256 new tokens admit at most 7 fact ADDs per turn (agents.constrained.manage_capacity)
+# and 384 admit 10, fewer than add-only's facts in some rounds; 1,024 admit 31
+MANAGER_NEW_TOKENS = 1024
 
 
 @dataclass
@@ -156,7 +160,7 @@ def rl_argv(args: StudyArgs, arm: str, seed: int, init: Path, out: Path, *, stag
             "--inner-fraction", "0.5" if arm == "logo" else "0", "--inner-n", "4", "--max-local-questions", "8",
             "--max-final-questions", str(args.max_final_questions),
             "--learning-rate", str(learning_rate or args.learning_rate), "--ppo-epochs", "1", "--num-minibatches", "1",
-            "--micro-batch-size", "2", "--max-new-tokens", "256" if manager else "384",
+            "--micro-batch-size", "2", "--max-new-tokens", str(MANAGER_NEW_TOKENS) if manager else "384",
             "--max-prompt-tokens", "1024", "--prompt-style", "compact", "--no-lora-lm-head", "--dtype", "auto",
             "--init-adapter", str(init), "--checkpoint-every", "1", "--keep-checkpoints", "10" if manager else "2",
             "--no-progress", "--output-dir", str(out)]
@@ -177,6 +181,13 @@ def rl_argv(args: StudyArgs, arm: str, seed: int, init: Path, out: Path, *, stag
     else:
         argv += ["--val-worlds", "0"]
     return argv
+
+
+def manager_spec(model: str, adapter: Path | str | None = None) -> str:
+    """The ``llm:`` spec of an ADD / NOOP manager, with the prompt and generation budget it trains under."""
+    where = f"{model}:{adapter}" if adapter is not None else model
+    return (f"llm:{where}?prompt_style=compact&max_prompt_tokens=1024&max_new_tokens={MANAGER_NEW_TOKENS}"
+            "&manage_ops=ADD/NOOP")
 
 
 def manager_strategy(manager: str, candidates: str = CANDIDATES[0]) -> str:
@@ -388,12 +399,11 @@ def evaluate_all(args: StudyArgs, root: Path, init: Path, runs: Sequence[dict[st
     """The conv-44 rows (add-only first), each trained row with its paired bootstrap against add-only."""
     rows = [evaluate(args, "add-only", "add-only", root, None)]
     if args.manager_only:
-        zero_shot = f"llm:{args.model}?prompt_style=compact&max_prompt_tokens=1024&max_new_tokens=256&manage_ops=ADD/NOOP"
         over = "" if args.candidates == CANDIDATES[0] else "-" + args.candidates.removeprefix("add-only-")
         if over:  # the candidates themselves, every one kept: what the manager starts from
             rows.append(evaluate(args, args.candidates, args.candidates, root, None))
-        rows += [evaluate(args, f"zero-shot-manager{over}", manager_strategy(zero_shot, args.candidates), root, None),
-                 evaluate(args, f"sft-manager{over}", manager_strategy(f"llm:{args.model}:{init}", args.candidates),
+        rows += [evaluate(args, f"zero-shot-manager{over}", manager_strategy(manager_spec(args.model), args.candidates), root, None),
+                 evaluate(args, f"sft-manager{over}", manager_strategy(manager_spec(args.model, init), args.candidates),
                           root, init)]
     else:
         rows += [evaluate(args, "zero-shot", f"llm:{args.model}?prompt_style=compact&max_prompt_tokens=1024&max_new_tokens=384", root, None),
@@ -402,9 +412,9 @@ def evaluate_all(args: StudyArgs, root: Path, init: Path, runs: Sequence[dict[st
         adapter = Path(r["out"]) / "adapter"
         if not adapter.is_dir():
             continue  # stopped before its budget was spent (e.g. --stop-after): no final adapter yet
-        agent = f"llm:{args.model}:{adapter}"
-        rows.append(evaluate(args, f"{Path(r['out']).parent.name}-seed{r['seed']}",
-                             manager_strategy(agent, args.candidates) if args.manager_only else agent, root, adapter))
+        agent = (manager_strategy(manager_spec(args.model, adapter), args.candidates) if args.manager_only
+                 else f"llm:{args.model}:{adapter}")
+        rows.append(evaluate(args, f"{Path(r['out']).parent.name}-seed{r['seed']}", agent, root, adapter))
     for row in rows[1:]:
         row["vs_add_only"] = against(row["file"], rows[0]["file"])
     return rows

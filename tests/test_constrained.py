@@ -221,3 +221,37 @@ def test_first_ppo_ratio_is_one_and_the_kl_uses_the_same_masks():
     assert stats["losses/ratio_mean"] == pytest.approx(1.0, abs=1e-4)
     assert stats["losses/kl"] == pytest.approx(0.0, abs=1e-6)
     assert np.isfinite(stats["losses/entropy"]) and np.isfinite(stats["losses/grad_norm"])
+
+
+@pytest.mark.parametrize("budget", [64, 256, 384, 1024])
+@pytest.mark.parametrize("num_facts", [5, 24])
+def test_manage_capacity_is_the_most_fact_adds_the_grammar_admits(tok, budget, num_facts):
+    from agents.constrained import manage_capacity
+
+    g = manage_grammar(["m1", "m2"], num_facts=num_facts, budget=budget, ops=("ADD", "NOOP"))
+
+    def adds(k):
+        return '{"operations": [' + ", ".join('{"op": "ADD", "fact": %d}' % (i % num_facts) for i in range(k)) + "]}"
+
+    capacity = manage_capacity(num_facts, budget, ids=["m1", "m2"], ops=("ADD", "NOOP"))
+    assert capacity >= 1 and accepts(g, tok, adds(capacity)) and not accepts(g, tok, adds(capacity + 1))
+    assert manage_capacity(num_facts, budget, ops=("NOOP",)) == 0
+
+
+def test_a_manage_turn_with_more_facts_than_the_budget_keeps_warns_once():
+    from agents.constrained import manage_capacity
+    from agents.sampler import RoleSampler
+
+    bb = make_tiny()
+    facts = [{"text": f"fact {i}", "speaker": "A", "related": []} for i in range(12)]
+    obs = json.dumps({"role": "manage", "memories": [], "facts": facts})
+    assert manage_capacity(12, 256) < 12 <= manage_capacity(12, 1024)
+    small = RoleSampler(bb.model, bb.tokenizer, prompt_style="compact", max_new_tokens=256)
+    with pytest.warns(UserWarning, match="12 facts but max_new_tokens=256 .* at most 7 fact operations"):
+        small.constraint(obs)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        small.constraint(obs)  # once per sampler
+        RoleSampler(bb.model, bb.tokenizer, prompt_style="compact", max_new_tokens=1024).constraint(obs)

@@ -8,6 +8,8 @@ import json
 
 import pytest
 
+from agents.constrained import manage_capacity
+
 from algos import logo_grpo, sft
 from algos.cli import UserError, parse_args
 from benchmarks import locomo_study as study
@@ -183,7 +185,8 @@ def test_manager_only_study_scores_each_manager_behind_add_only(tmp_path, monkey
     names = [name for name, _ in scored]
     assert names == ["add-only", "zero-shot-manager", "sft-manager", "grpo_addnoop-seed0"]
     strategies = dict(scored)
-    assert strategies["sft-manager"] == f"by-role:extract=add-only,manage=llm:smollm2-135m:{init}"
+    assert strategies["sft-manager"] == f"by-role:extract=add-only,manage={study.manager_spec('smollm2-135m', init)}"
+    assert "max_new_tokens=1024" in strategies["sft-manager"]
     assert strategies["grpo_addnoop-seed0"].startswith("by-role:extract=add-only,manage=llm:smollm2-135m:")
     assert "manage_ops=ADD/NOOP" in strategies["zero-shot-manager"]
     assert "vs_add_only" not in out["rows"][0]
@@ -198,6 +201,9 @@ def test_candidates_add_only_turns_train_and_score_the_manager_over_facts_and_tu
     a = args(data_path="x.json", manager_only=True, candidates="add-only-turns")
     run = parse_args(logo_grpo.Args, study.rl_argv(a, "grpo", 0, tmp_path / "init", tmp_path / "o"), prog="t")
     assert run.extractor == "add-only-turns" and run.manage_ops == ("ADD", "NOOP")
+    # the largest round of the training conversations offers 31 candidates (add-only's facts and
+    # the round's turns); the budget lets the manager keep every one of them
+    assert manage_capacity(31, run.max_new_tokens, ops=run.manage_ops) >= 31
     assert study.run_dir(a, tmp_path, "logo", 1) == tmp_path / "logo_addnoop_turns" / "seed1"
     assert study.run_dir(args(data_path="x.json", manager_only=True), tmp_path, "logo", 1) == tmp_path / "logo_addnoop" / "seed1"
     with pytest.raises(ValueError, match="--candidates takes"):
@@ -211,5 +217,7 @@ def test_candidates_add_only_turns_train_and_score_the_manager_over_facts_and_tu
     monkeypatch.setattr(study, "against", lambda file, baseline: {"baseline": baseline})
     rows = study.evaluate_all(a, tmp_path, init, [])
     assert [name for name, _ in scored] == ["add-only", "add-only-turns", "zero-shot-manager-turns", "sft-manager-turns"]
-    assert dict(scored)["sft-manager-turns"] == f"by-role:extract=add-only-turns,manage=llm:smollm2-135m:{init}"
+    assert dict(scored)["sft-manager-turns"] == ("by-role:extract=add-only-turns,manage=llm:smollm2-135m:"
+                                                 f"{init}?prompt_style=compact&max_prompt_tokens=1024"
+                                                 "&max_new_tokens=1024&manage_ops=ADD/NOOP")
     assert all(r["vs_add_only"]["baseline"] == "add-only.json" for r in rows[1:])
