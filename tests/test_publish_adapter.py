@@ -56,3 +56,20 @@ def test_publish_refuses_overwriting_and_non_adapters(tmp_path, tiny_backbone):
     with pytest.raises(UserError, match="not a PEFT adapter directory"):
         publish(tmp_path / "taken", tmp_path / "new")
     assert not (tmp_path / "new").exists()
+
+
+def test_publish_can_serve_a_manager_at_another_budget_and_ops(tmp_path, tiny_backbone):
+    from agents.llm_agent import adapter_settings
+
+    _, source = _saved_adapter(tmp_path, tiny_backbone)
+    target = main([str(source), str(tmp_path / "served"), "--max-new-tokens", "1024", "--manage-ops", "ADD", "NOOP"])
+    settings = adapter_settings(target)
+    assert settings["max_new_tokens"]["manage"] == 1024 and settings["manage_ops"] == ["ADD", "NOOP"]
+    info = json.loads((target / "memenv_adapter.json").read_text())
+    assert info["published"]["serving_changed"]["max_new_tokens"] == {"trained": 16, "served": 1024}
+    assert adapter_settings(source)["max_new_tokens"]["manage"] == 16  # the source is untouched
+    with pytest.raises(UserError, match="--manage-ops"):
+        main([str(source), str(tmp_path / "bad"), "--manage-ops", "MOVE"])
+    with pytest.raises(UserError, match="--max-new-tokens"):
+        main([str(source), str(tmp_path / "bad"), "--max-new-tokens", "0"])
+    assert not (tmp_path / "bad").exists()
