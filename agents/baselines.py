@@ -330,9 +330,10 @@ class AddOnlyTurnsAgent(AddEveryFactAgent):
 
     def facts(self, data: dict, date: str) -> list[dict]:
         """add-only's facts of the observation, then its turns (each text once)."""
-        facts = AddOnlyAgent().facts(data, date) + RagTurnsAgent().facts(data, date)
-        seen: set[str] = set()
-        return [f for f in facts if not (f["text"] in seen or seen.add(f["text"]))]
+        by_text: dict[str, dict] = {}
+        for fact in AddOnlyAgent().facts(data, date) + RagTurnsAgent().facts(data, date):
+            by_text.setdefault(fact["text"], fact)
+        return list(by_text.values())
 
 
 # --------------------------------------------------------------------------- registration --

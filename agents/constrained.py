@@ -212,10 +212,12 @@ class _ManageBudget:
     text_tokens: int
 
 
+_MANAGE_HEAD, _MANAGE_TAIL = '{"operations": [', "]}"
+
+
 def _manage_budget(ids: Sequence[str], num_facts: int, budget: int, text_tokens: int,
                    allowed: Sequence[str]) -> _ManageBudget:
-    head, tail = '{"operations": [', "]}"
-    fixed = _nbytes(head) + _nbytes(tail) + 1
+    fixed = _nbytes(_MANAGE_HEAD) + _nbytes(_MANAGE_TAIL) + 1
     longest_id = max((_nbytes(i) for i in ids), default=0)
     index_digits = len(str(max(num_facts - 1, 0)))
     text_tokens = max(1, min(text_tokens, budget - fixed - 40 - longest_id))
@@ -262,7 +264,7 @@ def manage_grammar(ids: Sequence[str], num_facts: int, budget: int, *, text_toke
     """
     allowed = check_manage_ops(ops)
     ids = list(dict.fromkeys(ids))
-    head, tail = '{"operations": [', "]}"
+    head, tail = _MANAGE_HEAD, _MANAGE_TAIL
     budget_of = _manage_budget(ids, num_facts, budget, text_tokens, allowed)
     fixed, sep, steps, unit = budget_of.fixed, budget_of.sep, budget_of.steps, budget_of.unit
     cost, del_steps, text_tokens = budget_of.cost, budget_of.del_steps, budget_of.text_tokens

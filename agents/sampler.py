@@ -107,6 +107,7 @@ class RoleSampler:
         self.generator, self.batch_size = generator, batch_size
         self.constrained = constrained
         self.engine = engine
+        self._warned_capacity = False  # see _warn_capacity
 
     def new_tokens(self, role: str) -> int:
         """The generation budget of ``role``."""
@@ -128,7 +129,7 @@ class RoleSampler:
 
         parsed = parse_observation(obs)
         role = role or parsed.get("role")
-        if role == MANAGE and not getattr(self, "_warned_capacity", False):
+        if role == MANAGE and not self._warned_capacity:
             self._warn_capacity(parsed)
         return grammar_for(parsed, role, max_new_tokens=self.new_tokens(role), distill=self.distill,
                            manage_ops=self.manage_ops)

@@ -150,7 +150,7 @@ def rl_argv(args: StudyArgs, arm: str, seed: int, init: Path, out: Path, *, stag
             updates_per_stage: int | None = None, validate: bool = True) -> list[str]:
     """One RL run's command (``python -m algos.logo_grpo ...``); ``updates_per_stage`` (none: 500,
     200 with --manager-only) only caps a stage, the token budget ends it. With --manager-only the
-    manager alone is trained (ADD / NOOP) over add-only's facts."""
+    manager alone is trained (ADD / NOOP) over the facts of --candidates."""
     manager = args.manager_only
     argv = ["--model", args.model, "--seed", str(seed), "--stages", *map(str, stages or args.stages),
             "--updates-per-stage", str(updates_per_stage or (200 if manager else 500)),
@@ -374,13 +374,18 @@ def to_markdown(study: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def candidates_tag(args: StudyArgs) -> str:
+    """The short name of --candidates in run and row names: "" for add-only, "turns" for add-only-turns."""
+    return "" if args.candidates == CANDIDATES[0] else args.candidates.removeprefix("add-only-")
+
+
 def run_dir(args: StudyArgs, root: Path, arm: str, seed: int) -> Path:
     """Where one RL run lives: ``<arm>/seed<N>``, or ``<arm>_addnoop/seed<N>`` with --manager-only
     (``<arm>_addnoop_turns/seed<N>`` over --candidates add-only-turns)."""
     if not args.manager_only:
         return root / arm / f"seed{seed}"
-    suffix = "" if args.candidates == CANDIDATES[0] else "_" + args.candidates.removeprefix("add-only-")
-    return root / f"{arm}_addnoop{suffix}" / f"seed{seed}"
+    tag = candidates_tag(args)
+    return root / (f"{arm}_addnoop_{tag}" if tag else f"{arm}_addnoop") / f"seed{seed}"
 
 
 def run_order(args: StudyArgs, root: Path) -> list[tuple[int, str]]:
@@ -399,7 +404,7 @@ def evaluate_all(args: StudyArgs, root: Path, init: Path, runs: Sequence[dict[st
     """The conv-44 rows (add-only first), each trained row with its paired bootstrap against add-only."""
     rows = [evaluate(args, "add-only", "add-only", root, None)]
     if args.manager_only:
-        over = "" if args.candidates == CANDIDATES[0] else "-" + args.candidates.removeprefix("add-only-")
+        over = f"-{candidates_tag(args)}" if candidates_tag(args) else ""
         if over:  # the candidates themselves, every one kept: what the manager starts from
             rows.append(evaluate(args, args.candidates, args.candidates, root, None))
         rows += [evaluate(args, f"zero-shot-manager{over}", manager_strategy(manager_spec(args.model), args.candidates), root, None),

@@ -78,8 +78,8 @@ def publish(source: Path, target: Path, *, command: str | None = None, serve: di
             settings = json.loads((source / SETTINGS).read_text(encoding="utf-8"))
         changed = {k: {"trained": settings.get(k), "served": v} for k, v in serve.items()}
         settings.update(serve)
-        settings["published"] = {**({"serving_changed": changed} if changed else {}),"source_sha256": file_sha256(source / WEIGHTS), "dtype": "bfloat16",
-                                 "command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        settings["published"] = {**({"serving_changed": changed} if changed else {}),
+                                 "source_sha256": file_sha256(source / WEIGHTS), "dtype": "bfloat16", "command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         (staging / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         for path in staging.iterdir():
             os.chmod(path, 0o644)

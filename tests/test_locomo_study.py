@@ -9,7 +9,6 @@ import json
 import pytest
 
 from agents.constrained import manage_capacity
-
 from algos import logo_grpo, sft
 from algos.cli import UserError, parse_args
 from benchmarks import locomo_study as study
